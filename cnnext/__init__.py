@@ -1,0 +1,14 @@
+"""cnnext: hand-written conv2d and max_pool2d kernels (C++ for the CPU, CUDA for the GPU) as PyTorch layers.
+
+    import cnnext
+    model = cnnext.convert(model)        # every nn.Conv2d / nn.MaxPool2d now runs on cnnext
+    cnnext.functional.conv2d(x, w, b, stride=1, padding="same", algo="im2col")
+"""
+__version__ = "0.1.0"
+
+from . import functional
+from ._ops import build_info
+from .convert import convert
+from .modules import Conv2d, MaxPool2d
+
+__all__ = ["Conv2d", "MaxPool2d", "build_info", "convert", "functional", "__version__"]

@@ -1,0 +1,65 @@
+"""Normalises the argument forms torch.nn.functional accepts into the ops' fixed-size lists.
+
+Every function raises ValueError/TypeError naming the offending argument.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Union
+
+import torch
+
+IntPair = Union[int, Sequence[int]]
+ALGOS = ("auto", "direct", "im2col")
+
+
+def check_algo(algo: str) -> str:
+    """Returns ``algo`` if it is one of ALGOS, else raises ValueError."""
+    if algo not in ALGOS:
+        raise ValueError(f"algo must be one of {', '.join(map(repr, ALGOS))}, got {algo!r}")
+    return algo
+
+
+def pair(name: str, value: IntPair) -> list[int]:
+    """``value`` (an int, or a sequence of one or two ints) as [height, width]."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or a tuple of 2 ints, got {value!r}")
+    if isinstance(value, int):
+        return [value, value]
+    try:
+        values = [int(v) for v in value]
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an int or a tuple of 2 ints, got {value!r}") from None
+    if len(values) == 1:
+        return values * 2
+    if len(values) != 2:
+        raise ValueError(f"{name} must be an int or a tuple of 2 ints, got {value!r}")
+    return values
+
+
+def conv_padding(padding: Union[str, IntPair], weight: torch.Tensor, stride: list[int], dilation: list[int]) -> list[int]:
+    """Padding as [top, left, bottom, right]; "same" may be asymmetric (the extra row/column goes last, as in PyTorch)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return [0, 0, 0, 0]
+        if padding != "same":
+            raise ValueError(f"padding must be 'same', 'valid', an int or a tuple of 2 ints, got {padding!r}")
+        if stride != [1, 1]:
+            raise ValueError("padding='same' is not supported for strided convolutions")
+        if weight.dim() != 4:
+            raise ValueError(f"weight must be 4-D (out_channels, in_channels/groups, kH, kW), got size {tuple(weight.shape)}")
+        totals = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:])]
+        return [totals[0] // 2, totals[1] // 2, totals[0] - totals[0] // 2, totals[1] - totals[1] // 2]
+    top, left = pair("padding", padding)
+    return [top, left, top, left]
+
+
+def spatial_input(op: str, input: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """Returns (4-D input, whether it was unbatched 3-D), or raises for other ranks."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    if input.dim() == 3:
+        return input.unsqueeze(0), True
+    if input.dim() != 4:
+        raise ValueError(f"{op}: expected 3-D (unbatched) or 4-D (batched) input, got input of size {tuple(input.shape)}")
+    return input, False

@@ -1,0 +1,81 @@
+"""Loads the compiled ops (``torch.ops.cnnext.*``) and gives them fake kernels.
+
+Importing this module loads ``cnnext._C``, whose static initialisers register
+the ops with the dispatcher. The fake kernels below only compute output
+shapes, so ``torch.compile`` can trace models that use cnnext layers.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from . import _build_config
+
+if _build_config.TORCH_VERSION != torch.__version__:
+    raise ImportError(
+        f"cnnext was built against torch {_build_config.TORCH_VERSION}, but torch {torch.__version__} is "
+        "installed. Rebuild it against the installed torch with: "
+        "pip install --no-build-isolation --force-reinstall --no-deps ."
+    )
+
+try:
+    from . import _C
+except ImportError as exc:  # e.g. undefined symbols after an in-place torch upgrade
+    raise ImportError(
+        f"cnnext's compiled extension failed to load ({exc}). Rebuild it against the installed torch "
+        f"{torch.__version__} with: pip install --no-build-isolation --force-reinstall --no-deps ."
+    ) from exc
+
+ops = torch.ops.cnnext
+
+
+def _conv_out(size: int, pad_total: int, dilation: int, kernel: int, stride: int) -> int:
+    return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _pool_out(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> int:
+    out = (size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+@torch.library.register_fake("cnnext::conv2d")
+def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups, algo):
+    height = _conv_out(input.shape[2], padding[0] + padding[2], dilation[0], weight.shape[2], stride[0])
+    width = _conv_out(input.shape[3], padding[1] + padding[3], dilation[1], weight.shape[3], stride[1])
+    return input.new_empty((input.shape[0], weight.shape[0], height, width))
+
+
+@torch.library.register_fake("cnnext::conv2d_grad_input")
+def _conv2d_grad_input_fake(grad_output, weight, input_size: Sequence[int], stride, padding, dilation, groups, algo):
+    return grad_output.new_empty(input_size)
+
+
+@torch.library.register_fake("cnnext::conv2d_grad_weight")
+def _conv2d_grad_weight_fake(grad_output, input, weight_size: Sequence[int], stride, padding, dilation, groups, algo):
+    return grad_output.new_empty(weight_size)
+
+
+@torch.library.register_fake("cnnext::conv2d_grad_bias")
+def _conv2d_grad_bias_fake(grad_output):
+    return grad_output.new_empty((grad_output.shape[1],))
+
+
+@torch.library.register_fake("cnnext::max_pool2d")
+def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+    height = _pool_out(input.shape[2], kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode)
+    width = _pool_out(input.shape[3], kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode)
+    shape = (input.shape[0], input.shape[1], height, width)
+    return input.new_empty(shape), input.new_empty(shape, dtype=torch.int64)
+
+
+@torch.library.register_fake("cnnext::max_pool2d_backward")
+def _max_pool2d_backward_fake(grad_output, indices, input_size: Sequence[int]):
+    return grad_output.new_empty(input_size)
+
+
+def build_info() -> dict:
+    """How this cnnext was built: version, torch it was compiled against, CUDA and its archs, OpenMP, ISA dispatch."""
+    return dict(_C.build_info())

@@ -1,0 +1,211 @@
+// conv2d: op schemas, argument checks, output-shape math and the choice of
+// algorithm. Everything a backend may assume is established here, once.
+#include "conv2d.h"
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "backend.h"
+#include "checks.h"
+
+namespace cnnext {
+namespace {
+
+// The rule behind algo="auto" (documented in README.md):
+// im2col turns the convolution into one GEMM per sample and group whose
+// reduction length is K = C_in/groups * KH * KW. A GEMM only pays for
+// building its column buffer when K is long enough to keep the FMA units
+// busy; for short reductions (first layers with one or three input
+// channels, depthwise convolutions) the direct kernel, which never
+// materialises columns, does less memory traffic and wins.
+ConvAlgo choose_algo(const Conv2dParams& p) {
+  constexpr int64_t kMinGemmReduction = 32;
+  return p.col_rows() < kMinGemmReduction ? ConvAlgo::Direct : ConvAlgo::Im2col;
+}
+
+ConvAlgo parse_algo(c10::string_view algo, const Conv2dParams& p) {
+  if (algo == "direct") return ConvAlgo::Direct;
+  if (algo == "im2col") return ConvAlgo::Im2col;
+  TORCH_CHECK_VALUE(algo == "auto", "cnnext conv2d: algo must be one of 'direct', 'im2col', 'auto', got '",
+                    algo, "'");
+  return choose_algo(p);
+}
+
+// Validates input/weight/geometry and resolves every shape into Conv2dParams.
+// `input_sizes` and `weight_sizes` are the logical shapes (the backward ops
+// receive them as lists rather than as tensors).
+Conv2dParams make_params(const char* op, at::IntArrayRef input_sizes, at::IntArrayRef weight_sizes,
+                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                         int64_t groups) {
+  TORCH_CHECK_VALUE(input_sizes.size() == 4, op, ": expected input of shape (N, C, H, W), got ",
+                    input_sizes.size(), "-D input of size ", input_sizes);
+  TORCH_CHECK_VALUE(weight_sizes.size() == 4, op,
+                    ": expected weight of shape (out_channels, in_channels/groups, kH, kW), got ",
+                    weight_sizes.size(), "-D weight of size ", weight_sizes);
+  check_pair(op, "stride", stride, 1);
+  check_pair(op, "dilation", dilation, 1);
+  TORCH_CHECK_VALUE(padding.size() == 4, op, ": padding must hold 4 values (top, left, bottom, right), got ",
+                    padding);
+  for (int64_t v : padding) {
+    TORCH_CHECK_VALUE(v >= 0, op, ": padding must be non-negative, got ", padding);
+  }
+  TORCH_CHECK_VALUE(groups > 0, op, ": groups must be a positive integer, got ", groups);
+
+  Conv2dParams p{};
+  p.batch = input_sizes[0];
+  p.in_channels = input_sizes[1];
+  p.in_h = input_sizes[2];
+  p.in_w = input_sizes[3];
+  p.out_channels = weight_sizes[0];
+  p.groups = groups;
+  p.kernel_h = weight_sizes[2];
+  p.kernel_w = weight_sizes[3];
+  p.stride_h = stride[0];
+  p.stride_w = stride[1];
+  p.pad_top = padding[0];
+  p.pad_left = padding[1];
+  p.dilation_h = dilation[0];
+  p.dilation_w = dilation[1];
+
+  TORCH_CHECK_VALUE(p.kernel_h > 0 && p.kernel_w > 0, op, ": weight must have a non-empty kernel, got weight of size ",
+                    weight_sizes);
+  TORCH_CHECK_VALUE(p.in_channels % groups == 0, op, ": groups=", groups,
+                    " must divide the input channels (", p.in_channels, ")");
+  TORCH_CHECK_VALUE(p.out_channels % groups == 0, op, ": groups=", groups,
+                    " must divide the weight's out_channels (", p.out_channels, ")");
+  TORCH_CHECK_VALUE(weight_sizes[1] * groups == p.in_channels, op, ": weight of size ", weight_sizes,
+                    " with groups=", groups, " expects input with ", weight_sizes[1] * groups,
+                    " channels, but input of size ", input_sizes, " has ", p.in_channels, " channels");
+
+  const int64_t padded_h = p.in_h + padding[0] + padding[2];
+  const int64_t padded_w = p.in_w + padding[1] + padding[3];
+  const int64_t span_h = p.dilation_h * (p.kernel_h - 1) + 1;
+  const int64_t span_w = p.dilation_w * (p.kernel_w - 1) + 1;
+  TORCH_CHECK_VALUE(padded_h >= span_h && padded_w >= span_w, op, ": kernel size (", span_h, " x ", span_w,
+                    ", after dilation) can't be greater than the padded input size (", padded_h, " x ", padded_w,
+                    ")");
+  p.out_h = (padded_h - span_h) / p.stride_h + 1;
+  p.out_w = (padded_w - span_w) / p.stride_w + 1;
+  return p;
+}
+
+std::vector<int64_t> output_sizes(const Conv2dParams& p) {
+  return {p.batch, p.out_channels, p.out_h, p.out_w};
+}
+
+void check_grad_output(const char* op, const at::Tensor& grad_output, const Conv2dParams& p) {
+  const auto expected = output_sizes(p);
+  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef(expected), op, ": grad_output must have size ",
+                    at::IntArrayRef(expected), " (the convolution's output), got ", grad_output.sizes());
+}
+
+at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias_opt,
+                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                  c10::string_view algo) {
+  constexpr const char* op = "cnnext conv2d";
+  // Backends call ATen (the GEMM) on tensors that may require grad; autograd is handled in Python.
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  check_float_tensor(op, "input", input);
+  check_same(op, "weight", weight, "input", input);
+  const Conv2dParams p = make_params(op, input.sizes(), weight.sizes(), stride, padding, dilation, groups);
+  const ConvAlgo a = parse_algo(algo, p);
+  at::Tensor bias;
+  if (bias_opt.has_value() && bias_opt->defined()) {
+    bias = *bias_opt;
+    check_same(op, "bias", bias, "input", input);
+    TORCH_CHECK_VALUE(bias.dim() == 1 && bias.size(0) == p.out_channels, op,
+                      ": bias must be 1-D with out_channels=", p.out_channels, " elements, got bias of size ",
+                      bias.sizes());
+    bias = bias.contiguous();
+  }
+  at::Tensor output = at::empty(output_sizes(p), input.options());
+  if (output.numel() == 0) return output;
+  const at::Tensor x = input.contiguous();
+  const at::Tensor w = weight.contiguous();
+  CNNEXT_BACKEND_CALL(input, conv2d_forward, a, p, x, w, bias, output);
+  return output;
+}
+
+at::Tensor conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& weight, at::IntArrayRef input_size,
+                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                             int64_t groups, c10::string_view algo) {
+  constexpr const char* op = "cnnext conv2d_grad_input";
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  check_float_tensor(op, "grad_output", grad_output);
+  check_same(op, "weight", weight, "grad_output", grad_output);
+  const Conv2dParams p = make_params(op, input_size, weight.sizes(), stride, padding, dilation, groups);
+  const ConvAlgo a = parse_algo(algo, p);
+  check_grad_output(op, grad_output, p);
+  at::Tensor grad_input = at::empty(input_size, grad_output.options());
+  if (grad_input.numel() == 0) return grad_input;
+  if (p.out_channels == 0) return grad_input.zero_();
+  const at::Tensor gy = grad_output.contiguous();
+  const at::Tensor w = weight.contiguous();
+  CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_input, a, p, gy, w, grad_input);
+  return grad_input;
+}
+
+at::Tensor conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef weight_size,
+                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                              int64_t groups, c10::string_view algo) {
+  constexpr const char* op = "cnnext conv2d_grad_weight";
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  check_float_tensor(op, "grad_output", grad_output);
+  check_same(op, "input", input, "grad_output", grad_output);
+  const Conv2dParams p = make_params(op, input.sizes(), weight_size, stride, padding, dilation, groups);
+  const ConvAlgo a = parse_algo(algo, p);
+  check_grad_output(op, grad_output, p);
+  at::Tensor grad_weight = at::empty(weight_size, grad_output.options());
+  if (grad_weight.numel() == 0) return grad_weight;
+  if (p.batch == 0) return grad_weight.zero_();
+  const at::Tensor gy = grad_output.contiguous();
+  const at::Tensor x = input.contiguous();
+  CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_weight, a, p, gy, x, grad_weight);
+  return grad_weight;
+}
+
+at::Tensor conv2d_grad_bias(const at::Tensor& grad_output) {
+  constexpr const char* op = "cnnext conv2d_grad_bias";
+  check_float_tensor(op, "grad_output", grad_output);
+  TORCH_CHECK_VALUE(grad_output.dim() == 4, op, ": expected grad_output of shape (N, C, H, W), got size ",
+                    grad_output.sizes());
+  at::Tensor grad_bias = at::empty({grad_output.size(1)}, grad_output.options());
+  if (grad_bias.numel() == 0) return grad_bias;
+  if (grad_output.numel() == 0) return grad_bias.zero_();
+  const at::Tensor gy = grad_output.contiguous();
+  CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_bias, gy, grad_bias);
+  return grad_bias;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(cnnext, m) {
+  m.def(
+      "conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, int[2] dilation, "
+      "int groups, str algo) -> Tensor");
+  m.def(
+      "conv2d_grad_input(Tensor grad_output, Tensor weight, int[4] input_size, int[2] stride, int[4] padding, "
+      "int[2] dilation, int groups, str algo) -> Tensor");
+  m.def(
+      "conv2d_grad_weight(Tensor grad_output, Tensor input, int[4] weight_size, int[2] stride, int[4] padding, "
+      "int[2] dilation, int groups, str algo) -> Tensor");
+  m.def("conv2d_grad_bias(Tensor grad_output) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(cnnext, CPU, m) {
+  m.impl("conv2d", &conv2d);
+  m.impl("conv2d_grad_input", &conv2d_grad_input);
+  m.impl("conv2d_grad_weight", &conv2d_grad_weight);
+  m.impl("conv2d_grad_bias", &conv2d_grad_bias);
+}
+
+#ifdef CNNEXT_WITH_CUDA
+TORCH_LIBRARY_IMPL(cnnext, CUDA, m) {
+  m.impl("conv2d", &conv2d);
+  m.impl("conv2d_grad_input", &conv2d_grad_input);
+  m.impl("conv2d_grad_weight", &conv2d_grad_weight);
+  m.impl("conv2d_grad_bias", &conv2d_grad_bias);
+}
+#endif
+
+}  // namespace cnnext

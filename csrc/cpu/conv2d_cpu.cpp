@@ -1,0 +1,111 @@
+// The CPU backend of conv2d: picks the algorithm, maps float16/bfloat16 onto
+// float32 (so reduced precision accumulates in float32), and holds the bias
+// gradient, which both algorithms share.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include "../conv2d.h"
+#include "conv2d_kernels.h"
+
+namespace cnnext {
+namespace cpu {
+namespace {
+
+bool is_reduced(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+
+// Runs `compute(out32, float32 args...)` for reduced-precision tensors and
+// copies the float32 result into `out`; calls compute(out, args...) otherwise.
+template <typename Fn, typename... Args>
+void in_accumulation_type(at::Tensor& out, Fn compute, const Args&... args) {
+  if (!is_reduced(out)) {
+    compute(out, args...);
+    return;
+  }
+  auto up = [](const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; };
+  at::Tensor out32 = at::empty(out.sizes(), out.options().dtype(at::kFloat));
+  compute(out32, up(args)...);
+  out.copy_(out32);
+}
+
+template <typename T>
+const T* optional_data(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
+
+// sums[c] = sum over n and the plane of x[n][c]. Plane sums in the accumulation type vectorize;
+// adding the planes in double keeps a large batch from drifting away from PyTorch's cascade sum.
+template <typename T>
+void channel_sums(const T* x, int64_t batch, int64_t channels, int64_t plane, T* sums) {
+  using acc_t = at::opmath_type<T>;
+  at::parallel_for(0, channels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      double total = 0;
+      for (int64_t n = 0; n < batch; ++n) {
+        const T* src = x + (n * channels + c) * plane;
+        acc_t sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < plane; ++i) sum += static_cast<acc_t>(src[i]);
+        total += sum;
+      }
+      sums[c] = static_cast<T>(total);
+    }
+  });
+}
+
+}  // namespace
+
+void conv2d_forward(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
+                    const at::Tensor& bias, at::Tensor& output) {
+  in_accumulation_type(
+      output,
+      [&](at::Tensor& y, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+        if (algo == ConvAlgo::Im2col) return im2col_forward(p, x, w, b, y);
+        AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cnnext_direct_forward", [&] {
+          direct_forward<scalar_t>(p, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                                   optional_data<scalar_t>(b), y.mutable_data_ptr<scalar_t>());
+        });
+      },
+      input, weight, bias);
+}
+
+void conv2d_grad_input(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& grad_output,
+                       const at::Tensor& weight, at::Tensor& grad_input) {
+  in_accumulation_type(
+      grad_input,
+      [&](at::Tensor& dx, const at::Tensor& dy, const at::Tensor& w) {
+        if (algo == ConvAlgo::Im2col) return im2col_grad_input(p, dy, w, dx);
+        AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "cnnext_direct_grad_input", [&] {
+          direct_grad_input<scalar_t>(p, dy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                                      dx.mutable_data_ptr<scalar_t>());
+        });
+      },
+      grad_output, weight);
+}
+
+void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& grad_output,
+                        const at::Tensor& input, at::Tensor& grad_weight) {
+  in_accumulation_type(
+      grad_weight,
+      [&](at::Tensor& dw, const at::Tensor& dy, const at::Tensor& x) {
+        if (algo == ConvAlgo::Im2col) return im2col_grad_weight(p, dy, x, dw);
+        AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "cnnext_direct_grad_weight", [&] {
+          direct_grad_weight<scalar_t>(p, dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                                       dw.mutable_data_ptr<scalar_t>());
+        });
+      },
+      grad_output, input);
+}
+
+void conv2d_grad_bias(const at::Tensor& grad_output, at::Tensor& grad_bias) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "cnnext_grad_bias", [&] {
+    channel_sums(grad_output.const_data_ptr<scalar_t>(), grad_output.size(0), grad_output.size(1),
+                 grad_output.size(2) * grad_output.size(3), grad_bias.mutable_data_ptr<scalar_t>());
+  });
+}
+
+}  // namespace cpu
+}  // namespace cnnext

@@ -1,0 +1,272 @@
+// Direct convolution on the CPU: no column buffer. Each micro-kernel step
+// computes kOcBlock output channels x kVec output pixels in registers while
+// it walks the reduction (input channel, kernel row, kernel column), so
+// every input load feeds kOcBlock FMAs. Borders never reach the inner
+// loop: the input is first staged into a zero-padded copy (see Staging).
+//
+// grad_input is the same correlation run backwards: the gradient, spread out
+// by the stride and padded, correlated with the flipped, channel-transposed
+// weights. grad_weight reduces over the batch in per-thread partial sums.
+#include <ATen/Parallel.h>
+
+#include <vector>
+
+#include "conv2d_kernels.h"
+#include "kernel_utils.h"
+
+namespace cnnext {
+namespace cpu {
+namespace {
+
+constexpr int64_t kOcBlock = 8;
+
+// A stride-`stride` correlation of `channels` staged planes (rows x cols)
+// with a kh x kw kernel, producing out_h x out_w pixels.
+struct Correlation {
+  int64_t channels;
+  int64_t kernel_h, kernel_w;
+  int64_t stride_h, stride_w;
+  int64_t dilation_h, dilation_w;
+  int64_t out_h, out_w;
+  Staging staging;
+};
+
+// Staging geometry that lets every vector of kVec outputs read in bounds.
+template <typename T>
+Staging staging_for(const Correlation& c, int64_t off_y, int64_t off_x, int64_t up_y, int64_t up_x) {
+  const int64_t rows = (c.out_h - 1) * c.stride_h + (c.kernel_h - 1) * c.dilation_h + 1;
+  const int64_t cols = (round_up(c.out_w, kVec<T>) - 1) * c.stride_w + (c.kernel_w - 1) * c.dilation_w + 1;
+  return {rows, cols, off_y, off_x, up_y, up_x};
+}
+
+// out[j][oh][ow] = bias[j] + sum_{c,kh,kw} w[c][kh][kw][j] * staged[c][oh*sh + kh*dh][ow*sw + kw*dw]
+// for the first `valid` of kOcBlock channels; `w` is packed block-major.
+template <typename T, bool kUnitStride>
+CNNEXT_ISA_CLONES void correlate_block(const Correlation& c, const T* staged, const T* w, const T* bias,
+                                       int64_t valid, T* out, int64_t out_plane) {
+  constexpr int64_t V = kVec<T>;
+  const int64_t cols = c.staging.cols;
+  const int64_t taps = c.kernel_h * c.kernel_w;
+  for (int64_t oh = 0; oh < c.out_h; ++oh) {
+    for (int64_t ow0 = 0; ow0 < c.out_w; ow0 += V) {
+      T acc[kOcBlock][V] = {};
+      for (int64_t ch = 0; ch < c.channels; ++ch) {
+        const T* plane = staged + ch * c.staging.rows * cols;
+        const T* wc = w + ch * taps * kOcBlock;
+        for (int64_t kh = 0; kh < c.kernel_h; ++kh) {
+          const T* row = plane + (oh * c.stride_h + kh * c.dilation_h) * cols + ow0 * c.stride_w;
+          for (int64_t kw = 0; kw < c.kernel_w; ++kw) {
+            const T* x = row + kw * c.dilation_w;
+            const T* wk = wc + (kh * c.kernel_w + kw) * kOcBlock;
+            T xv[V];
+            for (int64_t v = 0; v < V; ++v) xv[v] = kUnitStride ? x[v] : x[v * c.stride_w];
+            for (int64_t j = 0; j < kOcBlock; ++j) {
+              const T wj = wk[j];
+              for (int64_t v = 0; v < V; ++v) acc[j][v] += wj * xv[v];
+            }
+          }
+        }
+      }
+      const int64_t nv = std::min(V, c.out_w - ow0);
+      for (int64_t j = 0; j < valid; ++j) {
+        T* dst = out + j * out_plane + oh * c.out_w + ow0;
+        const T b = bias ? bias[j] : T(0);
+        for (int64_t v = 0; v < nv; ++v) dst[v] = acc[j][v] + b;
+      }
+    }
+  }
+}
+
+template <typename T>
+void correlate(const Correlation& c, const T* staged, const T* w, const T* bias, int64_t valid, T* out,
+               int64_t out_plane) {
+  if (c.stride_w == 1) {
+    correlate_block<T, true>(c, staged, w, bias, valid, out, out_plane);
+  } else {
+    correlate_block<T, false>(c, staged, w, bias, valid, out, out_plane);
+  }
+}
+
+// Packs weights for correlate_block: packed[g][block][ch][kh][kw][j], zero
+// for channels past the end of the last block. `at(g, oc, ch, kh, kw)` reads
+// the source weight of output channel oc (within group g).
+template <typename T, typename Fn>
+std::vector<T> pack_weights(int64_t groups, int64_t outs, int64_t channels, int64_t kernel_h, int64_t kernel_w,
+                            Fn at) {
+  const int64_t blocks = (outs + kOcBlock - 1) / kOcBlock;
+  const int64_t taps = kernel_h * kernel_w;
+  std::vector<T> packed(groups * blocks * channels * taps * kOcBlock, T(0));
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t oc = 0; oc < outs; ++oc)
+      for (int64_t ch = 0; ch < channels; ++ch)
+        for (int64_t kh = 0; kh < kernel_h; ++kh)
+          for (int64_t kw = 0; kw < kernel_w; ++kw) {
+            const int64_t block = g * blocks + oc / kOcBlock;
+            packed[((block * channels + ch) * taps + kh * kernel_w + kw) * kOcBlock + oc % kOcBlock] =
+                at(g, oc, ch, kh, kw);
+          }
+  return packed;
+}
+
+// Runs the correlation for every (sample, group, block of kOcBlock outputs),
+// staging each sample's group planes once per thread.
+template <typename T>
+void correlate_batch(const Correlation& c, int64_t batch, int64_t groups, int64_t outs, const T* src,
+                     int64_t src_h, int64_t src_w, const std::vector<T>& packed, const T* bias, T* dst) {
+  const int64_t blocks = (outs + kOcBlock - 1) / kOcBlock;
+  const int64_t staged_size = c.channels * c.staging.rows * c.staging.cols;
+  const int64_t block_weights = c.channels * c.kernel_h * c.kernel_w * kOcBlock;
+  const int64_t out_plane = c.out_h * c.out_w;
+  at::parallel_for(0, batch * groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> staged(staged_size);
+    int64_t staged_plane_set = -1;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t set = task / blocks;  // = n * groups + g
+      const int64_t block = task % blocks;
+      if (set != staged_plane_set) {
+        stage_planes(src + set * c.channels * src_h * src_w, c.channels, src_h, src_w, c.staging, staged.data());
+        staged_plane_set = set;
+      }
+      const int64_t g = set % groups;
+      const int64_t oc0 = block * kOcBlock;
+      const int64_t valid = std::min(kOcBlock, outs - oc0);
+      correlate(c, staged.data(), packed.data() + (g * blocks + block) * block_weights,
+                bias ? bias + g * outs + oc0 : nullptr, valid, dst + (set * outs + oc0) * out_plane, out_plane);
+    }
+  });
+}
+
+// partial[j][ch][kh][kw] += sum_{oh,ow} gy[j][oh][ow] * staged[ch][oh*sh+kh*dh][ow*sw+kw*dw] for one
+// block of kOcBlock output channels; gy rows are padded to a multiple of kVec with zeros.
+template <typename T, bool kUnitStride>
+CNNEXT_ISA_CLONES void weight_grad_block(const Correlation& c, const T* staged, const T* gy, int64_t gy_cols,
+                                         int64_t valid, T* partial) {
+  constexpr int64_t V = kVec<T>;
+  const int64_t cols = c.staging.cols;
+  const int64_t gy_plane = c.out_h * gy_cols;
+  const int64_t taps = c.kernel_h * c.kernel_w;
+  for (int64_t ch = 0; ch < c.channels; ++ch) {
+    const T* plane = staged + ch * c.staging.rows * cols;
+    for (int64_t kh = 0; kh < c.kernel_h; ++kh) {
+      for (int64_t kw = 0; kw < c.kernel_w; ++kw) {
+        T acc[kOcBlock][V] = {};
+        for (int64_t oh = 0; oh < c.out_h; ++oh) {
+          const T* row = plane + (oh * c.stride_h + kh * c.dilation_h) * cols + kw * c.dilation_w;
+          const T* g = gy + oh * gy_cols;
+          for (int64_t ow0 = 0; ow0 < gy_cols; ow0 += V) {
+            T xv[V];
+            for (int64_t v = 0; v < V; ++v) xv[v] = kUnitStride ? row[ow0 + v] : row[(ow0 + v) * c.stride_w];
+            for (int64_t j = 0; j < kOcBlock; ++j) {
+              const T* gj = g + j * gy_plane + ow0;
+              for (int64_t v = 0; v < V; ++v) acc[j][v] += gj[v] * xv[v];
+            }
+          }
+        }
+        for (int64_t j = 0; j < valid; ++j) {
+          T sum = 0;
+          for (int64_t v = 0; v < V; ++v) sum += acc[j][v];
+          partial[(j * c.channels + ch) * taps + kh * c.kernel_w + kw] += sum;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void direct_forward(const Conv2dParams& p, const T* input, const T* weight, const T* bias, T* output) {
+  const int64_t cin = p.in_per_group(), cout = p.out_per_group();
+  Correlation c{cin, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
+                p.out_h, p.out_w, {}};
+  c.staging = staging_for<T>(c, p.pad_top, p.pad_left, 1, 1);
+  const int64_t taps = p.kernel_plane();
+  const auto packed = pack_weights<T>(p.groups, cout, cin, p.kernel_h, p.kernel_w,
+                                      [&](int64_t g, int64_t oc, int64_t ch, int64_t kh, int64_t kw) {
+                                        return weight[((g * cout + oc) * cin + ch) * taps + kh * p.kernel_w + kw];
+                                      });
+  correlate_batch(c, p.batch, p.groups, cout, input, p.in_h, p.in_w, packed, bias, output);
+}
+
+template <typename T>
+void direct_grad_input(const Conv2dParams& p, const T* grad_output, const T* weight, T* grad_input) {
+  // dx[ci][y][x] = sum_{co,kh,kw} w[co][ci][KH-1-kh][KW-1-kw] * U[co][y + kh*dh][x + kw*dw], where U is
+  // grad_output with (stride - 1) zeros between pixels, shifted by dilation*(K-1) - pad.
+  const int64_t cin = p.in_per_group(), cout = p.out_per_group();
+  Correlation c{cout, p.kernel_h, p.kernel_w, 1, 1, p.dilation_h, p.dilation_w, p.in_h, p.in_w, {}};
+  c.staging = staging_for<T>(c, p.dilation_h * (p.kernel_h - 1) - p.pad_top,
+                             p.dilation_w * (p.kernel_w - 1) - p.pad_left, p.stride_h, p.stride_w);
+  const int64_t taps = p.kernel_plane();
+  const auto packed = pack_weights<T>(
+      p.groups, cin, cout, p.kernel_h, p.kernel_w, [&](int64_t g, int64_t ci, int64_t co, int64_t kh, int64_t kw) {
+        return weight[((g * cout + co) * cin + ci) * taps + (p.kernel_h - 1 - kh) * p.kernel_w +
+                      (p.kernel_w - 1 - kw)];
+      });
+  correlate_batch(c, p.batch, p.groups, cin, grad_output, p.out_h, p.out_w, packed, static_cast<const T*>(nullptr),
+                  grad_input);
+}
+
+template <typename T>
+void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* input, T* grad_weight) {
+  constexpr int64_t V = kVec<T>;
+  const int64_t cin = p.in_per_group(), cout = p.out_per_group();
+  const int64_t blocks = (cout + kOcBlock - 1) / kOcBlock;
+  Correlation c{cin, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
+                p.out_h, p.out_w, {}};
+  c.staging = staging_for<T>(c, p.pad_top, p.pad_left, 1, 1);
+  const int64_t gy_cols = round_up(p.out_w, V);
+  const int64_t weight_numel = p.out_channels * cin * p.kernel_plane();
+  // The batch is cut into one chunk per thread, each summed into its own partial result and the
+  // partials added in chunk order: no two threads add into the same memory, and the result does
+  // not depend on scheduling.
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), p.batch));
+  std::vector<T> partials(chunks * weight_numel, T(0));
+  at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+    std::vector<T> staged(cin * c.staging.rows * c.staging.cols);
+    // grad_output of one group, rows padded to gy_cols and channels to whole blocks, zeros elsewhere.
+    std::vector<T> gy(blocks * kOcBlock * p.out_h * gy_cols, T(0));
+    for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+      T* partial = partials.data() + chunk * weight_numel;
+      for (int64_t n = chunk * p.batch / chunks; n < (chunk + 1) * p.batch / chunks; ++n) {
+      for (int64_t g = 0; g < p.groups; ++g) {
+        stage_planes(input + (n * p.in_channels + g * cin) * p.in_plane(), cin, p.in_h, p.in_w, c.staging,
+                     staged.data());
+        const T* src = grad_output + (n * p.out_channels + g * cout) * p.out_plane();
+        for (int64_t oc = 0; oc < cout; ++oc)
+          for (int64_t oh = 0; oh < p.out_h; ++oh)
+            std::copy(src + (oc * p.out_h + oh) * p.out_w, src + (oc * p.out_h + oh + 1) * p.out_w,
+                      gy.data() + (oc * p.out_h + oh) * gy_cols);
+        for (int64_t block = 0; block < blocks; ++block) {
+          const int64_t oc0 = block * kOcBlock;
+          const T* gyb = gy.data() + oc0 * p.out_h * gy_cols;
+          T* dst = partial + (g * cout + oc0) * cin * p.kernel_plane();
+          const int64_t valid = std::min(kOcBlock, cout - oc0);
+          if (p.stride_w == 1) {
+            weight_grad_block<T, true>(c, staged.data(), gyb, gy_cols, valid, dst);
+          } else {
+            weight_grad_block<T, false>(c, staged.data(), gyb, gy_cols, valid, dst);
+          }
+        }
+      }
+      }
+    }
+  });
+  at::parallel_for(0, weight_numel, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      T sum = 0;
+      for (int64_t t = 0; t < chunks; ++t) sum += partials[t * weight_numel + i];
+      grad_weight[i] = sum;
+    }
+  });
+}
+
+#define CNNEXT_INSTANTIATE(T)                                                                  \
+  template void direct_forward<T>(const Conv2dParams&, const T*, const T*, const T*, T*);     \
+  template void direct_grad_input<T>(const Conv2dParams&, const T*, const T*, T*);            \
+  template void direct_grad_weight<T>(const Conv2dParams&, const T*, const T*, T*);
+CNNEXT_INSTANTIATE(float)
+CNNEXT_INSTANTIATE(double)
+#undef CNNEXT_INSTANTIATE
+
+}  // namespace cpu
+}  // namespace cnnext

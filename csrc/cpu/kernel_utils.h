@@ -1,0 +1,68 @@
+// Helpers shared by the CPU kernels: vector width, ISA cloning, and the
+// "staging" copy that turns every border case into plain in-bounds reads.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+namespace cnnext {
+namespace cpu {
+
+// Outputs computed per micro-kernel step: one 512-bit register of T.
+// Narrower ISAs split it into two or four registers; the loop shapes stay
+// the same, so one source serves every ISA.
+template <typename T>
+constexpr int64_t kVec = 64 / static_cast<int64_t>(sizeof(T));
+
+inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// The hot loops are compiled once per ISA and the best clone is picked when
+// the library loads (GCC/Clang function multi-versioning), so the package
+// needs no AVX-512 at build time and still uses it where it exists.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(CNNEXT_NO_ISA_CLONES)
+#define CNNEXT_ISA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CNNEXT_ISA_CLONES
+#endif
+
+// How a set of planes is copied into a zero-filled staging buffer:
+// staged[y][x] = src[(y - off_y) / up_y][(x - off_x) / up_x] where that is an
+// exact in-range source position, else 0. Offsets may be negative (the
+// source is cropped). up > 1 interleaves zeros, which turns a transposed,
+// strided convolution into a plain stride-1 one.
+struct Staging {
+  int64_t rows, cols;
+  int64_t off_y, off_x;
+  int64_t up_y, up_x;
+};
+
+// [lo, hi): source indices s with 0 <= s * up + off < limit.
+inline void staged_source_range(int64_t src_size, int64_t off, int64_t up, int64_t limit, int64_t& lo,
+                                int64_t& hi) {
+  lo = off >= 0 ? 0 : (-off + up - 1) / up;
+  hi = limit - off <= 0 ? 0 : std::min(src_size, (limit - off + up - 1) / up);
+  if (hi < lo) hi = lo;
+}
+
+template <typename T>
+void stage_planes(const T* src, int64_t channels, int64_t src_h, int64_t src_w, const Staging& s, T* dst) {
+  std::fill(dst, dst + channels * s.rows * s.cols, T(0));
+  int64_t y_lo, y_hi, x_lo, x_hi;
+  staged_source_range(src_h, s.off_y, s.up_y, s.rows, y_lo, y_hi);
+  staged_source_range(src_w, s.off_x, s.up_x, s.cols, x_lo, x_hi);
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t sy = y_lo; sy < y_hi; ++sy) {
+      const T* in = src + (c * src_h + sy) * src_w;
+      T* out = dst + (c * s.rows + sy * s.up_y + s.off_y) * s.cols + s.off_x;
+      if (s.up_x == 1) {
+        std::memcpy(out + x_lo, in + x_lo, (x_hi - x_lo) * sizeof(T));
+      } else {
+        for (int64_t sx = x_lo; sx < x_hi; ++sx) out[sx * s.up_x] = in[sx];
+      }
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace cnnext

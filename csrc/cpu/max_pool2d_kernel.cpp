@@ -1,0 +1,98 @@
+// Max pooling on the CPU, one output row at a time: for every kernel tap the
+// row's outputs whose tap lands inside the input are updated in one
+// branch-free pass (compare, then select value and index), so the loop over
+// output columns vectorizes and padding never reaches it. Planes are split
+// across threads; backward scatters into the thread's own planes only.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <limits>
+#include <vector>
+
+#include "../max_pool2d.h"
+#include "kernel_utils.h"
+
+namespace cnnext {
+namespace cpu {
+namespace {
+
+// First tap index k >= 0 with start + k*dilation >= 0, i.e. the first tap inside the input.
+inline int64_t first_inside(int64_t start, int64_t dilation) {
+  return start >= 0 ? 0 : (-start + dilation - 1) / dilation;
+}
+
+template <typename T, typename acc_t>
+CNNEXT_ISA_CLONES void pool_row(const Pool2dParams& p, const T* in, int64_t oh, acc_t* best, int64_t* arg) {
+  const int64_t h0 = oh * p.stride_h - p.pad_h;
+  const int64_t kh0 = first_inside(h0, p.dilation_h);
+  // Before any tap, PyTorch reports the window's first in-bounds element and -inf.
+  for (int64_t ow = 0; ow < p.out_w; ++ow) {
+    const int64_t w0 = ow * p.stride_w - p.pad_w;
+    best[ow] = -std::numeric_limits<acc_t>::infinity();
+    arg[ow] = (h0 + kh0 * p.dilation_h) * p.in_w + w0 + first_inside(w0, p.dilation_w) * p.dilation_w;
+  }
+  for (int64_t kh = kh0; kh < p.kernel_h; ++kh) {
+    const int64_t ih = h0 + kh * p.dilation_h;
+    if (ih >= p.in_h) break;
+    const T* row = in + ih * p.in_w;
+    for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+      const TapRange r = valid_outputs(kw, p.in_w, p.out_w, p.stride_w, p.pad_w, p.dilation_w);
+      const int64_t offset = kw * p.dilation_w - p.pad_w;
+      for (int64_t ow = r.lo; ow < r.hi; ++ow) {
+        const int64_t iw = ow * p.stride_w + offset;
+        const acc_t v = static_cast<acc_t>(row[iw]);
+        // NaN wins over everything, as in PyTorch.
+        const bool take = (v > best[ow]) || (v != v);
+        best[ow] = take ? v : best[ow];
+        arg[ow] = take ? ih * p.in_w + iw : arg[ow];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void max_pool2d_forward(const Pool2dParams& p, const at::Tensor& input, at::Tensor& output, at::Tensor& indices) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "cnnext_max_pool2d", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* x = input.const_data_ptr<scalar_t>();
+    scalar_t* y = output.mutable_data_ptr<scalar_t>();
+    int64_t* idx = indices.mutable_data_ptr<int64_t>();
+    at::parallel_for(0, p.planes, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> best(p.out_w);
+      for (int64_t plane = begin; plane < end; ++plane) {
+        const scalar_t* in = x + plane * p.in_plane();
+        for (int64_t oh = 0; oh < p.out_h; ++oh) {
+          const int64_t o = plane * p.out_plane() + oh * p.out_w;
+          pool_row<scalar_t, acc_t>(p, in, oh, best.data(), idx + o);
+          for (int64_t ow = 0; ow < p.out_w; ++ow) y[o + ow] = static_cast<scalar_t>(best[ow]);
+        }
+      }
+    });
+  });
+}
+
+void max_pool2d_backward(const Pool2dParams& p, const at::Tensor& grad_output, const at::Tensor& indices,
+                         at::Tensor& grad_input) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "cnnext_max_pool2d_bwd", [&] {
+    const scalar_t* dy = grad_output.const_data_ptr<scalar_t>();
+    const int64_t* idx = indices.const_data_ptr<int64_t>();
+    scalar_t* dx = grad_input.mutable_data_ptr<scalar_t>();
+    const int64_t in_plane = p.in_plane(), out_plane = p.out_plane();
+    at::parallel_for(0, p.planes, 1, [&](int64_t begin, int64_t end) {
+      std::fill(dx + begin * in_plane, dx + end * in_plane, scalar_t(0));
+      for (int64_t plane = begin; plane < end; ++plane) {
+        scalar_t* dst = dx + plane * in_plane;
+        for (int64_t o = plane * out_plane; o < (plane + 1) * out_plane; ++o) {
+          const int64_t i = idx[o];
+          if (i >= 0 && i < in_plane) dst[i] += dy[o];
+        }
+      }
+    });
+  });
+}
+
+}  // namespace cpu
+}  // namespace cnnext

@@ -1,0 +1,283 @@
+// conv2d, CUDA backend: the torch side of the kernels in conv2d_*_kernel.cu.
+//
+// csrc/conv2d.cpp has validated the arguments and allocated the outputs;
+// this file only picks the device and stream, dispatches on dtype, drives the
+// im2col chunks and cuBLAS GEMMs, and turns launch errors into exceptions.
+// Compiled by the host compiler in CUDA builds only; it includes c10's CUDA
+// headers but not ATen/cuda/CUDAContext.h (which needs cuBLAS headers), so
+// tools/check_cuda_compile.sh can syntax-check it on a GPU-less machine.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <type_traits>
+
+#include "../conv2d.h"
+#include "launchers.h"
+
+namespace cnnext {
+namespace cuda {
+namespace {
+
+// ATen's 16-bit scalar types share their layout with CUDA's, which the
+// kernels are written against.
+template <typename S>
+struct DeviceScalar {
+  using type = S;
+};
+template <>
+struct DeviceScalar<at::Half> {
+  using type = __half;
+};
+template <>
+struct DeviceScalar<at::BFloat16> {
+  using type = __nv_bfloat16;
+};
+template <typename S>
+using dev_t = typename DeviceScalar<S>::type;
+static_assert(sizeof(at::Half) == sizeof(__half) && alignof(at::Half) == alignof(__half));
+static_assert(sizeof(at::BFloat16) == sizeof(__nv_bfloat16) && alignof(at::BFloat16) == alignof(__nv_bfloat16));
+
+template <typename S>
+const dev_t<S>* in_ptr(const at::Tensor& t) {
+  return t.defined() ? reinterpret_cast<const dev_t<S>*>(t.const_data_ptr<S>()) : nullptr;
+}
+template <typename S>
+dev_t<S>* out_ptr(at::Tensor& t) {
+  return reinterpret_cast<dev_t<S>*>(t.mutable_data_ptr<S>());
+}
+
+cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+// Launch calls are wrapped in C10_CUDA_CHECK((...)): the extra parentheses
+// keep the commas of template argument lists out of the macro's arguments.
+
+// The dtype the kernels accumulate T in (for workspaces).
+template <typename T>
+constexpr at::ScalarType acc_scalar_type() {
+  return std::is_same_v<launch::acc_t<T>, double> ? at::kDouble : at::kFloat;
+}
+
+// ---------------------------------------------------------------------------
+// im2col chunking
+
+// Upper bound on the column buffers of one chunk (columns plus the GEMM's
+// other operand). The seeds warn that a 32x3x228x228 batch with 100 filters
+// needs ~634 MB of output alone; with whole-batch columns the buffer would be
+// K = C_in*KH*KW times the input, so the batch is walked in chunks.
+// CNNEXT_CUDA_IM2COL_WORKSPACE_BYTES overrides it (tests use a tiny value to
+// exercise chunking).
+int64_t workspace_budget() {
+  constexpr int64_t kDefault = int64_t(64) << 20;
+  if (const char* v = std::getenv("CNNEXT_CUDA_IM2COL_WORKSPACE_BYTES")) {
+    char* end = nullptr;
+    const long long parsed = std::strtoll(v, &end, 10);
+    if (end != v && parsed > 0) return parsed;
+  }
+  return kDefault;
+}
+
+// Chunks are runs of whole images when at least one image fits in the
+// budget (then col2im may overwrite, and GEMMs are as wide as possible);
+// otherwise bands of output rows of one image (col2im then accumulates into
+// a zeroed grad_input). A single output row larger than the budget is still
+// one chunk: there is no smaller unit that keeps the GEMM a plain matrix.
+struct Chunking {
+  bool whole_images;
+  int64_t images;  // per chunk, when whole_images
+  int64_t rows;    // per chunk, otherwise
+  int64_t max_cols;
+};
+
+Chunking plan_chunks(const Conv2dParams& p, int64_t bytes_per_col) {
+  const int64_t plane = p.out_plane();
+  const int64_t fit = std::max<int64_t>(1, workspace_budget() / std::max<int64_t>(1, bytes_per_col));
+  Chunking c{};
+  if (fit >= plane) {
+    c.whole_images = true;
+    c.images = std::max<int64_t>(1, std::min(p.batch, fit / plane));
+    c.max_cols = c.images * plane;
+  } else {
+    c.whole_images = false;
+    c.rows = std::max<int64_t>(1, std::min(p.out_h, fit / p.out_w));
+    c.max_cols = c.rows * p.out_w;
+  }
+  return c;
+}
+
+// Calls f(q0, cols) for each chunk of flattened output positions.
+template <typename F>
+void for_each_chunk(const Conv2dParams& p, const Chunking& c, F&& f) {
+  const int64_t plane = p.out_plane();
+  if (c.whole_images) {
+    for (int64_t n = 0; n < p.batch; n += c.images) f(n * plane, std::min(c.images, p.batch - n) * plane);
+  } else {
+    for (int64_t n = 0; n < p.batch; ++n) {
+      for (int64_t oh = 0; oh < p.out_h; oh += c.rows) {
+        f(n * plane + oh * p.out_w, std::min(c.rows, p.out_h - oh) * p.out_w);
+      }
+    }
+  }
+}
+
+// A (rows x cols) row-major view of the start of a flat buffer.
+at::Tensor matrix(const at::Tensor& flat, int64_t rows, int64_t cols) {
+  return flat.narrow(0, 0, rows * cols).view({rows, cols});
+}
+
+template <typename S>
+void forward_im2col(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                    at::Tensor& output, cudaStream_t stream) {
+  using T = dev_t<S>;
+  const int64_t K = p.col_rows(), all_rows = p.in_channels * p.kernel_plane();
+  const int64_t cout_pg = p.out_per_group();
+  const Chunking ch = plan_chunks(p, (all_rows + p.out_channels) * int64_t(sizeof(T)));
+  const at::Tensor col_buf = at::empty({all_rows * ch.max_cols}, input.options());
+  const at::Tensor res_buf = at::empty({p.out_channels * ch.max_cols}, input.options());
+  const at::Tensor w2d = weight.view({p.out_channels, K});
+  for_each_chunk(p, ch, [&](int64_t q0, int64_t cols) {
+    at::Tensor col = matrix(col_buf, all_rows, cols);
+    at::Tensor res = matrix(res_buf, p.out_channels, cols);
+    C10_CUDA_CHECK((launch::im2col<T, T>(p, in_ptr<S>(input), out_ptr<S>(col), q0, cols, stream)));
+    for (int64_t g = 0; g < p.groups; ++g) {
+      at::Tensor res_g = res.narrow(0, g * cout_pg, cout_pg);
+      at::mm_out(res_g, w2d.narrow(0, g * cout_pg, cout_pg), col.narrow(0, g * K, K));
+    }
+    C10_CUDA_CHECK((
+        launch::scatter_output_columns<T>(p, in_ptr<S>(res), in_ptr<S>(bias), out_ptr<S>(output), q0, cols, stream)));
+  });
+}
+
+template <typename S>
+void grad_input_im2col(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
+                       at::Tensor& grad_input, cudaStream_t stream) {
+  using T = dev_t<S>;
+  const int64_t K = p.col_rows(), all_rows = p.in_channels * p.kernel_plane();
+  const int64_t cout_pg = p.out_per_group();
+  const Chunking ch = plan_chunks(p, (all_rows + p.out_channels) * int64_t(sizeof(T)));
+  const at::Tensor col_buf = at::empty({all_rows * ch.max_cols}, grad_output.options());
+  const at::Tensor gcol_buf = at::empty({p.out_channels * ch.max_cols}, grad_output.options());
+  const at::Tensor w2d = weight.view({p.out_channels, K});
+  // Row bands of one image add into the same pixels; whole images overwrite.
+  if (!ch.whole_images) grad_input.zero_();
+  for_each_chunk(p, ch, [&](int64_t q0, int64_t cols) {
+    at::Tensor col = matrix(col_buf, all_rows, cols);
+    at::Tensor gcol = matrix(gcol_buf, p.out_channels, cols);
+    C10_CUDA_CHECK((launch::gather_output_columns<T, T>(p, in_ptr<S>(grad_output), out_ptr<S>(gcol), q0, cols, stream)));
+    for (int64_t g = 0; g < p.groups; ++g) {
+      at::Tensor col_g = col.narrow(0, g * K, K);
+      at::mm_out(col_g, w2d.narrow(0, g * cout_pg, cout_pg).t(), gcol.narrow(0, g * cout_pg, cout_pg));
+    }
+    C10_CUDA_CHECK((
+        launch::col2im<T>(p, in_ptr<S>(col), out_ptr<S>(grad_input), q0, cols, !ch.whole_images, stream)));
+  });
+}
+
+template <typename S>
+void grad_weight_im2col(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
+                        at::Tensor& grad_weight, cudaStream_t stream) {
+  using T = dev_t<S>;
+  // 16-bit gradients sum over every chunk: the columns and the accumulator
+  // are float32 so the sum is rounded once, at the end.
+  constexpr bool narrow = sizeof(T) < sizeof(float);
+  using ColT = std::conditional_t<narrow, float, T>;
+  const at::TensorOptions col_opts = grad_output.options().dtype(narrow ? at::kFloat : grad_output.scalar_type());
+  const int64_t K = p.col_rows(), all_rows = p.in_channels * p.kernel_plane();
+  const int64_t cout_pg = p.out_per_group();
+  const Chunking ch = plan_chunks(p, (all_rows + p.out_channels) * int64_t(sizeof(ColT)));
+  const at::Tensor col_buf = at::empty({all_rows * ch.max_cols}, col_opts);
+  const at::Tensor gcol_buf = at::empty({p.out_channels * ch.max_cols}, col_opts);
+  at::Tensor acc = narrow ? at::empty({p.out_channels, K}, col_opts) : grad_weight.view({p.out_channels, K});
+  acc.zero_();
+  for_each_chunk(p, ch, [&](int64_t q0, int64_t cols) {
+    const at::Tensor col = matrix(col_buf, all_rows, cols);
+    const at::Tensor gcol = matrix(gcol_buf, p.out_channels, cols);
+    C10_CUDA_CHECK((launch::im2col<T, ColT>(p, in_ptr<S>(input), reinterpret_cast<ColT*>(col.data_ptr()), q0, cols,
+                                           stream)));
+    C10_CUDA_CHECK((launch::gather_output_columns<T, ColT>(p, in_ptr<S>(grad_output),
+                                                          reinterpret_cast<ColT*>(gcol.data_ptr()), q0, cols, stream)));
+    for (int64_t g = 0; g < p.groups; ++g) {
+      acc.narrow(0, g * cout_pg, cout_pg).addmm_(gcol.narrow(0, g * cout_pg, cout_pg), col.narrow(0, g * K, K).t());
+    }
+  });
+  if constexpr (narrow) {
+    C10_CUDA_CHECK((launch::convert<float, T>(acc.const_data_ptr<float>(), out_ptr<S>(grad_weight), acc.numel(), stream)));
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// entry points (declared in csrc/conv2d.h)
+
+void conv2d_forward(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
+                    const at::Tensor& bias, at::Tensor& output) {
+  const c10::cuda::CUDAGuard guard(input.device());
+  const cudaStream_t stream = current_stream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "cnnext_conv2d_forward_cuda", [&] {
+    if (algo == ConvAlgo::Direct) {
+      C10_CUDA_CHECK((launch::conv2d_direct_forward(p, in_ptr<scalar_t>(input), in_ptr<scalar_t>(weight),
+                                                   in_ptr<scalar_t>(bias), out_ptr<scalar_t>(output), stream)));
+    } else {
+      forward_im2col<scalar_t>(p, input, weight, bias, output, stream);
+    }
+  });
+}
+
+void conv2d_grad_input(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
+                       at::Tensor& grad_input) {
+  const c10::cuda::CUDAGuard guard(grad_output.device());
+  const cudaStream_t stream = current_stream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, grad_output.scalar_type(), "cnnext_conv2d_grad_input_cuda", [&] {
+        if (algo == ConvAlgo::Direct) {
+          C10_CUDA_CHECK((launch::conv2d_direct_grad_input(p, in_ptr<scalar_t>(grad_output), in_ptr<scalar_t>(weight),
+                                                          out_ptr<scalar_t>(grad_input), stream)));
+        } else {
+          grad_input_im2col<scalar_t>(p, grad_output, weight, grad_input, stream);
+        }
+      });
+}
+
+void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
+                        at::Tensor& grad_weight) {
+  const c10::cuda::CUDAGuard guard(grad_output.device());
+  const cudaStream_t stream = current_stream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, grad_output.scalar_type(), "cnnext_conv2d_grad_weight_cuda", [&] {
+        using T = dev_t<scalar_t>;
+        if (algo == ConvAlgo::Direct) {
+          const launch::GradWeightPlan plan = launch::conv2d_direct_grad_weight_plan<T>(p);
+          at::Tensor workspace;
+          launch::acc_t<T>* ws = nullptr;
+          if (plan.workspace_elems > 0) {
+            workspace = at::empty({plan.workspace_elems}, grad_output.options().dtype(acc_scalar_type<T>()));
+            ws = reinterpret_cast<launch::acc_t<T>*>(workspace.data_ptr());
+          }
+          C10_CUDA_CHECK((launch::conv2d_direct_grad_weight<T>(p, plan, in_ptr<scalar_t>(grad_output),
+                                                              in_ptr<scalar_t>(input), out_ptr<scalar_t>(grad_weight),
+                                                              ws, stream)));
+        } else {
+          grad_weight_im2col<scalar_t>(p, grad_output, input, grad_weight, stream);
+        }
+      });
+}
+
+void conv2d_grad_bias(const at::Tensor& grad_output, at::Tensor& grad_bias) {
+  const c10::cuda::CUDAGuard guard(grad_output.device());
+  const cudaStream_t stream = current_stream();
+  const int64_t batch = grad_output.size(0), channels = grad_output.size(1);
+  const int64_t plane = grad_output.size(2) * grad_output.size(3);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, grad_output.scalar_type(), "cnnext_conv2d_grad_bias_cuda", [&] {
+        C10_CUDA_CHECK((launch::conv2d_grad_bias(batch, channels, plane, in_ptr<scalar_t>(grad_output),
+                                                out_ptr<scalar_t>(grad_bias), stream)));
+      });
+}
+
+}  // namespace cuda
+}  // namespace cnnext

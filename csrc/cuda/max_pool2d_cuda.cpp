@@ -1,0 +1,73 @@
+// max_pool2d, CUDA backend: the torch side of max_pool2d_kernel.cu.
+//
+// csrc/max_pool2d.cpp has validated the arguments and allocated the outputs;
+// this file picks the device and stream, dispatches on dtype and turns
+// launch errors into exceptions. Host compiler only, CUDA builds only.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <type_traits>
+
+#include "../max_pool2d.h"
+#include "launchers.h"
+
+namespace cnnext {
+namespace cuda {
+namespace {
+
+// ATen's 16-bit scalar types share their layout with CUDA's.
+template <typename S>
+struct DeviceScalar {
+  using type = S;
+};
+template <>
+struct DeviceScalar<at::Half> {
+  using type = __half;
+};
+template <>
+struct DeviceScalar<at::BFloat16> {
+  using type = __nv_bfloat16;
+};
+template <typename S>
+using dev_t = typename DeviceScalar<S>::type;
+static_assert(sizeof(at::Half) == sizeof(__half) && alignof(at::Half) == alignof(__half));
+static_assert(sizeof(at::BFloat16) == sizeof(__nv_bfloat16) && alignof(at::BFloat16) == alignof(__nv_bfloat16));
+
+}  // namespace
+
+void max_pool2d_forward(const Pool2dParams& p, const at::Tensor& input, at::Tensor& output, at::Tensor& indices) {
+  const c10::cuda::CUDAGuard guard(input.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "cnnext_max_pool2d_forward_cuda", [&] {
+    using T = dev_t<scalar_t>;
+    C10_CUDA_CHECK(launch::max_pool2d_forward<T>(p, reinterpret_cast<const T*>(input.const_data_ptr<scalar_t>()),
+                                                 reinterpret_cast<T*>(output.mutable_data_ptr<scalar_t>()),
+                                                 indices.mutable_data_ptr<int64_t>(), stream));
+  });
+}
+
+void max_pool2d_backward(const Pool2dParams& p, const at::Tensor& grad_output, const at::Tensor& indices,
+                         at::Tensor& grad_input) {
+  const c10::cuda::CUDAGuard guard(grad_output.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, grad_output.scalar_type(), "cnnext_max_pool2d_backward_cuda", [&] {
+        using T = dev_t<scalar_t>;
+        // 16-bit gradients are summed in float32 and rounded once.
+        at::Tensor scratch;
+        float* scratch_ptr = nullptr;
+        if constexpr (sizeof(T) < sizeof(float)) {
+          scratch = at::empty({grad_input.numel()}, grad_output.options().dtype(at::kFloat));
+          scratch_ptr = scratch.mutable_data_ptr<float>();
+        }
+        C10_CUDA_CHECK(launch::max_pool2d_backward<T>(
+            p, reinterpret_cast<const T*>(grad_output.const_data_ptr<scalar_t>()), indices.const_data_ptr<int64_t>(),
+            reinterpret_cast<T*>(grad_input.mutable_data_ptr<scalar_t>()), scratch_ptr, stream));
+      });
+}
+
+}  // namespace cuda
+}  // namespace cnnext

@@ -1,0 +1,73 @@
+// Plain parameter structs shared by every backend.
+//
+// This header must stay free of torch includes: the CUDA kernels in csrc/cuda
+// are compiled by plain nvcc (the CPU torch wheel cannot compile torch's CUDA
+// headers), and they read their shapes from these structs.
+#pragma once
+
+#include <cstdint>
+
+namespace cnnext {
+
+// Everything a 2-D convolution kernel needs to know about its shapes.
+// Input (N, C_in, H, W), weight (C_out, C_in / groups, KH, KW), output
+// (N, C_out, OH, OW), all contiguous NCHW. Padding is given as the amount
+// added before the first row/column; the trailing padding only changes
+// OH/OW, which are already resolved here.
+struct Conv2dParams {
+  int64_t batch;
+  int64_t in_channels;
+  int64_t out_channels;
+  int64_t groups;
+  int64_t in_h, in_w;
+  int64_t out_h, out_w;
+  int64_t kernel_h, kernel_w;
+  int64_t stride_h, stride_w;
+  int64_t pad_top, pad_left;
+  int64_t dilation_h, dilation_w;
+
+  int64_t in_per_group() const { return in_channels / groups; }
+  int64_t out_per_group() const { return out_channels / groups; }
+  int64_t in_plane() const { return in_h * in_w; }
+  int64_t out_plane() const { return out_h * out_w; }
+  int64_t kernel_plane() const { return kernel_h * kernel_w; }
+  // Rows of the im2col column matrix of one group: C_in/groups * KH * KW.
+  int64_t col_rows() const { return in_per_group() * kernel_plane(); }
+};
+
+// Max pooling over each (n, c) plane independently; the kernels see the input
+// as `planes` = N * C planes of H x W.
+struct Pool2dParams {
+  int64_t planes;
+  int64_t in_h, in_w;
+  int64_t out_h, out_w;
+  int64_t kernel_h, kernel_w;
+  int64_t stride_h, stride_w;
+  int64_t pad_h, pad_w;
+  int64_t dilation_h, dilation_w;
+
+  int64_t in_plane() const { return in_h * in_w; }
+  int64_t out_plane() const { return out_h * out_w; }
+};
+
+// Output positions whose kernel tap `k` lands inside [0, in_size):
+// the half-open range [lo, hi) of o with 0 <= o*stride - pad + k*dilation < in_size.
+// Kernels use it to run their inner loops over the interior without bounds checks.
+struct TapRange {
+  int64_t lo, hi;
+};
+
+inline TapRange valid_outputs(int64_t k, int64_t in_size, int64_t out_size,
+                              int64_t stride, int64_t pad, int64_t dilation) {
+  const int64_t offset = k * dilation - pad;  // input index of o = 0
+  // smallest o with o*stride + offset >= 0
+  int64_t lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  // smallest o with o*stride + offset >= in_size
+  int64_t hi = in_size - offset <= 0 ? 0 : (in_size - offset + stride - 1) / stride;
+  if (lo > out_size) lo = out_size;
+  if (hi > out_size) hi = out_size;
+  if (hi < lo) hi = lo;
+  return {lo, hi};
+}
+
+}  // namespace cnnext
