@@ -1,0 +1,190 @@
+"""conv2d: gradients (gradcheck), equality with torch.nn.functional, dtypes and memory formats."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cnnext
+from cnnext import functional as CF
+
+ALGOS = ["direct", "im2col"]
+
+
+def random_conv_config(rng: np.random.Generator) -> dict:
+    """A random valid conv2d configuration: odd sizes, strides above the kernel, groups, dilation, "same"."""
+    while True:
+        groups = int(rng.choice([1, 1, 2, 3]))
+        cin, cout = groups * int(rng.integers(1, 5)), groups * int(rng.integers(1, 5))
+        kernel = (int(rng.integers(1, 6)), int(rng.integers(1, 6)))
+        stride = (int(rng.integers(1, 5)), int(rng.integers(1, 4)))
+        dilation = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        choice = rng.integers(0, 4)
+        if choice == 0 and stride == (1, 1):
+            padding = "same"
+        elif choice == 1:
+            padding = "valid"
+        else:
+            padding = (int(rng.integers(0, 4)), int(rng.integers(0, 4)))
+        size = (int(rng.integers(1, 16)), int(rng.integers(1, 16)))
+        pads = (0, 0) if isinstance(padding, str) else padding
+        spans = [d * (k - 1) + 1 for d, k in zip(dilation, kernel)]
+        if padding != "same" and any(s + 2 * p < span for s, p, span in zip(size, pads, spans)):
+            continue
+        return dict(batch=int(rng.integers(0, 4)), cin=cin, cout=cout, size=size, kernel=kernel, stride=stride,
+                    padding=padding, dilation=dilation, groups=groups, bias=bool(rng.integers(0, 2)),
+                    layout=str(rng.choice(["contiguous", "channels_last", "strided"])))
+
+
+def make_input(cfg: dict, dtype: torch.dtype, device: str, gen: torch.Generator) -> torch.Tensor:
+    shape = (cfg["batch"], cfg["cin"], *cfg["size"])
+    if cfg["layout"] == "strided":  # every other column of a wider tensor: not contiguous in any format
+        wide = torch.randn(shape[:-1] + (2 * shape[-1],), dtype=dtype, generator=gen).to(device)
+        return wide[..., ::2]
+    x = torch.randn(shape, dtype=dtype, generator=gen).to(device)
+    return x.to(memory_format=torch.channels_last) if cfg["layout"] == "channels_last" else x
+
+
+def conv_args(cfg: dict, dtype: torch.dtype, device: str, gen: torch.Generator):
+    x = make_input(cfg, dtype, device, gen).requires_grad_()
+    w = torch.randn(cfg["cout"], cfg["cin"] // cfg["groups"], *cfg["kernel"], dtype=dtype, generator=gen)
+    w = w.to(device).requires_grad_()
+    b = torch.randn(cfg["cout"], dtype=dtype, generator=gen).to(device).requires_grad_() if cfg["bias"] else None
+    kwargs = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"])
+    return x, w, b, kwargs
+
+
+def float64_reference(x, w, b, kwargs, grad):
+    """F.conv2d and its gradients on float64 contiguous copies.
+
+    float64 rather than the float32 F.conv2d itself: torch 2.13's CPU float32 convolution
+    returns wrong values for some inputs whose strides are both NCHW- and NHWC-contiguous
+    (e.g. size (1, 1, 14, 4), kernel 5x4, stride (1, 3)), which this suite found.
+    """
+    leaves = [t.detach().double().contiguous().requires_grad_() if t is not None else None for t in (x, w, b)]
+    out = F.conv2d(*leaves, **kwargs)
+    grads = torch.autograd.grad(out, [t for t in leaves if t is not None], grad.double())
+    return out, grads
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_matches_torch_on_random_configs(algo, device, rng):
+    """200 random configurations: outputs and all three gradients equal F.conv2d's in float32."""
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    for _ in range(200):
+        cfg = random_conv_config(rng)
+        x, w, b, kwargs = conv_args(cfg, torch.float32, device, gen)
+        out = CF.conv2d(x, w, b, **kwargs, algo=algo)
+        grad = torch.randn(out.shape, generator=gen).to(device)
+        ref, want = float64_reference(x, w, b, kwargs, grad)
+        torch.testing.assert_close(out, ref.float(), rtol=1e-4, atol=1e-4, msg=lambda m: f"{cfg}: {m}")
+        got = torch.autograd.grad(out, [t for t in (x, w, b) if t is not None], grad)
+        for name, g, r in zip("xwb", got, want):
+            torch.testing.assert_close(g, r.float(), rtol=1e-4, atol=1e-4, msg=lambda m: f"grad {name} {cfg}: {m}")
+
+
+GRADCHECK_GRID = [
+    # (input shape, weight shape, kwargs)
+    ((2, 3, 7, 6), (4, 3, 3, 3), dict(stride=1, padding=0)),
+    ((2, 3, 7, 6), (4, 3, 3, 2), dict(stride=2, padding=1)),
+    ((1, 2, 8, 8), (2, 2, 3, 3), dict(padding="same", dilation=2)),
+    ((1, 2, 6, 7), (3, 2, 2, 4), dict(padding="same")),  # even kernel: asymmetric padding
+    ((2, 2, 6, 6), (2, 2, 3, 3), dict(padding="valid", dilation=(2, 1))),
+    ((2, 4, 6, 5), (6, 2, 3, 1), dict(groups=2, padding=(1, 0), stride=(1, 2))),
+    ((1, 4, 6, 6), (4, 1, 3, 3), dict(groups=4, padding=1)),  # depthwise
+    ((3, 7, 7), (2, 3, 2, 3), dict(stride=(2, 1), padding=(0, 1))),  # unbatched
+]
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("x_shape,w_shape,kwargs", GRADCHECK_GRID)
+def test_gradcheck(algo, bias, x_shape, w_shape, kwargs, device):
+    x = torch.randn(x_shape, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.randn(w_shape, dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.randn(w_shape[0], dtype=torch.float64, device=device, requires_grad=True) if bias else None
+    assert torch.autograd.gradcheck(lambda *t: CF.conv2d(*t, **kwargs, algo=algo), (x, w, b))
+
+
+@pytest.mark.parametrize("algo", [*ALGOS, "auto"])
+def test_unbatched_and_empty_batch(algo, device):
+    w = torch.randn(5, 3, 3, 3, device=device)
+    x = torch.randn(3, 9, 8, device=device)
+    torch.testing.assert_close(CF.conv2d(x, w, padding=1, algo=algo), F.conv2d(x, w, padding=1))
+    empty = torch.randn(0, 3, 9, 8, device=device, requires_grad=True)
+    out = CF.conv2d(empty, w, algo=algo)
+    assert out.shape == (0, 5, 7, 6)
+    out.sum().backward()
+    assert empty.grad.shape == empty.shape
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reduced_precision_accumulates_in_float32(algo, dtype, device):
+    """float16/bfloat16 inputs give float32-accurate results rounded once to the dtype."""
+    x = torch.randn(4, 8, 12, 12, device=device).to(dtype).requires_grad_()
+    w = torch.randn(16, 8, 3, 3, device=device).to(dtype).requires_grad_()
+    b = torch.randn(16, device=device).to(dtype).requires_grad_()
+    out = CF.conv2d(x, w, b, padding=1, algo=algo)
+    assert out.dtype == dtype
+    x32, w32, b32 = (t.detach().float().requires_grad_() for t in (x, w, b))
+    ref = F.conv2d(x32, w32, b32, padding=1)
+    torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=2e-2)
+    grad = torch.randn_like(ref)
+    got = torch.autograd.grad(out, (x, w, b), grad.to(dtype))
+    want = torch.autograd.grad(ref, (x32, w32, b32), grad)
+    for g, r in zip(got, want):
+        assert g.dtype == dtype
+        torch.testing.assert_close(g.float(), r, rtol=2e-2, atol=0.5)
+
+
+def test_auto_follows_the_documented_rule():
+    """auto = direct when C_in/groups * kH * kW < 32, else im2col; both give the same numbers."""
+    x = torch.randn(2, 1, 12, 12)
+    w = torch.randn(8, 1, 3, 3)
+    torch.testing.assert_close(CF.conv2d(x, w, algo="auto"), CF.conv2d(x, w, algo="direct"), rtol=0, atol=0)
+    x = torch.randn(2, 16, 12, 12)
+    w = torch.randn(8, 16, 3, 3)
+    torch.testing.assert_close(CF.conv2d(x, w, algo="auto"), CF.conv2d(x, w, algo="im2col"), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_large_batch_reduction_matches_torch(algo):
+    """grad_weight reduces over many samples split across threads: stays close to PyTorch's."""
+    x = torch.randn(67, 3, 11, 11, requires_grad=True)
+    w = torch.randn(5, 3, 3, 3, requires_grad=True)
+    grad = torch.randn(67, 5, 9, 9)
+    got = torch.autograd.grad(CF.conv2d(x, w, algo=algo), w, grad)[0]
+    want = torch.autograd.grad(F.conv2d(x, w), w, grad)[0]
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
+
+
+def test_opcheck():
+    """The registered ops pass torch.library.opcheck (schema, fake kernels, dispatch)."""
+    ops = torch.ops.cnnext
+    x, w, b = torch.randn(2, 4, 9, 8), torch.randn(6, 2, 3, 2), torch.randn(6)
+    geometry = ([2, 1], [1, 0, 2, 1], [1, 2], 2)
+    for algo in ("direct", "im2col", "auto"):
+        torch.library.opcheck(ops.conv2d.default, (x, w, b, *geometry, algo))
+        y = ops.conv2d(x, w, b, *geometry, algo)
+        gy = torch.randn_like(y)
+        torch.library.opcheck(ops.conv2d_grad_input.default, (gy, w, list(x.shape), *geometry, algo))
+        torch.library.opcheck(ops.conv2d_grad_weight.default, (gy, x, list(w.shape), *geometry, algo))
+    torch.library.opcheck(ops.conv2d_grad_bias.default, (torch.randn(3, 6, 4, 5),))
+
+
+def test_kernels_do_not_call_aten_convolution():
+    """The point of cnnext: no ATen convolution, pooling, unfold/fold or im2col in csrc/."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "csrc"
+    banned = re.compile(
+        r"at::(native::)?(_?convolution\w*|conv\w*|cudnn\w*|mkldnn\w*|thnn\w*|slow_conv\w*|"
+        r"max_pool\w*|avg_pool\w*|adaptive\w*|unfold\w*|fold\w*|im2col\w*|col2im\w*)\b"
+    )
+    sources = [p for p in root.rglob("*") if p.suffix in {".cpp", ".cu", ".h", ".cuh"}]
+    assert sources, "csrc/ holds no sources"
+    offenders = [f"{p.name}: {m.group(0)}" for p in sources for m in banned.finditer(p.read_text())]
+    assert offenders == []

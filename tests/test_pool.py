@@ -1,0 +1,130 @@
+"""max_pool2d: values, indices (exactly PyTorch's), gradients, NaN and ceil_mode rules."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnnext import functional as CF
+
+
+def random_pool_config(rng: np.random.Generator) -> dict:
+    kernel = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+    return dict(
+        kernel_size=kernel,
+        stride=None if rng.integers(0, 4) == 0 else (int(rng.integers(1, 6)), int(rng.integers(1, 6))),
+        padding=(int(rng.integers(0, kernel[0] // 2 + 1)), int(rng.integers(0, kernel[1] // 2 + 1))),
+        dilation=(int(rng.integers(1, 3)), int(rng.integers(1, 3))),
+        ceil_mode=bool(rng.integers(0, 2)),
+    )
+
+
+def random_input(rng: np.random.Generator, gen: torch.Generator, device: str) -> torch.Tensor:
+    shape = (int(rng.integers(0, 3)), int(rng.integers(1, 4)), int(rng.integers(1, 17)), int(rng.integers(1, 17)))
+    layout = rng.integers(0, 3)
+    if layout == 2:  # not contiguous in any format
+        return torch.randn(shape[:-1] + (2 * shape[-1],), generator=gen).to(device)[..., ::2]
+    x = torch.randn(shape, generator=gen).to(device)
+    return x.to(memory_format=torch.channels_last) if layout == 1 else x
+
+
+def test_matches_torch_on_random_configs(device, rng):
+    """200 random configurations: values and indices identical to F.max_pool2d's, same gradient;
+    configurations PyTorch rejects are rejected too."""
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    compared = 0
+    while compared < 200:
+        cfg = random_pool_config(rng)
+        x = random_input(rng, gen, device).requires_grad_()
+        try:
+            ref, ref_idx = F.max_pool2d(x, **cfg, return_indices=True)
+        except RuntimeError:
+            with pytest.raises((ValueError, RuntimeError)):
+                CF.max_pool2d(x, **cfg, return_indices=True)
+            continue
+        out, idx = CF.max_pool2d(x, **cfg, return_indices=True)
+        assert torch.equal(out, ref), cfg
+        assert torch.equal(idx, ref_idx), cfg
+        grad = torch.randn(ref.shape, generator=gen).to(device)
+        (got,) = torch.autograd.grad(out, x, grad)
+        (want,) = torch.autograd.grad(ref, x, grad)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6, msg=lambda m: f"{cfg}: {m}")
+        compared += 1
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(kernel_size=2),
+        dict(kernel_size=3, stride=2, padding=1),
+        dict(kernel_size=(3, 2), stride=(1, 2), padding=(1, 0), dilation=(2, 1)),
+        dict(kernel_size=3, stride=2, ceil_mode=True),
+        dict(kernel_size=2, stride=1),  # overlapping windows: gradients accumulate
+    ],
+)
+@pytest.mark.parametrize("unbatched", [False, True])
+def test_gradcheck(kwargs, unbatched, device):
+    shape = (3, 7, 8) if unbatched else (2, 3, 7, 8)
+    # Distinct values, so the maximum (and the gradient) is locally well defined.
+    x = (torch.randperm(int(np.prod(shape)), device=device).reshape(shape).double() / 10).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: CF.max_pool2d(t, **kwargs), (x,))
+
+
+def test_nan_and_infinity_follow_torch(device):
+    x = torch.randn(2, 2, 6, 6, device=device)
+    x[0, 0, 1, 1] = float("nan")
+    x[0, 0, 4, 4] = float("nan")
+    x[0, 0, 4, 5] = float("nan")  # two NaNs in one window: PyTorch reports the later one
+    x[1, 1] = float("-inf")
+    x[1, 0, :3, :3] = 5.0  # ties: the first in scan order wins
+    for kwargs in (dict(kernel_size=2), dict(kernel_size=3, stride=1, padding=1)):
+        out, idx = CF.max_pool2d(x, **kwargs, return_indices=True)
+        ref, ref_idx = F.max_pool2d(x, **kwargs, return_indices=True)
+        assert torch.equal(out.isnan(), ref.isnan())
+        assert torch.equal(out.nan_to_num(), ref.nan_to_num())
+        assert torch.equal(idx, ref_idx)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_other_dtypes(dtype, device):
+    x = torch.randn(2, 3, 9, 9, device=device).to(dtype).requires_grad_()
+    out, idx = CF.max_pool2d(x, 3, 2, 1, return_indices=True)
+    ref, ref_idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+    assert out.dtype == dtype and torch.equal(out, ref) and torch.equal(idx, ref_idx)
+    grad = torch.randn_like(ref)
+    assert torch.equal(torch.autograd.grad(out, x, grad)[0], torch.autograd.grad(ref, x, grad)[0])
+
+
+def test_module_matches_torch_module(device):
+    from torch import nn
+
+    import cnnext
+
+    for kwargs in (dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, return_indices=True)):
+        ours, theirs = cnnext.MaxPool2d(**kwargs), nn.MaxPool2d(**kwargs)
+        assert isinstance(ours, nn.MaxPool2d) and repr(ours) == repr(theirs)
+        x = torch.randn(4, 3, 11, 10, device=device)
+        got, want = ours(x), theirs(x)
+        if kwargs.get("return_indices"):
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        else:
+            assert torch.equal(got, want)
+
+
+def test_opcheck():
+    ops = torch.ops.cnnext
+    x = torch.randn(2, 3, 9, 8)
+    for ceil_mode in (False, True):
+        args = (x, [3, 2], [2, 2], [1, 0], [1, 2], ceil_mode)
+        torch.library.opcheck(ops.max_pool2d.default, args)
+        out, idx = ops.max_pool2d(*args)
+        torch.library.opcheck(ops.max_pool2d_backward.default, (torch.randn_like(out), idx, list(x.shape)))
+
+
+def test_backward_ignores_out_of_range_indices():
+    """Indices come from the caller when the op is used directly: a bad one must not write out of bounds."""
+    grad = torch.ones(1, 1, 2, 2)
+    indices = torch.tensor([[[[0, -5], [10**12, 3]]]])
+    dx = torch.ops.cnnext.max_pool2d_backward(grad, indices, [1, 1, 2, 2])
+    assert dx.flatten().tolist() == [1.0, 0.0, 0.0, 1.0]
