@@ -1,6 +1,6 @@
 // Max pooling on the CPU, one output row at a time: for every kernel tap the
 // row's outputs whose tap lands inside the input are updated in one
-// branch-free pass (compare, then select value and index), so the loop over
+// branch-free pass (compare, then select value and tap), so the loop over
 // output columns vectorizes and padding never reaches it. Planes are split
 // across threads; backward scatters into the thread's own planes only.
 #include <ATen/ATen.h>
@@ -23,32 +23,39 @@ inline int64_t first_inside(int64_t start, int64_t dilation) {
   return start >= 0 ? 0 : (-start + dilation - 1) / dilation;
 }
 
+// Pools one output row. The inner loop tracks, per output, the best value and
+// the number of the kernel tap that produced it (int32, as wide as a float
+// lane, so value and tap vectorize together); flat indices are computed from
+// the taps once the row is done.
 template <typename T, typename acc_t>
-CNNEXT_ISA_CLONES void pool_row(const Pool2dParams& p, const T* in, int64_t oh, acc_t* best, int64_t* arg) {
+CNNEXT_ISA_CLONES void pool_row(const Pool2dParams& p, const T* in, int64_t oh, acc_t* best, int32_t* tap,
+                                int64_t* arg) {
   const int64_t h0 = oh * p.stride_h - p.pad_h;
   const int64_t kh0 = first_inside(h0, p.dilation_h);
-  // Before any tap, PyTorch reports the window's first in-bounds element and -inf.
   for (int64_t ow = 0; ow < p.out_w; ++ow) {
-    const int64_t w0 = ow * p.stride_w - p.pad_w;
     best[ow] = -std::numeric_limits<acc_t>::infinity();
-    arg[ow] = (h0 + kh0 * p.dilation_h) * p.in_w + w0 + first_inside(w0, p.dilation_w) * p.dilation_w;
+    tap[ow] = -1;
   }
-  for (int64_t kh = kh0; kh < p.kernel_h; ++kh) {
-    const int64_t ih = h0 + kh * p.dilation_h;
-    if (ih >= p.in_h) break;
-    const T* row = in + ih * p.in_w;
+  for (int64_t kh = kh0; kh < p.kernel_h && h0 + kh * p.dilation_h < p.in_h; ++kh) {
+    const T* row = in + (h0 + kh * p.dilation_h) * p.in_w;
     for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
       const TapRange r = valid_outputs(kw, p.in_w, p.out_w, p.stride_w, p.pad_w, p.dilation_w);
-      const int64_t offset = kw * p.dilation_w - p.pad_w;
+      const T* x = row + kw * p.dilation_w - p.pad_w;
+      const int32_t t = static_cast<int32_t>(kh * p.kernel_w + kw);
       for (int64_t ow = r.lo; ow < r.hi; ++ow) {
-        const int64_t iw = ow * p.stride_w + offset;
-        const acc_t v = static_cast<acc_t>(row[iw]);
-        // NaN wins over everything, as in PyTorch.
-        const bool take = (v > best[ow]) || (v != v);
+        const acc_t v = static_cast<acc_t>(x[ow * p.stride_w]);
+        const bool take = (v > best[ow]) || (v != v);  // NaN wins, as in PyTorch
         best[ow] = take ? v : best[ow];
-        arg[ow] = take ? ih * p.in_w + iw : arg[ow];
+        tap[ow] = take ? t : tap[ow];
       }
     }
+  }
+  for (int64_t ow = 0; ow < p.out_w; ++ow) {
+    const int64_t w0 = ow * p.stride_w - p.pad_w;
+    // No tap taken (only -inf seen): PyTorch reports the window's first in-bounds element.
+    const int64_t kh = tap[ow] < 0 ? kh0 : tap[ow] / p.kernel_w;
+    const int64_t kw = tap[ow] < 0 ? first_inside(w0, p.dilation_w) : tap[ow] % p.kernel_w;
+    arg[ow] = (h0 + kh * p.dilation_h) * p.in_w + w0 + kw * p.dilation_w;
   }
 }
 
@@ -62,11 +69,12 @@ void max_pool2d_forward(const Pool2dParams& p, const at::Tensor& input, at::Tens
     int64_t* idx = indices.mutable_data_ptr<int64_t>();
     at::parallel_for(0, p.planes, 1, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> best(p.out_w);
+      std::vector<int32_t> tap(p.out_w);
       for (int64_t plane = begin; plane < end; ++plane) {
         const scalar_t* in = x + plane * p.in_plane();
         for (int64_t oh = 0; oh < p.out_h; ++oh) {
           const int64_t o = plane * p.out_plane() + oh * p.out_w;
-          pool_row<scalar_t, acc_t>(p, in, oh, best.data(), idx + o);
+          pool_row<scalar_t, acc_t>(p, in, oh, best.data(), tap.data(), idx + o);
           for (int64_t ow = 0; ow < p.out_w; ++ow) y[o + ow] = static_cast<scalar_t>(best[ow]);
         }
       }

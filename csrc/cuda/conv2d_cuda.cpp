@@ -51,10 +51,10 @@ dev_t<S>* out_ptr(at::Tensor& t) {
   return reinterpret_cast<dev_t<S>*>(t.mutable_data_ptr<S>());
 }
 
+// Launch calls below are wrapped in C10_CUDA_CHECK((...)): the extra
+// parentheses keep the commas of template argument lists out of the macro's
+// arguments.
 cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
-
-// Launch calls are wrapped in C10_CUDA_CHECK((...)): the extra parentheses
-// keep the commas of template argument lists out of the macro's arguments.
 
 // The dtype the kernels accumulate T in (for workspaces).
 template <typename T>
@@ -167,7 +167,8 @@ void grad_input_im2col(const Conv2dParams& p, const at::Tensor& grad_output, con
   for_each_chunk(p, ch, [&](int64_t q0, int64_t cols) {
     at::Tensor col = matrix(col_buf, all_rows, cols);
     at::Tensor gcol = matrix(gcol_buf, p.out_channels, cols);
-    C10_CUDA_CHECK((launch::gather_output_columns<T, T>(p, in_ptr<S>(grad_output), out_ptr<S>(gcol), q0, cols, stream)));
+    C10_CUDA_CHECK(
+        (launch::gather_output_columns<T, T>(p, in_ptr<S>(grad_output), out_ptr<S>(gcol), q0, cols, stream)));
     for (int64_t g = 0; g < p.groups; ++g) {
       at::Tensor col_g = col.narrow(0, g * K, K);
       at::mm_out(col_g, w2d.narrow(0, g * cout_pg, cout_pg).t(), gcol.narrow(0, g * cout_pg, cout_pg));
@@ -205,7 +206,8 @@ void grad_weight_im2col(const Conv2dParams& p, const at::Tensor& grad_output, co
     }
   });
   if constexpr (narrow) {
-    C10_CUDA_CHECK((launch::convert<float, T>(acc.const_data_ptr<float>(), out_ptr<S>(grad_weight), acc.numel(), stream)));
+    C10_CUDA_CHECK(
+        (launch::convert<float, T>(acc.const_data_ptr<float>(), out_ptr<S>(grad_weight), acc.numel(), stream)));
   }
 }
 

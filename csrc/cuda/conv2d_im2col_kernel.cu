@@ -153,8 +153,11 @@ __global__ void convert_kernel(const From* __restrict__ src, To* __restrict__ ds
 bool chunk_fits_int32(const Conv2dParams& p, int64_t q0, int64_t cols) {
   const int64_t P = p.out_h * p.out_w;
   const int64_t limit = int64_t(1) << 28;
-  const int64_t geometry[] = {p.in_h, p.in_w, p.pad_top, p.pad_left, p.stride_h, p.stride_w,
-                              (p.kernel_h - 1) * p.dilation_h, (p.kernel_w - 1) * p.dilation_w, p.kernel_h * p.kernel_w};
+  const int64_t geometry[] = {p.in_h,     p.in_w,
+                              p.pad_top,  p.pad_left,
+                              p.stride_h, p.stride_w,
+                              (p.kernel_h - 1) * p.dilation_h, (p.kernel_w - 1) * p.dilation_w,
+                              p.kernel_h * p.kernel_w};
   for (int64_t v : geometry) {
     if (v >= limit) return false;
   }
