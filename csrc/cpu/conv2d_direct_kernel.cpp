@@ -225,29 +225,28 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
     std::vector<T> staged(cin * c.staging.rows * c.staging.cols);
     // grad_output of one group, rows padded to gy_cols and channels to whole blocks, zeros elsewhere.
     std::vector<T> gy(blocks * kOcBlock * p.out_h * gy_cols, T(0));
-    for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
-      T* partial = partials.data() + chunk * weight_numel;
-      for (int64_t n = chunk * p.batch / chunks; n < (chunk + 1) * p.batch / chunks; ++n) {
-      for (int64_t g = 0; g < p.groups; ++g) {
-        stage_planes(input + (n * p.in_channels + g * cin) * p.in_plane(), cin, p.in_h, p.in_w, c.staging,
-                     staged.data());
-        const T* src = grad_output + (n * p.out_channels + g * cout) * p.out_plane();
-        for (int64_t oc = 0; oc < cout; ++oc)
-          for (int64_t oh = 0; oh < p.out_h; ++oh)
-            std::copy(src + (oc * p.out_h + oh) * p.out_w, src + (oc * p.out_h + oh + 1) * p.out_w,
-                      gy.data() + (oc * p.out_h + oh) * gy_cols);
-        for (int64_t block = 0; block < blocks; ++block) {
-          const int64_t oc0 = block * kOcBlock;
-          const T* gyb = gy.data() + oc0 * p.out_h * gy_cols;
-          T* dst = partial + (g * cout + oc0) * cin * p.kernel_plane();
-          const int64_t valid = std::min(kOcBlock, cout - oc0);
-          if (p.stride_w == 1) {
-            weight_grad_block<T, true>(c, staged.data(), gyb, gy_cols, valid, dst);
-          } else {
-            weight_grad_block<T, false>(c, staged.data(), gyb, gy_cols, valid, dst);
-          }
+    auto add_sample_group = [&](int64_t n, int64_t g, T* partial) {
+      stage_planes(input + (n * p.in_channels + g * cin) * p.in_plane(), cin, p.in_h, p.in_w, c.staging,
+                   staged.data());
+      const T* src = grad_output + (n * p.out_channels + g * cout) * p.out_plane();
+      for (int64_t row = 0; row < cout * p.out_h; ++row) {
+        std::copy(src + row * p.out_w, src + (row + 1) * p.out_w, gy.data() + row * gy_cols);
+      }
+      for (int64_t block = 0; block < blocks; ++block) {
+        const int64_t oc0 = block * kOcBlock;
+        const T* gyb = gy.data() + oc0 * p.out_h * gy_cols;
+        T* dst = partial + (g * cout + oc0) * cin * p.kernel_plane();
+        const int64_t valid = std::min(kOcBlock, cout - oc0);
+        if (p.stride_w == 1) {
+          weight_grad_block<T, true>(c, staged.data(), gyb, gy_cols, valid, dst);
+        } else {
+          weight_grad_block<T, false>(c, staged.data(), gyb, gy_cols, valid, dst);
         }
       }
+    };
+    for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+      for (int64_t n = chunk * p.batch / chunks; n < (chunk + 1) * p.batch / chunks; ++n) {
+        for (int64_t g = 0; g < p.groups; ++g) add_sample_group(n, g, partials.data() + chunk * weight_numel);
       }
     }
   });
