@@ -1,0 +1,96 @@
+"""The training CLI end to end, in subprocesses: single process, --compare/--save/--plot, and DDP."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnext.data import MNIST
+from cnnext.models import MODELS, build_model
+from cnnext.train import Dist, adapt_input, evaluate, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(args: list[str], tmp_path: Path, *, launcher: list[str] | None = None, timeout: float = 240):
+    """Run the CLI with ``args`` (offline: an empty data dir) and return the CompletedProcess."""
+    cmd = (launcher or [sys.executable, "-m"]) + ["cnnext.train", "--data-dir", str(tmp_path / "data"), *args]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
+
+
+def _test_accuracy(state_path: Path, name: str, limit_test: int) -> float:
+    """Accuracy of the saved state_dict loaded into the layers="torch" model, on the CLI's test images."""
+    model = build_model(name, layers="torch", seed=None)
+    model.load_state_dict(torch.load(state_path, weights_only=True))
+    test = MNIST(None, train=False)
+    data = (test.images[:limit_test], test.labels[:limit_test])
+    return evaluate(model, data, lambda x: adapt_input(x, MODELS[name], -MNIST.mean / MNIST.std),
+                    Dist(0, 1, torch.device("cpu")))[1]
+
+
+def test_cli_compare_save_plot(tmp_path):
+    proc = run_cli(["--model", "cnn_pad", "--epochs", "2", "--limit-train", "640", "--limit-test", "500",
+                    "--algo", "im2col", "--compare", "--save", "out/model.pt", "--plot", "curves.png"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "using the embedded real sample" in proc.stderr
+    assert "cnn_pad on MNIST (embedded sample: 640 train / 500 test images)" in out
+    for epoch in (1, 2):
+        for label in ("cnnext(im2col)", "torch"):
+            assert re.search(rf"epoch {epoch}/2 +{re.escape(label)}: train loss [\d.]+ +test loss [\d.]+ +test acc", out)
+    for row in ("test accuracy", "final test loss", "final train loss", "time / epoch", "throughput", "speed ratio"):
+        assert row in out
+    # the saved cnnext weights load into the plain-torch model and score what the CLI printed
+    printed = float(re.search(r"epoch 2/2 +cnnext\(im2col\):.*test acc ([\d.]+)%", out).group(1)) / 100
+    assert abs(_test_accuracy(tmp_path / "out" / "model.pt", "cnn_pad", 500) - printed) <= 1 / 500
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_defaults_per_model(tmp_path):
+    """cifar_bn (3x32x32) trains on MNIST through the input adapter, with its seed batch and optimizer."""
+    proc = run_cli(["--model", "cifar_bn", "--limit-train", "256", "--limit-test", "100", "--epochs", "1"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "batch 64/process, adam lr 0.001" in proc.stdout and "input padded to 3x32x32" in proc.stdout
+    assert re.search(r"final: cnnext\(auto\) test accuracy [\d.]+%", proc.stdout)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "0"], "--epochs: must be a positive integer"),
+    (["--model", "vgg"], "invalid choice: 'vgg'"),
+    (["--ddp"], "--ddp needs torchrun"),
+])
+def test_cli_rejects_bad_options(args, message, capsys, monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
+    proc = run_cli(["--ddp", "--model", "lenet", "--epochs", "2", "--limit-train", "600", "--limit-test", "400",
+                    "--threads", "1", "--save", "ddp.pt"], tmp_path, launcher=launcher)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "2 process(es) x 1 thread(s)" in out
+    assert len(re.findall(r"epoch 2/2 +cnnext\(auto\): train loss", out)) == 1  # only rank 0 prints
+    printed = float(re.search(r"final: cnnext\(auto\) test accuracy ([\d.]+)%", out).group(1)) / 100
+    assert abs(_test_accuracy(tmp_path / "ddp.pt", "lenet", 400) - printed) <= 1 / 400
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cli_on_cuda(tmp_path):
+    proc = run_cli(["--device", "cuda", "--model", "cnn_pad", "--epochs", "1", "--limit-train", "1280",
+                    "--limit-test", "500", "--compare", "--save", "cuda.pt"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "), cuda, 1 process(es)" in proc.stdout
+    accuracies = [float(a) / 100 for a in re.findall(r"test acc ([\d.]+)%", proc.stdout)]
+    assert len(accuracies) == 2 and abs(accuracies[0] - accuracies[1]) <= 0.02  # cnnext vs torch, same start
+    assert abs(_test_accuracy(tmp_path / "cuda.pt", "cnn_pad", 500) - accuracies[0]) <= 2 / 500
