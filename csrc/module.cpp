@@ -30,7 +30,7 @@ pybind11::dict build_info() {
   info["openmp"] = false;
 #endif
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(CNNEXT_NO_ISA_CLONES)
-  info["cpu_isa_dispatch"] = "avx512f, avx2, default (chosen at load time)";
+  info["cpu_isa_dispatch"] = "x86-64-v4 (AVX-512), x86-64-v3 (AVX2+FMA), x86-64 (chosen at load time)";
 #else
   info["cpu_isa_dispatch"] = "none (portable build)";
 #endif

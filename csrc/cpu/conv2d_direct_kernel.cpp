@@ -19,6 +19,9 @@ namespace cpu {
 namespace {
 
 constexpr int64_t kOcBlock = 8;
+// Vectors of outputs per step of the flat micro-kernel: 8 channels x 2 vectors
+// = 16 accumulators, which leaves AVX-512's other 16 registers for operands.
+constexpr int64_t kFlatBlock = 2;
 
 // A stride-`stride` correlation of `channels` staged planes (rows x cols)
 // with a kh x kw kernel, producing out_h x out_w pixels.
@@ -28,15 +31,28 @@ struct Correlation {
   int64_t stride_h, stride_w;
   int64_t dilation_h, dilation_w;
   int64_t out_h, out_w;
+  // Flat: stride 1, the staged planes are read as one long row (see correlate_flat).
+  bool flat;
   Staging staging;
 };
 
-// Staging geometry that lets every vector of kVec outputs read in bounds.
+// Staging geometry. Row layout: every vector of kVec outputs of a row reads
+// in bounds. Flat layout: rows exactly as wide as the outputs need, so a
+// plane is contiguous and only its end needs slack (staged_size).
 template <typename T>
 Staging staging_for(const Correlation& c, int64_t off_y, int64_t off_x, int64_t up_y, int64_t up_x) {
   const int64_t rows = (c.out_h - 1) * c.stride_h + (c.kernel_h - 1) * c.dilation_h + 1;
-  const int64_t cols = (round_up(c.out_w, kVec<T>) - 1) * c.stride_w + (c.kernel_w - 1) * c.dilation_w + 1;
+  const int64_t out_cols = c.flat ? c.out_w : round_up(c.out_w, kVec<T>);
+  const int64_t cols = (out_cols - 1) * c.stride_w + (c.kernel_w - 1) * c.dilation_w + 1;
   return {rows, cols, off_y, off_x, up_y, up_x};
+}
+
+// Elements of the staging buffer: the planes plus, in the flat layout, the
+// slack that the last vectors of the last plane read past its end.
+template <typename T>
+int64_t staged_size(const Correlation& c) {
+  const int64_t slack = c.flat ? kFlatBlock * kVec<T> + (c.kernel_w - 1) * c.dilation_w : 0;
+  return c.channels * c.staging.rows * c.staging.cols + slack;
 }
 
 // out[j][oh][ow] = bias[j] + sum_{c,kh,kw} w[c][kh][kw][j] * staged[c][oh*sh + kh*dh][ow*sw + kw*dw]
@@ -49,7 +65,7 @@ CNNEXT_ISA_CLONES void correlate_block(const Correlation& c, const T* staged, co
   const int64_t taps = c.kernel_h * c.kernel_w;
   for (int64_t oh = 0; oh < c.out_h; ++oh) {
     for (int64_t ow0 = 0; ow0 < c.out_w; ow0 += V) {
-      T acc[kOcBlock][V] = {};
+      Vec<T> acc[kOcBlock] = {};
       for (int64_t ch = 0; ch < c.channels; ++ch) {
         const T* plane = staged + ch * c.staging.rows * cols;
         const T* wc = w + ch * taps * kOcBlock;
@@ -58,12 +74,8 @@ CNNEXT_ISA_CLONES void correlate_block(const Correlation& c, const T* staged, co
           for (int64_t kw = 0; kw < c.kernel_w; ++kw) {
             const T* x = row + kw * c.dilation_w;
             const T* wk = wc + (kh * c.kernel_w + kw) * kOcBlock;
-            T xv[V];
-            for (int64_t v = 0; v < V; ++v) xv[v] = kUnitStride ? x[v] : x[v * c.stride_w];
-            for (int64_t j = 0; j < kOcBlock; ++j) {
-              const T wj = wk[j];
-              for (int64_t v = 0; v < V; ++v) acc[j][v] += wj * xv[v];
-            }
+            const Vec<T> xv = kUnitStride ? load_vec(x) : load_strided(x, c.stride_w);
+            for (int64_t j = 0; j < kOcBlock; ++j) acc[j] += wk[j] * xv;
           }
         }
       }
@@ -77,10 +89,61 @@ CNNEXT_ISA_CLONES void correlate_block(const Correlation& c, const T* staged, co
   }
 }
 
+// The stride-1 case, which covers grad_input of every convolution. With unit
+// stride, output (oh, x) reads staged[ch][(oh + kh*dh) * cols + x + kw*dw]:
+// over the flattened index f = oh * cols + x every tap is a constant offset.
+// So the kernel computes all cols "virtual" columns of each output row (those
+// past out_w read across row ends and are dropped), its vectors run over
+// whole rows instead of stopping at each row's end, and narrow outputs
+// (5 x 5, 11 x 11) waste few lanes. Results go to `scratch` (kOcBlock planes
+// of out_h * cols, rounded up), then the real columns to `out`.
+template <typename T>
+CNNEXT_ISA_CLONES void correlate_flat(const Correlation& c, const T* staged, const T* w, const T* bias,
+                                      int64_t valid, T* out, int64_t out_plane, T* scratch) {
+  constexpr int64_t V = kVec<T>, step = kFlatBlock * kVec<T>;
+  const int64_t cols = c.staging.cols, plane = c.staging.rows * cols;
+  const int64_t taps = c.kernel_h * c.kernel_w;
+  const int64_t flat = round_up(c.out_h * cols, step);
+  for (int64_t f0 = 0; f0 < flat; f0 += step) {
+    Vec<T> acc[kOcBlock][kFlatBlock] = {};
+    for (int64_t ch = 0; ch < c.channels; ++ch) {
+      const T* base = staged + ch * plane + f0;
+      const T* wc = w + ch * taps * kOcBlock;
+      for (int64_t kh = 0; kh < c.kernel_h; ++kh) {
+        for (int64_t kw = 0; kw < c.kernel_w; ++kw) {
+          const T* x = base + kh * c.dilation_h * cols + kw * c.dilation_w;
+          const T* wk = wc + (kh * c.kernel_w + kw) * kOcBlock;
+          Vec<T> xv[kFlatBlock];
+          for (int64_t u = 0; u < kFlatBlock; ++u) xv[u] = load_vec(x + u * V);
+          for (int64_t j = 0; j < kOcBlock; ++j)
+            for (int64_t u = 0; u < kFlatBlock; ++u) acc[j][u] += wk[j] * xv[u];
+        }
+      }
+    }
+    for (int64_t j = 0; j < kOcBlock; ++j)
+      for (int64_t u = 0; u < kFlatBlock; ++u) std::memcpy(scratch + j * flat + f0 + u * V, &acc[j][u], sizeof(Vec<T>));
+  }
+  for (int64_t j = 0; j < valid; ++j) {
+    const T b = bias ? bias[j] : T(0);
+    for (int64_t oh = 0; oh < c.out_h; ++oh) {
+      const T* src = scratch + j * flat + oh * cols;
+      T* dst = out + j * out_plane + oh * c.out_w;
+      for (int64_t ow = 0; ow < c.out_w; ++ow) dst[ow] = src[ow] + b;
+    }
+  }
+}
+
+template <typename T>
+int64_t flat_scratch_size(const Correlation& c) {
+  return c.flat ? kOcBlock * round_up(c.out_h * c.staging.cols, kFlatBlock * kVec<T>) : 0;
+}
+
 template <typename T>
 void correlate(const Correlation& c, const T* staged, const T* w, const T* bias, int64_t valid, T* out,
-               int64_t out_plane) {
-  if (c.stride_w == 1) {
+               int64_t out_plane, T* scratch) {
+  if (c.flat) {
+    correlate_flat<T>(c, staged, w, bias, valid, out, out_plane, scratch);
+  } else if (c.stride_w == 1) {
     correlate_block<T, true>(c, staged, w, bias, valid, out, out_plane);
   } else {
     correlate_block<T, false>(c, staged, w, bias, valid, out, out_plane);
@@ -114,11 +177,11 @@ template <typename T>
 void correlate_batch(const Correlation& c, int64_t batch, int64_t groups, int64_t outs, const T* src,
                      int64_t src_h, int64_t src_w, const std::vector<T>& packed, const T* bias, T* dst) {
   const int64_t blocks = (outs + kOcBlock - 1) / kOcBlock;
-  const int64_t staged_size = c.channels * c.staging.rows * c.staging.cols;
   const int64_t block_weights = c.channels * c.kernel_h * c.kernel_w * kOcBlock;
   const int64_t out_plane = c.out_h * c.out_w;
   at::parallel_for(0, batch * groups * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> staged(staged_size);
+    std::vector<T> staged(staged_size<T>(c), T(0));
+    std::vector<T> scratch(flat_scratch_size<T>(c));
     int64_t staged_plane_set = -1;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t set = task / blocks;  // = n * groups + g
@@ -131,7 +194,8 @@ void correlate_batch(const Correlation& c, int64_t batch, int64_t groups, int64_
       const int64_t oc0 = block * kOcBlock;
       const int64_t valid = std::min(kOcBlock, outs - oc0);
       correlate(c, staged.data(), packed.data() + (g * blocks + block) * block_weights,
-                bias ? bias + g * outs + oc0 : nullptr, valid, dst + (set * outs + oc0) * out_plane, out_plane);
+                bias ? bias + g * outs + oc0 : nullptr, valid, dst + (set * outs + oc0) * out_plane, out_plane,
+                scratch.data());
     }
   });
 }
@@ -149,17 +213,14 @@ CNNEXT_ISA_CLONES void weight_grad_block(const Correlation& c, const T* staged, 
     const T* plane = staged + ch * c.staging.rows * cols;
     for (int64_t kh = 0; kh < c.kernel_h; ++kh) {
       for (int64_t kw = 0; kw < c.kernel_w; ++kw) {
-        T acc[kOcBlock][V] = {};
+        Vec<T> acc[kOcBlock] = {};
         for (int64_t oh = 0; oh < c.out_h; ++oh) {
           const T* row = plane + (oh * c.stride_h + kh * c.dilation_h) * cols + kw * c.dilation_w;
           const T* g = gy + oh * gy_cols;
           for (int64_t ow0 = 0; ow0 < gy_cols; ow0 += V) {
-            T xv[V];
-            for (int64_t v = 0; v < V; ++v) xv[v] = kUnitStride ? row[ow0 + v] : row[(ow0 + v) * c.stride_w];
-            for (int64_t j = 0; j < kOcBlock; ++j) {
-              const T* gj = g + j * gy_plane + ow0;
-              for (int64_t v = 0; v < V; ++v) acc[j][v] += gj[v] * xv[v];
-            }
+            const Vec<T> xv =
+                kUnitStride ? load_vec(row + ow0) : load_strided(row + ow0 * c.stride_w, c.stride_w);
+            for (int64_t j = 0; j < kOcBlock; ++j) acc[j] += load_vec(g + j * gy_plane + ow0) * xv;
           }
         }
         for (int64_t j = 0; j < valid; ++j) {
@@ -178,7 +239,7 @@ template <typename T>
 void direct_forward(const Conv2dParams& p, const T* input, const T* weight, const T* bias, T* output) {
   const int64_t cin = p.in_per_group(), cout = p.out_per_group();
   Correlation c{cin, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
-                p.out_h, p.out_w, {}};
+                p.out_h, p.out_w, p.stride_h == 1 && p.stride_w == 1, {}};
   c.staging = staging_for<T>(c, p.pad_top, p.pad_left, 1, 1);
   const int64_t taps = p.kernel_plane();
   const auto packed = pack_weights<T>(p.groups, cout, cin, p.kernel_h, p.kernel_w,
@@ -193,7 +254,7 @@ void direct_grad_input(const Conv2dParams& p, const T* grad_output, const T* wei
   // dx[ci][y][x] = sum_{co,kh,kw} w[co][ci][KH-1-kh][KW-1-kw] * U[co][y + kh*dh][x + kw*dw], where U is
   // grad_output with (stride - 1) zeros between pixels, shifted by dilation*(K-1) - pad.
   const int64_t cin = p.in_per_group(), cout = p.out_per_group();
-  Correlation c{cout, p.kernel_h, p.kernel_w, 1, 1, p.dilation_h, p.dilation_w, p.in_h, p.in_w, {}};
+  Correlation c{cout, p.kernel_h, p.kernel_w, 1, 1, p.dilation_h, p.dilation_w, p.in_h, p.in_w, true, {}};
   c.staging = staging_for<T>(c, p.dilation_h * (p.kernel_h - 1) - p.pad_top,
                              p.dilation_w * (p.kernel_w - 1) - p.pad_left, p.stride_h, p.stride_w);
   const int64_t taps = p.kernel_plane();
@@ -212,7 +273,7 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
   const int64_t cin = p.in_per_group(), cout = p.out_per_group();
   const int64_t blocks = (cout + kOcBlock - 1) / kOcBlock;
   Correlation c{cin, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
-                p.out_h, p.out_w, {}};
+                p.out_h, p.out_w, false, {}};
   c.staging = staging_for<T>(c, p.pad_top, p.pad_left, 1, 1);
   const int64_t gy_cols = round_up(p.out_w, V);
   const int64_t weight_numel = p.out_channels * cin * p.kernel_plane();

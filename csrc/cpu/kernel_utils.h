@@ -9,11 +9,34 @@
 namespace cnnext {
 namespace cpu {
 
-// Outputs computed per micro-kernel step: one 512-bit register of T.
-// Narrower ISAs split it into two or four registers; the loop shapes stay
-// the same, so one source serves every ISA.
+// Outputs computed per micro-kernel step: one 512-bit vector of T, written
+// with GCC/Clang vector extensions so the accumulators provably live in
+// registers. Narrower ISAs split each vector into two or four registers; the
+// loop shapes stay the same, so one source serves every ISA.
 template <typename T>
 constexpr int64_t kVec = 64 / static_cast<int64_t>(sizeof(T));
+
+template <typename T>
+struct VecOf {
+  typedef T type __attribute__((vector_size(64)));
+};
+template <typename T>
+using Vec = typename VecOf<T>::type;
+
+template <typename T>
+inline Vec<T> load_vec(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// x[0], x[stride], ..., x[(kVec - 1) * stride].
+template <typename T>
+inline Vec<T> load_strided(const T* p, int64_t stride) {
+  Vec<T> v;
+  for (int64_t i = 0; i < kVec<T>; ++i) v[i] = p[i * stride];
+  return v;
+}
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
@@ -21,7 +44,7 @@ inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 // the library loads (GCC/Clang function multi-versioning), so the package
 // needs no AVX-512 at build time and still uses it where it exists.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(CNNEXT_NO_ISA_CLONES)
-#define CNNEXT_ISA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define CNNEXT_ISA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define CNNEXT_ISA_CLONES
 #endif
