@@ -121,7 +121,7 @@ CNNEXT_ISA_CLONES void correlate_flat(const Correlation& c, const T* staged, con
       }
     }
     for (int64_t j = 0; j < kOcBlock; ++j)
-      for (int64_t u = 0; u < kFlatBlock; ++u) std::memcpy(scratch + j * flat + f0 + u * V, &acc[j][u], sizeof(Vec<T>));
+      for (int64_t u = 0; u < kFlatBlock; ++u) store_vec(scratch + j * flat + f0 + u * V, acc[j][u]);
   }
   for (int64_t j = 0; j < valid; ++j) {
     const T b = bias ? bias[j] : T(0);
@@ -200,11 +200,15 @@ void correlate_batch(const Correlation& c, int64_t batch, int64_t groups, int64_
   });
 }
 
-// partial[j][ch][kh][kw] += sum_{oh,ow} gy[j][oh][ow] * staged[ch][oh*sh+kh*dh][ow*sw+kw*dw] for one
-// block of kOcBlock output channels; gy rows are padded to a multiple of kVec with zeros.
-template <typename T, bool kUnitStride>
+// partial[j][ch][kh][kw0 + k] += sum_{oh,ow} gy[j][oh][ow] * staged[ch][oh*sh + kh*dh][ow*sw + (kw0+k)*dw]
+// for one block of kOcBlock output channels and kTaps neighbouring kernel columns, for every ch
+// and kh. The kTaps input vectors are loaded once per step and each feeds kOcBlock FMAs, each
+// grad_output vector feeds kTaps. gy rows are padded to a multiple of kVec with zeros. The
+// partial sums stay vectors (one lane per output column class): a sample's reduction is too
+// short to pay for a horizontal sum, so lanes are added once, after the whole batch.
+template <typename T, bool kUnitStride, int64_t kTaps>
 CNNEXT_ISA_CLONES void weight_grad_block(const Correlation& c, const T* staged, const T* gy, int64_t gy_cols,
-                                         int64_t valid, T* partial) {
+                                         int64_t valid, int64_t kw0, T* partial) {
   constexpr int64_t V = kVec<T>;
   const int64_t cols = c.staging.cols;
   const int64_t gy_plane = c.out_h * gy_cols;
@@ -212,23 +216,47 @@ CNNEXT_ISA_CLONES void weight_grad_block(const Correlation& c, const T* staged, 
   for (int64_t ch = 0; ch < c.channels; ++ch) {
     const T* plane = staged + ch * c.staging.rows * cols;
     for (int64_t kh = 0; kh < c.kernel_h; ++kh) {
-      for (int64_t kw = 0; kw < c.kernel_w; ++kw) {
-        Vec<T> acc[kOcBlock] = {};
-        for (int64_t oh = 0; oh < c.out_h; ++oh) {
-          const T* row = plane + (oh * c.stride_h + kh * c.dilation_h) * cols + kw * c.dilation_w;
-          const T* g = gy + oh * gy_cols;
-          for (int64_t ow0 = 0; ow0 < gy_cols; ow0 += V) {
-            const Vec<T> xv =
-                kUnitStride ? load_vec(row + ow0) : load_strided(row + ow0 * c.stride_w, c.stride_w);
-            for (int64_t j = 0; j < kOcBlock; ++j) acc[j] += load_vec(g + j * gy_plane + ow0) * xv;
+      Vec<T> acc[kOcBlock][kTaps];
+      for (int64_t j = 0; j < kOcBlock; ++j)
+        for (int64_t k = 0; k < kTaps; ++k)
+          acc[j][k] = j < valid ? load_vec(partial + ((j * c.channels + ch) * taps + kh * c.kernel_w + kw0 + k) * V)
+                                : Vec<T>{};
+      for (int64_t oh = 0; oh < c.out_h; ++oh) {
+        const T* row = plane + (oh * c.stride_h + kh * c.dilation_h) * cols + kw0 * c.dilation_w;
+        const T* g = gy + oh * gy_cols;
+        for (int64_t ow0 = 0; ow0 < gy_cols; ow0 += V) {
+          Vec<T> xv[kTaps];
+          for (int64_t k = 0; k < kTaps; ++k) {
+            const T* x = row + k * c.dilation_w;
+            xv[k] = kUnitStride ? load_vec(x + ow0) : load_strided(x + ow0 * c.stride_w, c.stride_w);
+          }
+          for (int64_t j = 0; j < kOcBlock; ++j) {
+            const Vec<T> gv = load_vec(g + j * gy_plane + ow0);
+            for (int64_t k = 0; k < kTaps; ++k) acc[j][k] += gv * xv[k];
           }
         }
-        for (int64_t j = 0; j < valid; ++j) {
-          T sum = 0;
-          for (int64_t v = 0; v < V; ++v) sum += acc[j][v];
-          partial[(j * c.channels + ch) * taps + kh * c.kernel_w + kw] += sum;
-        }
       }
+      for (int64_t j = 0; j < valid; ++j)
+        for (int64_t k = 0; k < kTaps; ++k)
+          store_vec(partial + ((j * c.channels + ch) * taps + kh * c.kernel_w + kw0 + k) * V, acc[j][k]);
+    }
+  }
+}
+
+// All kernel columns of one block, up to three at a time (8 x 3 accumulators fill AVX-512's registers).
+template <typename T, bool kUnitStride>
+void weight_grad_columns(const Correlation& c, const T* staged, const T* gy, int64_t gy_cols, int64_t valid,
+                         T* partial) {
+  for (int64_t kw0 = 0; kw0 < c.kernel_w; kw0 += 3) {
+    switch (std::min<int64_t>(3, c.kernel_w - kw0)) {
+      case 3:
+        weight_grad_block<T, kUnitStride, 3>(c, staged, gy, gy_cols, valid, kw0, partial);
+        break;
+      case 2:
+        weight_grad_block<T, kUnitStride, 2>(c, staged, gy, gy_cols, valid, kw0, partial);
+        break;
+      default:
+        weight_grad_block<T, kUnitStride, 1>(c, staged, gy, gy_cols, valid, kw0, partial);
     }
   }
 }
@@ -281,7 +309,8 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
   // partials added in chunk order: no two threads add into the same memory, and the result does
   // not depend on scheduling.
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), p.batch));
-  std::vector<T> partials(chunks * weight_numel, T(0));
+  // Each partial sum is a whole vector (kVec lanes), see weight_grad_block.
+  std::vector<T> partials(chunks * weight_numel * V, T(0));
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
     std::vector<T> staged(cin * c.staging.rows * c.staging.cols);
     // grad_output of one group, rows padded to gy_cols and channels to whole blocks, zeros elsewhere.
@@ -296,25 +325,27 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
       for (int64_t block = 0; block < blocks; ++block) {
         const int64_t oc0 = block * kOcBlock;
         const T* gyb = gy.data() + oc0 * p.out_h * gy_cols;
-        T* dst = partial + (g * cout + oc0) * cin * p.kernel_plane();
+        T* dst = partial + (g * cout + oc0) * cin * p.kernel_plane() * V;
         const int64_t valid = std::min(kOcBlock, cout - oc0);
         if (p.stride_w == 1) {
-          weight_grad_block<T, true>(c, staged.data(), gyb, gy_cols, valid, dst);
+          weight_grad_columns<T, true>(c, staged.data(), gyb, gy_cols, valid, dst);
         } else {
-          weight_grad_block<T, false>(c, staged.data(), gyb, gy_cols, valid, dst);
+          weight_grad_columns<T, false>(c, staged.data(), gyb, gy_cols, valid, dst);
         }
       }
     };
     for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
       for (int64_t n = chunk * p.batch / chunks; n < (chunk + 1) * p.batch / chunks; ++n) {
-        for (int64_t g = 0; g < p.groups; ++g) add_sample_group(n, g, partials.data() + chunk * weight_numel);
+        for (int64_t g = 0; g < p.groups; ++g) add_sample_group(n, g, partials.data() + chunk * weight_numel * V);
       }
     }
   });
   at::parallel_for(0, weight_numel, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
+      Vec<T> lanes = load_vec(partials.data() + i * V);
+      for (int64_t t = 1; t < chunks; ++t) lanes += load_vec(partials.data() + (t * weight_numel + i) * V);
       T sum = 0;
-      for (int64_t t = 0; t < chunks; ++t) sum += partials[t * weight_numel + i];
+      for (int64_t v = 0; v < V; ++v) sum += lanes[v];
       grad_weight[i] = sum;
     }
   });

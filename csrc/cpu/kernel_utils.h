@@ -30,6 +30,11 @@ inline Vec<T> load_vec(const T* p) {
   return v;
 }
 
+template <typename T>
+inline void store_vec(T* p, const Vec<T>& v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
 // x[0], x[stride], ..., x[(kVec - 1) * stride].
 template <typename T>
 inline Vec<T> load_strided(const T* p, int64_t stride) {
