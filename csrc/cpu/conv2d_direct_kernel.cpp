@@ -200,63 +200,76 @@ void correlate_batch(const Correlation& c, int64_t batch, int64_t groups, int64_
   });
 }
 
-// partial[j][ch][kh][kw0 + k] += sum_{oh,ow} gy[j][oh][ow] * staged[ch][oh*sh + kh*dh][ow*sw + (kw0+k)*dw]
+// Operands of grad_weight for a few samples of one group: the staged input
+// planes, and grad_output with rows padded to `gy_cols` (a multiple of kVec)
+// and channels to whole blocks, zeros in the padding.
+template <typename T>
+struct WeightGradBatch {
+  const T* staged;
+  int64_t staged_sample;  // elements per sample
+  const T* gy;            // first channel of the block
+  int64_t gy_sample;      // elements per sample
+  int64_t gy_cols;
+  int64_t samples;
+};
+
+// partial[j][ch][kh][kw0 + k] += sum_{s,oh,ow} gy[s][j][oh][ow] * staged[s][ch][oh*sh + kh*dh][ow*sw + (kw0+k)*dw]
 // for one block of kOcBlock output channels and kTaps neighbouring kernel columns, for every ch
 // and kh. The kTaps input vectors are loaded once per step and each feeds kOcBlock FMAs, each
-// grad_output vector feeds kTaps. gy rows are padded to a multiple of kVec with zeros. The
-// partial sums stay vectors (one lane per output column class): a sample's reduction is too
-// short to pay for a horizontal sum, so lanes are added once, after the whole batch.
+// grad_output vector feeds kTaps; the sum runs over several samples so that it is long enough
+// to pay for the final horizontal additions.
 template <typename T, bool kUnitStride, int64_t kTaps>
-CNNEXT_ISA_CLONES void weight_grad_block(const Correlation& c, const T* staged, const T* gy, int64_t gy_cols,
-                                         int64_t valid, int64_t kw0, T* partial) {
+CNNEXT_ISA_CLONES void weight_grad_block(const Correlation& c, const WeightGradBatch<T>& b, int64_t valid,
+                                         int64_t kw0, T* partial) {
   constexpr int64_t V = kVec<T>;
   const int64_t cols = c.staging.cols;
-  const int64_t gy_plane = c.out_h * gy_cols;
+  const int64_t gy_plane = c.out_h * b.gy_cols;
   const int64_t taps = c.kernel_h * c.kernel_w;
   for (int64_t ch = 0; ch < c.channels; ++ch) {
-    const T* plane = staged + ch * c.staging.rows * cols;
     for (int64_t kh = 0; kh < c.kernel_h; ++kh) {
-      Vec<T> acc[kOcBlock][kTaps];
-      for (int64_t j = 0; j < kOcBlock; ++j)
-        for (int64_t k = 0; k < kTaps; ++k)
-          acc[j][k] = j < valid ? load_vec(partial + ((j * c.channels + ch) * taps + kh * c.kernel_w + kw0 + k) * V)
-                                : Vec<T>{};
-      for (int64_t oh = 0; oh < c.out_h; ++oh) {
-        const T* row = plane + (oh * c.stride_h + kh * c.dilation_h) * cols + kw0 * c.dilation_w;
-        const T* g = gy + oh * gy_cols;
-        for (int64_t ow0 = 0; ow0 < gy_cols; ow0 += V) {
-          Vec<T> xv[kTaps];
-          for (int64_t k = 0; k < kTaps; ++k) {
-            const T* x = row + k * c.dilation_w;
-            xv[k] = kUnitStride ? load_vec(x + ow0) : load_strided(x + ow0 * c.stride_w, c.stride_w);
-          }
-          for (int64_t j = 0; j < kOcBlock; ++j) {
-            const Vec<T> gv = load_vec(g + j * gy_plane + ow0);
-            for (int64_t k = 0; k < kTaps; ++k) acc[j][k] += gv * xv[k];
+      Vec<T> acc[kOcBlock][kTaps] = {};
+      for (int64_t s = 0; s < b.samples; ++s) {
+        const T* plane = b.staged + s * b.staged_sample + ch * c.staging.rows * cols;
+        for (int64_t oh = 0; oh < c.out_h; ++oh) {
+          const T* row = plane + (oh * c.stride_h + kh * c.dilation_h) * cols + kw0 * c.dilation_w;
+          const T* g = b.gy + s * b.gy_sample + oh * b.gy_cols;
+          for (int64_t ow0 = 0; ow0 < b.gy_cols; ow0 += V) {
+            Vec<T> xv[kTaps];
+            for (int64_t k = 0; k < kTaps; ++k) {
+              const T* x = row + k * c.dilation_w;
+              xv[k] = kUnitStride ? load_vec(x + ow0) : load_strided(x + ow0 * c.stride_w, c.stride_w);
+            }
+            for (int64_t j = 0; j < kOcBlock; ++j) {
+              const Vec<T> gv = load_vec(g + j * gy_plane + ow0);
+              for (int64_t k = 0; k < kTaps; ++k) acc[j][k] += gv * xv[k];
+            }
           }
         }
       }
-      for (int64_t j = 0; j < valid; ++j)
-        for (int64_t k = 0; k < kTaps; ++k)
-          store_vec(partial + ((j * c.channels + ch) * taps + kh * c.kernel_w + kw0 + k) * V, acc[j][k]);
+      for (int64_t j = 0; j < valid; ++j) {
+        for (int64_t k = 0; k < kTaps; ++k) {
+          T sum = 0;
+          for (int64_t v = 0; v < V; ++v) sum += acc[j][k][v];
+          partial[(j * c.channels + ch) * taps + kh * c.kernel_w + kw0 + k] += sum;
+        }
+      }
     }
   }
 }
 
 // All kernel columns of one block, up to three at a time (8 x 3 accumulators fill AVX-512's registers).
 template <typename T, bool kUnitStride>
-void weight_grad_columns(const Correlation& c, const T* staged, const T* gy, int64_t gy_cols, int64_t valid,
-                         T* partial) {
+void weight_grad_columns(const Correlation& c, const WeightGradBatch<T>& b, int64_t valid, T* partial) {
   for (int64_t kw0 = 0; kw0 < c.kernel_w; kw0 += 3) {
     switch (std::min<int64_t>(3, c.kernel_w - kw0)) {
       case 3:
-        weight_grad_block<T, kUnitStride, 3>(c, staged, gy, gy_cols, valid, kw0, partial);
+        weight_grad_block<T, kUnitStride, 3>(c, b, valid, kw0, partial);
         break;
       case 2:
-        weight_grad_block<T, kUnitStride, 2>(c, staged, gy, gy_cols, valid, kw0, partial);
+        weight_grad_block<T, kUnitStride, 2>(c, b, valid, kw0, partial);
         break;
       default:
-        weight_grad_block<T, kUnitStride, 1>(c, staged, gy, gy_cols, valid, kw0, partial);
+        weight_grad_block<T, kUnitStride, 1>(c, b, valid, kw0, partial);
     }
   }
 }
@@ -297,55 +310,62 @@ void direct_grad_input(const Conv2dParams& p, const T* grad_output, const T* wei
 
 template <typename T>
 void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* input, T* grad_weight) {
-  constexpr int64_t V = kVec<T>;
+  // Samples staged together: enough for long reductions, few enough to stay in L2.
+  constexpr int64_t kSamples = 8;
   const int64_t cin = p.in_per_group(), cout = p.out_per_group();
   const int64_t blocks = (cout + kOcBlock - 1) / kOcBlock;
   Correlation c{cin, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
                 p.out_h, p.out_w, false, {}};
   c.staging = staging_for<T>(c, p.pad_top, p.pad_left, 1, 1);
-  const int64_t gy_cols = round_up(p.out_w, V);
+  const int64_t gy_cols = round_up(p.out_w, kVec<T>);
+  const int64_t staged_sample = cin * c.staging.rows * c.staging.cols;
+  const int64_t gy_sample = blocks * kOcBlock * p.out_h * gy_cols;
   const int64_t weight_numel = p.out_channels * cin * p.kernel_plane();
   // The batch is cut into one chunk per thread, each summed into its own partial result and the
   // partials added in chunk order: no two threads add into the same memory, and the result does
   // not depend on scheduling.
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), p.batch));
-  // Each partial sum is a whole vector (kVec lanes), see weight_grad_block.
-  std::vector<T> partials(chunks * weight_numel * V, T(0));
+  std::vector<T> partials(chunks * weight_numel, T(0));
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
-    std::vector<T> staged(cin * c.staging.rows * c.staging.cols);
-    // grad_output of one group, rows padded to gy_cols and channels to whole blocks, zeros elsewhere.
-    std::vector<T> gy(blocks * kOcBlock * p.out_h * gy_cols, T(0));
-    auto add_sample_group = [&](int64_t n, int64_t g, T* partial) {
-      stage_planes(input + (n * p.in_channels + g * cin) * p.in_plane(), cin, p.in_h, p.in_w, c.staging,
-                   staged.data());
-      const T* src = grad_output + (n * p.out_channels + g * cout) * p.out_plane();
-      for (int64_t row = 0; row < cout * p.out_h; ++row) {
-        std::copy(src + row * p.out_w, src + (row + 1) * p.out_w, gy.data() + row * gy_cols);
+    std::vector<T> staged(kSamples * staged_sample);
+    std::vector<T> gy(kSamples * gy_sample, T(0));
+    // Adds samples [n0, n0 + count) of group g into `partial`.
+    auto add_samples = [&](int64_t n0, int64_t count, int64_t g, T* partial) {
+      for (int64_t s = 0; s < count; ++s) {
+        const int64_t n = n0 + s;
+        stage_planes(input + (n * p.in_channels + g * cin) * p.in_plane(), cin, p.in_h, p.in_w, c.staging,
+                     staged.data() + s * staged_sample);
+        const T* src = grad_output + (n * p.out_channels + g * cout) * p.out_plane();
+        for (int64_t row = 0; row < cout * p.out_h; ++row) {
+          std::copy(src + row * p.out_w, src + (row + 1) * p.out_w, gy.data() + s * gy_sample + row * gy_cols);
+        }
       }
       for (int64_t block = 0; block < blocks; ++block) {
         const int64_t oc0 = block * kOcBlock;
-        const T* gyb = gy.data() + oc0 * p.out_h * gy_cols;
-        T* dst = partial + (g * cout + oc0) * cin * p.kernel_plane() * V;
+        const WeightGradBatch<T> b{staged.data(), staged_sample, gy.data() + oc0 * p.out_h * gy_cols,
+                                   gy_sample, gy_cols, count};
+        T* dst = partial + (g * cout + oc0) * cin * p.kernel_plane();
         const int64_t valid = std::min(kOcBlock, cout - oc0);
         if (p.stride_w == 1) {
-          weight_grad_columns<T, true>(c, staged.data(), gyb, gy_cols, valid, dst);
+          weight_grad_columns<T, true>(c, b, valid, dst);
         } else {
-          weight_grad_columns<T, false>(c, staged.data(), gyb, gy_cols, valid, dst);
+          weight_grad_columns<T, false>(c, b, valid, dst);
         }
       }
     };
     for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
-      for (int64_t n = chunk * p.batch / chunks; n < (chunk + 1) * p.batch / chunks; ++n) {
-        for (int64_t g = 0; g < p.groups; ++g) add_sample_group(n, g, partials.data() + chunk * weight_numel * V);
+      const int64_t first = chunk * p.batch / chunks, last = (chunk + 1) * p.batch / chunks;
+      for (int64_t n0 = first; n0 < last; n0 += kSamples) {
+        for (int64_t g = 0; g < p.groups; ++g) {
+          add_samples(n0, std::min(kSamples, last - n0), g, partials.data() + chunk * weight_numel);
+        }
       }
     }
   });
   at::parallel_for(0, weight_numel, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      Vec<T> lanes = load_vec(partials.data() + i * V);
-      for (int64_t t = 1; t < chunks; ++t) lanes += load_vec(partials.data() + (t * weight_numel + i) * V);
       T sum = 0;
-      for (int64_t v = 0; v < V; ++v) sum += lanes[v];
+      for (int64_t t = 0; t < chunks; ++t) sum += partials[t * weight_numel + i];
       grad_weight[i] = sum;
     }
   });
