@@ -11,24 +11,38 @@
 namespace cnnext {
 namespace {
 
-// The rule behind algo="auto" (documented in README.md):
-// im2col turns the convolution into one GEMM per sample and group whose
-// reduction length is K = C_in/groups * KH * KW. A GEMM only pays for
-// building its column buffer when K is long enough to keep the FMA units
-// busy; for short reductions (first layers with one or three input
-// channels, depthwise convolutions) the direct kernel, which never
-// materialises columns, does less memory traffic and wins.
-ConvAlgo choose_algo(const Conv2dParams& p) {
-  constexpr int64_t kMinGemmReduction = 32;
-  return p.col_rows() < kMinGemmReduction ? ConvAlgo::Direct : ConvAlgo::Im2col;
+enum class Pass { Forward, GradInput, GradWeight };
+
+// The rule behind algo="auto" (documented in README.md), per pass, from the
+// CPU benchmarks (benchmarks/RESULTS.md):
+// - forward: direct. Its register-blocked kernel does the work of the
+//   im2col GEMM without writing and re-reading a column buffer.
+// - grad_input: direct when C_in/groups >= 8. Its kernel computes 8 input
+//   channels at a time; with fewer (first layers, depthwise) most of that
+//   block is wasted, and col2im of one GEMM is cheaper.
+// - grad_weight: direct when the output plane has at least 64 pixels. It
+//   reduces over output pixels in vectors of 16; tiny planes (3 x 3 outputs
+//   of a 5 x 5 input) leave most lanes empty, while the GEMM reduces over
+//   K = C_in/groups * kH * kW instead.
+// CUDA uses the same rule until GPU benchmarks say otherwise.
+ConvAlgo choose_algo(const Conv2dParams& p, Pass pass) {
+  switch (pass) {
+    case Pass::Forward:
+      return ConvAlgo::Direct;
+    case Pass::GradInput:
+      return p.in_per_group() >= 8 ? ConvAlgo::Direct : ConvAlgo::Im2col;
+    case Pass::GradWeight:
+      return p.out_plane() >= 64 ? ConvAlgo::Direct : ConvAlgo::Im2col;
+  }
+  return ConvAlgo::Direct;
 }
 
-ConvAlgo parse_algo(c10::string_view algo, const Conv2dParams& p) {
+ConvAlgo parse_algo(c10::string_view algo, const Conv2dParams& p, Pass pass) {
   if (algo == "direct") return ConvAlgo::Direct;
   if (algo == "im2col") return ConvAlgo::Im2col;
   TORCH_CHECK_VALUE(algo == "auto", "cnnext conv2d: algo must be one of 'direct', 'im2col', 'auto', got '",
                     algo, "'");
-  return choose_algo(p);
+  return choose_algo(p, pass);
 }
 
 // Validates input/weight/geometry and resolves every shape into Conv2dParams.
@@ -108,7 +122,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
   check_float_tensor(op, "input", input);
   check_same(op, "weight", weight, "input", input);
   const Conv2dParams p = make_params(op, input.sizes(), weight.sizes(), stride, padding, dilation, groups);
-  const ConvAlgo a = parse_algo(algo, p);
+  const ConvAlgo a = parse_algo(algo, p, Pass::Forward);
   at::Tensor bias;
   if (bias_opt.has_value() && bias_opt->defined()) {
     bias = *bias_opt;
@@ -134,7 +148,7 @@ at::Tensor conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& we
   check_float_tensor(op, "grad_output", grad_output);
   check_same(op, "weight", weight, "grad_output", grad_output);
   const Conv2dParams p = make_params(op, input_size, weight.sizes(), stride, padding, dilation, groups);
-  const ConvAlgo a = parse_algo(algo, p);
+  const ConvAlgo a = parse_algo(algo, p, Pass::GradInput);
   check_grad_output(op, grad_output, p);
   at::Tensor grad_input = at::empty(input_size, grad_output.options());
   if (grad_input.numel() == 0) return grad_input;
@@ -153,7 +167,7 @@ at::Tensor conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& i
   check_float_tensor(op, "grad_output", grad_output);
   check_same(op, "input", input, "grad_output", grad_output);
   const Conv2dParams p = make_params(op, input.sizes(), weight_size, stride, padding, dilation, groups);
-  const ConvAlgo a = parse_algo(algo, p);
+  const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight);
   check_grad_output(op, grad_output, p);
   at::Tensor grad_weight = at::empty(weight_size, grad_output.options());
   if (grad_weight.numel() == 0) return grad_weight;

@@ -140,13 +140,24 @@ def test_reduced_precision_accumulates_in_float32(algo, dtype, device):
 
 
 def test_auto_follows_the_documented_rule():
-    """auto = direct when C_in/groups * kH * kW < 32, else im2col; both give the same numbers."""
-    x = torch.randn(2, 1, 12, 12)
-    w = torch.randn(8, 1, 3, 3)
-    torch.testing.assert_close(CF.conv2d(x, w, algo="auto"), CF.conv2d(x, w, algo="direct"), rtol=0, atol=0)
-    x = torch.randn(2, 16, 12, 12)
-    w = torch.randn(8, 16, 3, 3)
-    torch.testing.assert_close(CF.conv2d(x, w, algo="auto"), CF.conv2d(x, w, algo="im2col"), rtol=0, atol=0)
+    """auto, per pass: forward direct; grad_input direct iff C_in/groups >= 8; grad_weight direct
+    iff the output plane has >= 64 pixels. Each pass gives bit-identical results to the algo it picks."""
+    ops = torch.ops.cnnext
+    geometry = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
+
+    def passes(algo, x, w, gy):
+        return (ops.conv2d(x, w, None, *geometry, algo),
+                ops.conv2d_grad_input(gy, w, list(x.shape), *geometry, algo),
+                ops.conv2d_grad_weight(gy, x, list(w.shape), *geometry, algo))
+
+    for cin, size, expected in [(1, 12, ("direct", "im2col", "direct")), (16, 12, ("direct", "direct", "direct")),
+                                (16, 5, ("direct", "direct", "im2col"))]:
+        x, w = torch.randn(3, cin, size, size), torch.randn(8, cin, 3, 3)
+        gy = torch.randn(3, 8, size, size)
+        auto = passes("auto", x, w, gy)
+        chosen = [passes(algo, x, w, gy)[i] for i, algo in enumerate(expected)]
+        for a, c in zip(auto, chosen):
+            assert torch.equal(a, c), (cin, size, expected)
 
 
 @pytest.mark.parametrize("algo", ALGOS)
