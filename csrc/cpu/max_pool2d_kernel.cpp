@@ -23,39 +23,55 @@ inline int64_t first_inside(int64_t start, int64_t dilation) {
   return start >= 0 ? 0 : (-start + dilation - 1) / dilation;
 }
 
-// Pools one output row. The inner loop tracks, per output, the best value and
-// the number of the kernel tap that produced it (int32, as wide as a float
-// lane, so value and tap vectorize together); flat indices are computed from
-// the taps once the row is done.
-template <typename T, typename acc_t>
-CNNEXT_ISA_CLONES void pool_row(const Pool2dParams& p, const T* in, int64_t oh, acc_t* best, int32_t* tap,
-                                int64_t* arg) {
-  const int64_t h0 = oh * p.stride_h - p.pad_h;
-  const int64_t kh0 = first_inside(h0, p.dilation_h);
-  for (int64_t ow = 0; ow < p.out_w; ++ow) {
-    best[ow] = -std::numeric_limits<acc_t>::infinity();
-    tap[ow] = -1;
-  }
-  for (int64_t kh = kh0; kh < p.kernel_h && h0 + kh * p.dilation_h < p.in_h; ++kh) {
-    const T* row = in + (h0 + kh * p.dilation_h) * p.in_w;
-    for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
-      const TapRange r = valid_outputs(kw, p.in_w, p.out_w, p.stride_w, p.pad_w, p.dilation_w);
-      const T* x = row + kw * p.dilation_w - p.pad_w;
-      const int32_t t = static_cast<int32_t>(kh * p.kernel_w + kw);
-      for (int64_t ow = r.lo; ow < r.hi; ++ow) {
-        const acc_t v = static_cast<acc_t>(x[ow * p.stride_w]);
-        const bool take = (v > best[ow]) || (v != v);  // NaN wins, as in PyTorch
-        best[ow] = take ? v : best[ow];
-        tap[ow] = take ? t : tap[ow];
+// Pools whole planes, one output row at a time. The inner loop tracks, per
+// output, the best value and the number of the kernel tap that produced it
+// (int32, as wide as a float lane, so value and tap vectorize together); flat
+// indices come from the taps through a table once the row is done. kStride is
+// the horizontal stride when it is 1 or 2 (known at compile time, so loads
+// vectorize), 0 for any other stride.
+template <typename T, typename acc_t, int64_t kStride>
+CNNEXT_ISA_CLONES void pool_planes(const Pool2dParams& p, const T* x, int64_t planes, T* y, int64_t* idx) {
+  const int64_t stride_w = kStride > 0 ? kStride : p.stride_w;
+  std::vector<acc_t> best(p.out_w);
+  std::vector<int32_t> tap(p.out_w);
+  // Input offset of each tap relative to the window's corner.
+  std::vector<int64_t> tap_offset(p.kernel_h * p.kernel_w);
+  for (int64_t kh = 0; kh < p.kernel_h; ++kh)
+    for (int64_t kw = 0; kw < p.kernel_w; ++kw)
+      tap_offset[kh * p.kernel_w + kw] = kh * p.dilation_h * p.in_w + kw * p.dilation_w;
+  for (int64_t plane = 0; plane < planes; ++plane) {
+    const T* in = x + plane * p.in_plane();
+    for (int64_t oh = 0; oh < p.out_h; ++oh) {
+      const int64_t h0 = oh * p.stride_h - p.pad_h;
+      const int64_t kh0 = first_inside(h0, p.dilation_h);
+      for (int64_t ow = 0; ow < p.out_w; ++ow) {
+        best[ow] = -std::numeric_limits<acc_t>::infinity();
+        tap[ow] = -1;
+      }
+      for (int64_t kh = kh0; kh < p.kernel_h && h0 + kh * p.dilation_h < p.in_h; ++kh) {
+        const T* row = in + (h0 + kh * p.dilation_h) * p.in_w;
+        for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+          const TapRange r = valid_outputs(kw, p.in_w, p.out_w, stride_w, p.pad_w, p.dilation_w);
+          const T* src = row + kw * p.dilation_w - p.pad_w;
+          const int32_t t = static_cast<int32_t>(kh * p.kernel_w + kw);
+          for (int64_t ow = r.lo; ow < r.hi; ++ow) {
+            const acc_t v = static_cast<acc_t>(src[ow * stride_w]);
+            const bool take = (v > best[ow]) || (v != v);  // NaN wins, as in PyTorch
+            best[ow] = take ? v : best[ow];
+            tap[ow] = take ? t : tap[ow];
+          }
+        }
+      }
+      T* out = y + (plane * p.out_h + oh) * p.out_w;
+      int64_t* arg = idx + (plane * p.out_h + oh) * p.out_w;
+      for (int64_t ow = 0; ow < p.out_w; ++ow) {
+        const int64_t w0 = ow * stride_w - p.pad_w;
+        out[ow] = static_cast<T>(best[ow]);
+        // No tap taken (only -inf seen): PyTorch reports the window's first in-bounds element.
+        arg[ow] = tap[ow] >= 0 ? h0 * p.in_w + w0 + tap_offset[tap[ow]]
+                               : (h0 + kh0 * p.dilation_h) * p.in_w + w0 + first_inside(w0, p.dilation_w) * p.dilation_w;
       }
     }
-  }
-  for (int64_t ow = 0; ow < p.out_w; ++ow) {
-    const int64_t w0 = ow * p.stride_w - p.pad_w;
-    // No tap taken (only -inf seen): PyTorch reports the window's first in-bounds element.
-    const int64_t kh = tap[ow] < 0 ? kh0 : tap[ow] / p.kernel_w;
-    const int64_t kw = tap[ow] < 0 ? first_inside(w0, p.dilation_w) : tap[ow] % p.kernel_w;
-    arg[ow] = (h0 + kh * p.dilation_h) * p.in_w + w0 + kw * p.dilation_w;
   }
 }
 
@@ -68,15 +84,16 @@ void max_pool2d_forward(const Pool2dParams& p, const at::Tensor& input, at::Tens
     scalar_t* y = output.mutable_data_ptr<scalar_t>();
     int64_t* idx = indices.mutable_data_ptr<int64_t>();
     at::parallel_for(0, p.planes, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> best(p.out_w);
-      std::vector<int32_t> tap(p.out_w);
-      for (int64_t plane = begin; plane < end; ++plane) {
-        const scalar_t* in = x + plane * p.in_plane();
-        for (int64_t oh = 0; oh < p.out_h; ++oh) {
-          const int64_t o = plane * p.out_plane() + oh * p.out_w;
-          pool_row<scalar_t, acc_t>(p, in, oh, best.data(), tap.data(), idx + o);
-          for (int64_t ow = 0; ow < p.out_w; ++ow) y[o + ow] = static_cast<scalar_t>(best[ow]);
-        }
+      const scalar_t* in = x + begin * p.in_plane();
+      scalar_t* out = y + begin * p.out_plane();
+      int64_t* arg = idx + begin * p.out_plane();
+      switch (p.stride_w) {
+        case 1:
+          return pool_planes<scalar_t, acc_t, 1>(p, in, end - begin, out, arg);
+        case 2:
+          return pool_planes<scalar_t, acc_t, 2>(p, in, end - begin, out, arg);
+        default:
+          return pool_planes<scalar_t, acc_t, 0>(p, in, end - begin, out, arg);
       }
     });
   });
