@@ -1,0 +1,70 @@
+"""Suite-wide setup: fixed thread count, devices, machine info, and the timing fixture.
+
+Threads default to 2 (the development machines' core count); override with
+``--bench-threads N`` or the ``CNNEXT_BENCH_THREADS`` environment variable.
+TF32 is switched off so that torch on CUDA computes in float32, as cnnext does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from benchmarks import machine
+from benchmarks.ops import Call, synchronized
+
+WARMUP_CALLS = 2
+DEVICES = (
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
+)
+
+LOAD_AT_START = pytest.StashKey[float | None]()
+
+Measure = Callable[..., None]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--bench-threads", type=int, default=None,
+        help=f"torch.set_num_threads for the benchmarks (default ${machine.THREADS_ENV}"
+             f" or {machine.DEFAULT_THREADS})",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    machine.configure_torch(config.getoption("--bench-threads") or machine.default_threads())
+    config.stash[LOAD_AT_START] = machine.load_average()
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+    machine_info.update(machine.describe(), load_average_start=config.stash[LOAD_AT_START])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    return torch.device(request.param)
+
+
+@pytest.fixture
+def measure(benchmark: Any, device: torch.device) -> Measure:
+    """``measure(call, group=..., **info)``: warm up, then time ``call`` with pytest-benchmark.
+
+    ``group`` puts torch and cnnext of one shape side by side (prefixed by the
+    device); ``info`` (kind, phase, case, impl, flops or bytes) goes to
+    ``extra_info`` for the report, together with the device and thread count.
+    """
+
+    def run(call: Call, *, group: str, **info: Any) -> None:
+        timed = synchronized(call, device)
+        benchmark.group = f"{device.type} {group}"
+        benchmark.extra_info.update(info, device=device.type, threads=torch.get_num_threads())
+        if benchmark.enabled:
+            for _ in range(WARMUP_CALLS):
+                timed()
+        benchmark(timed)
+
+    return run

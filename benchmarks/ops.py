@@ -1,0 +1,210 @@
+"""The measured calls: conv, pool and training-step closures per implementation, and the guard.
+
+A *problem* holds the tensors of one case; ``*_call(problem, impl)`` returns a
+no-argument closure that runs the case once with one implementation and returns
+its results (outputs, then gradients). The same problem feeds torch and every
+cnnext implementation, so :func:`assert_matches` can compare them directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import cnnext
+from benchmarks.impls import algo_of
+from benchmarks.shapes import ConvShape, PoolShape
+from cnnext.models import MODELS, build_model, make_optimizer
+
+NUM_CLASSES = 10
+
+CONV_RTOL = 1e-4
+"""Float32 sums in another order: errors stay far below this fraction of the largest value."""
+POOL_RTOL = 1e-6
+"""Max is exact; only overlapping windows (stride < kernel) sum gradients in another order."""
+TRAIN_RTOL = 1e-3
+"""Loss and parameter gradients after several layers of differently ordered float32 sums."""
+
+Results = tuple[torch.Tensor, ...]
+Call = Callable[[], Results]
+
+
+def _largest(tensor: torch.Tensor) -> float:
+    return tensor.abs().max().item() if tensor.numel() else 0.0
+
+
+def assert_matches(actual: Results, expected: Results, rtol: float, common_scale: bool = False) -> None:
+    """Each tensor equals its reference within ``rtol`` of the reference's largest magnitude.
+
+    With ``common_scale`` the largest magnitude is taken over all reference
+    tensors: for results holding tensors that are zero up to rounding (the
+    gradient of a conv bias followed by BatchNorm).
+    """
+    assert len(actual) == len(expected)
+    common = max(map(_largest, expected), default=0.0)
+    for got, want in zip(actual, expected, strict=True):
+        scale = common if common_scale else _largest(want)
+        torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * scale)
+
+
+def synchronized(call: Call, device: torch.device) -> Call:
+    """The call, made to wait for the GPU so that a clock read after it sees finished work."""
+    if device.type != "cuda":
+        return call
+
+    def synced() -> Results:
+        results = call()
+        torch.cuda.synchronize(device)
+        return results
+
+    return synced
+
+
+def _random(shape: tuple[int, ...], device: torch.device, generator: torch.Generator,
+            requires_grad: bool = False) -> torch.Tensor:
+    values = torch.randn(shape, generator=generator).to(device)
+    return values.requires_grad_(requires_grad)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvProblem:
+    """Input, weight, bias and (for backward) output gradient of one conv case."""
+
+    shape: ConvShape
+    backward: bool
+    input: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor
+    grad_output: torch.Tensor | None
+
+    @property
+    def grad_inputs(self) -> tuple[torch.Tensor, ...]:
+        """The tensors whose gradients fwd+bwd computes: no input gradient for an image."""
+        wb = (self.weight, self.bias)
+        return wb if self.shape.image_input else (self.input, *wb)
+
+
+def conv_problem(shape: ConvShape, device: torch.device, backward: bool, seed: int = 0) -> ConvProblem:
+    gen = torch.Generator().manual_seed(seed)
+    needs_input_grad = backward and not shape.image_input
+    return ConvProblem(
+        shape, backward,
+        _random(shape.input_shape, device, gen, needs_input_grad),
+        _random(shape.weight_shape, device, gen, backward),
+        _random((shape.out_channels,), device, gen, backward),
+        _random(shape.output_shape, device, gen) if backward else None,
+    )
+
+
+def _conv_op(impl: str) -> Callable[..., torch.Tensor]:
+    if impl == "torch":
+        return F.conv2d
+    return functools.partial(cnnext.functional.conv2d, algo=algo_of(impl))
+
+
+def conv_call(problem: ConvProblem, impl: str) -> Call:
+    """Forward, or forward then the gradients of :attr:`ConvProblem.grad_inputs`."""
+    op, s, p = _conv_op(impl), problem.shape, problem
+
+    def forward() -> Results:
+        return (op(p.input, p.weight, p.bias, s.stride, s.padding, s.dilation, s.groups),)
+
+    def forward_backward() -> Results:
+        (out,) = forward()
+        return (out, *torch.autograd.grad(out, p.grad_inputs, p.grad_output))
+
+    return forward_backward if problem.backward else forward
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolProblem:
+    """Input and (for backward) output gradient of one max-pool case."""
+
+    shape: PoolShape
+    backward: bool
+    input: torch.Tensor
+    grad_output: torch.Tensor | None
+
+
+def pool_problem(shape: PoolShape, device: torch.device, backward: bool, seed: int = 0) -> PoolProblem:
+    gen = torch.Generator().manual_seed(seed)
+    return PoolProblem(
+        shape, backward,
+        _random(shape.input_shape, device, gen, backward),
+        _random(shape.output_shape, device, gen) if backward else None,
+    )
+
+
+def pool_call(problem: PoolProblem, impl: str) -> Call:
+    """Forward, or forward then the input gradient."""
+    op = F.max_pool2d if impl == "torch" else cnnext.functional.max_pool2d
+    s, p = problem.shape, problem
+
+    def forward() -> Results:
+        return (op(p.input, s.kernel_size, s.stride, s.padding, s.dilation, s.ceil_mode),)
+
+    def forward_backward() -> Results:
+        (out,) = forward()
+        return (out, *torch.autograd.grad(out, p.input, p.grad_output))
+
+    return forward_backward if problem.backward else forward
+
+
+def train_model(name: str, impl: str, device: torch.device) -> nn.Module:
+    """The seed model with torch layers, or converted to cnnext with the impl's algo."""
+    model = build_model(name, layers="torch", seed=0)
+    if impl != "torch":
+        model = cnnext.convert(model, algo=algo_of(impl))
+    return model.to(device).train()
+
+
+def train_batch(name: str, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random image batch and labels at the model's seed batch size."""
+    spec = MODELS[name]
+    size = spec.image_size
+    height, width = (size, size) if isinstance(size, int) else size
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(spec.batch_size, spec.in_channels, height, width, generator=gen)
+    labels = torch.randint(NUM_CLASSES, (spec.batch_size,), generator=gen)
+    return images.to(device), labels.to(device)
+
+
+def _loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    # cross_entropy also fits models ending in log_softmax: log_softmax is idempotent.
+    return F.cross_entropy(model(images), labels)
+
+
+def loss_and_grads(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Results:
+    """Loss and every parameter gradient, with dropout masks fixed by a set seed."""
+    torch.manual_seed(0)
+    loss = _loss(model, images, labels)
+    params = [param for _, param in sorted(model.named_parameters())]
+    return (loss.detach(), *torch.autograd.grad(loss, params))
+
+
+def train_step_call(name: str, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Call:
+    """One training step: zero grads, forward, loss, backward, optimizer step."""
+    optimizer = make_optimizer(name, model.parameters())
+
+    def step() -> Results:
+        optimizer.zero_grad(set_to_none=True)
+        loss = _loss(model, images, labels)
+        loss.backward()
+        optimizer.step()
+        return (loss,)
+
+    return step
+
+
+def torch_layers_left(model: nn.Module) -> list[str]:
+    """Names of conv and pool layers that conversion left as plain torch layers."""
+    return [
+        name for name, layer in model.named_modules()
+        if (isinstance(layer, nn.Conv2d) and not isinstance(layer, cnnext.Conv2d))
+        or (isinstance(layer, nn.MaxPool2d) and not isinstance(layer, cnnext.MaxPool2d))
+    ]
