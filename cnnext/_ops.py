@@ -6,6 +6,7 @@ shapes, so ``torch.compile`` can trace models that use cnnext layers.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
@@ -21,6 +22,13 @@ if _build_config.TORCH_VERSION != torch.__version__:
 
 try:
     from . import _C
+except ModuleNotFoundError as exc:
+    raise ImportError(
+        f"cnnext's compiled extension is missing from {os.path.dirname(__file__)} "
+        f"({exc}). If you are running from cnnext's source directory after a non-editable install, Python "
+        "imports the unbuilt sources: run from another directory, or build in place with "
+        "pip install --no-build-isolation -e ."
+    ) from exc
 except ImportError as exc:  # e.g. undefined symbols after an in-place torch upgrade
     raise ImportError(
         f"cnnext's compiled extension failed to load ({exc}). Rebuild it against the installed torch "
