@@ -180,8 +180,8 @@ void correlate_batch(const Correlation& c, int64_t batch, int64_t groups, int64_
   const int64_t block_weights = c.channels * c.kernel_h * c.kernel_w * kOcBlock;
   const int64_t out_plane = c.out_h * c.out_w;
   at::parallel_for(0, batch * groups * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> staged(staged_size<T>(c), T(0));
-    std::vector<T> scratch(flat_scratch_size<T>(c));
+    AlignedBuffer<T> staged(staged_size<T>(c));
+    AlignedBuffer<T> scratch(flat_scratch_size<T>(c));
     int64_t staged_plane_set = -1;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t set = task / blocks;  // = n * groups + g
@@ -311,7 +311,7 @@ void direct_grad_input(const Conv2dParams& p, const T* grad_output, const T* wei
 template <typename T>
 void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* input, T* grad_weight) {
   // Samples staged together: enough for long reductions, few enough to stay in L2.
-  constexpr int64_t kSamples = 8;
+  constexpr int64_t kSamples = 4;
   const int64_t cin = p.in_per_group(), cout = p.out_per_group();
   const int64_t blocks = (cout + kOcBlock - 1) / kOcBlock;
   Correlation c{cin, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
@@ -327,8 +327,8 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), p.batch));
   std::vector<T> partials(chunks * weight_numel, T(0));
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
-    std::vector<T> staged(kSamples * staged_sample);
-    std::vector<T> gy(kSamples * gy_sample, T(0));
+    AlignedBuffer<T> staged(kSamples * staged_sample);
+    AlignedBuffer<T> gy(kSamples * gy_sample);
     // Adds samples [n0, n0 + count) of group g into `partial`.
     auto add_samples = [&](int64_t n0, int64_t count, int64_t g, T* partial) {
       for (int64_t s = 0; s < count; ++s) {
