@@ -22,7 +22,7 @@ DEVICES = (
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
 )
 
-LOAD_AT_START = pytest.StashKey[float | None]()
+CLOCK_AT_START = pytest.StashKey["machine.CpuClock | None"]()
 
 Measure = Callable[..., None]
 
@@ -37,11 +37,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     machine.configure_torch(config.getoption("--bench-threads") or machine.default_threads())
-    config.stash[LOAD_AT_START] = machine.load_average()
+    config.stash[CLOCK_AT_START] = machine.CpuClock.now()
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
-    machine_info.update(machine.describe(), load_average_start=config.stash[LOAD_AT_START])
+    machine_info.update(machine.describe())
+    start, end = config.stash[CLOCK_AT_START], machine.CpuClock.now()
+    if start is not None and end is not None:
+        machine_info["other_load_cores"] = end.others_since(start)
 
 
 @pytest.fixture(params=DEVICES)

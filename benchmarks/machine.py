@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
+import resource
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +41,34 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def load_average() -> float | None:
-    """The 1-minute load average: above ~0 on an otherwise idle machine means competing work."""
-    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+@dataclasses.dataclass(frozen=True)
+class CpuClock:
+    """Wall time, CPU time all processes spent busy, and CPU time of this process (seconds)."""
+
+    wall: float
+    busy: float
+    own: float
+
+    @classmethod
+    def now(cls) -> CpuClock | None:
+        """A reading, or None where /proc/stat is missing (not Linux)."""
+        stat = Path("/proc/stat")
+        if not stat.exists():
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, stat.read_text().split()[1:9])
+        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return cls(time.monotonic(), busy, usage.ru_utime + usage.ru_stime)
+
+    def others_since(self, start: CpuClock) -> float:
+        """Cores kept busy on average by other processes (or the hypervisor) since ``start``."""
+        other = (self.busy - start.busy) - (self.own - start.own)
+        return round(max(other, 0.0) / (self.wall - start.wall), 2)
 
 
 def describe() -> dict[str, Any]:
     """Machine facts recorded with every run (and shown in RESULTS.md)."""
     return {
-        "load_average_end": load_average(),
         "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),

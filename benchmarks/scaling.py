@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from benchmarks.impls import CONV_IMPLS, POOL_IMPLS
-from benchmarks.machine import configure_torch, default_threads
+from benchmarks.machine import CpuClock, configure_torch, default_threads
 from benchmarks.ops import (
     CONV_RTOL, POOL_RTOL, Call, assert_matches, conv_call, conv_problem, pool_call, pool_problem,
     synchronized,
@@ -113,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = args.out or HERE / ("scaling.png" if device.type == "cpu" else f"scaling-{device.type}.png")
 
     conv, pool = find(CONV_LAYER), find(POOL_LAYER)
+    start = CpuClock.now()
     panels = [
         (f"conv2d fwd+bwd {str(conv.with_batch(1)).replace(' N1 ', ' ')}",
          conv_curves(conv, device, args.budget)),
@@ -121,8 +122,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     for name, curves in panels:
         print_table(name, curves)
+    end = CpuClock.now()
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} threads"
-    plot(panels, f"{device.type} ({hardware}), torch {torch.__version__}, {time.strftime('%Y-%m-%d')}", out)
+    title = f"{device.type} ({hardware}), torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
+    if start is not None and end is not None:
+        title += f", other work on the CPU: {end.others_since(start)} cores"
+    plot(panels, title, out)
     print(f"\nwrote {out}")
 
 
