@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
 import platform
@@ -18,10 +19,41 @@ THREADS_ENV = "CNNEXT_BENCH_THREADS"
 DEFAULT_THREADS = 2
 """The development and CI machines' core count."""
 
+MALLOC_ENV = "CNNEXT_BENCH_MALLOC"
+MALLOC_MODES = ("steady", "system")
+"""steady: glibc keeps freed memory for reuse; system: glibc's defaults (see configure_malloc)."""
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_KEEP_BYTES = 1 << 30
+
 
 def default_threads() -> int:
     """Benchmark thread count: ``$CNNEXT_BENCH_THREADS``, else DEFAULT_THREADS."""
     return int(os.environ.get(THREADS_ENV, DEFAULT_THREADS))
+
+
+def default_malloc() -> str:
+    """Allocator mode: ``$CNNEXT_BENCH_MALLOC``, else "steady"."""
+    return os.environ.get(MALLOC_ENV, MALLOC_MODES[0])
+
+
+def configure_malloc(mode: str) -> str:
+    """Set glibc's allocator up for ``mode`` and return the mode in effect.
+
+    By default glibc hands large freed blocks back to the kernel, so the next
+    call of the same op page-faults its buffers in again; in a VM a fault costs
+    microseconds, enough to dominate a millisecond kernel, and how often it
+    happens depends on what ran before. "steady" keeps freed memory (no mmap
+    per block, no trimming), as a warmed-up training loop would see it.
+    """
+    if mode not in MALLOC_MODES:
+        raise ValueError(f"unknown malloc mode {mode!r}; expected one of {', '.join(MALLOC_MODES)}")
+    if mode == "system":
+        return mode
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is None or not all(mallopt(option, _KEEP_BYTES)
+                                  for option in (_M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD)):
+        return "system (no glibc mallopt)"
+    return mode
 
 
 def configure_torch(threads: int) -> None:
@@ -39,6 +71,11 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def page_faults() -> int:
+    """Page faults of this process so far: each is a first touch of fresh memory."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 @dataclasses.dataclass(frozen=True)

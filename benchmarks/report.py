@@ -26,6 +26,8 @@ EXPLICIT_ALGOS = ("cnnext-direct", "cnnext-im2col")
 """The algorithms ``auto`` chooses between; "best" is the faster of them."""
 SHORT = {impl: impl.removeprefix("cnnext-") for impl in (*CONV_IMPLS, *POOL_IMPLS)}
 MISSING = "–"
+FAULTS_NOTE = ("Page faults/call (per implementation, in column order) count the fresh memory a"
+               " call touched, measured over the warm-up calls; on a VM each costs microseconds.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Entry:
     median: float
     flops: int | None
     bytes: int | None
+    page_faults: int | None
 
     @property
     def rate(self) -> float | None:
@@ -80,7 +83,7 @@ def load(path: Path) -> tuple[dict[str, Any], list[Entry]]:
             continue
         entries.append(Entry(
             info["device"], info["kind"], info["phase"], info["case"], info["impl"],
-            bench["stats"]["median"], info.get("flops"), info.get("bytes"),
+            bench["stats"]["median"], info.get("flops"), info.get("bytes"), info.get("page_faults"),
         ))
     return document, entries
 
@@ -112,6 +115,13 @@ def fmt_rate(entry: Entry | None, peak: Entry | None) -> str:
     return text
 
 
+def faults(impls: dict[str, Entry], names: Sequence[str]) -> str:
+    """Page faults per call of each implementation, in column order: ``"6307 / 1 / 0 / 1"``."""
+    def one(entry: Entry | None) -> str:
+        return MISSING if entry is None or entry.page_faults is None else str(entry.page_faults)
+    return " / ".join(one(impls.get(name)) for name in names)
+
+
 def fastest(impls: dict[str, Entry], names: Sequence[str]) -> Entry | None:
     present = [impls[name] for name in names if name in impls]
     return min(present, key=lambda e: e.median, default=None)
@@ -129,7 +139,7 @@ def conv_section(table: Table) -> list[str]:
     peak = table.reference("mm")
     header = ["layer", "pass", *(f"{SHORT[i]} ms" for i in CONV_IMPLS),
               *(f"torch/{SHORT[a]}" for a in CNNEXT_ALGOS), "auto ÷ best time",
-              "GFLOP/s torch (of mm peak)", "GFLOP/s best cnnext (of mm peak)"]
+              "GFLOP/s torch (of mm peak)", "GFLOP/s best cnnext (of mm peak)", "page faults/call"]
     rows = []
     for (_, phase, case), impls in table.rows("conv"):
         torch_ = impls.get("torch")
@@ -140,43 +150,48 @@ def conv_section(table: Table) -> list[str]:
             fmt_ratio(ratio(impls.get("cnnext-auto"), best)),
             fmt_rate(torch_, peak),
             MISSING if best is None else f"{fmt_rate(best, peak)} {SHORT[best.impl]}",
+            faults(impls, CONV_IMPLS),
         ])
     note = ("best = the faster of direct and im2col; auto ÷ best time: auto's median over"
             " best's (1.00 = auto picked the winner). GFLOP/s counts 2·MAC of forward,"
-            " grad_weight and, except for first layers (image input), grad_input.")
+            " grad_weight and, except for first layers (image input), grad_input. " + FAULTS_NOTE)
     return section("conv2d", header, rows, note)
 
 
 def pool_section(table: Table) -> list[str]:
     copy = table.reference("copy")
     header = ["layer", "pass", "torch ms", "cnnext ms", "torch/cnnext",
-              "GB/s torch (of copy)", "GB/s cnnext (of copy)"]
+              "GB/s torch (of copy)", "GB/s cnnext (of copy)", "page faults/call"]
     rows = []
     for (_, phase, case), impls in table.rows("pool"):
         torch_, ours = impls.get("torch"), impls.get("cnnext")
         rows.append([case, phase, ms(torch_), ms(ours), fmt_ratio(ratio(torch_, ours)),
-                     fmt_rate(torch_, copy), fmt_rate(ours, copy)])
+                     fmt_rate(torch_, copy), fmt_rate(ours, copy), faults(impls, POOL_IMPLS)])
     note = ("GB/s counts the least traffic: read x, write y (backward: read dy, write dx);"
-            " indices are not counted.")
+            " indices are not counted. " + FAULTS_NOTE)
     return section("max_pool2d", header, rows, note)
 
 
 def train_section(table: Table) -> list[str]:
     header = ["model", *(f"{SHORT[i]} ms" for i in CONV_IMPLS),
-              *(f"torch/{SHORT[a]}" for a in CNNEXT_ALGOS)]
+              *(f"torch/{SHORT[a]}" for a in CNNEXT_ALGOS), "page faults/call"]
     rows = []
     for (_, _, case), impls in table.rows("train"):
         torch_ = impls.get("torch")
         rows.append([case, *(ms(impls.get(i)) for i in CONV_IMPLS),
-                     *(fmt_ratio(ratio(torch_, impls.get(a))) for a in CNNEXT_ALGOS)])
+                     *(fmt_ratio(ratio(torch_, impls.get(a))) for a in CNNEXT_ALGOS),
+                     faults(impls, CONV_IMPLS)])
     title = "training step (forward, loss, backward, optimizer step; torch vs `convert()`)"
-    return section(title, header, rows)
+    return section(title, header, rows, FAULTS_NOTE)
 
 
 def reference_section(table: Table) -> list[str]:
     rows = [[e.case, ms(e), f"{_sig3(e.rate)} {'GFLOP/s' if e.flops else 'GB/s'}"]
             for phase in ("mm", "copy") if (e := table.reference(phase)) is not None]
-    return section("references (same run)", ["case", "median ms", "rate"], rows)
+    note = ("The mm figure is MKL's sgemm, the project's stated reference, not the FMA peak of"
+            " the cores: PyTorch's oneDNN convolutions (AVX-512) can exceed it, so fractions"
+            " above 100% are real. Pool GB/s are compared with the copy.")
+    return section("references (same run)", ["case", "median ms", "rate"], rows, note)
 
 
 def summary_section(table: Table) -> list[str]:
@@ -208,6 +223,7 @@ def machine_section(document: dict[str, Any], threads: set[int]) -> list[str]:
         ("torch threads", ", ".join(map(str, sorted(threads))) or str(info.get("threads", MISSING))),
         ("torch", info.get("torch_version", MISSING)),
         ("GPU", info.get("gpu") or "none"),
+        ("allocator (benchmarks/README.md)", info.get("malloc", MISSING)),
         ("other work on the CPU during the run (cores, average; 0 = quiet machine)",
          info.get("other_load_cores", MISSING)),
         ("cnnext", ", ".join(f"{key} {value}" for key, value in build.items()) or MISSING),

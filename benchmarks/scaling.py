@@ -1,6 +1,6 @@
 """Time against batch size (1 → 256) for one seed conv layer and one pool, torch vs cnnext.
 
-Usage: ``python -m benchmarks.scaling [--device cpu] [--threads 2]``
+Usage: ``python -m benchmarks.scaling [--device cpu] [--threads 2] [--malloc steady]``
 
 Both cases run forward+backward (the training workload). Each point is the
 median of repeated calls after a warm-up, and every cnnext call is checked
@@ -20,7 +20,9 @@ import matplotlib.pyplot as plt
 import torch
 
 from benchmarks.impls import CONV_IMPLS, POOL_IMPLS
-from benchmarks.machine import CpuClock, configure_torch, default_threads
+from benchmarks.machine import (
+    MALLOC_MODES, CpuClock, configure_malloc, configure_torch, default_malloc, default_threads,
+)
 from benchmarks.ops import (
     CONV_RTOL, POOL_RTOL, Call, assert_matches, conv_call, conv_problem, pool_call, pool_problem,
     synchronized,
@@ -105,10 +107,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--malloc", choices=MALLOC_MODES, default=default_malloc())
     parser.add_argument("--budget", type=float, default=0.25, help="seconds of timing per point")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     configure_torch(args.threads)
+    malloc = configure_malloc(args.malloc)
     device = torch.device(args.device)
     out = args.out or HERE / ("scaling.png" if device.type == "cpu" else f"scaling-{device.type}.png")
 
@@ -124,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print_table(name, curves)
     end = CpuClock.now()
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} threads"
-    title = f"{device.type} ({hardware}), torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
+    title = (f"{device.type} ({hardware}), torch {torch.__version__}, malloc {malloc},"
+             f" {time.strftime('%Y-%m-%d')}")
     if start is not None and end is not None:
         title += f", other work on the CPU: {end.others_since(start)} cores"
     plot(panels, title, out)
