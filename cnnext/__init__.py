@@ -7,8 +7,8 @@
 __version__ = "0.1.0"
 
 from . import functional
-from ._ops import build_info
+from ._ops import build_info, set_cpu_isa
 from .convert import convert
 from .modules import Conv2d, MaxPool2d
 
-__all__ = ["Conv2d", "MaxPool2d", "build_info", "convert", "functional", "__version__"]
+__all__ = ["Conv2d", "MaxPool2d", "build_info", "convert", "functional", "set_cpu_isa", "__version__"]

@@ -84,6 +84,36 @@ def _max_pool2d_backward_fake(grad_output, indices, input_size: Sequence[int]):
     return grad_output.new_empty(input_size)
 
 
+CPU_ISAS = ("avx512", "avx2", "baseline")
+"""Instruction sets of the run-time dispatched CPU kernels, widest first."""
+
+
 def build_info() -> dict:
-    """How this cnnext was built: version, torch it was compiled against, CUDA and its archs, OpenMP, ISA dispatch."""
-    return dict(_C.build_info())
+    """How this cnnext was built (version, torch it was compiled against, CUDA and its archs, OpenMP, ISA
+    dispatch) and what this CPU gives it: ``cpu_isa`` in use, ``cpu_isa_detected``."""
+    return dict(_C.build_info(), cpu_isa=_C.cpu_isa(), cpu_isa_detected=_C.detected_cpu_isa())
+
+
+def set_cpu_isa(isa: str) -> str:
+    """Limit cnnext's run-time dispatched CPU kernels (max_pool2d) to ``isa`` and return the previous limit.
+
+    ``isa`` is one of CPU_ISAS; a limit above what the CPU supports is harmless (the CPU's best is used).
+    The convolution kernels pick their instruction set when the library loads and are not affected.
+    The environment variable ``CNNEXT_CPU_ISA`` sets the limit at import. Raises ValueError for an
+    unknown name.
+    """
+    if isa not in CPU_ISAS:
+        raise ValueError(f"isa must be one of {', '.join(map(repr, CPU_ISAS))}, got {isa!r}")
+    return _C.set_cpu_isa(isa)
+
+
+def _apply_isa_env() -> None:
+    value = os.environ.get("CNNEXT_CPU_ISA", "").strip()
+    if not value:
+        return
+    if value not in CPU_ISAS:
+        raise ImportError(f"CNNEXT_CPU_ISA must be one of {', '.join(CPU_ISAS)} (or unset), got {value!r}")
+    set_cpu_isa(value)
+
+
+_apply_isa_env()

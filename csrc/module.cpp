@@ -1,6 +1,9 @@
 // The Python extension module cnnext._C. Loading it registers the ops
-// (torch.ops.cnnext.*); the only Python-level function is build_info().
+// (torch.ops.cnnext.*); its Python functions report how it was built and
+// which CPU instruction set the run-time dispatched kernels use.
 #include <torch/extension.h>
+
+#include "cpu/isa.h"
 
 #ifndef CNNEXT_VERSION
 #error "setup.py defines CNNEXT_VERSION"
@@ -30,7 +33,9 @@ pybind11::dict build_info() {
   info["openmp"] = false;
 #endif
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(CNNEXT_NO_ISA_CLONES)
-  info["cpu_isa_dispatch"] = "x86-64-v4 (AVX-512), x86-64-v3 (AVX2+FMA), x86-64 (chosen at load time)";
+  info["cpu_isa_dispatch"] =
+      "x86-64-v4 (AVX-512), x86-64-v3 (AVX2+FMA), x86-64 (convolution: chosen at load time; max_pool2d: at run "
+      "time, see cnnext.set_cpu_isa)";
 #else
   info["cpu_isa_dispatch"] = "none (portable build)";
 #endif
@@ -38,9 +43,24 @@ pybind11::dict build_info() {
   return info;
 }
 
+std::string set_cpu_isa(const std::string& name) {
+  cnnext::cpu::Isa isa;
+  if (!cnnext::cpu::parse_isa(name.c_str(), isa))
+    throw pybind11::value_error("isa must be one of 'avx512', 'avx2', 'baseline', got '" + name + "'");
+  return cnnext::cpu::isa_name(cnnext::cpu::set_isa_limit(isa));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "cnnext compiled ops: conv2d (direct, im2col) and max_pool2d for CPU and CUDA";
   m.def("build_info", &build_info, "How this build of cnnext was compiled.");
+  m.def("set_cpu_isa", &set_cpu_isa, pybind11::arg("isa"),
+        "Limits the run-time dispatched CPU kernels to `isa`; returns the previous limit.");
+  m.def(
+      "cpu_isa", [] { return std::string(cnnext::cpu::isa_name(cnnext::cpu::active_isa())); },
+      "The instruction set the run-time dispatched CPU kernels use now.");
+  m.def(
+      "detected_cpu_isa", [] { return std::string(cnnext::cpu::isa_name(cnnext::cpu::detected_isa())); },
+      "The best instruction set this CPU supports.");
 }

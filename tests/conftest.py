@@ -1,4 +1,4 @@
-"""Shared fixtures: the devices to test on and a fresh, seeded random generator per test."""
+"""Shared fixtures: the devices and CPU instruction sets to test on, and a fresh, seeded random generator per test."""
 from __future__ import annotations
 
 import zlib
@@ -14,6 +14,27 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 def device(request) -> str:
     """Every device test runs on: cpu, and cuda when a GPU is visible (skipped, not passed, otherwise)."""
     return request.param
+
+
+def _cpu_isas() -> list:
+    import cnnext
+
+    supported = cnnext._ops.CPU_ISAS[cnnext._ops.CPU_ISAS.index(cnnext.build_info()["cpu_isa_detected"]):]
+    return [
+        isa if isa in supported else pytest.param(isa, marks=pytest.mark.skip(reason=f"this CPU has no {isa}"))
+        for isa in cnnext._ops.CPU_ISAS
+    ]
+
+
+@pytest.fixture(params=_cpu_isas())
+def cpu_isa(request):
+    """Runs the test once per instruction set of cnnext's run-time dispatched CPU kernels (max_pool2d) that this
+    CPU supports: AVX-512, AVX2 and the portable baseline, so each SIMD path is exercised on an AVX-512 machine."""
+    import cnnext
+
+    previous = cnnext.set_cpu_isa(request.param)
+    yield request.param
+    cnnext.set_cpu_isa(previous)
 
 
 @pytest.fixture

@@ -29,6 +29,22 @@ def random_input(rng: np.random.Generator, gen: torch.Generator, device: str) ->
     return x.to(memory_format=torch.channels_last) if layout == 1 else x
 
 
+def reference_grad(indices: torch.Tensor, grad: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
+    """max_pool2d's input gradient from PyTorch's indices, computed by scatter.
+
+    Not PyTorch's own backward: a window with no element inside the input (padding plus dilation) gets an index
+    past the plane, and torch 2.13's CPU backward writes there, corrupting the heap. Such indices are skipped, as
+    cnnext does.
+    """
+    plane = input_shape[-1] * input_shape[-2]
+    flat_idx = indices.reshape(-1, indices.shape[-1] * indices.shape[-2])
+    flat_grad = grad.reshape(flat_idx.shape)
+    inside = flat_idx < plane
+    out = torch.zeros(flat_idx.shape[0], plane + 1, dtype=grad.dtype, device=grad.device)
+    out.scatter_add_(1, torch.where(inside, flat_idx, plane), torch.where(inside, flat_grad, 0))
+    return out[:, :plane].reshape(input_shape)
+
+
 def test_matches_torch_on_random_configs(device, rng):
     """200 random configurations: values and indices identical to F.max_pool2d's, same gradient;
     configurations PyTorch rejects are rejected too."""
@@ -48,7 +64,7 @@ def test_matches_torch_on_random_configs(device, rng):
         assert torch.equal(idx, ref_idx), cfg
         grad = torch.randn(ref.shape, generator=gen).to(device)
         (got,) = torch.autograd.grad(out, x, grad)
-        (want,) = torch.autograd.grad(ref, x, grad)
+        want = reference_grad(ref_idx, grad, x.shape)
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6, msg=lambda m: f"{cfg}: {m}")
         compared += 1
 
@@ -128,3 +144,84 @@ def test_backward_ignores_out_of_range_indices():
     indices = torch.tensor([[[[0, -5], [10**12, 3]]]])
     dx = torch.ops.cnnext.max_pool2d_backward(grad, indices, [1, 1, 2, 2])
     assert dx.flatten().tolist() == [1.0, 0.0, 0.0, 1.0]
+
+
+# The CPU forward has three implementations chosen at run time (AVX-512 rows loop for horizontal stride <= 2 and
+# rows of >= 8 outputs, AVX-512/AVX2 table-driven gathers otherwise, a portable row loop for the rest); the tests
+# below run each of them (the cpu_isa fixture) on widths that leave every kind of remainder.
+
+SIMD_CONFIGS = [
+    dict(kernel_size=2),
+    dict(kernel_size=2, stride=1),
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=3, stride=1, padding=1, dilation=2),
+    dict(kernel_size=(2, 3), stride=(3, 2), padding=(1, 1), ceil_mode=True),
+    dict(kernel_size=3, stride=3, ceil_mode=True),
+    dict(kernel_size=(1, 5), stride=(2, 4), padding=(0, 2)),
+]
+
+
+def assert_pool_matches_torch(x: torch.Tensor, cfg: dict) -> None:
+    out, idx = CF.max_pool2d(x, **cfg, return_indices=True)
+    ref, ref_idx = F.max_pool2d(x, **cfg, return_indices=True)
+    assert torch.equal(out.isnan(), ref.isnan()), cfg
+    assert torch.equal(out.nan_to_num(), ref.nan_to_num()), cfg
+    assert torch.equal(idx, ref_idx), cfg
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_isa_paths_cover_every_width(cpu_isa, dtype):
+    """Widths 1..40 (rows of 1 to 40 outputs: vector remainders, several column blocks, both loop kinds), with
+    ties, NaN and -inf in the data, identical to F.max_pool2d in values and indices."""
+    gen = torch.Generator().manual_seed(1234)
+    for width in range(1, 41):
+        x = torch.randint(-3, 4, (2, 3, 9, width), generator=gen).to(dtype)  # many ties
+        x[0, 0].view(-1)[torch.randint(0, 9 * width, (3,), generator=gen)] = float("nan")
+        x[1, 2, :4] = float("-inf")  # windows that see nothing above -inf
+        for cfg in SIMD_CONFIGS:
+            try:
+                F.max_pool2d(x, **cfg)
+            except RuntimeError:
+                continue  # too narrow for this kernel
+            assert_pool_matches_torch(x, cfg)
+
+
+def test_cpu_isa_paths_on_random_configs(cpu_isa, rng):
+    """150 random configurations on planes up to 48 wide, float32 and float64: values, indices and gradients."""
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    compared = 0
+    while compared < 150:
+        cfg = random_pool_config(rng)
+        shape = (int(rng.integers(1, 3)), int(rng.integers(1, 4)), int(rng.integers(1, 30)), int(rng.integers(1, 49)))
+        dtype = torch.float64 if compared % 3 == 0 else torch.float32
+        x = torch.randn(shape, generator=gen, dtype=dtype).requires_grad_()
+        try:
+            _, ref_idx = F.max_pool2d(x.detach(), **cfg, return_indices=True)
+        except RuntimeError:
+            continue
+        assert_pool_matches_torch(x.detach(), cfg)
+        grad = torch.randn(ref_idx.shape, generator=gen, dtype=dtype)
+        (got,) = torch.autograd.grad(CF.max_pool2d(x, **cfg), x, grad)
+        torch.testing.assert_close(got, reference_grad(ref_idx, grad, x.shape), rtol=1e-6, atol=1e-6, msg=str(cfg))
+        compared += 1
+
+
+def test_cpu_isa_paths_on_large_planes(cpu_isa):
+    """A plane whose gather tables would not fit in cache (the portable loop takes over) and a tensor larger than
+    the L2 cache (the prefetching in the SIMD loops), both identical to F.max_pool2d."""
+    gen = torch.Generator().manual_seed(7)
+    assert_pool_matches_torch(torch.randn(1, 2, 300, 301, generator=gen), dict(kernel_size=3, stride=1, padding=1))
+    assert_pool_matches_torch(torch.randn(40, 32, 26, 26, generator=gen), dict(kernel_size=2))
+    assert_pool_matches_torch(torch.randn(40, 32, 26, 26, generator=gen), dict(kernel_size=3, stride=3))
+
+
+def test_set_cpu_isa_rejects_unknown_names():
+    import cnnext
+
+    with pytest.raises(ValueError, match="isa must be one of"):
+        cnnext.set_cpu_isa("sse2")
+    previous = cnnext.set_cpu_isa("baseline")
+    try:
+        assert cnnext.build_info()["cpu_isa"] == "baseline"
+    finally:
+        cnnext.set_cpu_isa(previous)

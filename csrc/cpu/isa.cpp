@@ -1,0 +1,66 @@
+#include "isa.h"
+
+#include <atomic>
+#include <cstring>
+
+namespace cnnext {
+namespace cpu {
+namespace {
+
+constexpr Isa kAllIsas[] = {Isa::kAvx512, Isa::kAvx2, Isa::kBaseline};
+
+Isa detect() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  // __builtin_cpu_supports also checks that the OS saves the wider registers.
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+    return Isa::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+#endif
+  return Isa::kBaseline;
+}
+
+std::atomic<int>& limit() {
+  static std::atomic<int> value{static_cast<int>(Isa::kAvx512)};
+  return value;
+}
+
+}  // namespace
+
+Isa detected_isa() {
+  static const Isa isa = detect();
+  return isa;
+}
+
+Isa active_isa() {
+  const int lim = limit().load(std::memory_order_relaxed);
+  const int det = static_cast<int>(detected_isa());
+  return static_cast<Isa>(lim < det ? lim : det);
+}
+
+Isa set_isa_limit(Isa isa) { return static_cast<Isa>(limit().exchange(static_cast<int>(isa))); }
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kBaseline:
+      break;
+  }
+  return "baseline";
+}
+
+bool parse_isa(const char* name, Isa& isa) {
+  for (const Isa candidate : kAllIsas) {
+    if (std::strcmp(name, isa_name(candidate)) == 0) {
+      isa = candidate;
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace cpu
+}  // namespace cnnext
