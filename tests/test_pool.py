@@ -39,7 +39,7 @@ def reference_grad(indices: torch.Tensor, grad: torch.Tensor, input_shape: torch
     plane = input_shape[-1] * input_shape[-2]
     flat_idx = indices.reshape(-1, indices.shape[-1] * indices.shape[-2])
     flat_grad = grad.reshape(flat_idx.shape)
-    inside = flat_idx < plane
+    inside = (flat_idx >= 0) & (flat_idx < plane)
     out = torch.zeros(flat_idx.shape[0], plane + 1, dtype=grad.dtype, device=grad.device)
     out.scatter_add_(1, torch.where(inside, flat_idx, plane), torch.where(inside, flat_grad, 0))
     return out[:, :plane].reshape(input_shape)
