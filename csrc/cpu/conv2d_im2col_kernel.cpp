@@ -5,9 +5,13 @@
 // (zero outside the input). The convolution is then the GEMM
 //   y (C_out/g x OH*OW) = W (C_out/g x K) * col (K x OH*OW),
 // and its gradients are two more GEMMs, dcol = W^T * dy (scattered back by
-// col2im) and dW += dy * col^T. Samples are spread over threads; each thread
-// owns one sample-sized column buffer, so memory stays bounded whatever the
-// batch, and the GEMMs run single-threaded inside the parallel region.
+// col2im) and dW += dy * col^T. Small planes give GEMMs too thin to run fast
+// (lenet.conv3: 9 output pixels), so the columns of several samples sit side
+// by side in one buffer, (K, S * OH*OW), and each GEMM covers S samples; y
+// and dy then pass through a (C_out/g, S * OH*OW) buffer, since NCHW keeps a
+// sample's channels together. Blocks of S samples are spread over threads;
+// each thread owns one column buffer of bounded size, whatever the batch, and
+// the GEMMs run single-threaded inside the parallel region.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -20,9 +24,9 @@ namespace cnnext {
 namespace cpu {
 namespace {
 
+// Columns of one sample and group; consecutive rows of col are `ld` apart.
 template <typename T>
-void im2col(const Conv2dParams& p, const T* x, T* col) {
-  const int64_t plane = p.out_plane();
+void im2col(const Conv2dParams& p, const T* x, T* col, int64_t ld) {
   for (int64_t c = 0; c < p.in_per_group(); ++c) {
     for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
       for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
@@ -40,7 +44,7 @@ void im2col(const Conv2dParams& p, const T* x, T* col) {
           for (int64_t ow = cols.lo; ow < cols.hi; ++ow) dst[ow] = src[ow * p.stride_w];
           std::fill(dst + cols.hi, dst + p.out_w, T(0));
         }
-        col += plane;
+        col += ld;
       }
     }
   }
@@ -48,8 +52,7 @@ void im2col(const Conv2dParams& p, const T* x, T* col) {
 
 // The adjoint of im2col: x[c][ih][iw] = sum of every column entry that im2col copied from there.
 template <typename T>
-void col2im(const Conv2dParams& p, const T* col, T* x) {
-  const int64_t plane = p.out_plane();
+void col2im(const Conv2dParams& p, const T* col, int64_t ld, T* x) {
   std::fill(x, x + p.in_per_group() * p.in_plane(), T(0));
   for (int64_t c = 0; c < p.in_per_group(); ++c) {
     for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
@@ -63,7 +66,7 @@ void col2im(const Conv2dParams& p, const T* col, T* x) {
           T* dst = x + (c * p.in_h + ih) * p.in_w + x_offset;
           for (int64_t ow = cols.lo; ow < cols.hi; ++ow) dst[ow * p.stride_w] += src[ow];
         }
-        col += plane;
+        col += ld;
       }
     }
   }
@@ -80,9 +83,17 @@ void parallel_gemms(int64_t n, const Fn& fn) {
   });
 }
 
-// Per-thread column buffer of one sample and group: (K, OH*OW).
-at::Tensor column_buffer(const Conv2dParams& p, const at::Tensor& like) {
-  return at::empty({p.col_rows(), p.out_plane()}, like.options());
+// GEMMs narrower than this many columns run far below the BLAS's speed.
+constexpr int64_t kMinGemmColumns = 256;
+// A thread's column buffer stays within this size (about the L2 cache).
+constexpr int64_t kMaxColumnBytes = 1 << 20;
+
+// Samples per GEMM: enough for kMinGemmColumns output columns, within the
+// column buffer budget, at most `limit`.
+int64_t samples_per_gemm(const Conv2dParams& p, int64_t element_size, int64_t limit) {
+  const int64_t wanted = (kMinGemmColumns + p.out_plane() - 1) / p.out_plane();
+  const int64_t fit = kMaxColumnBytes / std::max<int64_t>(1, p.col_rows() * p.out_plane() * element_size);
+  return std::max<int64_t>(1, std::min({wanted, fit, limit}));
 }
 
 // The (C_out/g, K) weight matrix of group g.
@@ -90,29 +101,59 @@ at::Tensor weight_matrix(const Conv2dParams& p, const at::Tensor& weight, int64_
   return weight.view({p.groups, p.out_per_group(), p.col_rows()}).select(0, g);
 }
 
-// The (channels/g, H*W) slice of sample n, group g of an NCHW tensor.
-at::Tensor group_matrix(const at::Tensor& t, int64_t groups, int64_t n, int64_t g) {
+// Samples [n, n + count), group g, of an NCHW tensor: (count, channels/g, H, W).
+at::Tensor group_slice(const at::Tensor& t, int64_t groups, int64_t n, int64_t count, int64_t g) {
   const int64_t per_group = t.size(1) / groups;
-  return t.select(0, n).narrow(0, g * per_group, per_group).view({per_group, t.size(2) * t.size(3)});
+  return t.narrow(0, n, count).narrow(1, g * per_group, per_group);
+}
+
+// The GEMM operand for samples [n, n + count), group g of an NCHW tensor t,
+// as (channels/g, count * H*W). For one sample that is a view of t; for more
+// it is `buffer` (holding at least that much), filled from t if `fill`.
+at::Tensor gemm_operand(const at::Tensor& t, int64_t groups, int64_t n, int64_t count, int64_t g,
+                        at::Tensor& buffer, bool fill) {
+  const at::Tensor slice = group_slice(t, groups, n, count, g);
+  const int64_t per_group = slice.size(1), plane = t.size(2) * t.size(3);
+  if (count == 1) return slice.view({per_group, plane});
+  at::Tensor m = buffer.narrow(1, 0, count * plane);
+  if (fill) m.view({per_group, count, t.size(2), t.size(3)}).copy_(slice.transpose(0, 1));
+  return m;
+}
+
+// Writes a (channels/g, count * H*W) GEMM result back into samples
+// [n, n + count), group g of t, unless it already is a view of t.
+void scatter_operand(const at::Tensor& m, at::Tensor& t, int64_t groups, int64_t n, int64_t count, int64_t g) {
+  if (count == 1) return;
+  at::Tensor slice = group_slice(t, groups, n, count, g);
+  slice.transpose(0, 1).copy_(m.view({slice.size(1), count, t.size(2), t.size(3)}));
 }
 
 }  // namespace
 
 void im2col_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
                     at::Tensor& output) {
+  const int64_t per_thread = (p.batch + at::get_num_threads() - 1) / at::get_num_threads();
+  const int64_t S = samples_per_gemm(p, input.element_size(), per_thread);
+  const int64_t L = p.out_plane();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cnnext_im2col_forward", [&] {
-    parallel_gemms(p.batch, [&](int64_t begin, int64_t end) {
-      at::Tensor col = column_buffer(p, input);
-      for (int64_t n = begin; n < end; ++n) {
+    parallel_gemms((p.batch + S - 1) / S, [&](int64_t begin, int64_t end) {
+      at::Tensor col = at::empty({p.col_rows(), S * L}, input.options());
+      at::Tensor y_buffer = at::empty({p.out_per_group(), S * L}, input.options());
+      for (int64_t block = begin; block < end; ++block) {
+        const int64_t n = block * S, count = std::min(S, p.batch - n);
         for (int64_t g = 0; g < p.groups; ++g) {
-          im2col(p, group_matrix(input, p.groups, n, g).const_data_ptr<scalar_t>(), col.mutable_data_ptr<scalar_t>());
-          at::Tensor y = group_matrix(output, p.groups, n, g);
+          const at::Tensor x = group_slice(input, p.groups, n, count, g);
+          for (int64_t s = 0; s < count; ++s)
+            im2col(p, x.select(0, s).const_data_ptr<scalar_t>(), col.mutable_data_ptr<scalar_t>() + s * L, S * L);
+          at::Tensor y = gemm_operand(output, p.groups, n, count, g, y_buffer, /*fill=*/false);
+          const at::Tensor columns = col.narrow(1, 0, count * L);
           if (bias.defined()) {
             at::addmm_out(y, bias.narrow(0, g * p.out_per_group(), p.out_per_group()).unsqueeze(1),
-                          weight_matrix(p, weight, g), col);
+                          weight_matrix(p, weight, g), columns);
           } else {
-            at::mm_out(y, weight_matrix(p, weight, g), col);
+            at::mm_out(y, weight_matrix(p, weight, g), columns);
           }
+          scatter_operand(y, output, p.groups, n, count, g);
         }
       }
     });
@@ -121,14 +162,23 @@ void im2col_forward(const Conv2dParams& p, const at::Tensor& input, const at::Te
 
 void im2col_grad_input(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
                        at::Tensor& grad_input) {
+  const int64_t per_thread = (p.batch + at::get_num_threads() - 1) / at::get_num_threads();
+  const int64_t S = samples_per_gemm(p, grad_output.element_size(), per_thread);
+  const int64_t L = p.out_plane();
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cnnext_im2col_grad_input", [&] {
-    parallel_gemms(p.batch, [&](int64_t begin, int64_t end) {
-      at::Tensor col = column_buffer(p, grad_output);
-      for (int64_t n = begin; n < end; ++n) {
+    parallel_gemms((p.batch + S - 1) / S, [&](int64_t begin, int64_t end) {
+      at::Tensor col = at::empty({p.col_rows(), S * L}, grad_output.options());
+      at::Tensor dy_buffer = at::empty({p.out_per_group(), S * L}, grad_output.options());
+      for (int64_t block = begin; block < end; ++block) {
+        const int64_t n = block * S, count = std::min(S, p.batch - n);
         for (int64_t g = 0; g < p.groups; ++g) {
-          at::mm_out(col, weight_matrix(p, weight, g).t(), group_matrix(grad_output, p.groups, n, g));
-          col2im(p, col.const_data_ptr<scalar_t>(),
-                 group_matrix(grad_input, p.groups, n, g).mutable_data_ptr<scalar_t>());
+          const at::Tensor dy = gemm_operand(grad_output, p.groups, n, count, g, dy_buffer, /*fill=*/true);
+          at::Tensor columns = col.narrow(1, 0, count * L);
+          at::mm_out(columns, weight_matrix(p, weight, g).t(), dy);
+          at::Tensor dx = group_slice(grad_input, p.groups, n, count, g);
+          for (int64_t s = 0; s < count; ++s)
+            col2im(p, columns.const_data_ptr<scalar_t>() + s * L, columns.stride(0),
+                   dx.select(0, s).mutable_data_ptr<scalar_t>());
         }
       }
     });
@@ -139,16 +189,23 @@ void im2col_grad_weight(const Conv2dParams& p, const at::Tensor& grad_output, co
                         at::Tensor& grad_weight) {
   // One chunk of the batch per thread, each with its own partial dW, summed in chunk order.
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), p.batch));
+  const int64_t S = samples_per_gemm(p, input.element_size(), (p.batch + chunks - 1) / chunks);
+  const int64_t L = p.out_plane();
   at::Tensor partials = at::zeros({chunks, p.groups, p.out_per_group(), p.col_rows()}, grad_output.options());
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cnnext_im2col_grad_weight", [&] {
     parallel_gemms(chunks, [&](int64_t chunk_begin, int64_t chunk_end) {
-      at::Tensor col = column_buffer(p, input);
+      at::Tensor col = at::empty({p.col_rows(), S * L}, input.options());
+      at::Tensor dy_buffer = at::empty({p.out_per_group(), S * L}, grad_output.options());
       for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
-        for (int64_t n = chunk * p.batch / chunks; n < (chunk + 1) * p.batch / chunks; ++n) {
+        const int64_t last = (chunk + 1) * p.batch / chunks;
+        for (int64_t n = chunk * p.batch / chunks; n < last; n += S) {
+          const int64_t count = std::min(S, last - n);
           for (int64_t g = 0; g < p.groups; ++g) {
-            im2col(p, group_matrix(input, p.groups, n, g).const_data_ptr<scalar_t>(),
-                   col.mutable_data_ptr<scalar_t>());
-            partials.select(0, chunk).select(0, g).addmm_(group_matrix(grad_output, p.groups, n, g), col.t());
+            const at::Tensor x = group_slice(input, p.groups, n, count, g);
+            for (int64_t s = 0; s < count; ++s)
+              im2col(p, x.select(0, s).const_data_ptr<scalar_t>(), col.mutable_data_ptr<scalar_t>() + s * L, S * L);
+            const at::Tensor dy = gemm_operand(grad_output, p.groups, n, count, g, dy_buffer, /*fill=*/true);
+            partials.select(0, chunk).select(0, g).addmm_(dy, col.narrow(1, 0, count * L).t());
           }
         }
       }
