@@ -225,6 +225,11 @@ CNNEXT_ISA_CLONES void weight_grad_block(const Correlation& c, const WeightGradB
   const int64_t cols = c.staging.cols;
   const int64_t gy_plane = c.out_h * b.gy_cols;
   const int64_t taps = c.kernel_h * c.kernel_w;
+  // Left to itself, GCC folds each grad_output load into every FMA that uses
+  // it (kTaps loads instead of one), and loads, not FMAs, then bound the loop.
+  // Adding a zero it cannot see through keeps the loaded vector in a register.
+  Vec<T> opaque_zero = {};
+  asm("" : "+m"(opaque_zero));
   for (int64_t ch = 0; ch < c.channels; ++ch) {
     for (int64_t kh = 0; kh < c.kernel_h; ++kh) {
       Vec<T> acc[kOcBlock][kTaps] = {};
@@ -240,7 +245,7 @@ CNNEXT_ISA_CLONES void weight_grad_block(const Correlation& c, const WeightGradB
               xv[k] = kUnitStride ? load_vec(x + ow0) : load_strided(x + ow0 * c.stride_w, c.stride_w);
             }
             for (int64_t j = 0; j < kOcBlock; ++j) {
-              const Vec<T> gv = load_vec(g + j * gy_plane + ow0);
+              const Vec<T> gv = load_vec(g + j * gy_plane + ow0) + opaque_zero;
               for (int64_t k = 0; k < kTaps; ++k) acc[j][k] += gv * xv[k];
             }
           }
@@ -311,7 +316,7 @@ void direct_grad_input(const Conv2dParams& p, const T* grad_output, const T* wei
 template <typename T>
 void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* input, T* grad_weight) {
   // Samples staged together: enough for long reductions, few enough to stay in L2.
-  constexpr int64_t kSamples = 4;
+  constexpr int64_t kSamples = 8;
   const int64_t cin = p.in_per_group(), cout = p.out_per_group();
   const int64_t blocks = (cout + kOcBlock - 1) / kOcBlock;
   Correlation c{cin, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
