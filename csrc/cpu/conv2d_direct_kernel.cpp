@@ -315,8 +315,6 @@ void direct_grad_input(const Conv2dParams& p, const T* grad_output, const T* wei
 
 template <typename T>
 void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* input, T* grad_weight) {
-  // Samples staged together: enough for long reductions, few enough to stay in L2.
-  constexpr int64_t kSamples = 8;
   const int64_t cin = p.in_per_group(), cout = p.out_per_group();
   const int64_t blocks = (cout + kOcBlock - 1) / kOcBlock;
   Correlation c{cin, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
@@ -325,6 +323,10 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
   const int64_t gy_cols = round_up(p.out_w, kVec<T>);
   const int64_t staged_sample = cin * c.staging.rows * c.staging.cols;
   const int64_t gy_sample = blocks * kOcBlock * p.out_h * gy_cols;
+  // Samples staged together: up to 8, for long reductions that pay for the
+  // final horizontal sums, as many as fit in about 768 KB (the L2 cache).
+  const int64_t stage_samples = std::clamp<int64_t>(
+      (768 << 10) / ((staged_sample + gy_sample) * static_cast<int64_t>(sizeof(T))), 1, 8);
   const int64_t weight_numel = p.out_channels * cin * p.kernel_plane();
   // The batch is cut into one chunk per thread, each summed into its own partial result and the
   // partials added in chunk order: no two threads add into the same memory, and the result does
@@ -332,8 +334,8 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), p.batch));
   std::vector<T> partials(chunks * weight_numel, T(0));
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
-    AlignedBuffer<T> staged(kSamples * staged_sample);
-    AlignedBuffer<T> gy(kSamples * gy_sample);
+    AlignedBuffer<T> staged(stage_samples * staged_sample);
+    AlignedBuffer<T> gy(stage_samples * gy_sample);
     // Adds samples [n0, n0 + count) of group g into `partial`.
     auto add_samples = [&](int64_t n0, int64_t count, int64_t g, T* partial) {
       for (int64_t s = 0; s < count; ++s) {
@@ -360,9 +362,9 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
     };
     for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
       const int64_t first = chunk * p.batch / chunks, last = (chunk + 1) * p.batch / chunks;
-      for (int64_t n0 = first; n0 < last; n0 += kSamples) {
+      for (int64_t n0 = first; n0 < last; n0 += stage_samples) {
         for (int64_t g = 0; g < p.groups; ++g) {
-          add_samples(n0, std::min(kSamples, last - n0), g, partials.data() + chunk * weight_numel);
+          add_samples(n0, std::min(stage_samples, last - n0), g, partials.data() + chunk * weight_numel);
         }
       }
     }
