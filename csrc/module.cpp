@@ -36,6 +36,8 @@ pybind11::dict build_info() {
   info["cpu_isa_dispatch"] =
       "x86-64-v4 (AVX-512), x86-64-v3 (AVX2+FMA), x86-64 (convolution: chosen at load time; max_pool2d: at run "
       "time, see cnnext.set_cpu_isa)";
+#elif defined(CNNEXT_CPU_ARCH)
+  info["cpu_isa_dispatch"] = "none: built for -march=" CNNEXT_CPU_ARCH " only (CNNEXT_CPU_ARCH)";
 #else
   info["cpu_isa_dispatch"] = "none (portable build)";
 #endif
