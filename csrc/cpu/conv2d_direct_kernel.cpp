@@ -262,6 +262,19 @@ CNNEXT_ISA_CLONES void weight_grad_block(const Correlation& c, const WeightGradB
   }
 }
 
+// dst[r][0:width] = src[r][0:width] for `rows` rows of `width` elements, into
+// rows `dst_cols` apart. Rows are short (11 - 28 elements): a memcpy call per
+// row cost more than grad_weight's FMAs on the first layers.
+template <typename T>
+CNNEXT_ISA_CLONES void copy_rows(const T* src, int64_t rows, int64_t width, T* dst, int64_t dst_cols) {
+  constexpr int64_t V = kVec<T>;
+  for (int64_t r = 0; r < rows; ++r, src += width, dst += dst_cols) {
+    int64_t i = 0;
+    for (; i + V <= width; i += V) store_vec(dst + i, load_vec(src + i));
+    for (; i < width; ++i) dst[i] = src[i];
+  }
+}
+
 // All kernel columns of one block, up to three at a time (8 x 3 accumulators fill AVX-512's registers).
 template <typename T, bool kUnitStride>
 void weight_grad_columns(const Correlation& c, const WeightGradBatch<T>& b, int64_t valid, T* partial) {
@@ -342,10 +355,8 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
         const int64_t n = n0 + s;
         stage_planes(input + (n * p.in_channels + g * cin) * p.in_plane(), cin, p.in_h, p.in_w, c.staging,
                      staged.data() + s * staged_sample);
-        const T* src = grad_output + (n * p.out_channels + g * cout) * p.out_plane();
-        for (int64_t row = 0; row < cout * p.out_h; ++row) {
-          std::copy(src + row * p.out_w, src + (row + 1) * p.out_w, gy.data() + s * gy_sample + row * gy_cols);
-        }
+        copy_rows(grad_output + (n * p.out_channels + g * cout) * p.out_plane(), cout * p.out_h, p.out_w,
+                  gy.data() + s * gy_sample, gy_cols);
       }
       for (int64_t block = 0; block < blocks; ++block) {
         const int64_t oc0 = block * kOcBlock;
