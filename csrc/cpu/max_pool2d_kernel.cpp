@@ -140,7 +140,10 @@ bool max_pool2d_simd_forward(const Pool2dParams& p, const T* x, T* y, int64_t* i
 #ifdef CNNEXT_X86_SIMD
   if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
     const Isa isa = active_isa();
-    if (isa == Isa::kBaseline || p.in_plane() > std::numeric_limits<int32_t>::max()) return false;
+    // Offsets live in int32 lanes, including PyTorch's index for a window with
+    // nothing inside, which can point up to a row and a dilation past the plane.
+    const int64_t largest_offset = (p.in_h + p.dilation_h + 1) * p.in_w + p.dilation_w;
+    if (isa == Isa::kBaseline || largest_offset > std::numeric_limits<int32_t>::max()) return false;
     const auto run = [&](const auto& pool_planes) {
       at::parallel_for(0, p.planes, 1, [&](int64_t begin, int64_t end) {
         pool_planes(x + begin * p.in_plane(), end - begin, y + begin * p.out_plane(), idx + begin * p.out_plane());
