@@ -52,9 +52,9 @@ struct FlatPoolTables {
 
 #ifdef CNNEXT_X86_SIMD
 // Each pools `planes` consecutive planes of x into y and idx. Callers check
-// the ISA first; the rows loops also need p.stride_w <= 2,
-// p.kernel_w <= kRowsMaxKernelW and a plane of at
-// most 2^31 - 1 elements (offsets are int32 lanes).
+// the ISA first, and that every offset (also PyTorch's index for a window
+// with nothing inside) fits in int32 lanes; the rows loops also need
+// p.stride_w <= 2 and p.kernel_w <= kRowsMaxKernelW.
 void max_pool2d_rows_avx512(const Pool2dParams& p, const float* x, int64_t planes, float* y, int64_t* idx);
 void max_pool2d_rows_avx512(const Pool2dParams& p, const double* x, int64_t planes, double* y, int64_t* idx);
 void max_pool2d_flat_avx512(const FlatPoolTables& t, const float* x, int64_t planes, float* y, int64_t* idx);
