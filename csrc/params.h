@@ -50,6 +50,12 @@ struct Pool2dParams {
   int64_t out_plane() const { return out_h * out_w; }
 };
 
+// First tap index k >= 0 with start + k*dilation >= 0: the first tap of a
+// window starting at `start` (possibly in the padding) that is not before the input.
+inline int64_t first_inside(int64_t start, int64_t dilation) {
+  return start >= 0 ? 0 : (-start + dilation - 1) / dilation;
+}
+
 // Output positions whose kernel tap `k` lands inside [0, in_size):
 // the half-open range [lo, hi) of o with 0 <= o*stride - pad + k*dilation < in_size.
 // Kernels use it to run their inner loops over the interior without bounds checks.

@@ -7,7 +7,7 @@
 // function for the whole library, and an AVX-512 copy could end up serving
 // callers on CPUs without AVX-512. Headers included before the pragma
 // (params.h) keep the baseline ISA.
-#include "max_pool2d_simd.h"  // and params.h: before the pragma, baseline ISA
+#include "max_pool2d_simd.h"  // and params.h (first_inside, valid_outputs): before the pragma, baseline ISA
 
 #ifdef CNNEXT_X86_SIMD
 
@@ -146,16 +146,14 @@ struct ColumnBlock {
     alignas(64) int32_t first[V::kLanes] = {};
     for (int64_t l = 0; l < n; ++l) {
       const int64_t w0 = (ow0 + l) * kStride - p.pad_w;
-      first[l] = static_cast<int32_t>(w0 >= 0 ? w0 : w0 + (-w0 + p.dilation_w - 1) / p.dilation_w * p.dilation_w);
+      first[l] = static_cast<int32_t>(w0 + first_inside(w0, p.dilation_w) * p.dilation_w);
     }
     first_col = V::load_offsets(first);
     for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
-      const int64_t w = ow0 * kStride - p.pad_w + kw * p.dilation_w;
-      // lanes l in [lo, hi) read columns w + l * kStride inside [0, in_w)
-      const int64_t lo = w >= 0 ? 0 : (-w + kStride - 1) / kStride;
-      int64_t hi = p.in_w - w <= 0 ? 0 : (p.in_w - w + kStride - 1) / kStride;
-      if (hi > n) hi = n;
-      col[kw] = w;
+      // Lanes l in [lo, hi) read columns inside the input.
+      const TapRange r = valid_outputs(kw, p.in_w, ow0 + n, kStride, p.pad_w, p.dilation_w);
+      const int64_t lo = r.lo > ow0 ? r.lo - ow0 : 0, hi = r.hi > ow0 ? r.hi - ow0 : 0;
+      col[kw] = ow0 * kStride - p.pad_w + kw * p.dilation_w;
       inside[kw] = lo < hi ? V::lanes(lo, hi) : typename V::Mask(0);
       load_bits[kw] = lo < hi ? V::template load_bits<kStride>(lo, hi) : 0;
     }
@@ -185,7 +183,7 @@ void max_pool2d_rows(const Pool2dParams& p, const typename V::T* x, int64_t plan
       const ColumnBlock<V, kStride> block(p, ow0, n);
       for (int64_t oh = 0; oh < p.out_h; ++oh) {
         const int64_t h0 = oh * p.stride_h - p.pad_h;
-        const int64_t first_row = h0 >= 0 ? h0 : h0 + (-h0 + p.dilation_h - 1) / p.dilation_h * p.dilation_h;
+        const int64_t first_row = h0 + first_inside(h0, p.dilation_h) * p.dilation_h;
         typename V::Val best = V::lowest();
         typename V::Off arg = V::add(block.first_col, first_row * p.in_w);
         for (int64_t kh = 0; kh < p.kernel_h; ++kh) {

@@ -24,11 +24,6 @@ namespace cnnext {
 namespace cpu {
 namespace {
 
-// First tap index k >= 0 with start + k*dilation >= 0, i.e. the first tap inside the input.
-inline int64_t first_inside(int64_t start, int64_t dilation) {
-  return start >= 0 ? 0 : (-start + dilation - 1) / dilation;
-}
-
 // Pools whole planes, one output row at a time. The inner loop tracks, per
 // output, the best value and the number of the kernel tap that produced it
 // (int32, as wide as a float lane, so value and tap vectorize together); flat
