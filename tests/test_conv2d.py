@@ -171,6 +171,54 @@ def test_large_batch_reduction_matches_torch(algo):
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cin", [1, 3])
+def test_few_channel_row_paths(dtype, cin, device, rng):
+    """Few input channels and output rows of a vector (16 float / 8 double lanes) or more take the direct
+    kernels' row paths: forward stores whole overlapping vectors, grad_weight reads grad_output rows in place
+    and clears the lanes a row's last vector shares with the one before. Widths around each vector multiple,
+    partial channel blocks, padding and dilation; every result matches the float64 reference."""
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    lanes = 64 // torch.finfo(dtype).bits * 8
+    for out_w in (lanes - 1, lanes, lanes + 1, 2 * lanes - 3, 2 * lanes, 2 * lanes + 5, 3 * lanes + 1):
+        for cout, kwargs in ((5, dict()), (8, dict(padding=1)), (13, dict(padding=(2, 1), dilation=(1, 2)))):
+            kw = 3
+            span = kwargs.get("dilation", (1, 1))[1] * (kw - 1) + 1
+            pad = kwargs.get("padding", (0, 0))
+            pad_w = pad if isinstance(pad, int) else pad[1]
+            x = torch.randn(3, cin, 7, out_w + span - 1 - 2 * pad_w, dtype=dtype, generator=gen)
+            x = x.to(device).requires_grad_()
+            w = torch.randn(cout, cin, 3, kw, dtype=dtype, generator=gen).to(device).requires_grad_()
+            b = torch.randn(cout, dtype=dtype, generator=gen).to(device).requires_grad_()
+            out = CF.conv2d(x, w, b, algo="direct", **kwargs)
+            assert out.shape[-1] == out_w
+            grad = torch.randn(out.shape, dtype=dtype, generator=gen).to(device)
+            got = torch.autograd.grad(out, (x, w, b), grad)
+            ref, want = float64_reference(x, w, b, kwargs, grad)
+            tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(out.double(), ref, **tol)
+            for name, g, r in zip("xwb", got, want):
+                torch.testing.assert_close(g.double(), r, **tol, msg=lambda m: f"grad {name} {out_w} {cout}: {m}")
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("width", [13, 26, 40])
+def test_weight_grad_ignores_inputs_outside_the_windows(algo, width, device):
+    """An infinite input in the last column reaches only the kernel column that reads it: the other weight
+    gradients stay finite and equal PyTorch's (lanes past a row's end must not add 0 * inf = NaN)."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 2, 9, width, generator=gen)
+    x[0, 1, 4, -1] = float("inf")
+    x = x.to(device)
+    grad = torch.randn(2, 7, 7, width - 2, generator=gen).to(device)
+    w = torch.randn(7, 2, 3, 3, generator=gen).to(device).requires_grad_()
+    got = torch.autograd.grad(CF.conv2d(x, w, algo=algo), w, grad)[0]
+    w64 = w.detach().cpu().double().requires_grad_()
+    want = torch.autograd.grad(F.conv2d(x.cpu().double(), w64), w64, grad.cpu().double())[0]
+    assert torch.isfinite(got[:, :, :, :2]).all()
+    torch.testing.assert_close(got.cpu().double(), want, rtol=1e-4, atol=1e-3, equal_nan=True)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize(
     "x_shape,w_shape,kwargs",

@@ -37,12 +37,84 @@ inline void store_vec(T* p, const Vec<T>& v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
+// Integer vectors as wide as Vec<T>, for lane masks.
+template <typename T>
+struct BitsOf;
+template <>
+struct BitsOf<float> {
+  typedef int32_t type __attribute__((vector_size(64)));
+};
+template <>
+struct BitsOf<double> {
+  typedef int64_t type __attribute__((vector_size(64)));
+};
+template <typename T>
+using Bits = typename BitsOf<T>::type;
+
+// All bits set in lanes [lo, hi), clear in the others.
+template <typename T>
+inline Bits<T> lane_mask(int64_t lo, int64_t hi) {
+  Bits<T> lane, lo_v, hi_v;
+  for (int64_t i = 0; i < kVec<T>; ++i) {
+    lane[i] = i;
+    lo_v[i] = lo;
+    hi_v[i] = hi;
+  }
+  return (lane >= lo_v) & (lane < hi_v);
+}
+
+// v with the lanes outside `keep` set to +0 (bitwise, so it also clears inf and NaN).
+template <typename T>
+inline Vec<T> keep_lanes(const Vec<T>& v, const Bits<T>& keep) {
+  return reinterpret_cast<Vec<T>>(reinterpret_cast<Bits<T>>(v) & keep);
+}
+
 // x[0], x[stride], ..., x[(kVec - 1) * stride].
 template <typename T>
 inline Vec<T> load_strided(const T* p, int64_t stride) {
   Vec<T> v;
   for (int64_t i = 0; i < kVec<T>; ++i) v[i] = p[i * stride];
   return v;
+}
+
+// A vector of `Bytes` bytes of T, for rows narrower than one Vec<T>.
+template <typename T, int Bytes>
+struct VecN {
+  typedef T type __attribute__((vector_size(Bytes)));
+};
+
+// dst[i] = op(src[i]) for i < width, in vectors of `Bytes` bytes only: a row
+// that does not fill its last vector ends with one that overlaps the one
+// before (rewriting the same values), because a scalar tail of up to 15
+// elements costs more than the vectors of a 13 - 28-element row. Returns
+// false, touching nothing, when the row is narrower than one such vector.
+// src and dst must not overlap.
+template <int Bytes, typename T, typename Op>
+inline bool transform_row_in(const T* src, int64_t width, T* dst, Op op) {
+  using V = typename VecN<T, Bytes>::type;
+  constexpr int64_t n = Bytes / static_cast<int64_t>(sizeof(T));
+  if (width < n) return false;
+  auto step = [&](int64_t i) {
+    V v;
+    std::memcpy(&v, src + i, sizeof(v));
+    v = op(v);
+    std::memcpy(dst + i, &v, sizeof(v));
+  };
+  int64_t i = 0;
+  for (; i + n <= width; i += n) step(i);
+  if (i < width) step(width - n);
+  return true;
+}
+
+// dst[i] = op(src[i]) for i < width with the widest vectors the row fills;
+// `op` is a generic lambda: it maps a vector of any width, or a scalar for
+// rows narrower than 16 bytes, to the same type.
+template <typename T, typename Op>
+inline void transform_row(const T* src, int64_t width, T* dst, Op op) {
+  if (transform_row_in<64>(src, width, dst, op) || transform_row_in<32>(src, width, dst, op) ||
+      transform_row_in<16>(src, width, dst, op))
+    return;
+  for (int64_t i = 0; i < width; ++i) dst[i] = op(src[i]);
 }
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
