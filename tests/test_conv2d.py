@@ -176,14 +176,16 @@ def test_large_batch_reduction_matches_torch(algo):
 def test_few_channel_row_paths(dtype, cin, device, rng):
     """Few input channels and output rows of a vector (16 float / 8 double lanes) or more take the direct
     kernels' row paths: forward stores whole overlapping vectors, grad_weight reads grad_output rows in place
-    and clears the lanes a row's last vector shares with the one before. Widths around each vector multiple,
-    partial channel blocks, padding and dilation; every result matches the float64 reference."""
+    (whole blocks of 8 channels) and clears the lanes a row's last vector shares with the one before. Widths
+    around each vector multiple, partial channel blocks, padding and dilation; every result matches the float64 reference."""
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
     lanes = 64 // torch.finfo(dtype).bits * 8
     for out_w in (lanes - 1, lanes, lanes + 1, 2 * lanes - 3, 2 * lanes, 2 * lanes + 5, 3 * lanes + 1):
-        for cout, kwargs in ((5, dict()), (8, dict(padding=1)), (13, dict(padding=(2, 1), dilation=(1, 2)))):
+        for cout, kwargs in ((5, dict()), (8, dict(padding=1)), (13, dict(padding=(2, 1), dilation=(1, 2))),
+                             (16, dict(dilation=2))):
             kw = 3
-            span = kwargs.get("dilation", (1, 1))[1] * (kw - 1) + 1
+            dilation = kwargs.get("dilation", 1)
+            span = (dilation if isinstance(dilation, int) else dilation[1]) * (kw - 1) + 1
             pad = kwargs.get("padding", (0, 0))
             pad_w = pad if isinstance(pad, int) else pad[1]
             x = torch.randn(3, cin, 7, out_w + span - 1 - 2 * pad_w, dtype=dtype, generator=gen)

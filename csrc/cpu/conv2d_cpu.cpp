@@ -42,6 +42,11 @@ const T* optional_data(const at::Tensor& t) {
 template <typename T>
 CNNEXT_ISA_CLONES T plane_sum(const T* x, int64_t n) {
   constexpr int64_t V = kVec<T>;
+  if (n < V) {  // tiny planes (3 x 3): a vector's horizontal sum would cost more than the plane
+    T sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += x[i];
+    return sum;
+  }
   Vec<T> acc[4] = {};
   int64_t i = 0;
   for (; i + 4 * V <= n; i += 4 * V)

@@ -250,9 +250,24 @@ void correlate_batch(const Correlation& c, int64_t batch, int64_t groups, int64_
   });
 }
 
+// How grad_weight reads grad_output rows, and keeps a row's last vector to
+// the row's outputs.
+enum class GyRows {
+  // Copied into rows padded with zeros to whole vectors: the padding lanes
+  // multiply inputs past the row's end by zero. Only for finite inputs.
+  kCopied,
+  // The same, and those input lanes cleared as well, since 0 * inf = NaN.
+  // Clearing costs 30% on the middle layers, so finite inputs skip it.
+  kCopiedMasked,
+  // In place: the last vector is moved back to end at out_w, and the lanes
+  // it shares with the vector before are cleared in both operands.
+  kInPlace,
+};
+
 // Operands of grad_weight for a few samples of one group: the staged input
 // planes, and grad_output of one block of kOcBlock channels, either in place
-// or copied into rows padded to a multiple of kVec (zeros in the padding).
+// (whole blocks only) or copied into rows padded to a multiple of kVec and
+// channels padded to whole blocks, zeros in the padding.
 template <typename T>
 struct WeightGradBatch {
   const T* staged;
@@ -261,7 +276,6 @@ struct WeightGradBatch {
   int64_t gy_sample;      // elements between samples
   int64_t gy_plane;       // elements between channels
   int64_t gy_cols;        // elements between rows
-  bool in_place;          // rows of out_w elements: the last vector of a row ends at out_w
   int64_t samples;
 };
 
@@ -271,24 +285,21 @@ struct WeightGradBatch {
 // grad_output vector feeds kTaps; the sum runs over several samples so that it is long enough
 // to pay for the final horizontal additions.
 //
-// Vectors run along output rows. A row's last vector either reaches into the
-// padding (copied rows) or is moved back to end at out_w, overlapping the
-// vector before it (in place). Either way its lanes that are not new outputs
-// are cleared in both operands: clearing one would still add 0 * inf = NaN
-// where the input or the gradient holds an infinity.
-template <typename T, bool kUnitStride, int64_t kTaps>
+// Vectors run along output rows; see GyRows for how a row's last vector is
+// kept to the row's outputs.
+template <typename T, bool kUnitStride, int64_t kTaps, GyRows kRows>
 CNNEXT_ISA_CLONES void weight_grad_block(const Correlation& c, const WeightGradBatch<T>& b, int64_t valid,
                                          int64_t kw0, T* partial) {
   constexpr int64_t V = kVec<T>;
   const int64_t cols = c.staging.cols;
   const int64_t taps = c.kernel_h * c.kernel_w;
-  const int64_t last = (c.out_w - 1) / V * V;  // ow0 of each row's last vector
-  const int64_t last_start = b.in_place ? c.out_w - V : last;
-  const Bits<T> all = lane_mask<T>(0, V);
-  const Bits<T> last_keep = lane_mask<T>(last - last_start, c.out_w - last_start);
-  // Channels past a partial block repeat its last one: read in bounds, never stored.
-  int64_t channel_offset[kOcBlock];
-  for (int64_t j = 0; j < kOcBlock; ++j) channel_offset[j] = std::min(j, valid - 1) * b.gy_plane;
+  const int64_t last = (c.out_w - 1) / V * V;  // ow0 of a row's last vector
+  constexpr bool kInPlace = kRows == GyRows::kInPlace;
+  // Locals, not loads through `b` on every row: the row loop is most of the work on 5 - 14-pixel rows.
+  const int64_t gy_plane = b.gy_plane, gy_cols = b.gy_cols, gy_sample = b.gy_sample;
+  const int64_t staged_sample = b.staged_sample, samples = b.samples;
+  const int64_t x_step = c.stride_w;
+  const Bits<T> last_keep = kInPlace ? lane_mask<T>(V - (c.out_w - last), V) : lane_mask<T>(0, c.out_w - last);
   // Left to itself, GCC folds each grad_output load into every FMA that uses
   // it (kTaps loads instead of one), and loads, not FMAs, then bound the loop.
   // Adding a zero it cannot see through keeps the loaded vector in a register.
@@ -297,22 +308,23 @@ CNNEXT_ISA_CLONES void weight_grad_block(const Correlation& c, const WeightGradB
   for (int64_t ch = 0; ch < c.channels; ++ch) {
     for (int64_t kh = 0; kh < c.kernel_h; ++kh) {
       Vec<T> acc[kOcBlock][kTaps] = {};
-      for (int64_t s = 0; s < b.samples; ++s) {
-        const T* plane = b.staged + s * b.staged_sample + ch * c.staging.rows * cols;
+      for (int64_t s = 0; s < samples; ++s) {
+        const T* plane = b.staged + s * staged_sample + ch * c.staging.rows * cols;
         for (int64_t oh = 0; oh < c.out_h; ++oh) {
           const T* row = plane + (oh * c.stride_h + kh * c.dilation_h) * cols + kw0 * c.dilation_w;
-          const T* g = b.gy + s * b.gy_sample + oh * b.gy_cols;
+          const T* g = b.gy + s * gy_sample + oh * gy_cols;
           for (int64_t ow0 = 0; ow0 < c.out_w; ow0 += V) {
-            const int64_t start = ow0 == last ? last_start : ow0;
-            const Bits<T> keep = ow0 == last ? last_keep : all;
+            const bool tail = ow0 == last;
+            const int64_t start = kInPlace && tail ? c.out_w - V : ow0;
             Vec<T> xv[kTaps];
             for (int64_t k = 0; k < kTaps; ++k) {
               const T* x = row + k * c.dilation_w;
-              xv[k] = keep_lanes<T>(kUnitStride ? load_vec(x + start) : load_strided(x + start * c.stride_w, c.stride_w),
-                                 keep);
+              xv[k] = kUnitStride ? load_vec(x + start) : load_strided(x + start * x_step, x_step);
+              if (kRows != GyRows::kCopied && tail) xv[k] = keep_lanes<T>(xv[k], last_keep);
             }
             for (int64_t j = 0; j < kOcBlock; ++j) {
-              const Vec<T> gv = keep_lanes<T>(load_vec(g + channel_offset[j] + start), keep) + opaque_zero;
+              Vec<T> gv = load_vec(g + j * gy_plane + start);
+              gv = kInPlace && tail ? keep_lanes<T>(gv, last_keep) : gv + opaque_zero;
               for (int64_t k = 0; k < kTaps; ++k) acc[j][k] += gv * xv[k];
             }
           }
@@ -340,20 +352,53 @@ CNNEXT_ISA_CLONES void copy_rows(const T* src, int64_t rows, int64_t width, T* d
 }
 
 // All kernel columns of one block, up to three at a time (8 x 3 accumulators fill AVX-512's registers).
-template <typename T, bool kUnitStride>
+template <typename T, bool kUnitStride, GyRows kRows>
 void weight_grad_columns(const Correlation& c, const WeightGradBatch<T>& b, int64_t valid, T* partial) {
   for (int64_t kw0 = 0; kw0 < c.kernel_w; kw0 += 3) {
     switch (std::min<int64_t>(3, c.kernel_w - kw0)) {
       case 3:
-        weight_grad_block<T, kUnitStride, 3>(c, b, valid, kw0, partial);
+        weight_grad_block<T, kUnitStride, 3, kRows>(c, b, valid, kw0, partial);
         break;
       case 2:
-        weight_grad_block<T, kUnitStride, 2>(c, b, valid, kw0, partial);
+        weight_grad_block<T, kUnitStride, 2, kRows>(c, b, valid, kw0, partial);
         break;
       default:
-        weight_grad_block<T, kUnitStride, 1>(c, b, valid, kw0, partial);
+        weight_grad_block<T, kUnitStride, 1, kRows>(c, b, valid, kw0, partial);
     }
   }
+}
+
+template <typename T, GyRows kRows>
+void weight_grad_columns(const Correlation& c, const WeightGradBatch<T>& b, int64_t valid, T* partial) {
+  if (c.stride_w == 1) {
+    weight_grad_columns<T, true, kRows>(c, b, valid, partial);
+  } else {
+    weight_grad_columns<T, false, kRows>(c, b, valid, partial);
+  }
+}
+
+// Whether x[0:n] holds no infinity or NaN: x * 0 is 0 for finite x and NaN
+// otherwise, so the sum of x * 0 tells, without a branch per element.
+template <typename T>
+CNNEXT_ISA_CLONES bool all_finite_range(const T* x, int64_t n) {
+  constexpr int64_t V = kVec<T>;
+  Vec<T> acc[4] = {};
+  int64_t i = 0;
+  for (; i + 4 * V <= n; i += 4 * V)
+    for (int64_t u = 0; u < 4; ++u) acc[u] += load_vec(x + i + u * V) * T(0);
+  T sum = 0;
+  for (; i < n; ++i) sum += x[i] * T(0);
+  const Vec<T> all = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  for (int64_t v = 0; v < V; ++v) sum += all[v];
+  return sum == T(0);
+}
+
+template <typename T>
+bool all_finite(const T* x, int64_t n) {
+  return at::parallel_reduce(
+      0, n, 1 << 16, true,
+      [&](int64_t begin, int64_t end, bool ok) { return ok && all_finite_range(x + begin, end - begin); },
+      [](bool a, bool b) { return a && b; });
 }
 
 }  // namespace
@@ -398,11 +443,13 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
                 p.out_h, p.out_w, false, {}};
   c.staging = staging_for<T>(c, p.pad_top, p.pad_left, 1, 1);
   // grad_output is copied into rows padded to whole vectors (so no load
-  // crosses a row), except where there is little work per element to hide
-  // the copy behind: few input channels and rows of at least one vector.
-  // Measured: in place is 1.35x faster on the 1-channel first layers, 1.07x
-  // on the 3-channel one, and 10% slower on the 64-channel large layer.
-  const bool in_place = p.out_w >= kVec<T> && cin * p.kernel_plane() < kFewTaps;
+  // crosses a row) and channels padded to whole blocks, except where there is
+  // little work per element to hide the copy behind: few input channels, rows
+  // of at least one vector, whole blocks. Measured: in place is 1.35x faster
+  // on the 1-channel first layers, 1.07x on the 3-channel one, and 10% slower
+  // on the 64-channel large layer.
+  const bool in_place = p.out_w >= kVec<T> && cin * p.kernel_plane() < kFewTaps && cout % kOcBlock == 0;
+  const bool finite_input = in_place || all_finite(input, p.batch * p.in_channels * p.in_plane());
   const int64_t gy_cols = in_place ? p.out_w : round_up(p.out_w, kVec<T>);
   const int64_t staged_sample = cin * c.staging.rows * c.staging.cols;
   const int64_t gy_sample = in_place ? 0 : blocks * kOcBlock * p.out_h * gy_cols;
@@ -433,17 +480,20 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
       }
       for (int64_t block = 0; block < blocks; ++block) {
         const int64_t oc0 = block * kOcBlock;
-        const WeightGradBatch<T> b =
-            in_place ? WeightGradBatch<T>{staged.data(), staged_sample, group_gy + oc0 * p.out_plane(),
-                                          p.out_channels * p.out_plane(), p.out_plane(), gy_cols, true, count}
-                     : WeightGradBatch<T>{staged.data(), staged_sample, gy.data() + oc0 * p.out_h * gy_cols,
-                                          gy_sample, p.out_h * gy_cols, gy_cols, false, count};
         T* dst = partial + (g * cout + oc0) * cin * p.kernel_plane();
         const int64_t valid = std::min(kOcBlock, cout - oc0);
-        if (p.stride_w == 1) {
-          weight_grad_columns<T, true>(c, b, valid, dst);
+        if (in_place) {
+          const WeightGradBatch<T> b{staged.data(), staged_sample, group_gy + oc0 * p.out_plane(),
+                                     p.out_channels * p.out_plane(), p.out_plane(), gy_cols, count};
+          weight_grad_columns<T, GyRows::kInPlace>(c, b, valid, dst);
         } else {
-          weight_grad_columns<T, false>(c, b, valid, dst);
+          const WeightGradBatch<T> b{staged.data(), staged_sample, gy.data() + oc0 * p.out_h * gy_cols,
+                                     gy_sample, p.out_h * gy_cols, gy_cols, count};
+          if (finite_input) {
+            weight_grad_columns<T, GyRows::kCopied>(c, b, valid, dst);
+          } else {
+            weight_grad_columns<T, GyRows::kCopiedMasked>(c, b, valid, dst);
+          }
         }
       }
     };
