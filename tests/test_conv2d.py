@@ -205,15 +205,17 @@ def test_few_channel_row_paths(dtype, cin, device, rng):
 
 @pytest.mark.parametrize("algo", ALGOS)
 @pytest.mark.parametrize("width", [13, 26, 40])
-def test_weight_grad_ignores_inputs_outside_the_windows(algo, width, device):
+@pytest.mark.parametrize("cout", [7, 8])
+def test_weight_grad_ignores_inputs_outside_the_windows(algo, width, cout, device):
     """An infinite input in the last column reaches only the kernel column that reads it: the other weight
-    gradients stay finite and equal PyTorch's (lanes past a row's end must not add 0 * inf = NaN)."""
+    gradients stay finite and equal PyTorch's (lanes past a row's end must not add 0 * inf = NaN). Covers the
+    direct kernel's copied rows (7 channels, or 11-pixel rows) and rows read in place (8 channels, >= 16 pixels)."""
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(2, 2, 9, width, generator=gen)
     x[0, 1, 4, -1] = float("inf")
     x = x.to(device)
-    grad = torch.randn(2, 7, 7, width - 2, generator=gen).to(device)
-    w = torch.randn(7, 2, 3, 3, generator=gen).to(device).requires_grad_()
+    grad = torch.randn(2, cout, 7, width - 2, generator=gen).to(device)
+    w = torch.randn(cout, 2, 3, 3, generator=gen).to(device).requires_grad_()
     got = torch.autograd.grad(CF.conv2d(x, w, algo=algo), w, grad)[0]
     w64 = w.detach().cpu().double().requires_grad_()
     want = torch.autograd.grad(F.conv2d(x.cpu().double(), w64), w64, grad.cpu().double())[0]
