@@ -66,6 +66,12 @@ def _conv2d_grad_weight_fake(grad_output, input, weight_size: Sequence[int], str
     return grad_output.new_empty(weight_size)
 
 
+@torch.library.register_fake("cnnext::conv2d_grad_weight_bias")
+def _conv2d_grad_weight_bias_fake(grad_output, input, weight_size: Sequence[int], stride, padding, dilation, groups,
+                                  algo):
+    return grad_output.new_empty(weight_size), grad_output.new_empty((weight_size[0],))
+
+
 @torch.library.register_fake("cnnext::conv2d_grad_bias")
 def _conv2d_grad_bias_fake(grad_output):
     return grad_output.new_empty((grad_output.shape[1],))

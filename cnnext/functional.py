@@ -36,9 +36,11 @@ class Conv2dFunction(torch.autograd.Function):
         grad_input = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             grad_input = ops.conv2d_grad_input(grad_output, weight, ctx.input_size, *geometry)
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] and ctx.needs_input_grad[2]:  # one pass over grad_output for both
+            grad_weight, grad_bias = ops.conv2d_grad_weight_bias(grad_output, input, ctx.weight_size, *geometry)
+        elif ctx.needs_input_grad[1]:
             grad_weight = ops.conv2d_grad_weight(grad_output, input, ctx.weight_size, *geometry)
-        if ctx.needs_input_grad[2]:
+        elif ctx.needs_input_grad[2]:
             grad_bias = ops.conv2d_grad_bias(grad_output)
         return grad_input, grad_weight, grad_bias, None, None, None, None, None
 

@@ -176,8 +176,36 @@ at::Tensor conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& i
   if (p.batch == 0) return grad_weight.zero_();
   const at::Tensor gy = grad_output.contiguous();
   const at::Tensor x = input.contiguous();
-  CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_weight, a, p, gy, x, grad_weight);
+  at::Tensor no_bias;
+  CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_weight, a, p, gy, x, grad_weight, no_bias);
   return grad_weight;
+}
+
+// grad_weight and grad_bias together: backends that can sum the bias
+// gradient in grad_weight's pass over grad_output skip a second pass.
+std::tuple<at::Tensor, at::Tensor> conv2d_grad_weight_bias(const at::Tensor& grad_output, const at::Tensor& input,
+                                                           at::IntArrayRef weight_size, at::IntArrayRef stride,
+                                                           at::IntArrayRef padding, at::IntArrayRef dilation,
+                                                           int64_t groups, c10::string_view algo) {
+  constexpr const char* op = "cnnext conv2d_grad_weight_bias";
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  check_float_tensor(op, "grad_output", grad_output);
+  check_same(op, "input", input, "grad_output", grad_output);
+  const Conv2dParams p = make_params(op, input.sizes(), weight_size, stride, padding, dilation, groups);
+  const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight);
+  check_grad_output(op, grad_output, p);
+  at::Tensor grad_weight = at::empty(weight_size, grad_output.options());
+  at::Tensor grad_bias = at::empty({p.out_channels}, grad_output.options());
+  if (p.batch == 0) return {grad_weight.zero_(), grad_bias.zero_()};
+  if (p.out_channels == 0) return {grad_weight, grad_bias};
+  const at::Tensor gy = grad_output.contiguous();
+  if (grad_weight.numel() == 0) {  // no input channels: only the bias has a gradient
+    CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_bias, gy, grad_bias);
+    return {grad_weight, grad_bias};
+  }
+  const at::Tensor x = input.contiguous();
+  CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_weight, a, p, gy, x, grad_weight, grad_bias);
+  return {grad_weight, grad_bias};
 }
 
 at::Tensor conv2d_grad_bias(const at::Tensor& grad_output) {
@@ -206,6 +234,9 @@ TORCH_LIBRARY_FRAGMENT(cnnext, m) {
       "conv2d_grad_weight(Tensor grad_output, Tensor input, int[4] weight_size, int[2] stride, int[4] padding, "
       "int[2] dilation, int groups, str algo) -> Tensor");
   m.def("conv2d_grad_bias(Tensor grad_output) -> Tensor");
+  m.def(
+      "conv2d_grad_weight_bias(Tensor grad_output, Tensor input, int[4] weight_size, int[2] stride, "
+      "int[4] padding, int[2] dilation, int groups, str algo) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(cnnext, CPU, m) {
@@ -213,6 +244,7 @@ TORCH_LIBRARY_IMPL(cnnext, CPU, m) {
   m.impl("conv2d_grad_input", &conv2d_grad_input);
   m.impl("conv2d_grad_weight", &conv2d_grad_weight);
   m.impl("conv2d_grad_bias", &conv2d_grad_bias);
+  m.impl("conv2d_grad_weight_bias", &conv2d_grad_weight_bias);
 }
 
 #ifdef CNNEXT_WITH_CUDA
@@ -221,6 +253,7 @@ TORCH_LIBRARY_IMPL(cnnext, CUDA, m) {
   m.impl("conv2d_grad_input", &conv2d_grad_input);
   m.impl("conv2d_grad_weight", &conv2d_grad_weight);
   m.impl("conv2d_grad_bias", &conv2d_grad_bias);
+  m.impl("conv2d_grad_weight_bias", &conv2d_grad_weight_bias);
 }
 #endif
 

@@ -24,10 +24,11 @@ enum class ConvAlgo { Direct, Im2col };
   void conv2d_grad_input(ConvAlgo algo, const Conv2dParams& p,                         \
                          const at::Tensor& grad_output, const at::Tensor& weight,      \
                          at::Tensor& grad_input);                                      \
-  /* grad_weight = d(loss)/d(weight) given grad_output. */                            \
+  /* grad_weight = d(loss)/d(weight) given grad_output; also grad_bias (as          \
+     conv2d_grad_bias) when it is defined, in the same pass where the backend can. */ \
   void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p,                        \
                           const at::Tensor& grad_output, const at::Tensor& input,      \
-                          at::Tensor& grad_weight);                                    \
+                          at::Tensor& grad_weight, at::Tensor& grad_bias);             \
   /* grad_bias[c] = sum over n, h, w of grad_output[n, c, h, w]. */                   \
   void conv2d_grad_bias(const at::Tensor& grad_output, at::Tensor& grad_bias);         \
   }

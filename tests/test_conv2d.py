@@ -264,7 +264,39 @@ def test_opcheck():
         gy = torch.randn_like(y)
         torch.library.opcheck(ops.conv2d_grad_input.default, (gy, w, list(x.shape), *geometry, algo))
         torch.library.opcheck(ops.conv2d_grad_weight.default, (gy, x, list(w.shape), *geometry, algo))
+        torch.library.opcheck(ops.conv2d_grad_weight_bias.default, (gy, x, list(w.shape), *geometry, algo))
     torch.library.opcheck(ops.conv2d_grad_bias.default, (torch.randn(3, 6, 4, 5),))
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs",
+    [
+        ((37, 1, 28, 28), (16, 1, 3, 3), dict(padding=1)),  # first layer: grad_output read in place
+        ((9, 6, 13, 11), (10, 3, 3, 3), dict(groups=2)),  # copied rows, partial block, groups
+        ((5, 2, 5, 5), (4, 2, 3, 3), dict()),  # 3 x 3 planes
+        ((0, 2, 5, 5), (4, 2, 3, 3), dict()),  # empty batch: zeros
+        ((3, 0, 5, 5), (4, 0, 3, 3), dict()),  # no input channels: only the bias has a gradient
+    ],
+)
+def test_grad_weight_bias_equals_the_separate_ops(algo, dtype, x_shape, w_shape, kwargs, device):
+    """conv2d_grad_weight_bias, which backward calls when weight and bias both need a gradient, returns what
+    conv2d_grad_weight and conv2d_grad_bias return on their own (the CPU direct kernel sums the bias in its pass
+    over grad_output, in its own order: equal up to rounding)."""
+    ops = torch.ops.cnnext
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(x_shape, generator=gen).to(device, dtype)
+    stride, padding = [1, 1], [kwargs.get("padding", 0)] * 4
+    groups = kwargs.get("groups", 1)
+    out_hw = [s + 2 * padding[0] - 2 for s in x_shape[2:]]
+    grad = torch.randn(x_shape[0], w_shape[0], *out_hw, generator=gen).to(device, dtype)
+    args = (grad, x, list(w_shape), stride, padding, [1, 1], groups, algo)
+    grad_weight, grad_bias = ops.conv2d_grad_weight_bias(*args)
+    tol = dict(rtol=1e-2, atol=1e-1) if dtype == torch.bfloat16 else dict(rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(grad_weight, ops.conv2d_grad_weight(*args), **tol)
+    torch.testing.assert_close(grad_bias, ops.conv2d_grad_bias(grad), **tol)
+    torch.testing.assert_close(grad_bias.double(), grad.double().sum((0, 2, 3)), **tol)
 
 
 def test_kernels_do_not_call_aten_convolution():

@@ -8,7 +8,6 @@
 
 #include "../conv2d.h"
 #include "conv2d_kernels.h"
-#include "kernel_utils.h"
 
 namespace cnnext {
 namespace cpu {
@@ -35,28 +34,6 @@ void in_accumulation_type(at::Tensor& out, Fn compute, const Args&... args) {
 template <typename T>
 const T* optional_data(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<T>() : nullptr;
-}
-
-// The sum of x[0:n] in T, in four independent vector chains: one chain is
-// bound by the add latency (4 cycles a vector), not by the loads.
-template <typename T>
-CNNEXT_ISA_CLONES T plane_sum(const T* x, int64_t n) {
-  constexpr int64_t V = kVec<T>;
-  if (n < V) {  // tiny planes (3 x 3): a vector's horizontal sum would cost more than the plane
-    T sum = 0;
-    for (int64_t i = 0; i < n; ++i) sum += x[i];
-    return sum;
-  }
-  Vec<T> acc[4] = {};
-  int64_t i = 0;
-  for (; i + 4 * V <= n; i += 4 * V)
-    for (int64_t u = 0; u < 4; ++u) acc[u] += load_vec(x + i + u * V);
-  for (; i + V <= n; i += V) acc[0] += load_vec(x + i);
-  const Vec<T> all = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-  T sum = 0;
-  for (int64_t v = 0; v < V; ++v) sum += all[v];
-  for (; i < n; ++i) sum += x[i];
-  return sum;
 }
 
 // sums[c] = sum over n and the plane of x[n][c]. Plane sums in the accumulation type vectorize;
@@ -113,17 +90,21 @@ void conv2d_grad_input(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& g
 }
 
 void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& grad_output,
-                        const at::Tensor& input, at::Tensor& grad_weight) {
+                        const at::Tensor& input, at::Tensor& grad_weight, at::Tensor& grad_bias) {
+  // The direct kernel sums the bias gradient while it has grad_output in cache (float32/64 only).
+  const bool fused_bias = grad_bias.defined() && algo == ConvAlgo::Direct && !is_reduced(grad_output);
   in_accumulation_type(
       grad_weight,
       [&](at::Tensor& dw, const at::Tensor& dy, const at::Tensor& x) {
         if (algo == ConvAlgo::Im2col) return im2col_grad_weight(p, dy, x, dw);
         AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "cnnext_direct_grad_weight", [&] {
           direct_grad_weight<scalar_t>(p, dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                       dw.mutable_data_ptr<scalar_t>());
+                                       dw.mutable_data_ptr<scalar_t>(),
+                                       fused_bias ? grad_bias.mutable_data_ptr<scalar_t>() : nullptr);
         });
       },
       grad_output, input);
+  if (grad_bias.defined() && !fused_bias) conv2d_grad_bias(grad_output, grad_bias);
 }
 
 void conv2d_grad_bias(const at::Tensor& grad_output, at::Tensor& grad_bias) {

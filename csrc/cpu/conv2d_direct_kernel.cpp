@@ -377,6 +377,28 @@ void weight_grad_columns(const Correlation& c, const WeightGradBatch<T>& b, int6
   }
 }
 
+// The sum of x[0:n] in T, in four independent vector chains: one chain is
+// bound by the add latency (4 cycles a vector), not by the loads.
+template <typename T>
+CNNEXT_ISA_CLONES T vector_sum(const T* x, int64_t n) {
+  constexpr int64_t V = kVec<T>;
+  if (n < V) {  // tiny planes (3 x 3): a vector's horizontal sum would cost more than the plane
+    T sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += x[i];
+    return sum;
+  }
+  Vec<T> acc[4] = {};
+  int64_t i = 0;
+  for (; i + 4 * V <= n; i += 4 * V)
+    for (int64_t u = 0; u < 4; ++u) acc[u] += load_vec(x + i + u * V);
+  for (; i + V <= n; i += V) acc[0] += load_vec(x + i);
+  const Vec<T> all = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  T sum = 0;
+  for (int64_t v = 0; v < V; ++v) sum += all[v];
+  for (; i < n; ++i) sum += x[i];
+  return sum;
+}
+
 // Whether x[0:n] holds no infinity or NaN: x * 0 is 0 for finite x and NaN
 // otherwise, so the sum of x * 0 tells, without a branch per element.
 template <typename T>
@@ -435,8 +457,12 @@ void direct_grad_input(const Conv2dParams& p, const T* grad_output, const T* wei
                   grad_input);
 }
 
+float plane_sum(const float* x, int64_t n) { return vector_sum(x, n); }
+double plane_sum(const double* x, int64_t n) { return vector_sum(x, n); }
+
 template <typename T>
-void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* input, T* grad_weight) {
+void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* input, T* grad_weight,
+                        T* grad_bias) {
   const int64_t cin = p.in_per_group(), cout = p.out_per_group();
   const int64_t blocks = (cout + kOcBlock - 1) / kOcBlock;
   Correlation c{cin, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
@@ -463,12 +489,20 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
   // not depend on scheduling.
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), p.batch));
   std::vector<T> partials(chunks * weight_numel, T(0));
+  // Bias sums per chunk, planes added in double (as conv2d_grad_bias does).
+  std::vector<double> bias_partials(grad_bias ? chunks * p.out_channels : 0, 0.0);
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
     AlignedBuffer<T> staged(stage_samples * staged_sample);
     AlignedBuffer<T> gy(stage_samples * gy_sample);
     // Adds samples [n0, n0 + count) of group g into `partial`.
-    auto add_samples = [&](int64_t n0, int64_t count, int64_t g, T* partial) {
+    auto add_samples = [&](int64_t n0, int64_t count, int64_t g, T* partial, double* bias_partial) {
       const T* group_gy = grad_output + (n0 * p.out_channels + g * cout) * p.out_plane();
+      if (bias_partial) {  // first, so the planes come into cache for the pass below
+        for (int64_t s = 0; s < count; ++s)
+          for (int64_t oc = 0; oc < cout; ++oc)
+            bias_partial[g * cout + oc] +=
+                vector_sum(group_gy + (s * p.out_channels + oc) * p.out_plane(), p.out_plane());
+      }
       for (int64_t s = 0; s < count; ++s) {
         const int64_t n = n0 + s;
         stage_planes(input + (n * p.in_channels + g * cin) * p.in_plane(), cin, p.in_h, p.in_w, c.staging,
@@ -501,7 +535,8 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
       const int64_t first = chunk * p.batch / chunks, last = (chunk + 1) * p.batch / chunks;
       for (int64_t n0 = first; n0 < last; n0 += stage_samples) {
         for (int64_t g = 0; g < p.groups; ++g) {
-          add_samples(n0, std::min(stage_samples, last - n0), g, partials.data() + chunk * weight_numel);
+          add_samples(n0, std::min(stage_samples, last - n0), g, partials.data() + chunk * weight_numel,
+                      grad_bias ? bias_partials.data() + chunk * p.out_channels : nullptr);
         }
       }
     }
@@ -513,12 +548,17 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
       grad_weight[i] = sum;
     }
   });
+  for (int64_t oc = 0; grad_bias && oc < p.out_channels; ++oc) {
+    double sum = 0;
+    for (int64_t t = 0; t < chunks; ++t) sum += bias_partials[t * p.out_channels + oc];
+    grad_bias[oc] = static_cast<T>(sum);
+  }
 }
 
 #define CNNEXT_INSTANTIATE(T)                                                                  \
   template void direct_forward<T>(const Conv2dParams&, const T*, const T*, const T*, T*);     \
   template void direct_grad_input<T>(const Conv2dParams&, const T*, const T*, T*);            \
-  template void direct_grad_weight<T>(const Conv2dParams&, const T*, const T*, T*);
+  template void direct_grad_weight<T>(const Conv2dParams&, const T*, const T*, T*, T*);
 CNNEXT_INSTANTIATE(float)
 CNNEXT_INSTANTIATE(double)
 #undef CNNEXT_INSTANTIATE

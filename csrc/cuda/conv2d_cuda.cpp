@@ -246,7 +246,7 @@ void conv2d_grad_input(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& g
 }
 
 void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
-                        at::Tensor& grad_weight) {
+                        at::Tensor& grad_weight, at::Tensor& grad_bias) {
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const cudaStream_t stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
@@ -267,6 +267,8 @@ void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& 
           grad_weight_im2col<scalar_t>(p, grad_output, input, grad_weight, stream);
         }
       });
+  // On the GPU the bias gradient stays a kernel of its own, launched on the same stream.
+  if (grad_bias.defined()) conv2d_grad_bias(grad_output, grad_bias);
 }
 
 void conv2d_grad_bias(const at::Tensor& grad_output, at::Tensor& grad_bias) {
