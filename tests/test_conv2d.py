@@ -203,6 +203,32 @@ def test_few_channel_row_paths(dtype, cin, device, rng):
                 torch.testing.assert_close(g.double(), r, **tol, msg=lambda m: f"grad {name} {out_w} {cout}: {m}")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_flat_kernel_steps_and_single_vector_tail(dtype, device, rng):
+    """Stride 1 with many taps per output (8 channels x 3 x 3) runs the direct kernels' flat path: two-vector steps
+    over out_h x staged-row positions, plus one single-vector step where the positions end half-way into a step.
+    Planes from 1 x 1 to 13 x 13 outputs give position counts of 1 to 11 vectors, odd and even, for the forward and
+    (on the padded gradient) grad_input; every result matches the float64 reference."""
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    lanes = 64 // torch.finfo(dtype).bits * 8
+    vectors = set()
+    for size, padding in ((3, 0), (5, 0), (6, 0), (7, 0), (9, 1), (13, 0), (12, 1)):
+        out = size + 2 * padding - 2
+        vectors.add(-(-out * (size + 2 * padding) // lanes))
+        x = torch.randn(2, 8, size, size, dtype=dtype, generator=gen).to(device).requires_grad_()
+        w = torch.randn(11, 8, 3, 3, dtype=dtype, generator=gen).to(device).requires_grad_()
+        b = torch.randn(11, dtype=dtype, generator=gen).to(device).requires_grad_()
+        y = CF.conv2d(x, w, b, padding=padding, algo="direct")
+        grad = torch.randn(y.shape, dtype=dtype, generator=gen).to(device)
+        got = torch.autograd.grad(y, (x, w, b), grad)
+        ref, want = float64_reference(x, w, b, dict(padding=padding), grad)
+        tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(y.double(), ref, **tol)
+        for name, g, r in zip("xwb", got, want):
+            torch.testing.assert_close(g.double(), r, **tol, msg=lambda m: f"grad {name} size {size}: {m}")
+    assert {v % 2 for v in vectors} == {0, 1} and 1 in vectors, vectors
+
+
 @pytest.mark.parametrize("algo", ALGOS)
 @pytest.mark.parametrize("width", [13, 26, 40])
 @pytest.mark.parametrize("cout", [7, 8])

@@ -57,7 +57,7 @@ Staging staging_for(const Correlation& c, int64_t off_y, int64_t off_x, int64_t 
 // slack that the last vectors of the last plane read past its end.
 template <typename T>
 int64_t staged_size(const Correlation& c) {
-  const int64_t slack = c.flat ? kFlatBlock * kVec<T> + (c.kernel_w - 1) * c.dilation_w : 0;
+  const int64_t slack = c.flat ? kVec<T> + (c.kernel_w - 1) * c.dilation_w : 0;
   return c.channels * c.staging.rows * c.staging.cols + slack;
 }
 
@@ -102,35 +102,55 @@ CNNEXT_ISA_CLONES void correlate_block(const Correlation& c, const T* staged, co
 // past out_w read across row ends and are dropped), its vectors run over
 // whole rows instead of stopping at each row's end, and narrow outputs
 // (5 x 5, 11 x 11) waste few lanes. Results go to `scratch` (kOcBlock planes
-// of out_h * cols, rounded up), then the real columns to `out`. kBlock
-// vectors per step: kFlatBlock, or 1 for planes that would leave most of a
-// two-vector step empty (see correlate).
+// of flat_positions, rounded up to a vector), then the real columns to `out`.
+
+// kBlock vectors of outputs from flat position f0, all kOcBlock channels,
+// into scratch planes `flat` apart.
 template <typename T, int64_t kBlock>
-CNNEXT_ISA_CLONES void correlate_flat(const Correlation& c, const T* staged, const T* w, const T* bias,
-                                      int64_t valid, T* out, int64_t out_plane, T* scratch) {
-  constexpr int64_t V = kVec<T>, step = kBlock * kVec<T>;
+CNNEXT_INLINE void flat_step(const Correlation& c, const T* staged, const T* w, int64_t f0, T* scratch, int64_t flat) {
+  constexpr int64_t V = kVec<T>;
   const int64_t cols = c.staging.cols, plane = c.staging.rows * cols;
   const int64_t taps = c.kernel_h * c.kernel_w;
-  const int64_t flat = round_up(c.out_h * cols, step);
-  for (int64_t f0 = 0; f0 < flat; f0 += step) {
-    Vec<T> acc[kOcBlock][kBlock] = {};
-    for (int64_t ch = 0; ch < c.channels; ++ch) {
-      const T* base = staged + ch * plane + f0;
-      const T* wc = w + ch * taps * kOcBlock;
-      for (int64_t kh = 0; kh < c.kernel_h; ++kh) {
-        for (int64_t kw = 0; kw < c.kernel_w; ++kw) {
-          const T* x = base + kh * c.dilation_h * cols + kw * c.dilation_w;
-          const T* wk = wc + (kh * c.kernel_w + kw) * kOcBlock;
-          Vec<T> xv[kBlock];
-          for (int64_t u = 0; u < kBlock; ++u) xv[u] = load_vec(x + u * V);
-          for (int64_t j = 0; j < kOcBlock; ++j)
-            for (int64_t u = 0; u < kBlock; ++u) acc[j][u] += wk[j] * xv[u];
-        }
+  Vec<T> acc[kOcBlock][kBlock] = {};
+  for (int64_t ch = 0; ch < c.channels; ++ch) {
+    const T* base = staged + ch * plane + f0;
+    const T* wc = w + ch * taps * kOcBlock;
+    for (int64_t kh = 0; kh < c.kernel_h; ++kh) {
+      for (int64_t kw = 0; kw < c.kernel_w; ++kw) {
+        const T* x = base + kh * c.dilation_h * cols + kw * c.dilation_w;
+        const T* wk = wc + (kh * c.kernel_w + kw) * kOcBlock;
+        Vec<T> xv[kBlock];
+        for (int64_t u = 0; u < kBlock; ++u) xv[u] = load_vec(x + u * V);
+        for (int64_t j = 0; j < kOcBlock; ++j)
+          for (int64_t u = 0; u < kBlock; ++u) acc[j][u] += wk[j] * xv[u];
       }
     }
-    for (int64_t j = 0; j < kOcBlock; ++j)
-      for (int64_t u = 0; u < kBlock; ++u) store_vec(scratch + j * flat + f0 + u * V, acc[j][u]);
   }
+  for (int64_t j = 0; j < kOcBlock; ++j)
+    for (int64_t u = 0; u < kBlock; ++u) store_vec(scratch + j * flat + f0 + u * V, acc[j][u]);
+}
+
+template <typename T>
+int64_t flat_positions(const Correlation& c) {
+  return round_up(c.out_h * c.staging.cols, kVec<T>);
+}
+
+// Steps of kFlatBlock vectors, and one of a single vector where the positions
+// end half-way into a step: a single-vector step has the worse ratio of loads
+// to FMAs (9 : 8 against 10 : 16 for 3 x 3) but computes a vector less.
+// Measured against whole two-vector steps (one process, interleaved):
+// lenet.conv3 forward (16 positions instead of 32) 1.42x, its grad_input (48
+// instead of 64) 1.18x, lenet.conv2 forward (144 instead of 160) 1.06x, its
+// grad_input (208 instead of 224) 1.05x.
+template <typename T>
+CNNEXT_ISA_CLONES void correlate_flat(const Correlation& c, const T* staged, const T* w, const T* bias,
+                                      int64_t valid, T* out, int64_t out_plane, T* scratch) {
+  constexpr int64_t V = kVec<T>;
+  const int64_t flat = flat_positions<T>(c);
+  int64_t f0 = 0;
+  for (; f0 + kFlatBlock * V <= flat; f0 += kFlatBlock * V) flat_step<T, kFlatBlock>(c, staged, w, f0, scratch, flat);
+  if (f0 < flat) flat_step<T, 1>(c, staged, w, f0, scratch, flat);
+  const int64_t cols = c.staging.cols;
   for (int64_t j = 0; j < valid; ++j) {
     const T b = bias ? bias[j] : T(0);
     for (int64_t oh = 0; oh < c.out_h; ++oh) {
@@ -185,7 +205,7 @@ CNNEXT_ISA_CLONES void correlate_rows(const Correlation& c, const T* staged, con
 
 template <typename T>
 int64_t flat_scratch_size(const Correlation& c) {
-  return c.flat ? kOcBlock * round_up(c.out_h * c.staging.cols, kFlatBlock * kVec<T>) : 0;
+  return c.flat ? kOcBlock * flat_positions<T>(c) : 0;
 }
 
 template <typename T>
@@ -194,16 +214,7 @@ void correlate(const Correlation& c, const T* staged, const T* w, const T* bias,
   if (c.flat && c.out_w >= kVec<T> && c.channels * c.kernel_h * c.kernel_w < kFewTaps) {
     correlate_rows<T>(c, staged, w, bias, valid, out, out_plane);
   } else if (c.flat) {
-    // One vector per step has the worse ratio of loads to FMAs (9 : 8 against 10 : 16), so it pays
-    // only where it computes at most two thirds of the lanes two-vector steps would. Measured on
-    // lenet.conv3: forward, 16 instead of 32 lanes for 15 flat positions, 1.29x faster; grad_input,
-    // 48 instead of 64 for 35, 0.95x (so it keeps two).
-    const int64_t positions = c.out_h * c.staging.cols;
-    if (round_up(positions, kVec<T>) * 3 <= round_up(positions, kFlatBlock * kVec<T>) * 2) {
-      correlate_flat<T, 1>(c, staged, w, bias, valid, out, out_plane, scratch);
-    } else {
-      correlate_flat<T, kFlatBlock>(c, staged, w, bias, valid, out, out_plane, scratch);
-    }
+    correlate_flat<T>(c, staged, w, bias, valid, out, out_plane, scratch);
   } else if (c.stride_w == 1) {
     correlate_block<T, true>(c, staged, w, bias, valid, out, out_plane);
   } else {

@@ -148,6 +148,13 @@ class AlignedBuffer {
 #else
 #define CNNEXT_ISA_CLONES
 #endif
+// For helpers of the cloned loops: a helper that is not inlined is compiled
+// for the baseline ISA only, and GCC declines to inline large ones by itself.
+#if defined(__GNUC__) || defined(__clang__)
+#define CNNEXT_INLINE __attribute__((always_inline)) inline
+#else
+#define CNNEXT_INLINE inline
+#endif
 
 // How a set of planes is copied into a zero-filled staging buffer:
 // staged[y][x] = src[(y - off_y) / up_y][(x - off_x) / up_x] where that is an
