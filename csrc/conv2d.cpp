@@ -13,28 +13,33 @@ namespace {
 
 enum class Pass { Forward, GradInput, GradWeight };
 
-// The rule behind algo="auto" (documented in README.md), per pass, from the
-// CPU benchmarks (benchmarks/RESULTS.md):
-// - forward: direct. Its register-blocked kernel does the work of the
-//   im2col GEMM without writing and re-reading a column buffer.
-// - grad_input: direct when C_in/groups >= 8 and the output plane has at
-//   least 64 pixels. Its kernel computes 8 input channels at a time; with
-//   fewer (first layers, depthwise) most of that block is wasted, and on tiny
-//   planes its borders dominate, while im2col runs one GEMM over several
-//   samples (lenet.conv3: 0.24 of torch's speed vs 0.18 direct).
-// - grad_weight: direct when the output plane has at least 64 pixels. It
-//   reduces over output pixels in vectors of 16; tiny planes (3 x 3 outputs
-//   of a 5 x 5 input) leave most lanes empty, while the GEMM reduces over
-//   K = C_in/groups * kH * kW instead.
+// The rule behind algo="auto" (documented in README.md), per pass, from
+// measurements of both algorithms on the seed layers and on tiny and strided
+// planes (benchmarks/RESULTS.md):
+// - forward and grad_weight: direct, except for strided layers with at least
+//   8 input channels per group that the direct kernels cannot run with
+//   vectors over output channels (more than 64 output pixels, or output
+//   channels per group not in whole 16s). Those read the input with strided
+//   loads, 0.4 - 0.9x of im2col's speed; elsewhere direct measured 1.07 - 6x
+//   faster (tiny planes: vectors over channels, no column buffer).
+// - grad_input: direct when C_in/groups >= 8 and the stride is 1. Its kernel
+//   computes 8 (or 16) input channels at a time, which first layers (1 or 3
+//   input channels) and depthwise layers would mostly waste; with a stride it
+//   correlates a gradient spread out with zeros (3 of 4 taps wasted at stride
+//   2), while col2im scatters only the real ones.
 // CUDA uses the same rule until GPU benchmarks say otherwise.
+bool strided_without_channel_vectors(const Conv2dParams& p) {
+  const bool strided = p.stride_h > 1 || p.stride_w > 1;
+  return strided && p.in_per_group() >= 8 && (p.out_plane() > 64 || p.out_per_group() % 16 != 0);
+}
+
 ConvAlgo choose_algo(const Conv2dParams& p, Pass pass) {
   switch (pass) {
     case Pass::Forward:
-      return ConvAlgo::Direct;
-    case Pass::GradInput:
-      return p.in_per_group() >= 8 && p.out_plane() >= 64 ? ConvAlgo::Direct : ConvAlgo::Im2col;
     case Pass::GradWeight:
-      return p.out_plane() >= 64 ? ConvAlgo::Direct : ConvAlgo::Im2col;
+      return strided_without_channel_vectors(p) ? ConvAlgo::Im2col : ConvAlgo::Direct;
+    case Pass::GradInput:
+      return p.in_per_group() >= 8 && p.stride_h == 1 && p.stride_w == 1 ? ConvAlgo::Direct : ConvAlgo::Im2col;
   }
   return ConvAlgo::Direct;
 }

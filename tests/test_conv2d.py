@@ -140,24 +140,33 @@ def test_reduced_precision_accumulates_in_float32(algo, dtype, device):
 
 
 def test_auto_follows_the_documented_rule():
-    """auto, per pass: forward direct; grad_input direct iff C_in/groups >= 8 and the output plane has >= 64
-    pixels; grad_weight direct iff the output plane has >= 64 pixels. Each pass gives bit-identical results to the algo it picks."""
+    """auto, per pass: forward and grad_weight direct, except im2col for strided layers with >= 8 input channels per
+    group and more than 64 output pixels or output channels per group not a multiple of 16; grad_input direct iff
+    C_in/groups >= 8 and stride 1. Each pass gives bit-identical results to the algo it picks."""
     ops = torch.ops.cnnext
-    geometry = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
 
-    def passes(algo, x, w, gy):
+    def passes(algo, x, w, gy, stride):
+        geometry = ([stride, stride], [1, 1, 1, 1], [1, 1], 1)
         return (ops.conv2d(x, w, None, *geometry, algo),
                 ops.conv2d_grad_input(gy, w, list(x.shape), *geometry, algo),
                 ops.conv2d_grad_weight(gy, x, list(w.shape), *geometry, algo))
 
-    for cin, size, expected in [(1, 12, ("direct", "im2col", "direct")), (16, 12, ("direct", "direct", "direct")),
-                                (16, 5, ("direct", "im2col", "im2col"))]:
-        x, w = torch.randn(3, cin, size, size), torch.randn(8, cin, 3, 3)
-        gy = torch.randn(3, 8, size, size)
-        auto = passes("auto", x, w, gy)
-        chosen = [passes(algo, x, w, gy)[i] for i, algo in enumerate(expected)]
+    D, I = "direct", "im2col"
+    cases = [  # (cin, cout, size, stride): algos for forward, grad_input, grad_weight
+        ((4, 8, 12, 1), (D, I, D)), ((16, 8, 12, 1), (D, D, D)), ((16, 8, 5, 1), (D, D, D)),
+        ((4, 8, 20, 2), (D, I, D)),  # strided, few input channels
+        ((16, 32, 14, 2), (D, I, D)),  # 7 x 7 outputs, 32 output channels: channel vectors
+        ((16, 24, 14, 2), (I, I, I)),  # 24 output channels
+        ((16, 32, 20, 2), (I, I, I)),  # 10 x 10 outputs
+    ]
+    for (cin, cout, size, stride), expected in cases:
+        x, w = torch.randn(3, cin, size, size), torch.randn(cout, cin, 3, 3)
+        out = (size + 2 - 3) // stride + 1
+        gy = torch.randn(3, cout, out, out)
+        auto = passes("auto", x, w, gy, stride)
+        chosen = [passes(algo, x, w, gy, stride)[i] for i, algo in enumerate(expected)]
         for a, c in zip(auto, chosen):
-            assert torch.equal(a, c), (cin, size, expected)
+            assert torch.equal(a, c), (cin, cout, size, stride, expected)
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -227,6 +236,37 @@ def test_flat_kernel_steps_and_single_vector_tail(dtype, device, rng):
         for name, g, r in zip("xwb", got, want):
             torch.testing.assert_close(g.double(), r, **tol, msg=lambda m: f"grad {name} size {size}: {m}")
     assert {v % 2 for v in vectors} == {0, 1} and 1 in vectors, vectors
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs",
+    [
+        ((3, 64, 5, 5), (64, 64, 3, 3), dict()),  # lenet.conv3: 3 x 3 outputs; grad_input 5 x 5
+        ((2, 8, 6, 7), (80, 8, 3, 3), dict()),  # 5 vectors of channels: a block of 4 and one of 1
+        ((2, 12, 9, 9), (48, 12, 3, 3), dict(stride=2, padding=1)),  # strided: 5 x 5 outputs, 3 vectors
+        ((2, 6, 8, 8), (32, 6, 3, 2), dict(dilation=(2, 3), padding=(1, 2))),
+        ((2, 32, 4, 4), (32, 16, 3, 3), dict(groups=2, padding=1)),  # 16 channels per group
+        ((1, 16, 3, 3), (16, 16, 3, 3), dict()),  # a single output pixel
+    ],
+)
+def test_channel_vector_paths(dtype, x_shape, w_shape, kwargs, device, rng):
+    """Tiny output planes with output channels in whole vectors (16 float / 8 double) take the direct kernels'
+    channel-vector paths: vectors over output channels (grad_input: over input channels), one broadcast input value
+    per pixel and tap, pixels and taps in steps of 6 with every tail length. Forward and all gradients match the
+    float64 reference."""
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    x = torch.randn(x_shape, dtype=dtype, generator=gen).to(device).requires_grad_()
+    w = torch.randn(w_shape, dtype=dtype, generator=gen).to(device).requires_grad_()
+    b = torch.randn(w_shape[0], dtype=dtype, generator=gen).to(device).requires_grad_()
+    y = CF.conv2d(x, w, b, algo="direct", **kwargs)
+    grad = torch.randn(y.shape, dtype=dtype, generator=gen).to(device)
+    got = torch.autograd.grad(y, (x, w, b), grad)
+    ref, want = float64_reference(x, w, b, kwargs, grad)
+    tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(y.double(), ref, **tol)
+    for name, g, r in zip("xwb", got, want):
+        torch.testing.assert_close(g.double(), r, **tol, msg=lambda m: f"grad {name}: {m}")
 
 
 @pytest.mark.parametrize("algo", ALGOS)

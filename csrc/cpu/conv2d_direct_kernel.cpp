@@ -9,6 +9,7 @@
 // weights. grad_weight reduces over the batch in per-thread partial sums.
 #include <ATen/Parallel.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "conv2d_kernels.h"
@@ -272,6 +273,132 @@ void correlate_batch(const Correlation& c, int64_t batch, int64_t groups, int64_
   });
 }
 
+// Tiny output planes (lenet.conv3's 3 x 3 outputs, its grad_input's 5 x 5)
+// fill few lanes of vectors that run over pixels: 9 outputs take a 16-lane
+// vector. There the vectors run over output channels instead: a step holds
+// kCoVecs vectors of output channels for kPix pixels and, per reduction tap
+// (input channel, kernel row, kernel column), loads kCoVecs weight vectors
+// (packed [group][tap][output channel]) and broadcasts one staged input value
+// per pixel. Every lane is an output; it needs whole vectors of channels.
+constexpr int64_t kCvVectors = 4;  // 4 vectors x 6 pixels = 24 accumulators
+constexpr int64_t kCvPixels = 6;
+
+// Whether the channel-vector kernel computes fewer than 3/4 of the lanes
+// that the pixel-vector kernels would (flat positions or padded rows).
+template <typename T>
+bool use_channel_vectors(const Correlation& c, int64_t outs) {
+  const int64_t pixel_lanes = c.flat ? flat_positions<T>(c) : c.out_h * round_up(c.out_w, kVec<T>);
+  return outs % kVec<T> == 0 && 4 * c.out_h * c.out_w < 3 * pixel_lanes;
+}
+
+// out[j*V + v][i] = bias[j*V + v] + sum_t w[t][j*V + v] * staged[base[i] + tap_offset[t]]
+// for kCoVecs vectors of channels (planes out_plane apart) and kPix pixels; w rows w_stride apart.
+template <typename T, int64_t kCoVecs, int64_t kPix>
+CNNEXT_INLINE void channel_vector_step(const T* staged, const int64_t* base, const int64_t* tap_offset,
+                                       int64_t taps, const T* w, int64_t w_stride, const T* bias, T* out,
+                                       int64_t out_plane) {
+  constexpr int64_t V = kVec<T>;
+  Vec<T> acc[kCoVecs][kPix] = {};
+  const T* x[kPix];
+  for (int64_t i = 0; i < kPix; ++i) x[i] = staged + base[i];
+  for (int64_t t = 0; t < taps; ++t, w += w_stride) {
+    const int64_t off = tap_offset[t];
+    Vec<T> wv[kCoVecs];
+    for (int64_t j = 0; j < kCoVecs; ++j) wv[j] = load_vec(w + j * V);
+    for (int64_t i = 0; i < kPix; ++i) {
+      const T xs = x[i][off];
+      for (int64_t j = 0; j < kCoVecs; ++j) acc[j][i] += wv[j] * xs;
+    }
+  }
+  for (int64_t j = 0; j < kCoVecs; ++j) {
+    for (int64_t v = 0; v < V; ++v) {
+      const T b = bias ? bias[j * V + v] : T(0);
+      T* dst = out + (j * V + v) * out_plane;
+      for (int64_t i = 0; i < kPix; ++i) dst[i] = acc[j][i][v] + b;
+    }
+  }
+}
+
+// All pixels of one block of kCoVecs vectors of output channels.
+template <typename T, int64_t kCoVecs>
+CNNEXT_ISA_CLONES void channel_vector_block(const Correlation& c, const T* staged, const int64_t* base,
+                                            const int64_t* tap_offset, const T* w, int64_t w_stride,
+                                            const T* bias, T* out) {
+  const int64_t pixels = c.out_h * c.out_w, taps = c.channels * c.kernel_h * c.kernel_w;
+  int64_t p = 0;
+  for (; p + kCvPixels <= pixels; p += kCvPixels)
+    channel_vector_step<T, kCoVecs, kCvPixels>(staged, base + p, tap_offset, taps, w, w_stride, bias, out + p, pixels);
+  const auto tail = [&](auto pix) CNNEXT_LAMBDA_INLINE {
+    channel_vector_step<T, kCoVecs, decltype(pix)::value>(staged, base + p, tap_offset, taps, w, w_stride, bias,
+                                                          out + p, pixels);
+  };
+  switch (pixels - p) {
+    case 5: tail(std::integral_constant<int64_t, 5>()); break;
+    case 4: tail(std::integral_constant<int64_t, 4>()); break;
+    case 3: tail(std::integral_constant<int64_t, 3>()); break;
+    case 2: tail(std::integral_constant<int64_t, 2>()); break;
+    case 1: tail(std::integral_constant<int64_t, 1>()); break;
+    default: break;
+  }
+}
+
+// Weights for channel_vector_block: packed[g][ch][kh][kw][oc]; `at` as for pack_weights.
+template <typename T, typename Fn>
+std::vector<T> pack_channel_vector_weights(int64_t groups, int64_t outs, int64_t channels, int64_t kernel_h,
+                                           int64_t kernel_w, Fn at) {
+  const int64_t taps = channels * kernel_h * kernel_w;
+  std::vector<T> packed(groups * taps * outs);
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t ch = 0; ch < channels; ++ch)
+      for (int64_t kh = 0; kh < kernel_h; ++kh)
+        for (int64_t kw = 0; kw < kernel_w; ++kw)
+          for (int64_t oc = 0; oc < outs; ++oc)
+            packed[((g * channels + ch) * kernel_h * kernel_w + kh * kernel_w + kw) * outs + oc] =
+                at(g, oc, ch, kh, kw);
+  return packed;
+}
+
+// correlate_batch with channel vectors: every (sample, group, block of kCvVectors vectors of outputs).
+template <typename T>
+void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, int64_t outs, const T* src,
+                          int64_t src_h, int64_t src_w, const std::vector<T>& packed, const T* bias, T* dst) {
+  constexpr int64_t block_outs = kCvVectors * kVec<T>;
+  const int64_t blocks = (outs + block_outs - 1) / block_outs;
+  const int64_t taps = c.channels * c.kernel_h * c.kernel_w, out_plane = c.out_h * c.out_w;
+  const int64_t cols = c.staging.cols;
+  // Staged offsets of each output pixel's window corner, and of each tap from it.
+  std::vector<int64_t> base(out_plane), tap_offset(taps);
+  for (int64_t oh = 0; oh < c.out_h; ++oh)
+    for (int64_t ow = 0; ow < c.out_w; ++ow) base[oh * c.out_w + ow] = oh * c.stride_h * cols + ow * c.stride_w;
+  for (int64_t ch = 0; ch < c.channels; ++ch)
+    for (int64_t kh = 0; kh < c.kernel_h; ++kh)
+      for (int64_t kw = 0; kw < c.kernel_w; ++kw)
+        tap_offset[(ch * c.kernel_h + kh) * c.kernel_w + kw] =
+            ch * c.staging.rows * cols + kh * c.dilation_h * cols + kw * c.dilation_w;
+  at::parallel_for(0, batch * groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    AlignedBuffer<T> staged(staged_size<T>(c));
+    int64_t staged_plane_set = -1;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t set = task / blocks;  // = n * groups + g
+      const int64_t oc0 = task % blocks * block_outs;
+      if (set != staged_plane_set) {
+        stage_planes(src + set * c.channels * src_h * src_w, c.channels, src_h, src_w, c.staging, staged.data());
+        staged_plane_set = set;
+      }
+      const int64_t g = set % groups;
+      const T* w = packed.data() + g * taps * outs + oc0;
+      const T* b = bias ? bias + g * outs + oc0 : nullptr;
+      T* out = dst + (set * outs + oc0) * out_plane;
+      switch (std::min(kCvVectors, (outs - oc0) / kVec<T>)) {
+        case 4: channel_vector_block<T, 4>(c, staged.data(), base.data(), tap_offset.data(), w, outs, b, out); break;
+        case 3: channel_vector_block<T, 3>(c, staged.data(), base.data(), tap_offset.data(), w, outs, b, out); break;
+        case 2: channel_vector_block<T, 2>(c, staged.data(), base.data(), tap_offset.data(), w, outs, b, out); break;
+        default: channel_vector_block<T, 1>(c, staged.data(), base.data(), tap_offset.data(), w, outs, b, out);
+      }
+    }
+  });
+}
+
 // How grad_weight reads grad_output rows, and keeps a row's last vector to
 // the row's outputs.
 enum class GyRows {
@@ -445,6 +572,155 @@ bool all_finite(const T* x, int64_t n) {
       [](bool a, bool b) { return a && b; });
 }
 
+
+// The batch cut into one chunk per thread: add(first, last, partial, bias_partial) adds samples
+// [first, last) into its own zeroed partial grad_weight (and bias sums, in double, or null
+// without grad_bias); the partials are then added in chunk order. No two threads add into the
+// same memory, and the result does not depend on scheduling.
+template <typename T, typename Fn>
+void sum_over_batch_chunks(const Conv2dParams& p, T* grad_weight, T* grad_bias, const Fn& add) {
+  const int64_t weight_numel = p.out_channels * p.in_per_group() * p.kernel_plane();
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), p.batch));
+  std::vector<T> partials(chunks * weight_numel, T(0));
+  std::vector<double> bias_partials(grad_bias ? chunks * p.out_channels : 0, 0.0);
+  at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+    for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+      add(chunk * p.batch / chunks, (chunk + 1) * p.batch / chunks, partials.data() + chunk * weight_numel,
+          grad_bias ? bias_partials.data() + chunk * p.out_channels : nullptr);
+    }
+  });
+  at::parallel_for(0, weight_numel, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      T sum = 0;
+      for (int64_t t = 0; t < chunks; ++t) sum += partials[t * weight_numel + i];
+      grad_weight[i] = sum;
+    }
+  });
+  for (int64_t oc = 0; grad_bias && oc < p.out_channels; ++oc) {
+    double sum = 0;
+    for (int64_t t = 0; t < chunks; ++t) sum += bias_partials[t * p.out_channels + oc];
+    grad_bias[oc] = static_cast<T>(sum);
+  }
+}
+
+// bias_partial[oc] += the sum of plane oc of `count` samples of one group (`gy` at its first channel).
+template <typename T>
+void add_plane_sums(const Conv2dParams& p, const T* gy, int64_t count, double* bias_partial) {
+  for (int64_t s = 0; s < count; ++s)
+    for (int64_t oc = 0; oc < p.out_per_group(); ++oc)
+      bias_partial[oc] += vector_sum(gy + (s * p.out_channels + oc) * p.out_plane(), p.out_plane());
+}
+
+// grad_weight with channel vectors (tiny planes, see channel_vector_step):
+// partial[oc][t] += sum_{s,p} gyT[s][p][oc] * staged[s][base[p] + tap_offset[t]] for kCoVecs
+// vectors of output channels and kTaps reduction taps; gyT holds grad_output with the channels
+// of each pixel side by side (gy_pixel apart), so the reduction over samples and pixels needs
+// no horizontal sums.
+template <typename T, int64_t kCoVecs, int64_t kTaps>
+CNNEXT_INLINE void channel_vector_weight_step(const T* staged, int64_t staged_sample, const T* gyT, int64_t gy_pixel,
+                                              int64_t gy_sample, int64_t samples, const int64_t* base,
+                                              int64_t pixels, const int64_t* tap_offset, T* partial,
+                                              int64_t partial_stride) {
+  constexpr int64_t V = kVec<T>;
+  Vec<T> acc[kCoVecs][kTaps] = {};
+  for (int64_t s = 0; s < samples; ++s) {
+    const T* x[kTaps];
+    for (int64_t k = 0; k < kTaps; ++k) x[k] = staged + s * staged_sample + tap_offset[k];
+    const T* g = gyT + s * gy_sample;
+    for (int64_t q = 0; q < pixels; ++q, g += gy_pixel) {
+      Vec<T> gv[kCoVecs];
+      for (int64_t j = 0; j < kCoVecs; ++j) gv[j] = load_vec(g + j * V);
+      for (int64_t k = 0; k < kTaps; ++k) {
+        const T xs = x[k][base[q]];
+        for (int64_t j = 0; j < kCoVecs; ++j) acc[j][k] += gv[j] * xs;
+      }
+    }
+  }
+  for (int64_t j = 0; j < kCoVecs; ++j)
+    for (int64_t v = 0; v < V; ++v)
+      for (int64_t k = 0; k < kTaps; ++k) partial[(j * V + v) * partial_stride + k] += acc[j][k][v];
+}
+
+// All taps of one block of kCoVecs vectors of output channels, kCvPixels taps at a time.
+template <typename T, int64_t kCoVecs>
+CNNEXT_ISA_CLONES void channel_vector_weight_block(const T* staged, int64_t staged_sample, const T* gyT,
+                                                   int64_t gy_pixel, int64_t gy_sample, int64_t samples,
+                                                   const int64_t* base, int64_t pixels, const int64_t* tap_offset,
+                                                   int64_t taps, T* partial) {
+  int64_t t = 0;
+  const auto step = [&](auto k) CNNEXT_LAMBDA_INLINE {
+    channel_vector_weight_step<T, kCoVecs, decltype(k)::value>(staged, staged_sample, gyT, gy_pixel, gy_sample,
+                                                               samples, base, pixels, tap_offset + t, partial + t,
+                                                               taps);
+  };
+  for (; t + kCvPixels <= taps; t += kCvPixels) step(std::integral_constant<int64_t, kCvPixels>());
+  switch (taps - t) {
+    case 5: step(std::integral_constant<int64_t, 5>()); break;
+    case 4: step(std::integral_constant<int64_t, 4>()); break;
+    case 3: step(std::integral_constant<int64_t, 3>()); break;
+    case 2: step(std::integral_constant<int64_t, 2>()); break;
+    case 1: step(std::integral_constant<int64_t, 1>()); break;
+    default: break;
+  }
+}
+
+// direct_grad_weight with channel vectors, for layers where use_channel_vectors holds.
+template <typename T>
+void channel_vector_grad_weight(const Conv2dParams& p, Correlation c, const T* grad_output, const T* input,
+                                T* grad_weight, T* grad_bias) {
+  c.flat = true;  // staged rows only as wide as the windows need: nothing reads vectors along them
+  c.staging = staging_for<T>(c, p.pad_top, p.pad_left, 1, 1);
+  constexpr int64_t block_outs = kCvVectors * kVec<T>;
+  const int64_t cin = p.in_per_group(), cout = p.out_per_group(), pixels = p.out_plane();
+  const int64_t taps = cin * p.kernel_plane(), cols = c.staging.cols;
+  const int64_t staged_sample = cin * c.staging.rows * cols, gy_sample = pixels * cout;
+  std::vector<int64_t> base(pixels), tap_offset(taps);
+  for (int64_t oh = 0; oh < p.out_h; ++oh)
+    for (int64_t ow = 0; ow < p.out_w; ++ow) base[oh * p.out_w + ow] = oh * p.stride_h * cols + ow * p.stride_w;
+  for (int64_t ch = 0; ch < cin; ++ch)
+    for (int64_t kh = 0; kh < p.kernel_h; ++kh)
+      for (int64_t kw = 0; kw < p.kernel_w; ++kw)
+        tap_offset[(ch * p.kernel_h + kh) * p.kernel_w + kw] =
+            ch * c.staging.rows * cols + kh * p.dilation_h * cols + kw * p.dilation_w;
+  // Samples staged together: as many as fit in about 768 KB (the L2 cache), so each pass over
+  // the taps reads them from there; up to 32, for long reductions per partial-sum update.
+  const int64_t stage_samples = std::clamp<int64_t>(
+      (768 << 10) / ((staged_sample + gy_sample) * static_cast<int64_t>(sizeof(T))), 1, 32);
+  sum_over_batch_chunks(p, grad_weight, grad_bias, [&](int64_t first, int64_t last, T* partial, double* bias_partial) {
+    AlignedBuffer<T> staged(stage_samples * staged_sample);
+    AlignedBuffer<T> gyT(stage_samples * gy_sample);
+    for (int64_t n0 = first; n0 < last; n0 += stage_samples) {
+      const int64_t count = std::min(stage_samples, last - n0);
+      for (int64_t g = 0; g < p.groups; ++g) {
+        const T* group_gy = grad_output + (n0 * p.out_channels + g * cout) * pixels;
+        if (bias_partial) add_plane_sums(p, group_gy, count, bias_partial + g * cout);
+        for (int64_t s = 0; s < count; ++s) {
+          stage_planes(input + ((n0 + s) * p.in_channels + g * cin) * p.in_plane(), cin, p.in_h, p.in_w, c.staging,
+                       staged.data() + s * staged_sample);
+          for (int64_t oc = 0; oc < cout; ++oc)
+            for (int64_t q = 0; q < pixels; ++q)
+              gyT.data()[s * gy_sample + q * cout + oc] = group_gy[(s * p.out_channels + oc) * pixels + q];
+        }
+        for (int64_t oc0 = 0; oc0 < cout; oc0 += block_outs) {
+          T* dst = partial + (g * cout + oc0) * taps;
+          const T* g0 = gyT.data() + oc0;
+          const auto block = [&](auto vecs) {
+            channel_vector_weight_block<T, decltype(vecs)::value>(staged.data(), staged_sample, g0, cout, gy_sample,
+                                                                  count, base.data(), pixels, tap_offset.data(),
+                                                                  taps, dst);
+          };
+          switch (std::min(kCvVectors, (cout - oc0) / kVec<T>)) {
+            case 4: block(std::integral_constant<int64_t, 4>()); break;
+            case 3: block(std::integral_constant<int64_t, 3>()); break;
+            case 2: block(std::integral_constant<int64_t, 2>()); break;
+            default: block(std::integral_constant<int64_t, 1>());
+          }
+        }
+      }
+    }
+  });
+}
+
 }  // namespace
 
 template <typename T>
@@ -453,12 +729,16 @@ void direct_forward(const Conv2dParams& p, const T* input, const T* weight, cons
   Correlation c{cin, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
                 p.out_h, p.out_w, p.stride_h == 1 && p.stride_w == 1, {}};
   c.staging = staging_for<T>(c, p.pad_top, p.pad_left, 1, 1);
-  const int64_t taps = p.kernel_plane();
-  const auto packed = pack_weights<T>(p.groups, cout, cin, p.kernel_h, p.kernel_w,
-                                      [&](int64_t g, int64_t oc, int64_t ch, int64_t kh, int64_t kw) {
-                                        return weight[((g * cout + oc) * cin + ch) * taps + kh * p.kernel_w + kw];
-                                      });
-  correlate_batch(c, p.batch, p.groups, cout, input, p.in_h, p.in_w, packed, bias, output);
+  const auto weight_at = [&](int64_t g, int64_t oc, int64_t ch, int64_t kh, int64_t kw) {
+    return weight[((g * cout + oc) * cin + ch) * p.kernel_plane() + kh * p.kernel_w + kw];
+  };
+  if (use_channel_vectors<T>(c, cout)) {
+    const auto packed = pack_channel_vector_weights<T>(p.groups, cout, cin, p.kernel_h, p.kernel_w, weight_at);
+    channel_vector_batch(c, p.batch, p.groups, cout, input, p.in_h, p.in_w, packed, bias, output);
+  } else {
+    const auto packed = pack_weights<T>(p.groups, cout, cin, p.kernel_h, p.kernel_w, weight_at);
+    correlate_batch(c, p.batch, p.groups, cout, input, p.in_h, p.in_w, packed, bias, output);
+  }
 }
 
 template <typename T>
@@ -469,14 +749,18 @@ void direct_grad_input(const Conv2dParams& p, const T* grad_output, const T* wei
   Correlation c{cout, p.kernel_h, p.kernel_w, 1, 1, p.dilation_h, p.dilation_w, p.in_h, p.in_w, true, {}};
   c.staging = staging_for<T>(c, p.dilation_h * (p.kernel_h - 1) - p.pad_top,
                              p.dilation_w * (p.kernel_w - 1) - p.pad_left, p.stride_h, p.stride_w);
-  const int64_t taps = p.kernel_plane();
-  const auto packed = pack_weights<T>(
-      p.groups, cin, cout, p.kernel_h, p.kernel_w, [&](int64_t g, int64_t ci, int64_t co, int64_t kh, int64_t kw) {
-        return weight[((g * cout + co) * cin + ci) * taps + (p.kernel_h - 1 - kh) * p.kernel_w +
-                      (p.kernel_w - 1 - kw)];
-      });
-  correlate_batch(c, p.batch, p.groups, cin, grad_output, p.out_h, p.out_w, packed, static_cast<const T*>(nullptr),
-                  grad_input);
+  const auto weight_at = [&](int64_t g, int64_t ci, int64_t co, int64_t kh, int64_t kw) {
+    return weight[((g * cout + co) * cin + ci) * p.kernel_plane() + (p.kernel_h - 1 - kh) * p.kernel_w +
+                  (p.kernel_w - 1 - kw)];
+  };
+  const T* no_bias = nullptr;
+  if (use_channel_vectors<T>(c, cin)) {
+    const auto packed = pack_channel_vector_weights<T>(p.groups, cin, cout, p.kernel_h, p.kernel_w, weight_at);
+    channel_vector_batch(c, p.batch, p.groups, cin, grad_output, p.out_h, p.out_w, packed, no_bias, grad_input);
+  } else {
+    const auto packed = pack_weights<T>(p.groups, cin, cout, p.kernel_h, p.kernel_w, weight_at);
+    correlate_batch(c, p.batch, p.groups, cin, grad_output, p.out_h, p.out_w, packed, no_bias, grad_input);
+  }
 }
 
 float plane_sum(const float* x, int64_t n) { return vector_sum(x, n); }
@@ -490,6 +774,14 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
   Correlation c{cin, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
                 p.out_h, p.out_w, false, {}};
   c.staging = staging_for<T>(c, p.pad_top, p.pad_left, 1, 1);
+  Correlation flat_c = c;
+  flat_c.flat = p.stride_h == 1 && p.stride_w == 1;
+  flat_c.staging = staging_for<T>(flat_c, p.pad_top, p.pad_left, 1, 1);
+  // Tiny planes: channel vectors, where they compute under 3/4 of the lanes of the better pixel layout below.
+  if (use_channel_vectors<T>(c, cout) && (!flat_c.flat || use_channel_vectors<T>(flat_c, cout))) {
+    channel_vector_grad_weight(p, c, grad_output, input, grad_weight, grad_bias);
+    return;
+  }
   // grad_output is copied into rows padded to whole vectors (so no load
   // crosses a row) and channels padded to whole blocks, except where there is
   // little work per element to hide the copy behind: few input channels, rows
@@ -506,9 +798,6 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
   // Measured: lenet.conv2 (11 x 11 outputs, 9 vectors instead of 11) 1.33x,
   // cnn_small.conv2 1.08x, lenet.conv3 (one vector instead of three) 1.34x,
   // though im2col stays faster there.
-  Correlation flat_c = c;
-  flat_c.flat = true;
-  flat_c.staging = staging_for<T>(flat_c, p.pad_top, p.pad_left, 1, 1);
   const int64_t flat_len = round_up(p.out_h * flat_c.staging.cols, kVec<T>);
   const bool flat = !in_place && finite_input && p.stride_h == 1 && p.stride_w == 1 &&
                     flat_len < p.out_h * round_up(p.out_w, kVec<T>);
@@ -527,26 +816,14 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
   // final horizontal sums, as many as fit in about 768 KB (the L2 cache).
   const int64_t stage_samples = std::clamp<int64_t>(
       (768 << 10) / ((staged_sample + gy_sample) * static_cast<int64_t>(sizeof(T))), 1, 8);
-  const int64_t weight_numel = p.out_channels * cin * p.kernel_plane();
-  // The batch is cut into one chunk per thread, each summed into its own partial result and the
-  // partials added in chunk order: no two threads add into the same memory, and the result does
-  // not depend on scheduling.
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), p.batch));
-  std::vector<T> partials(chunks * weight_numel, T(0));
-  // Bias sums per chunk, planes added in double (as conv2d_grad_bias does).
-  std::vector<double> bias_partials(grad_bias ? chunks * p.out_channels : 0, 0.0);
-  at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+  sum_over_batch_chunks(p, grad_weight, grad_bias, [&](int64_t first, int64_t last, T* partial, double* bias_partial) {
     AlignedBuffer<T> staged(stage_samples * staged_sample);
     AlignedBuffer<T> gy(stage_samples * gy_sample);
-    // Adds samples [n0, n0 + count) of group g into `partial`.
-    auto add_samples = [&](int64_t n0, int64_t count, int64_t g, T* partial, double* bias_partial) {
+    // Adds samples [n0, n0 + count) of group g.
+    auto add_samples = [&](int64_t n0, int64_t count, int64_t g) {
       const T* group_gy = grad_output + (n0 * p.out_channels + g * cout) * p.out_plane();
-      if (bias_partial) {  // first, so the planes come into cache for the pass below
-        for (int64_t s = 0; s < count; ++s)
-          for (int64_t oc = 0; oc < cout; ++oc)
-            bias_partial[g * cout + oc] +=
-                vector_sum(group_gy + (s * p.out_channels + oc) * p.out_plane(), p.out_plane());
-      }
+      // First, so the planes come into cache for the pass below.
+      if (bias_partial) add_plane_sums(p, group_gy, count, bias_partial + g * cout);
       for (int64_t s = 0; s < count; ++s) {
         const int64_t n = n0 + s;
         stage_planes(input + (n * p.in_channels + g * cin) * p.in_plane(), cin, p.in_h, p.in_w, c.staging,
@@ -579,28 +856,9 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
         }
       }
     };
-    for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
-      const int64_t first = chunk * p.batch / chunks, last = (chunk + 1) * p.batch / chunks;
-      for (int64_t n0 = first; n0 < last; n0 += stage_samples) {
-        for (int64_t g = 0; g < p.groups; ++g) {
-          add_samples(n0, std::min(stage_samples, last - n0), g, partials.data() + chunk * weight_numel,
-                      grad_bias ? bias_partials.data() + chunk * p.out_channels : nullptr);
-        }
-      }
-    }
+    for (int64_t n0 = first; n0 < last; n0 += stage_samples)
+      for (int64_t g = 0; g < p.groups; ++g) add_samples(n0, std::min(stage_samples, last - n0), g);
   });
-  at::parallel_for(0, weight_numel, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      T sum = 0;
-      for (int64_t t = 0; t < chunks; ++t) sum += partials[t * weight_numel + i];
-      grad_weight[i] = sum;
-    }
-  });
-  for (int64_t oc = 0; grad_bias && oc < p.out_channels; ++oc) {
-    double sum = 0;
-    for (int64_t t = 0; t < chunks; ++t) sum += bias_partials[t * p.out_channels + oc];
-    grad_bias[oc] = static_cast<T>(sum);
-  }
 }
 
 #define CNNEXT_INSTANTIATE(T)                                                                  \

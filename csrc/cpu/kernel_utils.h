@@ -150,10 +150,13 @@ class AlignedBuffer {
 #endif
 // For helpers of the cloned loops: a helper that is not inlined is compiled
 // for the baseline ISA only, and GCC declines to inline large ones by itself.
+// Lambdas too: their bodies are separate functions.
 #if defined(__GNUC__) || defined(__clang__)
 #define CNNEXT_INLINE __attribute__((always_inline)) inline
+#define CNNEXT_LAMBDA_INLINE __attribute__((always_inline))
 #else
 #define CNNEXT_INLINE inline
+#define CNNEXT_LAMBDA_INLINE
 #endif
 
 // How a set of planes is copied into a zero-filled staging buffer:
