@@ -29,6 +29,8 @@ constexpr int64_t kFlatBlock = 2;
 // and 27 (first layers) gain 1.1 - 1.4x from row access, 144 (16 channels,
 // 3 x 3) loses 2%, 576 loses 10%.
 constexpr int64_t kFewTaps = 64;
+// What a thread's staged operands may take: about the L2 cache.
+constexpr int64_t kL2Bytes = 768 << 10;
 
 // A stride-`stride` correlation of `channels` staged planes (rows x cols)
 // with a kh x kw kernel, producing out_h x out_w pixels.
@@ -273,22 +275,30 @@ void correlate_batch(const Correlation& c, int64_t batch, int64_t groups, int64_
   });
 }
 
-// Tiny output planes (lenet.conv3's 3 x 3 outputs, its grad_input's 5 x 5)
-// fill few lanes of vectors that run over pixels: 9 outputs take a 16-lane
-// vector. There the vectors run over output channels instead: a step holds
-// kCoVecs vectors of output channels for kPix pixels and, per reduction tap
-// (input channel, kernel row, kernel column), loads kCoVecs weight vectors
+// Channel vectors: vectors over output channels instead of pixels. A step
+// holds kCoVecs vectors of output channels for kPix pixels and, per reduction
+// tap (input channel, kernel row, kernel column), loads kCoVecs weight vectors
 // (packed [group][tap][output channel]) and broadcasts one staged input value
-// per pixel. Every lane is an output; it needs whole vectors of channels.
+// per pixel: 24 FMAs per 10 loads, against 16 per 10 in the pixel-vector
+// kernels above, and every lane is an output however narrow the plane (9
+// outputs of lenet.conv3 would take a 16-lane pixel vector). Needs output
+// channels in whole vectors. Measured against the pixel-vector kernels (one
+// process, interleaved; forward / grad_input / grad_weight): lenet.conv2
+// 1.35 / 1.23 / 1.39x, cnn_pad.conv2 1.11 / 1.19 / 1.53x, cifar_bn.conv2
+// 1.11 / 1.16 / 1.54x, the large layer 1.14 / 1.35 / 0.86x (see
+// direct_grad_weight). With one vector of channels (cnn_small.conv2: 16) the
+// 6 accumulators wait on the FMA latency (0.82x), and first layers (9 or 27
+// taps) measured 0.36 - 0.49x: those keep pixel vectors unless the plane is tiny.
 constexpr int64_t kCvVectors = 4;  // 4 vectors x 6 pixels = 24 accumulators
 constexpr int64_t kCvPixels = 6;
 
-// Whether the channel-vector kernel computes fewer than 3/4 of the lanes
-// that the pixel-vector kernels would (flat positions or padded rows).
 template <typename T>
 bool use_channel_vectors(const Correlation& c, int64_t outs) {
+  if (outs % kVec<T> != 0) return false;
+  // Tiny: the pixel-vector kernels would compute over 4/3 of the outputs (flat positions or padded rows).
   const int64_t pixel_lanes = c.flat ? flat_positions<T>(c) : c.out_h * round_up(c.out_w, kVec<T>);
-  return outs % kVec<T> == 0 && 4 * c.out_h * c.out_w < 3 * pixel_lanes;
+  const bool tiny = 4 * c.out_h * c.out_w < 3 * pixel_lanes;
+  return tiny || (outs >= 2 * kVec<T> && c.channels * c.kernel_h * c.kernel_w >= kFewTaps);
 }
 
 // out[j*V + v][i] = bias[j*V + v] + sum_t w[t][j*V + v] * staged[base[i] + tap_offset[t]]
@@ -666,10 +676,8 @@ CNNEXT_ISA_CLONES void channel_vector_weight_block(const T* staged, int64_t stag
 
 // direct_grad_weight with channel vectors, for layers where use_channel_vectors holds.
 template <typename T>
-void channel_vector_grad_weight(const Conv2dParams& p, Correlation c, const T* grad_output, const T* input,
+void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& c, const T* grad_output, const T* input,
                                 T* grad_weight, T* grad_bias) {
-  c.flat = true;  // staged rows only as wide as the windows need: nothing reads vectors along them
-  c.staging = staging_for<T>(c, p.pad_top, p.pad_left, 1, 1);
   constexpr int64_t block_outs = kCvVectors * kVec<T>;
   const int64_t cin = p.in_per_group(), cout = p.out_per_group(), pixels = p.out_plane();
   const int64_t taps = cin * p.kernel_plane(), cols = c.staging.cols;
@@ -682,10 +690,10 @@ void channel_vector_grad_weight(const Conv2dParams& p, Correlation c, const T* g
       for (int64_t kw = 0; kw < p.kernel_w; ++kw)
         tap_offset[(ch * p.kernel_h + kh) * p.kernel_w + kw] =
             ch * c.staging.rows * cols + kh * p.dilation_h * cols + kw * p.dilation_w;
-  // Samples staged together: as many as fit in about 768 KB (the L2 cache), so each pass over
-  // the taps reads them from there; up to 32, for long reductions per partial-sum update.
+  // Samples staged together: as many as fit in the L2 budget, so each pass over the taps reads
+  // them from there; up to 32, for long reductions per partial-sum update.
   const int64_t stage_samples = std::clamp<int64_t>(
-      (768 << 10) / ((staged_sample + gy_sample) * static_cast<int64_t>(sizeof(T))), 1, 32);
+      kL2Bytes / ((staged_sample + gy_sample) * static_cast<int64_t>(sizeof(T))), 1, 32);
   sum_over_batch_chunks(p, grad_weight, grad_bias, [&](int64_t first, int64_t last, T* partial, double* bias_partial) {
     AlignedBuffer<T> staged(stage_samples * staged_sample);
     AlignedBuffer<T> gyT(stage_samples * gy_sample);
@@ -777,9 +785,16 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
   Correlation flat_c = c;
   flat_c.flat = p.stride_h == 1 && p.stride_w == 1;
   flat_c.staging = staging_for<T>(flat_c, p.pad_top, p.pad_left, 1, 1);
-  // Tiny planes: channel vectors, where they compute under 3/4 of the lanes of the better pixel layout below.
-  if (use_channel_vectors<T>(c, cout) && (!flat_c.flat || use_channel_vectors<T>(flat_c, cout))) {
-    channel_vector_grad_weight(p, c, grad_output, input, grad_weight, grad_bias);
+  // Channel vectors where use_channel_vectors holds for the better of the pixel layouts below, and
+  // two staged samples with their grad_output fit in the L2 budget: the taps are passed over
+  // once per group of staged samples (the large layer, 1.6 MB of grad_output per sample, 0.86x).
+  Correlation cv = c;
+  cv.flat = true;  // staged rows only as wide as the windows need: nothing reads vectors along them
+  cv.staging = staging_for<T>(cv, p.pad_top, p.pad_left, 1, 1);
+  const int64_t cv_sample = cin * cv.staging.rows * cv.staging.cols + p.out_plane() * cout;
+  if (use_channel_vectors<T>(c, cout) && (!flat_c.flat || use_channel_vectors<T>(flat_c, cout)) &&
+      2 * cv_sample * static_cast<int64_t>(sizeof(T)) <= kL2Bytes) {
+    channel_vector_grad_weight(p, cv, grad_output, input, grad_weight, grad_bias);
     return;
   }
   // grad_output is copied into rows padded to whole vectors (so no load
@@ -813,9 +828,9 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
       cin * c.staging.rows * c.staging.cols + (flat ? kVec<T> + (p.kernel_w - 1) * p.dilation_w : 0);
   const int64_t gy_sample = in_place ? 0 : blocks * kOcBlock * gy_pitch;
   // Samples staged together: up to 8, for long reductions that pay for the
-  // final horizontal sums, as many as fit in about 768 KB (the L2 cache).
+  // final horizontal sums, as many as fit in the L2 budget.
   const int64_t stage_samples = std::clamp<int64_t>(
-      (768 << 10) / ((staged_sample + gy_sample) * static_cast<int64_t>(sizeof(T))), 1, 8);
+      kL2Bytes / ((staged_sample + gy_sample) * static_cast<int64_t>(sizeof(T))), 1, 8);
   sum_over_batch_chunks(p, grad_weight, grad_bias, [&](int64_t first, int64_t last, T* partial, double* bias_partial) {
     AlignedBuffer<T> staged(stage_samples * staged_sample);
     AlignedBuffer<T> gy(stage_samples * gy_sample);
