@@ -248,13 +248,15 @@ def test_flat_kernel_steps_and_single_vector_tail(dtype, device, rng):
         ((2, 6, 8, 8), (32, 6, 3, 2), dict(dilation=(2, 3), padding=(1, 2))),
         ((2, 32, 4, 4), (32, 16, 3, 3), dict(groups=2, padding=1)),  # 16 channels per group
         ((1, 16, 3, 3), (16, 16, 3, 3), dict()),  # a single output pixel
+        ((2, 32, 12, 12), (48, 32, 3, 3), dict()),  # middle layer: 10 x 10 outputs, 3 vectors (2 blocks in float64)
+        ((2, 16, 13, 13), (32, 16, 3, 3), dict(padding=1)),  # 2 vectors forward; grad_input keeps pixel vectors
     ],
 )
 def test_channel_vector_paths(dtype, x_shape, w_shape, kwargs, device, rng):
-    """Tiny output planes with output channels in whole vectors (16 float / 8 double) take the direct kernels'
-    channel-vector paths: vectors over output channels (grad_input: over input channels), one broadcast input value
-    per pixel and tap, pixels and taps in steps of 6 with every tail length. Forward and all gradients match the
-    float64 reference."""
+    """Output channels in whole vectors (16 float / 8 double) on tiny planes, or in two or more vectors on layers with
+    >= 64 taps per output, take the direct kernels' channel-vector paths: vectors over output channels (grad_input:
+    over input channels), one broadcast input value per pixel and tap, pixels and taps in steps of 6 - 12 and halving
+    tails. Forward and all gradients match the float64 reference."""
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
     x = torch.randn(x_shape, dtype=dtype, generator=gen).to(device).requires_grad_()
     w = torch.randn(w_shape, dtype=dtype, generator=gen).to(device).requires_grad_()

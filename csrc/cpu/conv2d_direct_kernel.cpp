@@ -286,11 +286,14 @@ void correlate_batch(const Correlation& c, int64_t batch, int64_t groups, int64_
 // process, interleaved; forward / grad_input / grad_weight): lenet.conv2
 // 1.35 / 1.23 / 1.39x, cnn_pad.conv2 1.11 / 1.19 / 1.53x, cifar_bn.conv2
 // 1.11 / 1.16 / 1.54x, the large layer 1.14 / 1.35 / 0.86x (see
-// direct_grad_weight). With one vector of channels (cnn_small.conv2: 16) the
-// 6 accumulators wait on the FMA latency (0.82x), and first layers (9 or 27
-// taps) measured 0.36 - 0.49x: those keep pixel vectors unless the plane is tiny.
-constexpr int64_t kCvVectors = 4;  // 4 vectors x 6 pixels = 24 accumulators
-constexpr int64_t kCvPixels = 6;
+// direct_grad_weight). With one vector of channels (cnn_small.conv2: 16) each
+// broadcast feeds one FMA and loads bound the step (0.79 - 0.82x with 6 or 12
+// pixels), and first layers (9 or 27 taps) measured 0.36 - 0.49x: those keep
+// pixel vectors unless the plane is tiny.
+constexpr int64_t kCvVectors = 4;
+// Pixels (grad_weight: taps) per step: 24 accumulators in all (AVX-512 has 32
+// registers), at most 12 pixels, each of which holds a pointer register.
+constexpr int64_t cv_width(int64_t vectors) { return std::min<int64_t>(12, 24 / vectors); }
 
 template <typename T>
 bool use_channel_vectors(const Correlation& c, int64_t outs) {
@@ -329,27 +332,24 @@ CNNEXT_INLINE void channel_vector_step(const T* staged, const int64_t* base, con
   }
 }
 
+// Pixels [p, pixels) of one block: steps of kPix pixels, then of kPix / 2, ... down to 1.
+template <typename T, int64_t kCoVecs, int64_t kPix>
+CNNEXT_INLINE void channel_vector_pixels(const Correlation& c, const T* staged, const int64_t* base,
+                                         const int64_t* tap_offset, const T* w, int64_t w_stride, const T* bias,
+                                         T* out, int64_t p) {
+  const int64_t pixels = c.out_h * c.out_w, taps = c.channels * c.kernel_h * c.kernel_w;
+  for (; p + kPix <= pixels; p += kPix)
+    channel_vector_step<T, kCoVecs, kPix>(staged, base + p, tap_offset, taps, w, w_stride, bias, out + p, pixels);
+  if constexpr (kPix > 1)
+    channel_vector_pixels<T, kCoVecs, kPix / 2>(c, staged, base, tap_offset, w, w_stride, bias, out, p);
+}
+
 // All pixels of one block of kCoVecs vectors of output channels.
 template <typename T, int64_t kCoVecs>
 CNNEXT_ISA_CLONES void channel_vector_block(const Correlation& c, const T* staged, const int64_t* base,
                                             const int64_t* tap_offset, const T* w, int64_t w_stride,
                                             const T* bias, T* out) {
-  const int64_t pixels = c.out_h * c.out_w, taps = c.channels * c.kernel_h * c.kernel_w;
-  int64_t p = 0;
-  for (; p + kCvPixels <= pixels; p += kCvPixels)
-    channel_vector_step<T, kCoVecs, kCvPixels>(staged, base + p, tap_offset, taps, w, w_stride, bias, out + p, pixels);
-  const auto tail = [&](auto pix) CNNEXT_LAMBDA_INLINE {
-    channel_vector_step<T, kCoVecs, decltype(pix)::value>(staged, base + p, tap_offset, taps, w, w_stride, bias,
-                                                          out + p, pixels);
-  };
-  switch (pixels - p) {
-    case 5: tail(std::integral_constant<int64_t, 5>()); break;
-    case 4: tail(std::integral_constant<int64_t, 4>()); break;
-    case 3: tail(std::integral_constant<int64_t, 3>()); break;
-    case 2: tail(std::integral_constant<int64_t, 2>()); break;
-    case 1: tail(std::integral_constant<int64_t, 1>()); break;
-    default: break;
-  }
+  channel_vector_pixels<T, kCoVecs, cv_width(kCoVecs)>(c, staged, base, tap_offset, w, w_stride, bias, out, 0);
 }
 
 // Weights for channel_vector_block: packed[g][ch][kh][kw][oc]; `at` as for pack_weights.
@@ -651,27 +651,28 @@ CNNEXT_INLINE void channel_vector_weight_step(const T* staged, int64_t staged_sa
       for (int64_t k = 0; k < kTaps; ++k) partial[(j * V + v) * partial_stride + k] += acc[j][k][v];
 }
 
-// All taps of one block of kCoVecs vectors of output channels, kCvPixels taps at a time.
+// Taps [t, taps) of one block: steps of kTaps taps, then of kTaps / 2, ... down to 1.
+template <typename T, int64_t kCoVecs, int64_t kTaps>
+CNNEXT_INLINE void channel_vector_weight_taps(const T* staged, int64_t staged_sample, const T* gyT, int64_t gy_pixel,
+                                              int64_t gy_sample, int64_t samples, const int64_t* base,
+                                              int64_t pixels, const int64_t* tap_offset, int64_t taps, T* partial,
+                                              int64_t t) {
+  for (; t + kTaps <= taps; t += kTaps)
+    channel_vector_weight_step<T, kCoVecs, kTaps>(staged, staged_sample, gyT, gy_pixel, gy_sample, samples, base,
+                                                  pixels, tap_offset + t, partial + t, taps);
+  if constexpr (kTaps > 1)
+    channel_vector_weight_taps<T, kCoVecs, kTaps / 2>(staged, staged_sample, gyT, gy_pixel, gy_sample, samples, base,
+                                                      pixels, tap_offset, taps, partial, t);
+}
+
+// All taps of one block of kCoVecs vectors of output channels.
 template <typename T, int64_t kCoVecs>
 CNNEXT_ISA_CLONES void channel_vector_weight_block(const T* staged, int64_t staged_sample, const T* gyT,
                                                    int64_t gy_pixel, int64_t gy_sample, int64_t samples,
                                                    const int64_t* base, int64_t pixels, const int64_t* tap_offset,
                                                    int64_t taps, T* partial) {
-  int64_t t = 0;
-  const auto step = [&](auto k) CNNEXT_LAMBDA_INLINE {
-    channel_vector_weight_step<T, kCoVecs, decltype(k)::value>(staged, staged_sample, gyT, gy_pixel, gy_sample,
-                                                               samples, base, pixels, tap_offset + t, partial + t,
-                                                               taps);
-  };
-  for (; t + kCvPixels <= taps; t += kCvPixels) step(std::integral_constant<int64_t, kCvPixels>());
-  switch (taps - t) {
-    case 5: step(std::integral_constant<int64_t, 5>()); break;
-    case 4: step(std::integral_constant<int64_t, 4>()); break;
-    case 3: step(std::integral_constant<int64_t, 3>()); break;
-    case 2: step(std::integral_constant<int64_t, 2>()); break;
-    case 1: step(std::integral_constant<int64_t, 1>()); break;
-    default: break;
-  }
+  channel_vector_weight_taps<T, kCoVecs, cv_width(kCoVecs)>(staged, staged_sample, gyT, gy_pixel, gy_sample, samples,
+                                                            base, pixels, tap_offset, taps, partial, 0);
 }
 
 // direct_grad_weight with channel vectors, for layers where use_channel_vectors holds.
