@@ -17,27 +17,30 @@ enum class Pass { Forward, GradInput, GradWeight };
 // measurements of both algorithms on the seed layers and on tiny and strided
 // planes (benchmarks/RESULTS.md):
 // - forward and grad_weight: direct, except for strided layers with at least
-//   8 input channels per group that the direct kernels cannot run with
-//   vectors over output channels (more than 64 output pixels, or output
-//   channels per group not in whole 16s). Those read the input with strided
-//   loads, 0.4 - 0.9x of im2col's speed; elsewhere direct measured 1.07 - 6x
-//   faster (tiny planes: vectors over channels, no column buffer).
+//   8 input channels per group that the direct kernels run with vectors over
+//   pixels: they read the input with strided loads, 0.5 - 0.7x of im2col's
+//   speed. With vectors over output channels (channels in whole 16s, and a
+//   plane of at most 64 pixels or >= 32 channels and >= 64 multiply-adds per
+//   output; see the CPU direct kernel) direct measured 1.2 - 6x faster.
 // - grad_input: direct when C_in/groups >= 8 and the stride is 1. Its kernel
 //   computes 8 (or 16) input channels at a time, which first layers (1 or 3
 //   input channels) and depthwise layers would mostly waste; with a stride it
 //   correlates a gradient spread out with zeros (3 of 4 taps wasted at stride
-//   2), while col2im scatters only the real ones.
+//   2), while col2im scatters only the real ones (0.88 - 0.99x direct with
+//   channel vectors, 1.4 - 1.6x without).
 // CUDA uses the same rule until GPU benchmarks say otherwise.
-bool strided_without_channel_vectors(const Conv2dParams& p) {
+bool strided_with_pixel_vectors(const Conv2dParams& p) {
   const bool strided = p.stride_h > 1 || p.stride_w > 1;
-  return strided && p.in_per_group() >= 8 && (p.out_plane() > 64 || p.out_per_group() % 16 != 0);
+  const int64_t outs = p.out_per_group();
+  const bool channel_vectors = outs % 16 == 0 && (p.out_plane() <= 64 || (outs >= 32 && p.col_rows() >= 64));
+  return strided && p.in_per_group() >= 8 && !channel_vectors;
 }
 
 ConvAlgo choose_algo(const Conv2dParams& p, Pass pass) {
   switch (pass) {
     case Pass::Forward:
     case Pass::GradWeight:
-      return strided_without_channel_vectors(p) ? ConvAlgo::Im2col : ConvAlgo::Direct;
+      return strided_with_pixel_vectors(p) ? ConvAlgo::Im2col : ConvAlgo::Direct;
     case Pass::GradInput:
       return p.in_per_group() >= 8 && p.stride_h == 1 && p.stride_w == 1 ? ConvAlgo::Direct : ConvAlgo::Im2col;
   }

@@ -141,8 +141,8 @@ def test_reduced_precision_accumulates_in_float32(algo, dtype, device):
 
 def test_auto_follows_the_documented_rule():
     """auto, per pass: forward and grad_weight direct, except im2col for strided layers with >= 8 input channels per
-    group and more than 64 output pixels or output channels per group not a multiple of 16; grad_input direct iff
-    C_in/groups >= 8 and stride 1. Each pass gives bit-identical results to the algo it picks."""
+    group whose output channels per group are not a multiple of 16, or fewer than 32 on more than 64 output pixels;
+    grad_input direct iff C_in/groups >= 8 and stride 1. Each pass gives bit-identical results to the algo it picks."""
     ops = torch.ops.cnnext
 
     def passes(algo, x, w, gy, stride):
@@ -155,9 +155,10 @@ def test_auto_follows_the_documented_rule():
     cases = [  # (cin, cout, size, stride): algos for forward, grad_input, grad_weight
         ((4, 8, 12, 1), (D, I, D)), ((16, 8, 12, 1), (D, D, D)), ((16, 8, 5, 1), (D, D, D)),
         ((4, 8, 20, 2), (D, I, D)),  # strided, few input channels
-        ((16, 32, 14, 2), (D, I, D)),  # 7 x 7 outputs, 32 output channels: channel vectors
-        ((16, 24, 14, 2), (I, I, I)),  # 24 output channels
-        ((16, 32, 20, 2), (I, I, I)),  # 10 x 10 outputs
+        ((16, 32, 20, 2), (D, I, D)),  # 32 output channels: channel vectors
+        ((16, 16, 14, 2), (D, I, D)),  # 16 output channels on 7 x 7 outputs: channel vectors
+        ((16, 24, 14, 2), (I, I, I)),  # 24 output channels: pixel vectors
+        ((16, 16, 20, 2), (I, I, I)),  # 16 output channels on 10 x 10 outputs: pixel vectors
     ]
     for (cin, cout, size, stride), expected in cases:
         x, w = torch.randn(3, cin, size, size), torch.randn(cout, cin, 3, 3)
