@@ -68,6 +68,20 @@ def float64_reference(x, w, b, kwargs, grad):
     return out, grads
 
 
+def assert_direct_matches_reference(x, w, b, kwargs, gen, label=""):
+    """cnnext's direct conv2d of x, w, b (requiring grad) under kwargs, and its gradients for a random grad_output,
+    equal the float64 reference to float32's or float64's precision."""
+    out = CF.conv2d(x, w, b, algo="direct", **kwargs)
+    grad = torch.randn(out.shape, dtype=x.dtype, generator=gen).to(x.device)
+    got = torch.autograd.grad(out, (x, w, b), grad)
+    ref, want = float64_reference(x, w, b, kwargs, grad)
+    tol = dict(rtol=1e-5, atol=1e-4) if x.dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out.double(), ref, **tol, msg=lambda m: f"forward {label}: {m}")
+    for name, g, r in zip("xwb", got, want):
+        torch.testing.assert_close(g.double(), r, **tol, msg=lambda m: f"grad {name} {label}: {m}")
+    return out
+
+
 @pytest.mark.parametrize("algo", ALGOS)
 def test_matches_torch_on_random_configs(algo, device, rng):
     """200 random configurations: outputs and all three gradients equal F.conv2d's in float32."""
@@ -202,15 +216,8 @@ def test_few_channel_row_paths(dtype, cin, device, rng):
             x = x.to(device).requires_grad_()
             w = torch.randn(cout, cin, 3, kw, dtype=dtype, generator=gen).to(device).requires_grad_()
             b = torch.randn(cout, dtype=dtype, generator=gen).to(device).requires_grad_()
-            out = CF.conv2d(x, w, b, algo="direct", **kwargs)
+            out = assert_direct_matches_reference(x, w, b, kwargs, gen, f"width {out_w}, {cout} channels")
             assert out.shape[-1] == out_w
-            grad = torch.randn(out.shape, dtype=dtype, generator=gen).to(device)
-            got = torch.autograd.grad(out, (x, w, b), grad)
-            ref, want = float64_reference(x, w, b, kwargs, grad)
-            tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
-            torch.testing.assert_close(out.double(), ref, **tol)
-            for name, g, r in zip("xwb", got, want):
-                torch.testing.assert_close(g.double(), r, **tol, msg=lambda m: f"grad {name} {out_w} {cout}: {m}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -228,14 +235,7 @@ def test_flat_kernel_steps_and_single_vector_tail(dtype, device, rng):
         x = torch.randn(2, 8, size, size, dtype=dtype, generator=gen).to(device).requires_grad_()
         w = torch.randn(11, 8, 3, 3, dtype=dtype, generator=gen).to(device).requires_grad_()
         b = torch.randn(11, dtype=dtype, generator=gen).to(device).requires_grad_()
-        y = CF.conv2d(x, w, b, padding=padding, algo="direct")
-        grad = torch.randn(y.shape, dtype=dtype, generator=gen).to(device)
-        got = torch.autograd.grad(y, (x, w, b), grad)
-        ref, want = float64_reference(x, w, b, dict(padding=padding), grad)
-        tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
-        torch.testing.assert_close(y.double(), ref, **tol)
-        for name, g, r in zip("xwb", got, want):
-            torch.testing.assert_close(g.double(), r, **tol, msg=lambda m: f"grad {name} size {size}: {m}")
+        assert_direct_matches_reference(x, w, b, dict(padding=padding), gen, f"size {size}")
     assert {v % 2 for v in vectors} == {0, 1} and 1 in vectors, vectors
 
 
@@ -262,14 +262,7 @@ def test_channel_vector_paths(dtype, x_shape, w_shape, kwargs, device, rng):
     x = torch.randn(x_shape, dtype=dtype, generator=gen).to(device).requires_grad_()
     w = torch.randn(w_shape, dtype=dtype, generator=gen).to(device).requires_grad_()
     b = torch.randn(w_shape[0], dtype=dtype, generator=gen).to(device).requires_grad_()
-    y = CF.conv2d(x, w, b, algo="direct", **kwargs)
-    grad = torch.randn(y.shape, dtype=dtype, generator=gen).to(device)
-    got = torch.autograd.grad(y, (x, w, b), grad)
-    ref, want = float64_reference(x, w, b, kwargs, grad)
-    tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(y.double(), ref, **tol)
-    for name, g, r in zip("xwb", got, want):
-        torch.testing.assert_close(g.double(), r, **tol, msg=lambda m: f"grad {name}: {m}")
+    assert_direct_matches_reference(x, w, b, kwargs, gen)
 
 
 @pytest.mark.parametrize("algo", ALGOS)

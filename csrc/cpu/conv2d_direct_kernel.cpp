@@ -107,28 +107,38 @@ CNNEXT_ISA_CLONES void correlate_block(const Correlation& c, const T* staged, co
 // (5 x 5, 11 x 11) waste few lanes. Results go to `scratch` (kOcBlock planes
 // of flat_positions, rounded up to a vector), then the real columns to `out`.
 
-// kBlock vectors of outputs from flat position f0, all kOcBlock channels,
-// into scratch planes `flat` apart.
+// acc[j][u] = sum_{ch,kh,kw} w[ch][kh][kw][j] * the vector at staged[ch] + start[u] + kh*dh*cols + kw*dw:
+// kBlock vectors of outputs that start at staged offsets start[u], all kOcBlock channels.
 template <typename T, int64_t kBlock>
-CNNEXT_INLINE void flat_step(const Correlation& c, const T* staged, const T* w, int64_t f0, T* scratch, int64_t flat) {
-  constexpr int64_t V = kVec<T>;
+CNNEXT_INLINE void correlate_vectors(const Correlation& c, const T* staged, const T* w, const int64_t* start,
+                                     Vec<T> (&acc)[kOcBlock][kBlock]) {
   const int64_t cols = c.staging.cols, plane = c.staging.rows * cols;
   const int64_t taps = c.kernel_h * c.kernel_w;
-  Vec<T> acc[kOcBlock][kBlock] = {};
   for (int64_t ch = 0; ch < c.channels; ++ch) {
-    const T* base = staged + ch * plane + f0;
+    const T* base = staged + ch * plane;
     const T* wc = w + ch * taps * kOcBlock;
     for (int64_t kh = 0; kh < c.kernel_h; ++kh) {
       for (int64_t kw = 0; kw < c.kernel_w; ++kw) {
         const T* x = base + kh * c.dilation_h * cols + kw * c.dilation_w;
         const T* wk = wc + (kh * c.kernel_w + kw) * kOcBlock;
         Vec<T> xv[kBlock];
-        for (int64_t u = 0; u < kBlock; ++u) xv[u] = load_vec(x + u * V);
+        for (int64_t u = 0; u < kBlock; ++u) xv[u] = load_vec(x + start[u]);
         for (int64_t j = 0; j < kOcBlock; ++j)
           for (int64_t u = 0; u < kBlock; ++u) acc[j][u] += wk[j] * xv[u];
       }
     }
   }
+}
+
+// kBlock vectors of outputs from flat position f0, all kOcBlock channels,
+// into scratch planes `flat` apart.
+template <typename T, int64_t kBlock>
+CNNEXT_INLINE void flat_step(const Correlation& c, const T* staged, const T* w, int64_t f0, T* scratch, int64_t flat) {
+  constexpr int64_t V = kVec<T>;
+  int64_t start[kBlock];
+  for (int64_t u = 0; u < kBlock; ++u) start[u] = f0 + u * V;
+  Vec<T> acc[kOcBlock][kBlock] = {};
+  correlate_vectors<T, kBlock>(c, staged, w, start, acc);
   for (int64_t j = 0; j < kOcBlock; ++j)
     for (int64_t u = 0; u < kBlock; ++u) store_vec(scratch + j * flat + f0 + u * V, acc[j][u]);
 }
@@ -174,28 +184,16 @@ template <typename T>
 CNNEXT_ISA_CLONES void correlate_rows(const Correlation& c, const T* staged, const T* w, const T* bias,
                                       int64_t valid, T* out, int64_t out_plane) {
   constexpr int64_t V = kVec<T>;
-  const int64_t cols = c.staging.cols, plane = c.staging.rows * cols;
-  const int64_t taps = c.kernel_h * c.kernel_w;
+  const int64_t cols = c.staging.cols;
   const int64_t last = c.out_w - V;
   for (int64_t oh = 0; oh < c.out_h; ++oh) {
     for (int64_t ow = 0; ow < c.out_w; ow += kFlatBlock * V) {
-      int64_t start[kFlatBlock];
+      int64_t start[kFlatBlock];  // the row's last vector ends at out_w
       for (int64_t u = 0; u < kFlatBlock; ++u) start[u] = std::min(ow + u * V, last);
+      int64_t staged_start[kFlatBlock];
+      for (int64_t u = 0; u < kFlatBlock; ++u) staged_start[u] = oh * cols + start[u];
       Vec<T> acc[kOcBlock][kFlatBlock] = {};
-      for (int64_t ch = 0; ch < c.channels; ++ch) {
-        const T* base = staged + ch * plane + oh * cols;
-        const T* wc = w + ch * taps * kOcBlock;
-        for (int64_t kh = 0; kh < c.kernel_h; ++kh) {
-          for (int64_t kw = 0; kw < c.kernel_w; ++kw) {
-            const T* x = base + kh * c.dilation_h * cols + kw * c.dilation_w;
-            const T* wk = wc + (kh * c.kernel_w + kw) * kOcBlock;
-            Vec<T> xv[kFlatBlock];
-            for (int64_t u = 0; u < kFlatBlock; ++u) xv[u] = load_vec(x + start[u]);
-            for (int64_t j = 0; j < kOcBlock; ++j)
-              for (int64_t u = 0; u < kFlatBlock; ++u) acc[j][u] += wk[j] * xv[u];
-          }
-        }
-      }
+      correlate_vectors<T, kFlatBlock>(c, staged, w, staged_start, acc);
       for (int64_t j = 0; j < kOcBlock; ++j) {  // constant trip count: acc stays in registers
         if (j >= valid) break;
         const T b = bias ? bias[j] : T(0);
