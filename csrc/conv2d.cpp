@@ -21,7 +21,7 @@ enum class Pass { Forward, GradInput, GradWeight };
 //   pixels: they read the input with strided loads, 0.5 - 0.7x of im2col's
 //   speed. With vectors over output channels (channels in whole 16s, and a
 //   plane of at most 64 pixels or >= 32 channels and >= 64 multiply-adds per
-//   output; see the CPU direct kernel) direct measured 1.2 - 6x faster.
+//   output; see the CPU direct kernel) direct measured 1.07 - 6x faster.
 // - grad_input: direct when C_in/groups >= 8 and the stride is 1. Its kernel
 //   computes 8 (or 16) input channels at a time, which first layers (1 or 3
 //   input channels) and depthwise layers would mostly waste; with a stride it
