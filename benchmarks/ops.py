@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnext
-from benchmarks.impls import algo_of
+from benchmarks.impls import FUSED, algo_of
 from benchmarks.shapes import ConvShape, PoolShape
 from cnnext.models import MODELS, build_model, make_optimizer
 
@@ -156,10 +156,12 @@ def pool_call(problem: PoolProblem, impl: str) -> Call:
 
 
 def train_model(name: str, impl: str, device: torch.device) -> nn.Module:
-    """The seed model with torch layers, or converted to cnnext with the impl's algo."""
+    """The seed model with torch layers, or converted to cnnext with the impl's algo (and fused)."""
     model = build_model(name, layers="torch", seed=0)
     if impl != "torch":
         model = cnnext.convert(model, algo=algo_of(impl))
+    if impl.endswith(FUSED):
+        model = cnnext.fuse(model)
     return model.to(device).train()
 
 

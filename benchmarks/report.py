@@ -18,13 +18,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.impls import CONV_IMPLS, POOL_IMPLS
+from benchmarks.impls import CONV_IMPLS, POOL_IMPLS, TRAIN_IMPLS
 
 HERE = Path(__file__).parent
 CNNEXT_ALGOS = CONV_IMPLS[1:]
 EXPLICIT_ALGOS = ("cnnext-direct", "cnnext-im2col")
 """The algorithms ``auto`` chooses between; "best" is the faster of them."""
-SHORT = {impl: impl.removeprefix("cnnext-") for impl in (*CONV_IMPLS, *POOL_IMPLS)}
+TRAIN_ALGOS = TRAIN_IMPLS[1:]
+SHORT = {impl: impl.removeprefix("cnnext-") for impl in (*TRAIN_IMPLS, *POOL_IMPLS)}
 MISSING = "–"
 FAULTS_NOTE = ("Page faults/call (per implementation, in column order) count the fresh memory a"
                " call touched, measured over the warm-up calls; on a VM each costs microseconds.")
@@ -173,15 +174,16 @@ def pool_section(table: Table) -> list[str]:
 
 
 def train_section(table: Table) -> list[str]:
-    header = ["model", *(f"{SHORT[i]} ms" for i in CONV_IMPLS),
-              *(f"torch/{SHORT[a]}" for a in CNNEXT_ALGOS), "page faults/call"]
+    header = ["model", *(f"{SHORT[i]} ms" for i in TRAIN_IMPLS),
+              *(f"torch/{SHORT[a]}" for a in TRAIN_ALGOS), "page faults/call"]
     rows = []
     for (_, _, case), impls in table.rows("train"):
         torch_ = impls.get("torch")
-        rows.append([case, *(ms(impls.get(i)) for i in CONV_IMPLS),
-                     *(fmt_ratio(ratio(torch_, impls.get(a))) for a in CNNEXT_ALGOS),
-                     faults(impls, CONV_IMPLS)])
-    title = "training step (forward, loss, backward, optimizer step; torch vs `convert()`)"
+        rows.append([case, *(ms(impls.get(i)) for i in TRAIN_IMPLS),
+                     *(fmt_ratio(ratio(torch_, impls.get(a))) for a in TRAIN_ALGOS),
+                     faults(impls, TRAIN_IMPLS)])
+    title = ("training step (forward, loss, backward, optimizer step; torch vs `convert()`,"
+             " and auto+fuse: `fuse(convert())`)")
     return section(title, header, rows, FAULTS_NOTE)
 
 
@@ -200,7 +202,7 @@ def summary_section(table: Table) -> list[str]:
     for kind, phases in (("conv", ("fwd", "fwd+bwd")), ("pool", ("fwd", "fwd+bwd")), ("train", ("step",))):
         for phase in phases:
             cases = [impls for (k, p, _), impls in table.rows(kind) if p == phase]
-            algos = POOL_IMPLS[1:] if kind == "pool" else (*CNNEXT_ALGOS, "best")
+            algos = {"pool": POOL_IMPLS[1:], "conv": (*CNNEXT_ALGOS, "best")}.get(kind, (*TRAIN_ALGOS, "best"))
             for algo in algos:
                 chosen = [fastest(impls, EXPLICIT_ALGOS) if algo == "best" else impls.get(algo)
                           for impls in cases]

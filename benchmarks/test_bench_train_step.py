@@ -1,5 +1,6 @@
 """One full training step (forward, loss, backward, optimizer step) per seed model,
-torch layers vs the same model after ``cnnext.convert(model, algo=...)``."""
+torch layers vs the same model after ``cnnext.convert(model, algo=...)``, and after
+``cnnext.fuse(cnnext.convert(model))``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from benchmarks.conftest import Measure
-from benchmarks.impls import CONV_IMPLS
+from benchmarks.impls import TRAIN_IMPLS
 from benchmarks.ops import (
     TRAIN_RTOL, assert_matches, loss_and_grads, torch_layers_left, train_batch, train_model,
     train_step_call,
@@ -15,7 +16,7 @@ from benchmarks.ops import (
 from benchmarks.shapes import TRAIN_MODELS
 
 
-@pytest.mark.parametrize("impl", CONV_IMPLS)
+@pytest.mark.parametrize("impl", TRAIN_IMPLS)
 @pytest.mark.parametrize("name", TRAIN_MODELS)
 def test_train_step(measure: Measure, device: torch.device, name: str, impl: str) -> None:
     images, labels = train_batch(name, device)

@@ -2,6 +2,7 @@
 
     import cnnext
     model = cnnext.convert(model)        # every nn.Conv2d / nn.MaxPool2d now runs on cnnext
+    model = cnnext.fuse(model)           # ReLU -> max-pool chains pool first (torch.fx)
     cnnext.functional.conv2d(x, w, b, stride=1, padding="same", algo="im2col")
 """
 __version__ = "0.1.0"
@@ -9,6 +10,10 @@ __version__ = "0.1.0"
 from . import functional
 from ._ops import build_info, set_cpu_isa
 from .convert import convert
-from .modules import Conv2d, MaxPool2d
+from .fuse import fuse
+from .modules import Conv2d, MaxPool2d, ReLUMaxPool2d
 
-__all__ = ["Conv2d", "MaxPool2d", "build_info", "convert", "functional", "set_cpu_isa", "__version__"]
+__all__ = [
+    "Conv2d", "MaxPool2d", "ReLUMaxPool2d", "build_info", "convert", "functional", "fuse", "set_cpu_isa",
+    "__version__",
+]

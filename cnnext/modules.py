@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from . import functional
 from ._args import check_algo
 
-__all__ = ["Conv2d", "MaxPool2d"]
+__all__ = ["Conv2d", "MaxPool2d", "ReLUMaxPool2d"]
 
 
 class Conv2d(nn.Conv2d):
@@ -45,3 +45,29 @@ class MaxPool2d(nn.MaxPool2d):
             input, self.kernel_size, self.stride, self.padding, self.dilation,
             ceil_mode=self.ceil_mode, return_indices=self.return_indices,
         )
+
+
+class ReLUMaxPool2d(nn.Module):
+    """max_pool2d(relu(x)) computed as relu(max_pool2d(x)): ReLU runs on the pooled tensor.
+
+    The two are equal because ReLU never lowers a value and keeps the order of the positive
+    ones: where a window's maximum is positive both pick the same element (PyTorch's first
+    maximum, NaN included), and where it is not both give 0 and a zero gradient. Outputs and
+    gradients are identical to nn.ReLU followed by nn.MaxPool2d; the full-size ReLU pass (and
+    its backward) is saved. ``pool`` is the cnnext.MaxPool2d that runs first; return_indices
+    is not supported (the indices of the windows whose maximum is not positive would differ),
+    a ValueError. Built by cnnext.fuse; construct it directly as
+    ``ReLUMaxPool2d(MaxPool2d(2))``.
+    """
+
+    def __init__(self, pool: MaxPool2d) -> None:
+        super().__init__()
+        if not isinstance(pool, MaxPool2d):
+            raise TypeError(f"pool must be a cnnext.MaxPool2d, got {type(pool).__name__}")
+        if pool.return_indices:
+            raise ValueError("pool must not return indices (return_indices=True)")
+        self.pool = pool
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        # In place: the pooled tensor is fresh and nothing else holds it.
+        return F.relu(self.pool(input), inplace=True)

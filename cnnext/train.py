@@ -26,6 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .data import DATASETS, default_root, load_datasets
+from .fuse import fuse
 from .models import ALGOS, MODELS, OPTIMIZERS, ModelSpec, build_model, make_optimizer
 
 DEFAULT_MODEL = "lenet"
@@ -103,6 +104,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=_positive_float, help="learning rate (default: the model's seed value)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the model's seed optimizer")
     p.add_argument("--algo", choices=ALGOS, default="auto", help="cnnext convolution algorithm")
+    p.add_argument("--fuse", action="store_true",
+                   help="run the cnnext model through cnnext.fuse (ReLU after max-pool; identical results)")
     p.add_argument("--device", choices=("cpu", "cuda"),
                    default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--data-dir", type=Path, default=default_root(),
@@ -226,6 +229,8 @@ def evaluate(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], adapt: A
 def _make_run(label: str, layers: str, args: argparse.Namespace, spec: ModelSpec, ctx: Dist) -> Run:
     """Build the model (seeded), move it to the device, wrap it in DDP if asked, and its optimizer."""
     model = build_model(spec.name, layers=layers, algo=args.algo, seed=args.seed).to(ctx.device)
+    if layers == "cnnext" and args.fuse:
+        model = fuse(model)
     if args.ddp:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
@@ -349,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         spec = MODELS[args.model]
         data = load_data(args, ctx)
-        runs = [_make_run(f"cnnext({args.algo})", "cnnext", args, spec, ctx)]
+        runs = [_make_run(f"cnnext({args.algo}{'+fuse' if args.fuse else ''})", "cnnext", args, spec, ctx)]
         if args.compare:
             runs.append(_make_run("torch", "torch", args, spec, ctx))
         title = f"{spec.name} on {data.title}"

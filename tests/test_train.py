@@ -54,11 +54,13 @@ def test_cli_compare_save_plot(tmp_path):
 
 
 def test_cli_defaults_per_model(tmp_path):
-    """cifar_bn (3x32x32) trains on MNIST through the input adapter, with its seed batch and optimizer."""
-    proc = run_cli(["--model", "cifar_bn", "--limit-train", "256", "--limit-test", "100", "--epochs", "1"], tmp_path)
+    """cifar_bn (3x32x32) trains on MNIST through the input adapter, with its seed batch and optimizer; --fuse."""
+    proc = run_cli(["--model", "cifar_bn", "--limit-train", "256", "--limit-test", "100", "--epochs", "1",
+                    "--fuse"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "batch 64/process, adam lr 0.001" in proc.stdout and "input padded to 3x32x32" in proc.stdout
-    assert re.search(r"final: cnnext\(auto\) test accuracy [\d.]+%", proc.stdout)
+    assert re.search(r"epoch 1/1 +cnnext\(auto\+fuse\): train loss", proc.stdout)
+    assert re.search(r"final: cnnext\(auto\+fuse\) test accuracy [\d.]+%", proc.stdout)
 
 
 @pytest.mark.parametrize("args, message", [
