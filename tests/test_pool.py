@@ -146,12 +146,14 @@ def test_backward_ignores_out_of_range_indices():
     assert dx.flatten().tolist() == [1.0, 0.0, 0.0, 1.0]
 
 
-# The CPU forward has three implementations chosen at run time (AVX-512 rows loop for horizontal stride <= 2 and
-# rows of >= 8 outputs, AVX-512/AVX2 table-driven gathers otherwise, a portable row loop for the rest); the tests
-# below run each of them (the cpu_isa fixture) on widths that leave every kind of remainder.
+# The CPU forward has four implementations chosen at run time (AVX-512: a loop for 2 x 2 windows with stride 2
+# inside the input, a rows loop for horizontal stride <= 2 and rows of >= 8 outputs; AVX-512/AVX2 table-driven
+# gathers otherwise; a portable row loop for the rest); the tests below run each of them (the cpu_isa fixture) on
+# widths that leave every kind of remainder.
 
 SIMD_CONFIGS = [
     dict(kernel_size=2),
+    dict(kernel_size=2, ceil_mode=True),  # odd sizes overhang: the rows loop, not the 2 x 2 one
     dict(kernel_size=2, stride=1),
     dict(kernel_size=3, stride=2, padding=1),
     dict(kernel_size=3, stride=1, padding=1, dilation=2),

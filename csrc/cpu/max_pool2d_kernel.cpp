@@ -144,6 +144,10 @@ bool max_pool2d_simd_forward(const Pool2dParams& p, const T* x, T* y, int64_t* i
         pool_planes(x + begin * p.in_plane(), end - begin, y + begin * p.out_plane(), idx + begin * p.out_plane());
       });
     };
+    if (isa == Isa::kAvx512 && is_pool_2x2(p)) {
+      run([&](const T* in, int64_t planes, T* out, int64_t* arg) { max_pool2d_2x2_avx512(p, in, planes, out, arg); });
+      return true;
+    }
     if (isa == Isa::kAvx512 && p.stride_w <= 2 && p.kernel_w <= kRowsMaxKernelW && p.out_w >= kRowsMinOutputWidth) {
       run([&](const T* in, int64_t planes, T* out, int64_t* arg) { max_pool2d_rows_avx512(p, in, planes, out, arg); });
       return true;

@@ -50,11 +50,20 @@ struct FlatPoolTables {
   const int32_t* offsets;
 };
 
+// Whether every window is 2 x 2 with stride 2 and lies inside the input
+// (no padding or dilation, no ceil_mode overhang): max_pool2d_2x2_avx512's case.
+inline bool is_pool_2x2(const Pool2dParams& p) {
+  return p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0 &&
+         p.dilation_h == 1 && p.dilation_w == 1 && 2 * p.out_h <= p.in_h && 2 * p.out_w <= p.in_w;
+}
+
 #ifdef CNNEXT_X86_SIMD
 // Each pools `planes` consecutive planes of x into y and idx. Callers check
 // the ISA first, and that every offset (also PyTorch's index for a window
 // with nothing inside) fits in int32 lanes; the rows loops also need
-// p.stride_w <= 2 and p.kernel_w <= kRowsMaxKernelW.
+// p.stride_w <= 2 and p.kernel_w <= kRowsMaxKernelW, the 2 x 2 loop is_pool_2x2.
+void max_pool2d_2x2_avx512(const Pool2dParams& p, const float* x, int64_t planes, float* y, int64_t* idx);
+void max_pool2d_2x2_avx512(const Pool2dParams& p, const double* x, int64_t planes, double* y, int64_t* idx);
 void max_pool2d_rows_avx512(const Pool2dParams& p, const float* x, int64_t planes, float* y, int64_t* idx);
 void max_pool2d_rows_avx512(const Pool2dParams& p, const double* x, int64_t planes, double* y, int64_t* idx);
 void max_pool2d_flat_avx512(const FlatPoolTables& t, const float* x, int64_t planes, float* y, int64_t* idx);
