@@ -54,6 +54,9 @@ class MaxPool2dFunction(torch.autograd.Function):
         ctx.input_size = list(input.shape)
         ctx.save_for_backward(indices)
         ctx.mark_non_differentiable(indices)
+        # Otherwise autograd fills a zero gradient for the indices on every backward: an int64 tensor
+        # the size of the output (6.5 MB for lenet.pool1), 0.16 - 0.5 ms of a training step.
+        ctx.set_materialize_grads(False)
         return output, indices
 
     @staticmethod
