@@ -147,7 +147,7 @@ def test_backward_ignores_out_of_range_indices():
 
 
 # The CPU forward has four implementations chosen at run time (AVX-512: a loop for 2 x 2 windows with stride 2
-# inside the input, a rows loop for horizontal stride <= 2 and rows of >= 8 outputs; AVX-512/AVX2 table-driven
+# (or 1) inside the input, a rows loop for horizontal stride <= 2 and rows of >= 8 outputs; AVX-512/AVX2 table-driven
 # gathers otherwise; a portable row loop for the rest); the tests below run each of them (the cpu_isa fixture) on
 # widths that leave every kind of remainder.
 

@@ -223,23 +223,25 @@ void max_pool2d_rows(const Pool2dParams& p, const typename V::T* x, int64_t plan
   }
 }
 
-// 2 x 2 windows with stride 2, no padding or dilation, every window inside
-// the input (see is_pool_2x2): the pooling of most CNNs, all but one of the
-// seed models. With the geometry fixed, the four taps of a row of outputs are
-// loaded and split into even and odd columns up front, their offsets are
-// constants, and only the compare-and-select chain is sequential: 0.29 ns per
-// output on cache-resident planes against 0.89 for max_pool2d_rows (one core).
+// 2 x 2 windows with stride 2 or 1, no padding or dilation, every window
+// inside the input (see is_pool_2x2): the pooling of most CNNs, all five of
+// the seed models'. With the geometry fixed, the four taps of a row of
+// outputs are loaded (stride 2: and split into even and odd columns) up
+// front, their offsets are constants, and only the compare-and-select chain
+// is sequential: stride 2, 0.29 ns per output on cache-resident planes
+// against 0.89 for max_pool2d_rows (one core).
 // Same scan order and rule as PyTorch: a later tap wins if larger or NaN.
-template <class V>
+template <class V, int kStride>
 void max_pool2d_2x2(const Pool2dParams& p, const typename V::T* x, int64_t planes, typename V::T* y, int64_t* idx) {
   using T = typename V::T;
+  using Val = typename V::Val;
   using Mask = typename V::Mask;
   constexpr int64_t L = V::kLanes;
   const int64_t in_w = p.in_w, out_w = p.out_w, out_h = p.out_h;
   const int64_t in_plane = p.in_h * in_w, out_plane = out_h * out_w;
-  // Offsets of the windows of a vector from its first (2 * lane), and of the
-  // taps from a window's corner.
-  const typename V::Off windows = V::offsets(0, 2);
+  // Offsets of the windows of a vector from its first (kStride * lane), and
+  // of the taps from a window's corner.
+  const typename V::Off windows = V::offsets(0, kStride);
   const typename V::Off tap_offset[4] = {V::splat(0), V::splat(1), V::splat(in_w), V::splat(in_w + 1)};
   // Prefetch about 4 KB ahead, in whole rows: the prefetchers do not follow
   // masked loads (see kPrefetchOutputRows), and 4 rows ahead is too close
@@ -249,24 +251,33 @@ void max_pool2d_2x2(const Pool2dParams& p, const typename V::T* x, int64_t plane
     const T* in = x + plane * in_plane;
     for (int64_t ow0 = 0; ow0 < out_w; ow0 += L) {
       const int64_t n = out_w - ow0 < L ? out_w - ow0 : L;
-      // Inputs 2 * ow0 .. 2 * (ow0 + n) - 1 of each row, in two vectors.
-      const uint32_t bits = uint32_t((uint64_t(1) << (2 * n)) - 1);
+      // The inputs of n windows in each row: 2n of them in two vectors
+      // (stride 2), or n + 1 in a vector and the one shifted by one (stride 1).
+      const uint32_t bits = uint32_t((uint64_t(1) << (kStride == 2 ? 2 * n : n)) - 1);
       const Mask lo = Mask(bits), hi = Mask(bits >> L);
       for (int64_t oh = 0; oh < out_h; ++oh) {
-        const int64_t first = 2 * oh * in_w + 2 * ow0;
+        const int64_t first = kStride * (oh * in_w + ow0);
         const T* r0 = in + first;
         const T* r1 = r0 + in_w;
-        prefetch_row(r0 + ahead, 2 * L * int64_t(sizeof(T)));
-        prefetch_row(r1 + ahead, 2 * L * int64_t(sizeof(T)));
-        typename V::Val a0, b0, a1, b1;
-        if (n == L) {  // plain loads where the whole vector is inside
-          a0 = V::load(r0), b0 = V::load(r0 + L), a1 = V::load(r1), b1 = V::load(r1 + L);
+        prefetch_row(r0 + ahead, kStride * L * int64_t(sizeof(T)));
+        prefetch_row(r1 + ahead, kStride * L * int64_t(sizeof(T)));
+        Val tap[4];
+        if constexpr (kStride == 2) {
+          Val a0, b0, a1, b1;
+          if (n == L) {  // plain loads where the whole vector is inside
+            a0 = V::load(r0), b0 = V::load(r0 + L), a1 = V::load(r1), b1 = V::load(r1 + L);
+          } else {
+            a0 = V::load(r0, lo), b0 = V::load(r0 + L, hi), a1 = V::load(r1, lo), b1 = V::load(r1 + L, hi);
+          }
+          tap[0] = V::evens(a0, b0), tap[1] = V::odds(a0, b0), tap[2] = V::evens(a1, b1), tap[3] = V::odds(a1, b1);
+        } else if (n == L) {
+          tap[0] = V::load(r0), tap[1] = V::load(r0 + 1), tap[2] = V::load(r1), tap[3] = V::load(r1 + 1);
         } else {
-          a0 = V::load(r0, lo), b0 = V::load(r0 + L, hi), a1 = V::load(r1, lo), b1 = V::load(r1 + L, hi);
+          tap[0] = V::load(r0, lo), tap[1] = V::load(r0 + 1, lo);
+          tap[2] = V::load(r1, lo), tap[3] = V::load(r1 + 1, lo);
         }
-        const typename V::Val tap[4] = {V::evens(a0, b0), V::odds(a0, b0), V::evens(a1, b1), V::odds(a1, b1)};
         const Mask all = V::lanes(0, L);
-        typename V::Val best = tap[0];
+        Val best = tap[0];
         typename V::Off arg = tap_offset[0];
         for (int k = 1; k < 4; ++k) {
           const Mask win = V::wins(all, tap[k], best);
@@ -283,11 +294,17 @@ void max_pool2d_2x2(const Pool2dParams& p, const typename V::T* x, int64_t plane
 }  // namespace
 
 void max_pool2d_2x2_avx512(const Pool2dParams& p, const float* x, int64_t planes, float* y, int64_t* idx) {
-  max_pool2d_2x2<F32x16>(p, x, planes, y, idx);
+  if (p.stride_w == 1)
+    max_pool2d_2x2<F32x16, 1>(p, x, planes, y, idx);
+  else
+    max_pool2d_2x2<F32x16, 2>(p, x, planes, y, idx);
 }
 
 void max_pool2d_2x2_avx512(const Pool2dParams& p, const double* x, int64_t planes, double* y, int64_t* idx) {
-  max_pool2d_2x2<F64x8>(p, x, planes, y, idx);
+  if (p.stride_w == 1)
+    max_pool2d_2x2<F64x8, 1>(p, x, planes, y, idx);
+  else
+    max_pool2d_2x2<F64x8, 2>(p, x, planes, y, idx);
 }
 
 void max_pool2d_rows_avx512(const Pool2dParams& p, const float* x, int64_t planes, float* y, int64_t* idx) {

@@ -50,11 +50,14 @@ struct FlatPoolTables {
   const int32_t* offsets;
 };
 
-// Whether every window is 2 x 2 with stride 2 and lies inside the input
-// (no padding or dilation, no ceil_mode overhang): max_pool2d_2x2_avx512's case.
+// Whether every window is 2 x 2 with the same stride, 1 or 2, both ways and
+// lies inside the input (no padding or dilation, no ceil_mode overhang):
+// max_pool2d_2x2_avx512's case.
 inline bool is_pool_2x2(const Pool2dParams& p) {
-  return p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0 &&
-         p.dilation_h == 1 && p.dilation_w == 1 && 2 * p.out_h <= p.in_h && 2 * p.out_w <= p.in_w;
+  const int64_t s = p.stride_w;
+  return p.kernel_h == 2 && p.kernel_w == 2 && (s == 1 || s == 2) && p.stride_h == s && p.pad_h == 0 &&
+         p.pad_w == 0 && p.dilation_h == 1 && p.dilation_w == 1 && s * (p.out_h - 1) + 2 <= p.in_h &&
+         s * (p.out_w - 1) + 2 <= p.in_w;
 }
 
 #ifdef CNNEXT_X86_SIMD
