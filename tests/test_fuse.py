@@ -1,4 +1,5 @@
-"""cnnext.fuse and ReLUMaxPool2d: ReLU -> max-pool chains rewritten to pool first, with identical results."""
+"""cnnext.fuse and ReLUMaxPool2d: ReLU -> max-pool chains rewritten to pool first, with identical results
+(also under torch.compile)."""
 
 from __future__ import annotations
 
@@ -177,3 +178,14 @@ def test_an_optimizer_of_the_original_trains_the_fused_model(rng):
 def test_fuse_rejects_what_is_not_a_module():
     with pytest.raises(TypeError, match="model"):
         cnnext.fuse(lambda x: x)
+
+
+def test_fused_model_compiles(rng):
+    model = cnnext.fuse(build_model("cifar_bn", seed=0)).eval()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    x = randn(rng, 3, 3, 32, 32).requires_grad_()
+    out = compiled(x)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    (expected_grad,) = torch.autograd.grad(model(x).sum(), x)
+    torch.testing.assert_close(out, model(x))
+    torch.testing.assert_close(grad, expected_grad)
