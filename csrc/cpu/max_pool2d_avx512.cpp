@@ -291,34 +291,36 @@ void max_pool2d_2x2(const Pool2dParams& p, const typename V::T* x, int64_t plane
   }
 }
 
+template <int kStride>
+struct Stride {
+  static constexpr int value = kStride;
+};
+
+// loop(Stride<1>{}) or loop(Stride<2>{}): the loops are compiled per horizontal stride.
+template <typename Loop>
+void by_stride(int64_t stride_w, const Loop& loop) {
+  if (stride_w == 1)
+    loop(Stride<1>{});
+  else
+    loop(Stride<2>{});
+}
+
 }  // namespace
 
 void max_pool2d_2x2_avx512(const Pool2dParams& p, const float* x, int64_t planes, float* y, int64_t* idx) {
-  if (p.stride_w == 1)
-    max_pool2d_2x2<F32x16, 1>(p, x, planes, y, idx);
-  else
-    max_pool2d_2x2<F32x16, 2>(p, x, planes, y, idx);
+  by_stride(p.stride_w, [&](auto s) { max_pool2d_2x2<F32x16, decltype(s)::value>(p, x, planes, y, idx); });
 }
 
 void max_pool2d_2x2_avx512(const Pool2dParams& p, const double* x, int64_t planes, double* y, int64_t* idx) {
-  if (p.stride_w == 1)
-    max_pool2d_2x2<F64x8, 1>(p, x, planes, y, idx);
-  else
-    max_pool2d_2x2<F64x8, 2>(p, x, planes, y, idx);
+  by_stride(p.stride_w, [&](auto s) { max_pool2d_2x2<F64x8, decltype(s)::value>(p, x, planes, y, idx); });
 }
 
 void max_pool2d_rows_avx512(const Pool2dParams& p, const float* x, int64_t planes, float* y, int64_t* idx) {
-  if (p.stride_w == 1)
-    max_pool2d_rows<F32x16, 1>(p, x, planes, y, idx);
-  else
-    max_pool2d_rows<F32x16, 2>(p, x, planes, y, idx);
+  by_stride(p.stride_w, [&](auto s) { max_pool2d_rows<F32x16, decltype(s)::value>(p, x, planes, y, idx); });
 }
 
 void max_pool2d_rows_avx512(const Pool2dParams& p, const double* x, int64_t planes, double* y, int64_t* idx) {
-  if (p.stride_w == 1)
-    max_pool2d_rows<F64x8, 1>(p, x, planes, y, idx);
-  else
-    max_pool2d_rows<F64x8, 2>(p, x, planes, y, idx);
+  by_stride(p.stride_w, [&](auto s) { max_pool2d_rows<F64x8, decltype(s)::value>(p, x, planes, y, idx); });
 }
 
 void max_pool2d_flat_avx512(const FlatPoolTables& t, const float* x, int64_t planes, float* y, int64_t* idx) {
