@@ -54,10 +54,10 @@ class ReLUMaxPool2d(nn.Module):
     ones: where a window's maximum is positive both pick the same element (PyTorch's first
     maximum, NaN included), and where it is not both give 0 and a zero gradient. Outputs and
     gradients are identical to nn.ReLU followed by nn.MaxPool2d; the full-size ReLU pass (and
-    its backward) is saved. ``pool`` is the cnnext.MaxPool2d that runs first; return_indices
-    is not supported (the indices of the windows whose maximum is not positive would differ),
-    a ValueError. Built by cnnext.fuse; construct it directly as
-    ``ReLUMaxPool2d(MaxPool2d(2))``.
+    its backward) is saved. ``pool`` is the cnnext.MaxPool2d that runs first. Built by
+    cnnext.fuse, or directly: ``ReLUMaxPool2d(cnnext.MaxPool2d(2))``. Raises TypeError for
+    another kind of pool and ValueError for one with return_indices=True (the indices of the
+    windows whose maximum is not positive would differ).
     """
 
     def __init__(self, pool: MaxPool2d) -> None:
