@@ -350,6 +350,25 @@ CNNEXT_ISA_CLONES void channel_vector_block(const Correlation& c, const T* stage
   channel_vector_pixels<T, kCoVecs, cv_width(kCoVecs)>(c, staged, base, tap_offset, w, w_stride, bias, out, 0);
 }
 
+// The channel-vector kernels' addressing: the staged offset of each output
+// pixel's window corner (base[oh * out_w + ow]), and of each reduction tap from
+// it (tap[(ch * kernel_h + kh) * kernel_w + kw]).
+struct WindowOffsets {
+  std::vector<int64_t> base, tap;
+
+  explicit WindowOffsets(const Correlation& c)
+      : base(c.out_h * c.out_w), tap(c.channels * c.kernel_h * c.kernel_w) {
+    const int64_t cols = c.staging.cols;
+    for (int64_t oh = 0; oh < c.out_h; ++oh)
+      for (int64_t ow = 0; ow < c.out_w; ++ow) base[oh * c.out_w + ow] = oh * c.stride_h * cols + ow * c.stride_w;
+    for (int64_t ch = 0; ch < c.channels; ++ch)
+      for (int64_t kh = 0; kh < c.kernel_h; ++kh)
+        for (int64_t kw = 0; kw < c.kernel_w; ++kw)
+          tap[(ch * c.kernel_h + kh) * c.kernel_w + kw] =
+              ch * c.staging.rows * cols + kh * c.dilation_h * cols + kw * c.dilation_w;
+  }
+};
+
 // Weights for channel_vector_block: packed[g][ch][kh][kw][oc]; `at` as for pack_weights.
 template <typename T, typename Fn>
 std::vector<T> pack_channel_vector_weights(int64_t groups, int64_t outs, int64_t channels, int64_t kernel_h,
@@ -373,16 +392,9 @@ void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, i
   constexpr int64_t block_outs = kCvVectors * kVec<T>;
   const int64_t blocks = (outs + block_outs - 1) / block_outs;
   const int64_t taps = c.channels * c.kernel_h * c.kernel_w, out_plane = c.out_h * c.out_w;
-  const int64_t cols = c.staging.cols;
-  // Staged offsets of each output pixel's window corner, and of each tap from it.
-  std::vector<int64_t> base(out_plane), tap_offset(taps);
-  for (int64_t oh = 0; oh < c.out_h; ++oh)
-    for (int64_t ow = 0; ow < c.out_w; ++ow) base[oh * c.out_w + ow] = oh * c.stride_h * cols + ow * c.stride_w;
-  for (int64_t ch = 0; ch < c.channels; ++ch)
-    for (int64_t kh = 0; kh < c.kernel_h; ++kh)
-      for (int64_t kw = 0; kw < c.kernel_w; ++kw)
-        tap_offset[(ch * c.kernel_h + kh) * c.kernel_w + kw] =
-            ch * c.staging.rows * cols + kh * c.dilation_h * cols + kw * c.dilation_w;
+  const WindowOffsets offsets(c);
+  const std::vector<int64_t>& base = offsets.base;
+  const std::vector<int64_t>& tap_offset = offsets.tap;
   at::parallel_for(0, batch * groups * blocks, 1, [&](int64_t begin, int64_t end) {
     AlignedBuffer<T> staged(staged_size<T>(c));
     int64_t staged_plane_set = -1;
@@ -581,6 +593,21 @@ bool all_finite(const T* x, int64_t n) {
 }
 
 
+// Every (sample, group) of dst = the correlation of src with the weights `at`
+// gives (as for pack_weights), with channel vectors where use_channel_vectors
+// holds and pixel vectors otherwise: forward and grad_input both run this.
+template <typename T, typename Fn>
+void correlate_all(const Correlation& c, int64_t batch, int64_t groups, int64_t outs, const T* src, int64_t src_h,
+                   int64_t src_w, Fn at, const T* bias, T* dst) {
+  if (use_channel_vectors<T>(c, outs)) {
+    const auto packed = pack_channel_vector_weights<T>(groups, outs, c.channels, c.kernel_h, c.kernel_w, at);
+    channel_vector_batch(c, batch, groups, outs, src, src_h, src_w, packed, bias, dst);
+  } else {
+    const auto packed = pack_weights<T>(groups, outs, c.channels, c.kernel_h, c.kernel_w, at);
+    correlate_batch(c, batch, groups, outs, src, src_h, src_w, packed, bias, dst);
+  }
+}
+
 // The batch cut into one chunk per thread: add(first, last, partial, bias_partial) adds samples
 // [first, last) into its own zeroed partial grad_weight (and bias sums, in double, or null
 // without grad_bias); the partials are then added in chunk order. No two threads add into the
@@ -679,16 +706,11 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& c, con
                                 T* grad_weight, T* grad_bias) {
   constexpr int64_t block_outs = kCvVectors * kVec<T>;
   const int64_t cin = p.in_per_group(), cout = p.out_per_group(), pixels = p.out_plane();
-  const int64_t taps = cin * p.kernel_plane(), cols = c.staging.cols;
-  const int64_t staged_sample = cin * c.staging.rows * cols, gy_sample = pixels * cout;
-  std::vector<int64_t> base(pixels), tap_offset(taps);
-  for (int64_t oh = 0; oh < p.out_h; ++oh)
-    for (int64_t ow = 0; ow < p.out_w; ++ow) base[oh * p.out_w + ow] = oh * p.stride_h * cols + ow * p.stride_w;
-  for (int64_t ch = 0; ch < cin; ++ch)
-    for (int64_t kh = 0; kh < p.kernel_h; ++kh)
-      for (int64_t kw = 0; kw < p.kernel_w; ++kw)
-        tap_offset[(ch * p.kernel_h + kh) * p.kernel_w + kw] =
-            ch * c.staging.rows * cols + kh * p.dilation_h * cols + kw * p.dilation_w;
+  const int64_t taps = cin * p.kernel_plane();
+  const int64_t staged_sample = cin * c.staging.rows * c.staging.cols, gy_sample = pixels * cout;
+  const WindowOffsets offsets(c);
+  const std::vector<int64_t>& base = offsets.base;
+  const std::vector<int64_t>& tap_offset = offsets.tap;
   // Samples staged together: as many as fit in the L2 budget, so each pass over the taps reads
   // them from there; up to 32, for long reductions per partial-sum update.
   const int64_t stage_samples = std::clamp<int64_t>(
@@ -739,13 +761,7 @@ void direct_forward(const Conv2dParams& p, const T* input, const T* weight, cons
   const auto weight_at = [&](int64_t g, int64_t oc, int64_t ch, int64_t kh, int64_t kw) {
     return weight[((g * cout + oc) * cin + ch) * p.kernel_plane() + kh * p.kernel_w + kw];
   };
-  if (use_channel_vectors<T>(c, cout)) {
-    const auto packed = pack_channel_vector_weights<T>(p.groups, cout, cin, p.kernel_h, p.kernel_w, weight_at);
-    channel_vector_batch(c, p.batch, p.groups, cout, input, p.in_h, p.in_w, packed, bias, output);
-  } else {
-    const auto packed = pack_weights<T>(p.groups, cout, cin, p.kernel_h, p.kernel_w, weight_at);
-    correlate_batch(c, p.batch, p.groups, cout, input, p.in_h, p.in_w, packed, bias, output);
-  }
+  correlate_all(c, p.batch, p.groups, cout, input, p.in_h, p.in_w, weight_at, bias, output);
 }
 
 template <typename T>
@@ -761,13 +777,7 @@ void direct_grad_input(const Conv2dParams& p, const T* grad_output, const T* wei
                   (p.kernel_w - 1 - kw)];
   };
   const T* no_bias = nullptr;
-  if (use_channel_vectors<T>(c, cin)) {
-    const auto packed = pack_channel_vector_weights<T>(p.groups, cin, cout, p.kernel_h, p.kernel_w, weight_at);
-    channel_vector_batch(c, p.batch, p.groups, cin, grad_output, p.out_h, p.out_w, packed, no_bias, grad_input);
-  } else {
-    const auto packed = pack_weights<T>(p.groups, cin, cout, p.kernel_h, p.kernel_w, weight_at);
-    correlate_batch(c, p.batch, p.groups, cin, grad_output, p.out_h, p.out_w, packed, no_bias, grad_input);
-  }
+  correlate_all(c, p.batch, p.groups, cin, grad_output, p.out_h, p.out_w, weight_at, no_bias, grad_input);
 }
 
 float plane_sum(const float* x, int64_t n) { return vector_sum(x, n); }
