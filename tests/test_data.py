@@ -1,7 +1,13 @@
 """IDX reader, MNIST / Fashion-MNIST datasets, embedded sample and downloader.
 
-The downloader is exercised against HTTP servers on 127.0.0.1 serving the
-real files of ../shared/data; nothing here touches the internet.
+The real images these tests read, checksum and serve come from the sample the
+package embeds: its two parts joined back in their original order are the
+10,000 official MNIST test images (see ``embedded_source``), written here as
+gzip IDX files under the official names. Only the tests whose subject is an
+official file that the package does not embed (the Fashion-MNIST label files
+of the built-in md5 table, the copy of the official t10k files) read
+../shared/data, and they skip when it is absent. The downloader is exercised
+against HTTP servers on 127.0.0.1; nothing here touches the internet.
 """
 
 from __future__ import annotations
@@ -28,19 +34,20 @@ from cnnext.data import (
     MNIST,
     download_dataset,
     download_file,
+    embedded_source,
+    embedded_split,
     load_datasets,
     read_idx,
     read_images,
     read_labels,
     write_idx,
 )
+from cnnext.data.datasets import EMBEDDED_SOURCES
 from cnnext.data.download import MIRRORS, RESOURCES, Resource
 
 SHARED = Path(os.environ.get("CNNEXT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-MNIST_IMAGES = SHARED / "mnist-t10k-images-idx3-ubyte.gz"
-MNIST_LABELS = SHARED / "mnist-t10k-labels-idx1-ubyte.gz"
-FASHION_IMAGES = SHARED / "fashion-mnist-train-first2557-images-idx3-ubyte.gz"
-FASHION_LABELS = SHARED / "fashion-mnist-train-first2557-labels-idx1-ubyte.gz"
+FIRST_T10K_LABELS = [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+T10K_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
 def md5(path: Path) -> str:
@@ -48,8 +55,31 @@ def md5(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
+def real_dir(tmp_path_factory) -> Path:
+    """A folder with the real MNIST test set (from the embedded sample) as gzip IDX files under
+    the official names t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz."""
+    folder = tmp_path_factory.mktemp("real")
+    images, labels = embedded_source("mnist")
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mnist_images(real_dir) -> Path:
+    return real_dir / "t10k-images-idx3-ubyte.gz"
+
+
+@pytest.fixture(scope="module")
+def mnist_labels(real_dir) -> Path:
+    return real_dir / "t10k-labels-idx1-ubyte.gz"
+
+
+@pytest.fixture(scope="module")
 def shared_data() -> Path:
-    assert MNIST_IMAGES.is_file(), f"real data expected in {SHARED} (set CNNEXT_SHARED_DATA)"
+    """../shared/data (or $CNNEXT_SHARED_DATA), for the tests whose subject is a file there; skips when absent."""
+    if not (SHARED / "mnist-t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"the official data files are not in {SHARED} (set CNNEXT_SHARED_DATA to where they are)")
     return SHARED
 
 
@@ -76,24 +106,24 @@ def test_write_idx_is_reproducible(tmp_path):
     assert (tmp_path / "a.gz").read_bytes() == (tmp_path / "b.gz").read_bytes()
 
 
-def test_read_real_mnist(shared_data):
-    images, labels = read_images(MNIST_IMAGES), read_labels(MNIST_LABELS)
+def test_read_real_mnist(mnist_images, mnist_labels):
+    images, labels = read_images(mnist_images), read_labels(mnist_labels)
     assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
-    assert labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
-    assert np.bincount(labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert labels[:10].tolist() == FIRST_T10K_LABELS
+    assert np.bincount(labels).tolist() == T10K_CLASS_COUNTS
     assert abs(images.mean() / 255 - 0.1325) < 5e-4
 
 
-def test_truncated_gzip_names_file(tmp_path, shared_data):
+def test_truncated_gzip_names_file(tmp_path, mnist_images):
     bad = tmp_path / "cut-images-idx3-ubyte.gz"
-    raw = MNIST_IMAGES.read_bytes()
+    raw = mnist_images.read_bytes()
     bad.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(IdxError, match="cut-images-idx3-ubyte.gz.*truncated"):
         read_images(bad)
 
 
-def test_corrupt_gzip_names_file(tmp_path, shared_data):
-    raw = bytearray(MNIST_LABELS.read_bytes())
+def test_corrupt_gzip_names_file(tmp_path, mnist_labels):
+    raw = bytearray(mnist_labels.read_bytes())
     rng = np.random.default_rng(3)
     for i in rng.choice(np.arange(20, len(raw) - 8), size=50, replace=False):
         raw[i] ^= 0xFF
@@ -136,11 +166,11 @@ def test_bad_magic(tmp_path, magic):
         read_idx(_raw_idx(tmp_path, magic + bytes(16), "m.idx"))
 
 
-def test_wrong_kind_of_file(tmp_path, shared_data):
+def test_wrong_kind_of_file(tmp_path, mnist_images, mnist_labels):
     with pytest.raises(IdxError, match="expected uint8 images"):
-        read_images(MNIST_LABELS)
+        read_images(mnist_labels)
     with pytest.raises(IdxError, match="expected uint8 labels"):
-        read_labels(MNIST_IMAGES)
+        read_labels(mnist_images)
     labels = np.random.default_rng(5).integers(0, 10, 50, dtype=np.uint8)
     labels[17] = 10
     write_idx(tmp_path / "l.gz", labels)
@@ -169,13 +199,31 @@ def test_embedded_sample_is_a_real_split():
         assert not keys[0] & keys[1]
 
 
+def test_embedded_split_is_a_partition():
+    train, held_out = embedded_split(100, 30)
+    assert len(held_out) == 30 and np.all(np.diff(train) > 0) and np.all(np.diff(held_out) > 0)
+    assert sorted(np.concatenate([train, held_out]).tolist()) == list(range(100))
+    assert [a.tolist() for a in embedded_split(100, 30)] == [train.tolist(), held_out.tolist()]
+    assert embedded_split(100, 30, seed=1)[1].tolist() != held_out.tolist()
+
+
+@pytest.mark.parametrize("name, count", [("mnist", 10000), ("fashion-mnist", 2557)])
+def test_embedded_source_joins_the_parts(name, count):
+    images, labels = embedded_source(name)
+    assert images.shape == (count, 28, 28) and images.dtype == np.uint8 and labels.shape == (count,)
+    index = dict(zip(("train", "test"), embedded_split(count, EMBEDDED_SOURCES[name][1])))
+    for split, rows in index.items():
+        part = read_images(EMBEDDED_DIR / f"{name}-{split}-images-idx3-ubyte.gz")
+        np.testing.assert_array_equal(images[rows], part)
+
+
 def test_embedded_matches_shared_data(shared_data):
-    for name, images, labels in [("mnist", MNIST_IMAGES, MNIST_LABELS), ("fashion-mnist", FASHION_IMAGES, FASHION_LABELS)]:
-        official = {img.tobytes(): int(lab) for img, lab in zip(read_images(images), read_labels(labels))}
-        for split in ("train", "test"):
-            imgs = read_images(EMBEDDED_DIR / f"{name}-{split}-images-idx3-ubyte.gz")
-            labs = read_labels(EMBEDDED_DIR / f"{name}-{split}-labels-idx1-ubyte.gz")
-            assert all(official[img.tobytes()] == lab for img, lab in zip(imgs, labs))
+    """The embedded sample joined back is, image for image and label for label, the official files it was cut from."""
+    sources = [("mnist", "mnist-t10k"), ("fashion-mnist", "fashion-mnist-train-first2557")]
+    for name, prefix in sources:
+        images, labels = embedded_source(name)
+        np.testing.assert_array_equal(images, read_images(shared_data / f"{prefix}-images-idx3-ubyte.gz"))
+        np.testing.assert_array_equal(labels, read_labels(shared_data / f"{prefix}-labels-idx1-ubyte.gz"))
 
 
 @pytest.mark.parametrize("cls, sizes, mean, std", [(MNIST, (8000, 2000), 0.1307, 0.3081), (FashionMNIST, (2000, 557), 0.2860, 0.3530)])
@@ -194,12 +242,13 @@ def test_embedded_datasets(cls, sizes, mean, std):
         assert torch.equal(image, ds.images[i]) and label == ds.labels[i].item() and isinstance(label, int)
 
 
-def _full_root(tmp_path: Path, compressed: bool = True) -> Path:
+def _full_root(tmp_path: Path, real_dir: Path, compressed: bool = True) -> Path:
     """A data root whose mnist/ folder holds the official file names (the t10k files for both splits)."""
     folder = tmp_path / "root" / "mnist"
     folder.mkdir(parents=True)
     for split in ("train", "t10k"):
-        for src, kind in ((MNIST_IMAGES, "images-idx3"), (MNIST_LABELS, "labels-idx1")):
+        for kind in ("images-idx3", "labels-idx1"):
+            src = real_dir / f"t10k-{kind}-ubyte.gz"
             dest = folder / f"{split}-{kind}-ubyte.gz"
             if compressed:
                 shutil.copyfile(src, dest)
@@ -209,13 +258,13 @@ def _full_root(tmp_path: Path, compressed: bool = True) -> Path:
 
 
 @pytest.mark.parametrize("compressed", [True, False])
-def test_full_data_from_root(tmp_path, shared_data, compressed):
-    root = _full_root(tmp_path, compressed)
+def test_full_data_from_root(tmp_path, real_dir, compressed):
+    root = _full_root(tmp_path, real_dir, compressed)
     messages = []
     train, test = load_datasets("mnist", root, log=messages.append)
     assert messages == []
     assert len(train) == len(test) == 10000 and train.source == test.source == "full"
-    assert test.labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    assert test.labels[:10].tolist() == FIRST_T10K_LABELS
 
 
 def test_missing_full_data_falls_back_to_embedded(tmp_path):
@@ -228,8 +277,8 @@ def test_missing_full_data_falls_back_to_embedded(tmp_path):
         FashionMNIST(tmp_path / "empty")
 
 
-def test_corrupt_full_data_is_an_error(tmp_path, shared_data):
-    root = _full_root(tmp_path)
+def test_corrupt_full_data_is_an_error(tmp_path, real_dir):
+    root = _full_root(tmp_path, real_dir)
     path = root / "mnist" / "train-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-1000])
     with pytest.raises(IdxError, match="train-images-idx3-ubyte.gz"):
@@ -285,10 +334,10 @@ class _Server:
 
 
 @pytest.fixture
-def serve(shared_data):
+def serve(real_dir):
     servers = []
 
-    def start(mode: str = "ok", directory: Path = shared_data) -> _Server:
+    def start(mode: str = "ok", directory: Path = real_dir) -> _Server:
         servers.append(_Server(directory, mode))
         return servers[-1]
 
@@ -307,28 +356,28 @@ def _leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".part"))
 
 
-def test_download_good_file(tmp_path, serve):
+def test_download_good_file(tmp_path, serve, mnist_images):
     server = serve()
     dest = tmp_path / "out" / "mnist.gz"
-    assert download_file(server.url + MNIST_IMAGES.name, dest, md5(MNIST_IMAGES)) == dest
-    assert dest.read_bytes() == MNIST_IMAGES.read_bytes()
+    assert download_file(server.url + mnist_images.name, dest, md5(mnist_images)) == dest
+    assert dest.read_bytes() == mnist_images.read_bytes()
     assert _leftovers(dest.parent) == []
 
 
-def test_download_wrong_checksum_keeps_old_file(tmp_path, serve):
+def test_download_wrong_checksum_keeps_old_file(tmp_path, serve, mnist_labels):
     server = serve()
     dest = tmp_path / "labels.gz"
     dest.write_bytes(b"previous content")
     with pytest.raises(DownloadError, match="md5 mismatch"):
-        download_file(server.url + MNIST_LABELS.name, dest, "0" * 32)
+        download_file(server.url + mnist_labels.name, dest, "0" * 32)
     assert dest.read_bytes() == b"previous content" and _leftovers(tmp_path) == []
 
 
-def test_download_dropped_connection(tmp_path, serve):
+def test_download_dropped_connection(tmp_path, serve, mnist_images):
     server = serve("drop")
     dest = tmp_path / "images.gz"
-    with pytest.raises(DownloadError, match=f"{MNIST_IMAGES.name}: (connection closed|download failed)"):
-        download_file(server.url + MNIST_IMAGES.name, dest, md5(MNIST_IMAGES), timeout=10)
+    with pytest.raises(DownloadError, match=f"{mnist_images.name}: (connection closed|download failed)"):
+        download_file(server.url + mnist_images.name, dest, md5(mnist_images), timeout=10)
     assert not dest.exists() and _leftovers(tmp_path) == []
 
 
@@ -347,7 +396,7 @@ def test_download_dataset_official_md5s(tmp_path, serve, shared_data):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     for split in ("train", "t10k"):
-        shutil.copyfile(SHARED / f"fashion-mnist-{split}-labels-idx1-ubyte.gz", mirror / f"{split}-labels-idx1-ubyte.gz")
+        shutil.copyfile(shared_data / f"fashion-mnist-{split}-labels-idx1-ubyte.gz", mirror / f"{split}-labels-idx1-ubyte.gz")
     bad, good = serve("drop", mirror), serve("ok", mirror)
     labels = tuple(r for r in RESOURCES["fashion-mnist"] if "labels" in r.filename)
     out = tmp_path / "fashion-mnist"
@@ -369,13 +418,13 @@ def test_download_dataset_all_mirrors_fail(tmp_path, serve):
     assert "missing.gz" in message and offline in message and "HTTP 404" in message
 
 
-def test_load_datasets_download(tmp_path, serve, monkeypatch, shared_data):
+def test_load_datasets_download(tmp_path, serve, monkeypatch, mnist_images, mnist_labels):
     """download=True fetches into root/<name>/ and uses the result; a failing
     download falls back to the embedded sample, saying why."""
     mirror = tmp_path / "mirror"
     mirror.mkdir()
-    names = {"train-images-idx3-ubyte.gz": MNIST_IMAGES, "train-labels-idx1-ubyte.gz": MNIST_LABELS,
-             "t10k-images-idx3-ubyte.gz": MNIST_IMAGES, "t10k-labels-idx1-ubyte.gz": MNIST_LABELS}
+    names = {"train-images-idx3-ubyte.gz": mnist_images, "train-labels-idx1-ubyte.gz": mnist_labels,
+             "t10k-images-idx3-ubyte.gz": mnist_images, "t10k-labels-idx1-ubyte.gz": mnist_labels}
     for name, src in names.items():
         shutil.copyfile(src, mirror / name)
     monkeypatch.setitem(RESOURCES, "mnist", tuple(Resource(n, md5(s)) for n, s in names.items()))

@@ -22,26 +22,19 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnext.data.datasets import EMBEDDED_SOURCES, embedded_split
 from cnnext.data.idx import read_images, read_labels, write_idx
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data"
 DEFAULT_OUT = REPO / "cnnext" / "data" / "embedded"
 
-# dataset -> (source file prefix, number of held-out images)
-SOURCES = {
-    "mnist": ("mnist-t10k", 2000),
-    "fashion-mnist": ("fashion-mnist-train-first2557", 557),
-}
-
-
 def split_dataset(name: str, source: Path, out: Path, seed: int = 0) -> None:
     """Write the train / held-out IDX pairs of dataset ``name`` into ``out``."""
-    prefix, n_test = SOURCES[name]
+    prefix, n_test = EMBEDDED_SOURCES[name]
     images = read_images(source / f"{prefix}-images-idx3-ubyte.gz")
     labels = read_labels(source / f"{prefix}-labels-idx1-ubyte.gz")
-    order = np.random.default_rng(seed).permutation(len(images))
-    parts = {"train": np.sort(order[n_test:]), "test": np.sort(order[:n_test])}
+    parts = dict(zip(("train", "test"), embedded_split(len(images), n_test, seed)))
     for split, index in parts.items():
         write_idx(out / f"{name}-{split}-images-idx3-ubyte.gz", images[index])
         write_idx(out / f"{name}-{split}-labels-idx1-ubyte.gz", labels[index])
@@ -52,7 +45,7 @@ def main(argv: list[str]) -> None:
     source = Path(argv[0]) if argv else DEFAULT_SOURCE
     out = Path(argv[1]) if len(argv) > 1 else DEFAULT_OUT
     out.mkdir(parents=True, exist_ok=True)
-    for name in SOURCES:
+    for name in EMBEDDED_SOURCES:
         split_dataset(name, source, out)
     total = sum(f.stat().st_size for f in out.glob("*.gz"))
     print(f"wrote {out} ({total / 1e6:.2f} MB)")

@@ -7,7 +7,17 @@ Typical use::
     train, test = load_datasets("mnist", download=True)
 """
 
-from .datasets import DATASETS, EMBEDDED_DIR, FashionMNIST, IdxDataset, MNIST, default_root, load_datasets
+from .datasets import (
+    DATASETS,
+    EMBEDDED_DIR,
+    FashionMNIST,
+    IdxDataset,
+    MNIST,
+    default_root,
+    embedded_source,
+    embedded_split,
+    load_datasets,
+)
 from .download import DownloadError, download_dataset, download_file
 from .idx import IdxError, read_idx, read_images, read_labels, write_idx
 
@@ -22,6 +32,8 @@ __all__ = [
     "default_root",
     "download_dataset",
     "download_file",
+    "embedded_source",
+    "embedded_split",
     "load_datasets",
     "read_idx",
     "read_images",

@@ -30,10 +30,19 @@ __all__ = [
     "MNIST",
     "FashionMNIST",
     "default_root",
+    "embedded_source",
+    "embedded_split",
     "load_datasets",
 ]
 
 EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
+
+# What the embedded sample of each dataset was cut from: the official file prefix, and how
+# many of its images were held out. The cut is `embedded_split` (tools/make_embedded_data.py).
+EMBEDDED_SOURCES = {
+    "mnist": ("mnist-t10k", 2000),
+    "fashion-mnist": ("fashion-mnist-train-first2557", 557),
+}
 
 _OFFICIAL = {
     True: ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -44,6 +53,38 @@ _OFFICIAL = {
 def default_root() -> Path:
     """The default data directory: $CNNEXT_DATA, else ~/.cache/cnnext/data."""
     return Path(os.environ.get("CNNEXT_DATA") or Path.home() / ".cache" / "cnnext" / "data")
+
+
+def embedded_split(count: int, held_out: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The random split of ``count`` images that made an embedded sample.
+
+    Returns (train indices, held-out indices): disjoint, each sorted ascending, together
+    ``range(count)``, with ``held_out`` held-out indices; the same for the same arguments.
+    """
+    order = np.random.default_rng(seed).permutation(count)
+    return np.sort(order[held_out:]), np.sort(order[:held_out])
+
+
+def embedded_source(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The real images the embedded sample of ``name`` was cut from, in their original order.
+
+    Joins the embedded train and held-out parts back through ``embedded_split``: for "mnist"
+    the 10,000 official MNIST test images (t10k), for "fashion-mnist" the first 2,557 official
+    Fashion-MNIST training images. Returns (uint8 images (N, 28, 28), uint8 labels (N,)).
+    Raises KeyError for another name.
+    """
+    _, held_out = EMBEDDED_SOURCES[name]
+    parts = {
+        split: (read_images(EMBEDDED_DIR / f"{name}-{split}-images-idx3-ubyte.gz"),
+                read_labels(EMBEDDED_DIR / f"{name}-{split}-labels-idx1-ubyte.gz"))
+        for split in ("train", "test")
+    }
+    count = len(parts["train"][0]) + len(parts["test"][0])
+    images = np.empty((count, 28, 28), np.uint8)
+    labels = np.empty(count, np.uint8)
+    for split, index in zip(("train", "test"), embedded_split(count, held_out)):
+        images[index], labels[index] = parts[split]
+    return images, labels
 
 
 class IdxDataset(Dataset):
