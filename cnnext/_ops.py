@@ -6,12 +6,27 @@ shapes, so ``torch.compile`` can trace models that use cnnext layers.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Sequence
 
 import torch
 
-from . import _build_config
+
+# A package directory without its build outputs is cnnext's unbuilt source tree (typically found
+# first on sys.path after a non-editable install, when run from the source directory): one clear
+# error instead of Python's "partially initialized module" message.
+for _output in ("_build_config", "_C"):
+    _name = f"{__package__}.{_output}"
+    if _name not in sys.modules and importlib.util.find_spec(_name) is None:
+        raise ImportError(
+            f"cnnext is not built in {os.path.dirname(__file__)} (its build output {_output} is missing): this "
+            "is cnnext's source tree. Either run from another directory, so that the installed cnnext is "
+            "imported, or build it in place with: pip install --no-build-isolation -e ."
+        )
+
+from . import _build_config  # noqa: E402
 
 if _build_config.TORCH_VERSION != torch.__version__:
     raise ImportError(
@@ -22,13 +37,6 @@ if _build_config.TORCH_VERSION != torch.__version__:
 
 try:
     from . import _C
-except ModuleNotFoundError as exc:
-    raise ImportError(
-        f"cnnext's compiled extension is missing from {os.path.dirname(__file__)} "
-        f"({exc}). If you are running from cnnext's source directory after a non-editable install, Python "
-        "imports the unbuilt sources: run from another directory, or build in place with "
-        "pip install --no-build-isolation -e ."
-    ) from exc
 except ImportError as exc:  # e.g. undefined symbols after an in-place torch upgrade
     raise ImportError(
         f"cnnext's compiled extension failed to load ({exc}). Rebuild it against the installed torch "

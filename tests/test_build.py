@@ -1,8 +1,12 @@
 """build_info() and the import-time check that the running torch is the one cnnext was built for."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 import torch
 
@@ -27,3 +31,19 @@ def test_import_against_another_torch_fails_clearly():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "1.0.0" in out and torch.__version__ in out and "pip install --no-build-isolation" in out
+
+
+@pytest.mark.parametrize("built", [[], ["_build_config.py"]], ids=["nothing-built", "no-extension"])
+def test_import_of_the_unbuilt_source_tree_says_how_out(tmp_path, built):
+    """Run from a source tree whose cnnext/ lacks the build outputs (e.g. after a non-editable install):
+    one ImportError naming both ways out, not Python's "partially initialized module" message."""
+    package = Path(cnnext.__file__).parent
+    shutil.copytree(package, tmp_path / "cnnext", ignore=shutil.ignore_patterns("*.so", "__pycache__", "_build_config.py"))
+    for name in built:
+        shutil.copy2(package / name, tmp_path / "cnnext" / name)
+    result = subprocess.run([sys.executable, "-c", "import cnnext"], cwd=tmp_path, capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: cnnext is not built in") and "partially initialized" not in result.stderr
+    assert "run from another directory" in last and "pip install --no-build-isolation -e ." in last
