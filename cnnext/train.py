@@ -12,6 +12,7 @@ turn, and a side-by-side table is printed at the end.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -76,16 +77,24 @@ class Dist:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    """An option value that must be an integer >= 1; argparse reports the ArgumentTypeError's text."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    """An option value that must be a number > 0 (not NaN); argparse reports the ArgumentTypeError's text."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
     if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
     return value
 
 
@@ -126,6 +135,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--device cuda: no CUDA device available")
     if args.ddp and "RANK" not in os.environ:
         p.error("--ddp needs torchrun, e.g. torchrun --nproc_per_node=2 -m cnnext.train --ddp")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:  # checked now, not after training
+        p.error("--plot needs matplotlib, which is not installed: pip install matplotlib")
     return args
 
 
@@ -329,9 +340,10 @@ def fit(runs: list[Run], data: Data, spec: ModelSpec, args: argparse.Namespace, 
         batches = list(epoch_batches(len(data.train[1]), batch_size, seed=args.seed, epoch=epoch, ctx=ctx))
         for run in runs:
             torch.manual_seed(args.seed * 1_000_003 + epoch * 1009 + ctx.rank)  # same dropout masks for every run
+            # A progress bar only on a terminal: in a log the per-epoch lines below say it all.
             with tqdm(total=sum(len(b) for b in batches), desc=f"epoch {epoch}/{args.epochs} {run.label}",
-                      unit="img", leave=False, disable=not ctx.is_main, file=sys.stderr,
-                      mininterval=0.1 if sys.stderr.isatty() else 10.0) as bar:
+                      unit="img", leave=False, disable=not (ctx.is_main and sys.stderr.isatty()),
+                      file=sys.stderr, mininterval=0.1) as bar:
                 start = time.perf_counter()
                 local_loss, local_count = train_epoch(run, data.train, batches, adapt, bar)
                 seconds = time.perf_counter() - start

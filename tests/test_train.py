@@ -51,6 +51,8 @@ def test_cli_compare_save_plot(tmp_path):
     printed = float(re.search(r"epoch 2/2 +cnnext\(im2col\):.*test acc ([\d.]+)%", out).group(1)) / 100
     assert abs(_test_accuracy(tmp_path / "out" / "model.pt", "cnn_pad", 500) - printed) <= 1 / 500
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # stderr is a pipe here, as in a CI log: no progress bar output, only the data note
+    assert "img/s]" not in proc.stderr and "%|" not in proc.stderr
 
 
 def test_cli_defaults_per_model(tmp_path):
@@ -64,7 +66,10 @@ def test_cli_defaults_per_model(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--epochs", "0"], "--epochs: must be a positive integer"),
+    (["--epochs", "0"], "--epochs: must be a positive integer, got '0'"),
+    (["--epochs", "abc"], "argument --epochs: must be a positive integer, got 'abc'"),
+    (["--lr", "nan"], "argument --lr: must be a positive number, got 'nan'"),
+    (["--lr", "fast"], "argument --lr: must be a positive number, got 'fast'"),
     (["--model", "vgg"], "invalid choice: 'vgg'"),
     (["--ddp"], "--ddp needs torchrun"),
 ])
@@ -73,6 +78,20 @@ def test_cli_rejects_bad_options(args, message, capsys, monkeypatch):
     with pytest.raises(SystemExit) as info:
         main(args)
     assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cli_messages_show_no_internal_names(capsys):
+    with pytest.raises(SystemExit):
+        main(["--epochs", "abc", "--threads", "x"])
+    assert "_positive" not in capsys.readouterr().err
+
+
+def test_cli_plot_without_matplotlib_fails_before_training(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails, as when not installed
+    with pytest.raises(SystemExit) as info:
+        main(["--plot", "curves.png", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--plot needs matplotlib" in err and "pip install matplotlib" in err
 
 
 def test_ddp_two_cpu_processes(tmp_path):
