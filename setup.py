@@ -70,7 +70,8 @@ def extension():
     write_build_config(cuda, archs)
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     macros = [("CNNEXT_VERSION", f'"{VERSION}"'), ("CNNEXT_TORCH_VERSION", f'"{torch.__version__}"')]
-    cxx = ["-O3", "-std=c++17", "-fopenmp", "-fno-math-errno"]
+    # No -std: torch's cpp_extension passes the standard its headers need (C++17, C++20 from torch 2.14).
+    cxx = ["-O3", "-fopenmp", "-fno-math-errno"]
     if cpu_arch():
         cxx.append(f"-march={cpu_arch()}")
         macros += [("CNNEXT_NO_ISA_CLONES", None), ("CNNEXT_CPU_ARCH", f'"{cpu_arch()}"')]
@@ -83,7 +84,7 @@ def extension():
         ("CNNEXT_CUDA_VERSION", f'"{torch.version.cuda}"'),
         ("CNNEXT_CUDA_ARCHS", f'"{archs}"'),
     ]
-    args["extra_compile_args"]["nvcc"] = ["-O3", "-std=c++17", "--expt-relaxed-constexpr"]
+    args["extra_compile_args"]["nvcc"] = ["-O3", "--expt-relaxed-constexpr"]
     return CUDAExtension("cnnext._C", sources, define_macros=macros, **args)
 
 

@@ -1,6 +1,7 @@
 """build_info() and the import-time check that the running torch is the one cnnext was built for."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -47,3 +48,19 @@ def test_import_of_the_unbuilt_source_tree_says_how_out(tmp_path, built):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: cnnext is not built in") and "partially initialized" not in result.stderr
     assert "run from another directory" in last and "pip install --no-build-isolation -e ." in last
+
+
+def test_plain_pip_install_stops_at_once_saying_what_to_run(tmp_path):
+    """`pip install .` in the user's own words (build isolation on): pip's throw-away build environment has no
+    torch, so the build backend stops before anything is downloaded or compiled (--no-index: a download
+    attempt would fail differently) and prints the command that builds against the installed torch."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--target", str(tmp_path / "site"), str(repo)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "cnnext must be compiled against the torch it will run with" in output
+    assert "pip install --no-build-isolation ." in output
+    assert not (tmp_path / "site").exists()
