@@ -6,12 +6,14 @@
   correct gradients wherever they are called: eager code, ``torch.compile``, an exported program,
   a traced module;
 - a batching rule (``torch.library.register_vmap``) for ``torch.func.vmap``;
-- an ``autograd.Function`` with the same ``setup_context``/``backward`` plus a ``jvp``, used only
-  inside torch.func transforms (grad, jacrev, jvp, ...) and forward-mode AD (a
-  ``torch.autograd.forward_ad.dual_level``): the Function ``register_autograd`` generates has
-  neither a ``setup_context`` (which torch.func requires) nor a ``jvp``, and PyTorch has no jvp
-  registration for custom ops. Outside those, and always while compiling or tracing (dynamo does
-  not trace a Function with a custom jvp; a trace must record the op), the op is called directly.
+- two ``autograd.Function``s with the same ``setup_context``/``backward``, which is how eager code
+  (``cnnext.functional``, the modules) calls the op: the plain one in eager mode (applied without
+  ``Function.apply``'s per-call signature binding), and one that adds a ``jvp`` and a ``vmap``
+  inside torch.func transforms (grad, jacrev, jvp, ...) and forward-mode AD: the Function
+  ``register_autograd`` generates has neither a ``setup_context`` (which torch.func requires)
+  nor a ``jvp``, and PyTorch has no jvp registration for custom ops. While dynamo or export
+  trace, or ``torch.jit.trace`` records, the op itself is called (dynamo does not trace a
+  Function with a custom jvp; a trace must record the op), and its registered autograd applies.
 
 Every backward and jvp formula calls the callables this module returns, never the raw ops, so
 the derivatives are themselves differentiable to any order in every mode: the gradient of
@@ -36,28 +38,39 @@ __all__ = [
 ]
 
 
-def _needs_function() -> bool:
-    """Whether the op must run through its autograd.Function: inside a torch.func transform or a
-    forward-AD dual level, unless dynamo or export is tracing (they record the op itself)."""
-    return not torch.compiler.is_compiling() and (
-        torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0
-    )
+def _recording() -> bool:
+    """Whether dynamo/export is tracing or torch.jit.trace is recording: the op must appear itself."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
+def _transformed() -> bool:
+    """Whether a torch.func transform or a forward-AD dual level is active: the op needs a jvp."""
+    return torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0
 
 
 class DifferentiableOp:
-    """Calls ``op`` (an OpOverload) directly, or through ``function`` where only an autograd.Function
-    is differentiable (see the module docstring). Same arguments and results as the op."""
+    """The op ``op`` (an OpOverload), differentiable in every mode (see the module docstring); same
+    arguments and results as the op. ``eager`` and ``transformed`` are its autograd.Functions."""
 
-    __slots__ = ("op", "function")
+    __slots__ = ("op", "eager", "transformed", "_apply_eager")
 
-    def __init__(self, op: torch._ops.OpOverload, function: type[torch.autograd.Function]) -> None:
-        self.op = op
-        self.function = function
+    def __init__(self, op: torch._ops.OpOverload, eager: type[torch.autograd.Function],
+                 transformed: type[torch.autograd.Function]) -> None:
+        self.op, self.eager, self.transformed = op, eager, transformed
+        # autograd.Function.apply binds the arguments to forward's signature (inspect.signature, on
+        # every call) and checks for torch.func transforms before calling the C++ apply; __call__
+        # checks for transforms itself and passes every argument, so eager calls go to C++ apply.
+        self._apply_eager = super(torch.autograd.Function, eager).apply
 
     def __call__(self, *args: Any) -> Any:
-        if _needs_function():
-            return self.function.apply(*args)
-        return self.op(*args)
+        if _recording():
+            return self.op(*args)
+        if _transformed():
+            return self.transformed.apply(*args)
+        if not torch.is_grad_enabled():  # nothing to record (e.g. a backward without create_graph)
+            with torch._C._AutoDispatchBelowAutograd():
+                return self.op(*args)
+        return self._apply_eager(*args)
 
 
 def differentiable(
@@ -72,9 +85,9 @@ def differentiable(
 
     ``setup_context(ctx, inputs, output)`` and ``backward(ctx, *grads)`` follow
     ``torch.library.register_autograd``; ``vmap(info, in_dims, *args)`` follows
-    ``torch.library.register_vmap`` (it is also the Function's vmap); ``jvp(inputs, output, *tangents)`` gets the op's inputs and
-    output and one tangent (or None) per input, and returns the output's tangent(s) (None for a
-    non-differentiable output). The formulas must call DifferentiableOps (or differentiable torch
+    ``torch.library.register_vmap`` (it is also the transformed Function's vmap);
+    ``jvp(inputs, output, *tangents)`` gets the op's inputs and output and one tangent (or None)
+    per input, and returns the output's tangent(s) (None for a non-differentiable output). The formulas must call DifferentiableOps (or differentiable torch
     functions), never raw ops, so that they are differentiable in turn.
     """
     op = getattr(ops, name).default
@@ -84,32 +97,39 @@ def differentiable(
     is_tensor = [isinstance(arg.type, (torch.TensorType, torch.OptionalType)) for arg in op._schema.arguments]
     returns_tuple = len(op._schema.returns) > 1
 
-    def function_setup_context(ctx, inputs: tuple, output: Any) -> None:
+    def forward(*args: Any) -> Any:
+        with torch._C._AutoDispatchBelowAutograd():  # the Function is the op's autograd here
+            return op(*args)
+
+    def transformed_setup_context(ctx, inputs: tuple, output: Any) -> None:
         setup_context(ctx, inputs, output)
         # What jvp needs: the tensors saved for forward mode (version-checked), the rest as they are.
         outputs = output if returns_tuple else (output,)
         ctx.save_for_forward(*(a for a, t in zip(inputs, is_tensor) if t), *outputs)
         ctx.non_tensor_inputs = tuple(None if t else a for a, t in zip(inputs, is_tensor))
 
-    def function_jvp(ctx, *tangents: Optional[torch.Tensor]) -> Any:
+    def transformed_jvp(ctx, *tangents: Optional[torch.Tensor]) -> Any:
         saved = iter(ctx.saved_tensors)
         inputs = tuple(next(saved) if t else a for a, t in zip(ctx.non_tensor_inputs, is_tensor))
         outputs = tuple(saved)
         return jvp(inputs, outputs if returns_tuple else outputs[0], *tangents)
 
-    function = type(
-        "".join(part.capitalize() for part in name.split("_")) + "Function",
-        (torch.autograd.Function,),
-        {
-            "__doc__": f"torch.ops.{qualname} for torch.func transforms and forward-mode AD.",
-            "forward": staticmethod(op),
-            "setup_context": staticmethod(function_setup_context),
-            "backward": staticmethod(backward),
-            "jvp": staticmethod(function_jvp),
-            "vmap": staticmethod(vmap),
-        },
-    )
-    return DifferentiableOp(op, function)
+    camel = "".join(part.capitalize() for part in name.split("_"))
+    eager = type(f"{camel}Function", (torch.autograd.Function,), {
+        "__doc__": f"torch.ops.{qualname} in eager autograd.",
+        "forward": staticmethod(forward),
+        "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward),
+    })
+    transformed = type(f"{camel}TransformedFunction", (torch.autograd.Function,), {
+        "__doc__": f"torch.ops.{qualname} under torch.func transforms and forward-mode AD.",
+        "forward": staticmethod(forward),
+        "setup_context": staticmethod(transformed_setup_context),
+        "backward": staticmethod(backward),
+        "jvp": staticmethod(transformed_jvp),
+        "vmap": staticmethod(vmap),
+    })
+    return DifferentiableOp(op, eager, transformed)
 
 
 def _below_vmap_level(rule: Callable[..., tuple]) -> Callable[..., tuple]:
