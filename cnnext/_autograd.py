@@ -7,13 +7,15 @@
   a traced module;
 - a batching rule (``torch.library.register_vmap``) for ``torch.func.vmap``;
 - two ``autograd.Function``s with the same ``setup_context``/``backward``, which is how eager code
-  (``cnnext.functional``, the modules) calls the op: the plain one in eager mode (applied without
-  ``Function.apply``'s per-call signature binding), and one that adds a ``jvp`` and a ``vmap``
+  (``cnnext.functional``, the modules) calls the op: the plain one in eager mode (the op's
+  registered autograd kernel runs more Python per call, see benchmarks/RESULTS.md), applied
+  without ``Function.apply``'s per-call signature binding, and one that adds a ``jvp`` and a ``vmap``
   inside torch.func transforms (grad, jacrev, jvp, ...) and forward-mode AD: the Function
   ``register_autograd`` generates has neither a ``setup_context`` (which torch.func requires)
   nor a ``jvp``, and PyTorch has no jvp registration for custom ops. While dynamo or export
   trace, or ``torch.jit.trace`` records, the op itself is called (dynamo does not trace a
-  Function with a custom jvp; a trace must record the op), and its registered autograd applies.
+  Function with a custom jvp; a trace must record the op), and its registered autograd applies;
+  so it does under autocast, whose kernels cast the inputs before autograd sees them.
 
 Every backward and jvp formula calls the callables this module returns, never the raw ops, so
 the derivatives are themselves differentiable to any order in every mode: the gradient of
@@ -38,9 +40,12 @@ __all__ = [
 ]
 
 
-def _recording() -> bool:
-    """Whether dynamo/export is tracing or torch.jit.trace is recording: the op must appear itself."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+def _through_dispatcher() -> bool:
+    """Whether the op must be called itself, its registered autograd kernel included: while dynamo or
+    export trace or torch.jit.trace records (the graph must show the op), and under autocast, whose
+    kernels cast the inputs above the Autograd key (a Function around the op would save the uncast
+    tensors)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch._C._is_any_autocast_enabled()
 
 
 def _transformed() -> bool:
@@ -63,7 +68,7 @@ class DifferentiableOp:
         self._apply_eager = super(torch.autograd.Function, eager).apply
 
     def __call__(self, *args: Any) -> Any:
-        if _recording():
+        if _through_dispatcher():
             return self.op(*args)
         if _transformed():
             return self.transformed.apply(*args)
