@@ -4,8 +4,9 @@ No GPU is needed: tests/cuda_emulation/cuda_emu.h lets g++ compile the unchanged
 threads as real threads with __syncthreads() as a real barrier, and tests/cuda_emulation/driver.cpp calls the
 launchers of csrc/cuda/launchers.h on the cases below (the im2col algorithm replayed as conv2d_cuda.cpp drives it).
 Every kernel (conv2d forward, grad_input, grad_weight for the direct and im2col algorithms, including the untiled
-direct fallbacks and chunked im2col; grad_bias; max_pool2d forward and backward) runs on a grid of shapes in all
-four dtypes and is compared with torch.nn.functional in float64 on the same (rounded) inputs.
+direct fallbacks and chunked im2col; grad_bias; max_pool2d, avg_pool2d and adaptive_avg_pool2d forward and
+backward) runs on a grid of shapes in all four dtypes and is compared with torch.nn.functional in float64 on the
+same (rounded) inputs.
 
 Two builds, cached under build/cuda-emulation/ by a hash of their sources and flags:
   * asan: AddressSanitizer + UndefinedBehaviorSanitizer, every case. Every buffer is an exact-size allocation and
@@ -20,7 +21,7 @@ Tolerances: with u the unit roundoff of the dtype (2^-24, 2^-53, 2^-11, 2^-8 for
 bfloat16), u_acc that of the accumulate type (float64 for float64, else float32) and n the number of terms each
 result sums, every convolution result must lie within (4 u + n u_acc) * M of the float64 reference, where M is the
 same sum taken over absolute values: a rounding-error bound, not a guess. Max pooling must match exactly (values,
-NaNs and indices); its backward within (2 u + n u_acc) * M.
+NaNs and indices); its backward, and average pooling, within (2 u + n u_acc) * M.
 """
 from __future__ import annotations
 
@@ -146,6 +147,43 @@ POOLS = [
     Pool("nan-inf", 1, 4, 7, 9, (3, 3), (1, 1), (1, 1), specials=True),
     Pool("index64", 2, 4, 40, 40, (2, 2), (1, 1)),
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class AvgPool:
+    """An avg_pool2d geometry, or an adaptive_avg_pool2d one when `output_size` is given."""
+
+    name: str
+    N: int
+    C: int
+    H: int
+    W: int
+    kernel: tuple = (1, 1)
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+    divisor_override: int | None = None
+    output_size: tuple | None = None
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        if self.output_size is not None:
+            return F.adaptive_avg_pool2d(x, self.output_size)
+        return F.avg_pool2d(x, self.kernel, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
+                            self.divisor_override)
+
+
+AVG_POOLS = [
+    AvgPool("2x2s2", 2, 3, 8, 8, (2, 2), (2, 2)),
+    AvgPool("3x3s1pad1", 1, 2, 7, 9, (3, 3), (1, 1), (1, 1)),
+    AvgPool("3x2s2pad1-ceil-exclude-pad", 1, 4, 9, 10, (3, 2), (2, 2), (1, 1), ceil_mode=True,
+            count_include_pad=False),
+    AvgPool("divisor-override", 1, 2, 8, 8, (3, 3), (2, 2), (1, 1), divisor_override=5),
+    AvgPool("index64", 2, 4, 40, 40, (2, 2), (1, 1)),
+    AvgPool("adaptive-5x3", 2, 3, 9, 11, output_size=(5, 3)),
+    AvgPool("adaptive-global", 2, 8, 7, 7, output_size=(1, 1)),
+    AvgPool("adaptive-global-large-plane", 1, 3, 20, 20, output_size=(1, 1)),
+]
 CONV_OPS = ["conv_forward", "conv_grad_input", "conv_grad_weight"]
 
 
@@ -154,7 +192,7 @@ class Case:
     """One launcher call: an op on a geometry in a dtype, with the launcher settings of `env` (driver.cpp keys)."""
 
     op: str
-    shape: Conv | Pool
+    shape: Conv | Pool | AvgPool
     dtype: torch.dtype
     algo: str = ""
     env: tuple = ()  # ((key, value), ...)
@@ -201,6 +239,8 @@ def full_cases() -> list:
         cases += _chunked_cases(dtype)
         for pool in POOLS:
             cases += [Case("pool_forward", pool, dtype), Case("pool_backward", pool, dtype)]
+        for pool in AVG_POOLS:
+            cases += [Case("avg_forward", pool, dtype), Case("avg_backward", pool, dtype)]
     # Indices outside the plane are skipped by the backward kernel, whatever they hold.
     cases += [Case("pool_backward", POOLS[0], dtype, tag="bad-indices") for dtype in DTYPES]
     return cases
@@ -217,6 +257,8 @@ def tsan_cases() -> list:
         cases.append(Case("conv_grad_bias", CONV_BY_NAME["index64"], dtype))
         cases.append(Case("conv_grad_bias", CONV_BY_NAME["3x3pad1"], dtype))
         cases += [Case(op, POOLS[1], dtype) for op in ("pool_forward", "pool_backward")]
+        # The global average is a block reduction through shared memory.
+        cases += [Case(op, AVG_POOLS[-1], dtype) for op in ("avg_forward", "avg_backward")]
     return cases
 
 
@@ -298,12 +340,43 @@ def _pool_backward_reference(case: Case, t: dict) -> tuple:
     return ref, mag, p.kernel[0] * p.kernel[1]
 
 
+def _avg_inputs(case: Case) -> dict:
+    a: AvgPool = case.shape
+    x = _random(case, (a.N, a.C, a.H, a.W), "input")
+    if case.op == "avg_forward":
+        return {"input": x}
+    return {"grad_output": _random(case, tuple(a.pool(x.double()).shape), "grad_output")}
+
+
+def _avg_reference(case: Case, t: dict) -> tuple:
+    """(name of the output, float64 reference, the same sum over absolute values, terms per result)."""
+    a: AvgPool = case.shape
+    terms = a.H * a.W if a.output_size is not None else a.kernel[0] * a.kernel[1]
+    if case.op == "avg_forward":
+        x = t["input"].double()
+        return "output", a.pool(x), a.pool(x.abs()), terms
+    # Average pooling is linear with non-negative weights: its gradient at |grad_output| is the magnitude.
+    go = t["grad_output"].double()
+    x = torch.zeros(a.N, a.C, a.H, a.W, dtype=torch.float64, requires_grad=True)
+    (ref,) = torch.autograd.grad(a.pool(x), x, go)
+    (mag,) = torch.autograd.grad(a.pool(x), x, go.abs())
+    return "grad_input", ref, mag, terms
+
+
 def case_inputs(case: Case) -> dict:
+    if isinstance(case.shape, AvgPool):
+        return _avg_inputs(case)
     return _pool_inputs(case) if isinstance(case.shape, Pool) else _conv_inputs(case)
 
 
 def case_line(case: Case, key: str) -> str:
-    if isinstance(case.shape, Pool):
+    if isinstance(case.shape, AvgPool):
+        a = case.shape
+        out = a.pool(torch.empty(1, 1, a.H, a.W)).shape[2:]
+        keys = dict(planes=a.N * a.C, H=a.H, W=a.W, OH=out[0], OW=out[1], adaptive=int(a.output_size is not None),
+                    KH=a.kernel[0], KW=a.kernel[1], sh=a.stride[0], sw=a.stride[1], ph=a.padding[0],
+                    pw=a.padding[1], cip=int(a.count_include_pad), div=a.divisor_override or 0)
+    elif isinstance(case.shape, Pool):
         p = case.shape
         out = F.max_pool2d(torch.empty(1, 1, p.H, p.W), **p.pool_args()).shape[2:]
         keys = dict(planes=p.N * p.C, H=p.H, W=p.W, OH=out[0], OW=out[1], KH=p.kernel[0], KW=p.kernel[1],
@@ -347,6 +420,11 @@ def check(case: Case, inputs: dict, directory: Path, key: str) -> None:
         ref, mag, terms = _pool_backward_reference(case, inputs)
         got = _fromfile(directory / f"{key}.grad_input.bin", case.dtype, tuple(ref.shape))
         _within(got, ref, mag, 2 * u + terms * u_acc, "grad_input")
+        return
+    if case.op in ("avg_forward", "avg_backward"):
+        name, ref, mag, terms = _avg_reference(case, inputs)
+        got = _fromfile(directory / f"{key}.{name}.bin", case.dtype, tuple(ref.shape))
+        _within(got, ref, mag, 2 * u + terms * u_acc, name)
         return
     name, ref, mag, terms = _conv_reference(case, inputs)
     got = _fromfile(directory / f"{key}.{name}.bin", case.dtype, tuple(ref.shape))

@@ -99,14 +99,14 @@ cudaError_t avg_pool2d_forward(const AvgPool2dParams& p, const T* input, T* outp
   if (is_global(p)) {
     const int64_t cap = int64_t(1) << 20;
     const unsigned int grid = static_cast<unsigned int>(p.planes < cap ? p.planes : cap);
-    global_avg_forward_kernel<T><<<grid, kThreads, 0, stream>>>(p.planes, p.in_plane(), input, output);
+    CNNEXT_LAUNCH(grid, kThreads, 0, stream, global_avg_forward_kernel<T>)(p.planes, p.in_plane(), input, output);
     return cudaGetLastError();
   }
   const unsigned int grid = grid_for(total, kThreads);
   if (avg_fits_int32(p)) {
-    avg_pool_forward_kernel<T, int><<<grid, kThreads, 0, stream>>>(p, input, output);
+    CNNEXT_LAUNCH(grid, kThreads, 0, stream, avg_pool_forward_kernel<T, int>)(p, input, output);
   } else {
-    avg_pool_forward_kernel<T, int64_t><<<grid, kThreads, 0, stream>>>(p, input, output);
+    CNNEXT_LAUNCH(grid, kThreads, 0, stream, avg_pool_forward_kernel<T, int64_t>)(p, input, output);
   }
   return cudaGetLastError();
 }
@@ -117,9 +117,9 @@ cudaError_t avg_pool2d_backward(const AvgPool2dParams& p, const T* grad_output, 
   if (total == 0) return cudaSuccess;
   const unsigned int grid = grid_for(total, kThreads);
   if (avg_fits_int32(p)) {
-    avg_pool_backward_kernel<T, int><<<grid, kThreads, 0, stream>>>(p, grad_output, grad_input);
+    CNNEXT_LAUNCH(grid, kThreads, 0, stream, avg_pool_backward_kernel<T, int>)(p, grad_output, grad_input);
   } else {
-    avg_pool_backward_kernel<T, int64_t><<<grid, kThreads, 0, stream>>>(p, grad_output, grad_input);
+    CNNEXT_LAUNCH(grid, kThreads, 0, stream, avg_pool_backward_kernel<T, int64_t>)(p, grad_output, grad_input);
   }
   return cudaGetLastError();
 }

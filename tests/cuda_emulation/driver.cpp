@@ -5,9 +5,9 @@
 //
 // DIR/cases.txt holds one case per line as key=value tokens: `id`, `op`
 // (conv_forward, conv_grad_input, conv_grad_weight, conv_grad_bias,
-// pool_forward, pool_backward), `dtype` (f32, f64, f16, bf16), `algo`
-// (direct, im2col), `bias` (0/1), the shape keys of conv_params() /
-// pool_params() below, and optional environment settings (`generic`,
+// pool_forward, pool_backward, avg_forward, avg_backward), `dtype` (f32,
+// f64, f16, bf16), `algo` (direct, im2col), `bias` (0/1), the shape keys of
+// conv_params() / pool_params() / avg_params() below, and optional environment settings (`generic`,
 // `budget`, `sms`, see kEnvKeys). Each input is read from DIR/<id>.<name>.bin
 // (raw contiguous data of the case's dtype; indices are int64), each output
 // is written to DIR/<id>.<name>.bin, and one line "<id> <cudaError_t>" is
@@ -37,6 +37,7 @@
 
 namespace {
 
+using cnnext::AvgPool2dParams;
 using cnnext::Conv2dParams;
 using cnnext::Pool2dParams;
 using cnnext::cuda::launch::acc_t;
@@ -129,6 +130,16 @@ Pool2dParams pool_params(const Case& c) {
   p.pad_w = c.num("pw");
   p.dilation_h = c.num("dh");
   p.dilation_w = c.num("dw");
+  return p;
+}
+
+AvgPool2dParams avg_params(const Case& c) {
+  AvgPool2dParams p{};
+  p.planes = c.num("planes");
+  const bool adaptive = c.num("adaptive") != 0, count_include_pad = c.num("cip") != 0;
+  p.h = {c.num("H"), c.num("OH"), c.num("KH"), c.num("sh"), c.num("ph"), adaptive, count_include_pad};
+  p.w = {c.num("W"), c.num("OW"), c.num("KW"), c.num("sw"), c.num("pw"), adaptive, count_include_pad};
+  p.divisor_override = c.num("div");
   return p;
 }
 
@@ -227,6 +238,22 @@ cudaError_t grad_weight_im2col(const Conv2dParams& p, const T* grad_output, cons
 template <typename T>
 cudaError_t run_case(const Case& c) {
   const std::string op = c.str("op");
+  if (op == "avg_forward" || op == "avg_backward") {
+    const AvgPool2dParams p = avg_params(c);
+    const int64_t in_numel = p.planes * p.in_plane(), out_numel = p.planes * p.out_plane();
+    if (op == "avg_forward") {
+      const std::vector<T> input = read<T>(c, "input", in_numel);
+      std::vector<T> output = unwritten<T>(out_numel);
+      const cudaError_t err = launch::avg_pool2d_forward<T>(p, input.data(), output.data(), nullptr);
+      write(c, "output", output);
+      return err;
+    }
+    const std::vector<T> grad_output = read<T>(c, "grad_output", out_numel);
+    std::vector<T> grad_input = unwritten<T>(in_numel);
+    const cudaError_t err = launch::avg_pool2d_backward<T>(p, grad_output.data(), grad_input.data(), nullptr);
+    write(c, "grad_input", grad_input);
+    return err;
+  }
   if (op == "pool_forward" || op == "pool_backward") {
     const Pool2dParams p = pool_params(c);
     const int64_t in_numel = p.planes * p.in_plane(), out_numel = p.planes * p.out_plane();
