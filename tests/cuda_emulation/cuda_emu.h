@@ -64,7 +64,6 @@ enum cudaError {
 typedef enum cudaError cudaError_t;
 
 enum cudaDeviceAttr {
-  cudaDevAttrMaxThreadsPerBlock = 1,
   cudaDevAttrMultiProcessorCount = 16,
 };
 
@@ -326,19 +325,6 @@ T exchange(unsigned int mask, T v, unsigned int src) {
 // Runtime API functions
 
 inline cudaError_t cudaGetLastError() { return static_cast<cudaError_t>(cuda_emu::last_error.exchange(cudaSuccess)); }
-inline cudaError_t cudaPeekAtLastError() { return static_cast<cudaError_t>(cuda_emu::last_error.load()); }
-
-inline const char* cudaGetErrorString(cudaError_t e) {
-  switch (e) {
-    case cudaSuccess:
-      return "no error";
-    case cudaErrorInvalidValue:
-      return "invalid argument";
-    case cudaErrorInvalidConfiguration:
-      return "invalid configuration argument";
-  }
-  return "unknown error";
-}
 
 inline cudaError_t cudaGetDevice(int* device) {
   *device = 0;
@@ -347,15 +333,9 @@ inline cudaError_t cudaGetDevice(int* device) {
 
 inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
   if (device != 0) return cudaErrorInvalidValue;
-  switch (attr) {
-    case cudaDevAttrMaxThreadsPerBlock:
-      *value = cuda_emu::kMaxThreadsPerBlock;
-      return cudaSuccess;
-    case cudaDevAttrMultiProcessorCount:
-      *value = cuda_emu::multiprocessor_count();
-      return cudaSuccess;
-  }
-  return cudaErrorInvalidValue;
+  if (attr != cudaDevAttrMultiProcessorCount) return cudaErrorInvalidValue;
+  *value = cuda_emu::multiprocessor_count();
+  return cudaSuccess;
 }
 
 inline cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t) {
@@ -367,24 +347,12 @@ inline cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStrea
 // Device functions
 
 inline void __syncthreads() { cuda_emu::current_block->sync.arrive_and_wait(); }
-inline void __syncwarp(unsigned int mask = 0xffffffffu) { cuda_emu::exchange(mask, 0, 0); }
 
-template <typename T>
-T __shfl_sync(unsigned int mask, T v, int src_lane, int width = 32) {
-  const unsigned int lane = cuda_emu::linear_thread % 32;
-  return cuda_emu::exchange(mask, v, lane / width * width + src_lane % width);
-}
 template <typename T>
 T __shfl_down_sync(unsigned int mask, T v, unsigned int delta, int width = 32) {
   const unsigned int lane = cuda_emu::linear_thread % 32;
   const unsigned int src = lane % width + delta < unsigned(width) ? lane + delta : lane;
   return cuda_emu::exchange(mask, v, src);
-}
-template <typename T>
-T __shfl_xor_sync(unsigned int mask, T v, int lane_mask, int width = 32) {
-  const unsigned int lane = cuda_emu::linear_thread % 32;
-  const unsigned int src = lane ^ unsigned(lane_mask);
-  return cuda_emu::exchange(mask, v, src / width == lane / width ? src : lane);
 }
 
 template <typename T>
@@ -401,10 +369,6 @@ template <typename T>
 T min(T a, T b) {
   return b < a ? b : a;
 }
-template <typename T>
-T max(T a, T b) {
-  return a < b ? b : a;
-}
 
 // ---------------------------------------------------------------------------
 // 16-bit floating-point types: storage and conversions only.
@@ -415,17 +379,13 @@ struct __half {
 struct __nv_bfloat16 {
   unsigned short bits;
 };
-typedef __half half;
 
 inline __half __ushort_as_half(unsigned short bits) { return {bits}; }
-inline unsigned short __half_as_ushort(__half h) { return h.bits; }
 inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short bits) { return {bits}; }
-inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.bits; }
 
 // IEEE binary16 through the compiler's _Float16 (round to nearest even).
 inline float __half2float(__half h) { return static_cast<float>(std::bit_cast<_Float16>(h.bits)); }
 inline __half __float2half_rn(float f) { return {std::bit_cast<unsigned short>(static_cast<_Float16>(f))}; }
-inline __half __float2half(float f) { return __float2half_rn(f); }
 
 // bfloat16 is the upper half of a float32: widening is exact, narrowing
 // rounds to nearest even and keeps NaNs quiet NaNs.
@@ -436,4 +396,3 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f) {
   const uint32_t rounded = u + 0x7fffu + ((u >> 16) & 1u);
   return {static_cast<unsigned short>(rounded >> 16)};
 }
-inline __nv_bfloat16 __float2bfloat16(float f) { return __float2bfloat16_rn(f); }
