@@ -12,15 +12,6 @@
 namespace cnnext {
 namespace {
 
-int64_t pooled_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation, bool ceil_mode) {
-  const int64_t span = dilation * (kernel - 1) + 1;
-  const int64_t numerator = in + 2 * pad - span + (ceil_mode ? stride - 1 : 0);
-  // Floor division that stays correct for a negative numerator.
-  int64_t out = (numerator >= 0 ? numerator / stride : -((-numerator + stride - 1) / stride)) + 1;
-  if (ceil_mode && (out - 1) * stride >= in + pad) --out;
-  return out;
-}
-
 Pool2dParams make_params(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                          at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
   constexpr const char* op = "cnnext max_pool2d";

@@ -7,6 +7,13 @@
 
 #include <cstdint>
 
+// Geometry helpers below run on both sides of the CUDA build.
+#ifdef __CUDACC__
+#define CNNEXT_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define CNNEXT_HOST_DEVICE inline
+#endif
+
 namespace cnnext {
 
 // Everything a 2-D convolution kernel needs to know about its shapes.
@@ -49,6 +56,84 @@ struct Pool2dParams {
   int64_t in_plane() const { return in_h * in_w; }
   int64_t out_plane() const { return out_h * out_w; }
 };
+
+// One axis (height or width) of an average pool. Average pooling is
+// separable: the window of output (oh, ow) is rows [start(oh), end(oh)) x
+// columns [start(ow), end(ow)), and its divisor is count(oh) * count(ow)
+// (unless a divisor override replaces it). This struct is the one place that
+// decides those windows, for avg_pool2d (fixed kernel, stride, padding) and
+// adaptive_avg_pool2d (start = floor(o*in/out), end = ceil((o+1)*in/out)),
+// forward and backward, CPU and CUDA.
+struct AvgPoolAxis {
+  int64_t in, out;
+  int64_t kernel, stride, pad;  // unused when adaptive
+  bool adaptive;
+  bool count_include_pad;  // avg_pool2d: padded positions count in the divisor
+
+  // Unclipped first position of output o's window (may lie in the padding).
+  CNNEXT_HOST_DEVICE int64_t raw_start(int64_t o) const {
+    return adaptive ? o * in / out : o * stride - pad;
+  }
+  // First input position of output o's window, clipped to the input.
+  CNNEXT_HOST_DEVICE int64_t start(int64_t o) const {
+    const int64_t s = raw_start(o);
+    return s < 0 ? 0 : s;
+  }
+  // One past the last input position of output o's window, clipped to the input.
+  CNNEXT_HOST_DEVICE int64_t end(int64_t o) const {
+    const int64_t e = adaptive ? ((o + 1) * in + out - 1) / out : o * stride - pad + kernel;
+    return e < in ? e : in;
+  }
+  // Output o's share of the divisor. With count_include_pad, PyTorch counts the
+  // window clipped to the padded input (a ceil_mode window hanging past the
+  // right padding counts only up to it); otherwise only the input positions.
+  CNNEXT_HOST_DEVICE int64_t count(int64_t o) const {
+    if (adaptive || !count_include_pad) return end(o) - start(o);
+    const int64_t s = raw_start(o);
+    const int64_t e = s + kernel < in + pad ? s + kernel : in + pad;
+    return e - s;
+  }
+  // The outputs whose windows contain input position i: [cover_lo(i), cover_hi(i)).
+  // Windows move monotonically with o, so they form one range.
+  CNNEXT_HOST_DEVICE int64_t cover_lo(int64_t i) const {
+    if (adaptive) return i * out / in;
+    // smallest o with o*stride - pad + kernel > i
+    const int64_t num = i + pad - kernel + 1;
+    return num <= 0 ? 0 : (num + stride - 1) / stride;
+  }
+  CNNEXT_HOST_DEVICE int64_t cover_hi(int64_t i) const {
+    // adaptive: ceil((i+1)*out/in); else one past the largest o with o*stride - pad <= i
+    const int64_t hi = adaptive ? ((i + 1) * out + in - 1) / in : (i + pad) / stride + 1;
+    return hi < out ? hi : out;
+  }
+};
+
+// avg_pool2d and adaptive_avg_pool2d over `planes` = N * C planes of
+// h.in x w.in. divisor_override is 0 when there is none.
+struct AvgPool2dParams {
+  int64_t planes;
+  AvgPoolAxis h, w;
+  int64_t divisor_override;
+
+  CNNEXT_HOST_DEVICE int64_t in_plane() const { return h.in * w.in; }
+  CNNEXT_HOST_DEVICE int64_t out_plane() const { return h.out * w.out; }
+  CNNEXT_HOST_DEVICE int64_t divisor(int64_t oh, int64_t ow) const {
+    return divisor_override != 0 ? divisor_override : h.count(oh) * w.count(ow);
+  }
+};
+
+// Output size of a pooling window sliding over `in` positions (PyTorch's
+// rule, shared by max and average pooling): with ceil_mode the last window
+// must start inside the input or the left padding.
+inline int64_t pooled_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation,
+                           bool ceil_mode) {
+  const int64_t span = dilation * (kernel - 1) + 1;
+  const int64_t numerator = in + 2 * pad - span + (ceil_mode ? stride - 1 : 0);
+  // Floor division that stays correct for a negative numerator.
+  int64_t out = (numerator >= 0 ? numerator / stride : -((-numerator + stride - 1) / stride)) + 1;
+  if (ceil_mode && (out - 1) * stride >= in + pad) --out;
+  return out;
+}
 
 // First tap index k >= 0 with start + k*dilation >= 0: the first tap of a
 // window starting at `start` (possibly in the padding) that is not before the input.

@@ -13,6 +13,25 @@
 
 #include "launchers.h"
 
+// Seams for tests/cuda_emulation, which compiles these files with a host
+// compiler and runs the kernels on CPU threads. nvcc gets exactly the plain
+// CUDA spellings; the emulation header defines its own versions first.
+//
+// CNNEXT_LAUNCH(grid, block, smem, stream, kernel)(args...) launches a kernel
+// (kernel last, so that the commas of its template arguments need no parentheses).
+#ifndef CNNEXT_LAUNCH
+#define CNNEXT_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#endif
+// Declares `name`, the block's dynamic shared memory, as 16-byte aligned bytes.
+#ifndef CNNEXT_DYNAMIC_SHARED
+#define CNNEXT_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+// Flat element counts up to this use 32-bit index arithmetic (see fits_int32);
+// the emulation tests lower it to reach the 64-bit paths with small tensors.
+#ifndef CNNEXT_CUDA_INDEX32_LIMIT
+#define CNNEXT_CUDA_INDEX32_LIMIT (int64_t(1) << 30)
+#endif
+
 namespace cnnext {
 namespace cuda {
 namespace detail {
@@ -120,7 +139,7 @@ inline unsigned int grid_for(int64_t n, int threads) {
 // division is several times cheaper than int64 on the GPU). The headroom
 // keeps `i += stride` of a grid-stride loop (stride <= 2^28) from
 // overflowing.
-inline bool fits_int32(int64_t n) { return n >= 0 && n <= (int64_t(1) << 30); }
+inline bool fits_int32(int64_t n) { return n >= 0 && n <= CNNEXT_CUDA_INDEX32_LIMIT; }
 
 inline int multiprocessor_count() {
   int device = 0;

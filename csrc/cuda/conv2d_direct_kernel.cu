@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(kMaxThreads)
                        const T* __restrict__ weight, const T* __restrict__ bias, T* __restrict__ output) {
   using A = acc_t<T>;
   constexpr int CPT = kChannelsPerThread;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  CNNEXT_DYNAMIC_SHARED(smem_raw);
   A* patch = reinterpret_cast<A*>(smem_raw);  // [chunk][patch_h][patch_w]
   const int patch_size = t.patch_h * t.patch_w;
   const int co_tile = t.ch_groups * CPT;
@@ -278,7 +278,7 @@ __global__ void __launch_bounds__(kMaxThreads)
                           const T* __restrict__ weight, T* __restrict__ grad_input) {
   using A = acc_t<T>;
   constexpr int CPT = kChannelsPerThread;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  CNNEXT_DYNAMIC_SHARED(smem_raw);
   A* patch = reinterpret_cast<A*>(smem_raw);  // [chunk][patch_h][patch_w] of grad_output
   const int patch_size = t.patch_h * t.patch_w;
   const int ci_tile = t.ch_groups * CPT;
@@ -421,7 +421,7 @@ __global__ void __launch_bounds__(kMaxThreads)
                            const T* __restrict__ input, T* __restrict__ grad_weight, acc_t<T>* __restrict__ partial) {
   using A = acc_t<T>;
   constexpr int EPT = kWeightsPerThread;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  CNNEXT_DYNAMIC_SHARED(smem_raw);
   const int tile_pix = plan.tile_h * plan.tile_w;
   const int patch_size = plan.patch_h * plan.patch_w;
   A* gsh = reinterpret_cast<A*>(smem_raw);    // [co_tile][tile_pix] of grad_output
@@ -601,9 +601,10 @@ cudaError_t conv2d_direct_forward(const Conv2dParams& p, const T* input, const T
                      plan_conv_tile(p, p.out_h, p.out_w, p.out_channels / p.groups, p.in_channels / p.groups,
                                     sizeof(acc_t<T>), forward_extent, t);
   if (tiled) {
-    conv_forward_tiled<T><<<conv_grid(t, p), t.threads, t.smem_bytes, stream>>>(p, t, input, weight, bias, output);
+    CNNEXT_LAUNCH(conv_grid(t, p), t.threads, t.smem_bytes, stream, conv_forward_tiled<T>)(p, t, input, weight, bias,
+                                                                                         output);
   } else {
-    conv_forward_generic<T><<<grid_for(total, 256), 256, 0, stream>>>(p, input, weight, bias, output);
+    CNNEXT_LAUNCH(grid_for(total, 256), 256, 0, stream, conv_forward_generic<T>)(p, input, weight, bias, output);
   }
   return cudaGetLastError();
 }
@@ -618,10 +619,10 @@ cudaError_t conv2d_direct_grad_input(const Conv2dParams& p, const T* grad_output
                      plan_conv_tile(p, p.in_h, p.in_w, p.in_channels / p.groups, p.out_channels / p.groups,
                                     sizeof(acc_t<T>), grad_input_extent, t);
   if (tiled) {
-    conv_grad_input_tiled<T><<<conv_grid(t, p), t.threads, t.smem_bytes, stream>>>(p, t, grad_output, weight,
-                                                                                    grad_input);
+    CNNEXT_LAUNCH(conv_grid(t, p), t.threads, t.smem_bytes, stream, conv_grad_input_tiled<T>)(p, t, grad_output, weight,
+                                                                                            grad_input);
   } else {
-    conv_grad_input_generic<T><<<grid_for(total, 256), 256, 0, stream>>>(p, grad_output, weight, grad_input);
+    CNNEXT_LAUNCH(grid_for(total, 256), 256, 0, stream, conv_grad_input_generic<T>)(p, grad_output, weight, grad_input);
   }
   return cudaGetLastError();
 }
@@ -694,7 +695,8 @@ cudaError_t conv2d_direct_grad_weight(const Conv2dParams& p, const GradWeightPla
     return cudaMemsetAsync(grad_weight, 0, wnumel * sizeof(T), stream);
   }
   if (plan.generic) {
-    conv_grad_weight_generic<T><<<grid_for(wnumel * 256, 256), 256, 0, stream>>>(p, grad_output, input, grad_weight);
+    CNNEXT_LAUNCH(grid_for(wnumel * 256, 256), 256, 0, stream, conv_grad_weight_generic<T>)(p, grad_output, input,
+                                                                                           grad_weight);
     return cudaGetLastError();
   }
   if (plan.slices > 1 && workspace == nullptr) return cudaErrorInvalidValue;
@@ -704,10 +706,11 @@ cudaError_t conv2d_direct_grad_weight(const Conv2dParams& p, const GradWeightPla
                                      int64_t(plan.ci_tile) * plan.patch_h * plan.patch_w) *
                                     sizeof(acc_t<T>));
   const dim3 grid(static_cast<unsigned int>(weight_tiles), static_cast<unsigned int>(plan.slices));
-  conv_grad_weight_tiled<T><<<grid, plan.threads, smem, stream>>>(p, plan, grad_output, input, grad_weight, workspace);
+  CNNEXT_LAUNCH(grid, plan.threads, smem, stream, conv_grad_weight_tiled<T>)(p, plan, grad_output, input, grad_weight,
+                                                                             workspace);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || plan.slices == 1) return err;
-  reduce_slices<T><<<grid_for(wnumel, 256), 256, 0, stream>>>(workspace, plan.slices, wnumel, grad_weight);
+  CNNEXT_LAUNCH(grid_for(wnumel, 256), 256, 0, stream, reduce_slices<T>)(workspace, plan.slices, wnumel, grad_weight);
   return cudaGetLastError();
 }
 
@@ -718,10 +721,10 @@ cudaError_t conv2d_grad_bias(int64_t batch, int64_t channels, int64_t plane, con
   if (batch * plane == 0) return cudaMemsetAsync(grad_bias, 0, channels * sizeof(T), stream);
   const unsigned int grid = static_cast<unsigned int>(std::min<int64_t>(channels, int64_t(1) << 20));
   if (fits_int32(batch * channels * plane)) {
-    grad_bias_kernel<T, int><<<grid, 256, 0, stream>>>(static_cast<int>(batch), static_cast<int>(channels),
-                                                        static_cast<int>(plane), grad_output, grad_bias);
+    CNNEXT_LAUNCH(grid, 256, 0, stream, grad_bias_kernel<T, int>)(static_cast<int>(batch), static_cast<int>(channels),
+                                                                static_cast<int>(plane), grad_output, grad_bias);
   } else {
-    grad_bias_kernel<T, int64_t><<<grid, 256, 0, stream>>>(batch, channels, plane, grad_output, grad_bias);
+    CNNEXT_LAUNCH(grid, 256, 0, stream, grad_bias_kernel<T, int64_t>)(batch, channels, plane, grad_output, grad_bias);
   }
   return cudaGetLastError();
 }

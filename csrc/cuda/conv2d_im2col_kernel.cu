@@ -175,9 +175,9 @@ cudaError_t im2col(const Conv2dParams& p, const T* input, ColT* col, int64_t q0,
   if (total == 0) return cudaSuccess;
   const unsigned int grid = grid_for(total, kThreads);
   if (chunk_fits_int32(p, q0, cols)) {
-    im2col_kernel<T, ColT, int><<<grid, kThreads, 0, stream>>>(p, input, col, q0, static_cast<int>(cols));
+    CNNEXT_LAUNCH(grid, kThreads, 0, stream, im2col_kernel<T, ColT, int>)(p, input, col, q0, static_cast<int>(cols));
   } else {
-    im2col_kernel<T, ColT, int64_t><<<grid, kThreads, 0, stream>>>(p, input, col, q0, cols);
+    CNNEXT_LAUNCH(grid, kThreads, 0, stream, im2col_kernel<T, ColT, int64_t>)(p, input, col, q0, cols);
   }
   return cudaGetLastError();
 }
@@ -202,12 +202,12 @@ cudaError_t col2im(const Conv2dParams& p, const T* col, T* grad_input, int64_t q
   const int64_t total = n_count * p.in_channels * rows * p.in_w;
   const unsigned int grid = grid_for(total, kThreads);
   if (fits_int32(total) && chunk_fits_int32(p, q0, cols)) {
-    col2im_kernel<T, int><<<grid, kThreads, 0, stream>>>(p, col, grad_input, q0, cols, n_first,
-                                                         static_cast<int>(n_count), static_cast<int>(ih_lo),
-                                                         static_cast<int>(rows), accumulate);
+    CNNEXT_LAUNCH(grid, kThreads, 0, stream, col2im_kernel<T, int>)(p, col, grad_input, q0, cols, n_first,
+                                                                 static_cast<int>(n_count), static_cast<int>(ih_lo),
+                                                                 static_cast<int>(rows), accumulate);
   } else {
-    col2im_kernel<T, int64_t><<<grid, kThreads, 0, stream>>>(p, col, grad_input, q0, cols, n_first, n_count, ih_lo,
-                                                             rows, accumulate);
+    CNNEXT_LAUNCH(grid, kThreads, 0, stream, col2im_kernel<T, int64_t>)(p, col, grad_input, q0, cols, n_first, n_count,
+                                                                     ih_lo, rows, accumulate);
   }
   return cudaGetLastError();
 }
@@ -219,10 +219,11 @@ cudaError_t gather_output_columns(const Conv2dParams& p, const T* grad_output, C
   if (total == 0) return cudaSuccess;
   const unsigned int grid = grid_for(total, kThreads);
   if (chunk_fits_int32(p, q0, cols)) {
-    gather_columns_kernel<T, ColT, int><<<grid, kThreads, 0, stream>>>(p, grad_output, out_cols, q0,
-                                                                       static_cast<int>(cols));
+    CNNEXT_LAUNCH(grid, kThreads, 0, stream, gather_columns_kernel<T, ColT, int>)(p, grad_output, out_cols, q0,
+                                                                               static_cast<int>(cols));
   } else {
-    gather_columns_kernel<T, ColT, int64_t><<<grid, kThreads, 0, stream>>>(p, grad_output, out_cols, q0, cols);
+    CNNEXT_LAUNCH(grid, kThreads, 0, stream, gather_columns_kernel<T, ColT, int64_t>)(p, grad_output, out_cols, q0,
+                                                                                   cols);
   }
   return cudaGetLastError();
 }
@@ -234,9 +235,10 @@ cudaError_t scatter_output_columns(const Conv2dParams& p, const T* res, const T*
   if (total == 0) return cudaSuccess;
   const unsigned int grid = grid_for(total, kThreads);
   if (chunk_fits_int32(p, q0, cols)) {
-    scatter_columns_kernel<T, int><<<grid, kThreads, 0, stream>>>(p, res, bias, output, q0, static_cast<int>(cols));
+    CNNEXT_LAUNCH(grid, kThreads, 0, stream, scatter_columns_kernel<T, int>)(p, res, bias, output, q0,
+                                                                          static_cast<int>(cols));
   } else {
-    scatter_columns_kernel<T, int64_t><<<grid, kThreads, 0, stream>>>(p, res, bias, output, q0, cols);
+    CNNEXT_LAUNCH(grid, kThreads, 0, stream, scatter_columns_kernel<T, int64_t>)(p, res, bias, output, q0, cols);
   }
   return cudaGetLastError();
 }
@@ -244,7 +246,7 @@ cudaError_t scatter_output_columns(const Conv2dParams& p, const T* res, const T*
 template <typename From, typename To>
 cudaError_t convert(const From* src, To* dst, int64_t n, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  convert_kernel<From, To><<<grid_for(n, kThreads), kThreads, 0, stream>>>(src, dst, n);
+  CNNEXT_LAUNCH(grid_for(n, kThreads), kThreads, 0, stream, convert_kernel<From, To>)(src, dst, n);
   return cudaGetLastError();
 }
 

@@ -153,6 +153,19 @@ template <typename T>
 cudaError_t max_pool2d_backward(const Pool2dParams& p, const T* grad_output, const int64_t* indices, T* grad_input,
                                 float* scratch, cudaStream_t stream);
 
+// ---------------------------------------------------------------------------
+// avg_pool2d and adaptive_avg_pool2d (avg_pool2d_kernel.cu); the windows and
+// divisors are AvgPool2dParams' (params.h).
+
+// output[o] = sum of the input over o's window / divisor(o).
+template <typename T>
+cudaError_t avg_pool2d_forward(const AvgPool2dParams& p, const T* input, T* output, cudaStream_t stream);
+
+// grad_input[i] = sum over the outputs o whose window holds i of grad_output[o] / divisor(o): a
+// gather, one thread per input element, bitwise deterministic. Writes every element of grad_input.
+template <typename T>
+cudaError_t avg_pool2d_backward(const AvgPool2dParams& p, const T* grad_output, T* grad_input, cudaStream_t stream);
+
 }  // namespace launch
 }  // namespace cuda
 }  // namespace cnnext

@@ -124,9 +124,9 @@ cudaError_t max_pool2d_forward(const Pool2dParams& p, const T* input, T* output,
   if (total == 0) return cudaSuccess;
   const unsigned int grid = grid_for(total, kThreads);
   if (pool_fits_int32(p)) {
-    max_pool_forward_kernel<T, int><<<grid, kThreads, 0, stream>>>(p, input, output, indices);
+    CNNEXT_LAUNCH(grid, kThreads, 0, stream, max_pool_forward_kernel<T, int>)(p, input, output, indices);
   } else {
-    max_pool_forward_kernel<T, int64_t><<<grid, kThreads, 0, stream>>>(p, input, output, indices);
+    CNNEXT_LAUNCH(grid, kThreads, 0, stream, max_pool_forward_kernel<T, int64_t>)(p, input, output, indices);
   }
   return cudaGetLastError();
 }
@@ -152,9 +152,9 @@ cudaError_t max_pool2d_backward(const Pool2dParams& p, const T* grad_output, con
   if (out_numel > 0) {
     const unsigned int grid = grid_for(out_numel, kThreads);
     if (fits_int32(out_numel)) {
-      max_pool_backward_kernel<T, Dst, int><<<grid, kThreads, 0, stream>>>(p, grad_output, indices, dst);
+      CNNEXT_LAUNCH(grid, kThreads, 0, stream, max_pool_backward_kernel<T, Dst, int>)(p, grad_output, indices, dst);
     } else {
-      max_pool_backward_kernel<T, Dst, int64_t><<<grid, kThreads, 0, stream>>>(p, grad_output, indices, dst);
+      CNNEXT_LAUNCH(grid, kThreads, 0, stream, max_pool_backward_kernel<T, Dst, int64_t>)(p, grad_output, indices, dst);
     }
     err = cudaGetLastError();
     if (err != cudaSuccess) return err;
