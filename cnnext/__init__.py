@@ -1,7 +1,7 @@
 """cnnext: hand-written convolution and pooling kernels (C++ for the CPU, CUDA for the GPU) as PyTorch layers.
 
     import cnnext
-    model = cnnext.convert(model)        # every nn.Conv1d/2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d now runs on cnnext
+    model = cnnext.convert(model)        # every nn.Conv1d/2d, Max/AvgPool2d, AdaptiveAvgPool2d: cnnext
     model = cnnext.fuse(model)           # ReLU -> max-pool chains pool first (torch.fx)
     cnnext.functional.conv2d(x, w, b, stride=1, padding="same", algo="im2col")
 """

@@ -1,4 +1,5 @@
-"""Drop-in subclasses of the torch.nn layers (Conv1d, Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d) that run cnnext's kernels."""
+"""Drop-in subclasses of the torch.nn layers that run cnnext's kernels: Conv1d, Conv2d, MaxPool2d,
+AvgPool2d, AdaptiveAvgPool2d (and ReLUMaxPool2d, built by fuse())."""
 from __future__ import annotations
 
 from typing import Optional
