@@ -231,8 +231,9 @@ def train_step_call(name: str, model: nn.Module, images: torch.Tensor, labels: t
 
 def torch_layers_left(model: nn.Module) -> list[str]:
     """Names of conv and pool layers that conversion left as plain torch layers."""
+    pairs = ((nn.Conv1d, cnnext.Conv1d), (nn.Conv2d, cnnext.Conv2d), (nn.MaxPool2d, cnnext.MaxPool2d),
+             (nn.AvgPool2d, cnnext.AvgPool2d), (nn.AdaptiveAvgPool2d, cnnext.AdaptiveAvgPool2d))
     return [
         name for name, layer in model.named_modules()
-        if (isinstance(layer, nn.Conv2d) and not isinstance(layer, cnnext.Conv2d))
-        or (isinstance(layer, nn.MaxPool2d) and not isinstance(layer, cnnext.MaxPool2d))
+        if any(isinstance(layer, torch_kind) and not isinstance(layer, ours) for torch_kind, ours in pairs)
     ]
