@@ -254,3 +254,31 @@ def test_convert_covers_pooling_and_cifar_bn_runs_on_cnnext():
     torch.testing.assert_close(model(x), ref(x), rtol=1e-4, atol=1e-5)
     fused = cnnext.fuse(model)
     torch.testing.assert_close(fused(x), ref(x), rtol=1e-4, atol=1e-5)
+
+
+FUNC_CASES = {
+    "avg_pool2d": (lambda t: CF.avg_pool2d(t, 3, 2, 1, ceil_mode=True, count_include_pad=False),
+                   lambda t: F.avg_pool2d(t, 3, 2, 1, ceil_mode=True, count_include_pad=False)),
+    "adaptive_avg_pool2d": (lambda t: CF.adaptive_avg_pool2d(t, (4, 3)), lambda t: F.adaptive_avg_pool2d(t, (4, 3))),
+}
+
+
+@pytest.mark.parametrize("name", FUNC_CASES)
+def test_torch_func_vmap_jvp_and_double_backward(name):
+    """vmap (batching rules of the ops and their backward ops), forward-mode jvp and the gradient of a
+    gradient (through the backward op) agree with torch's pooling."""
+    fn, ref = FUNC_CASES[name]
+    x = torch.randn(3, 2, 2, 7, 6, dtype=torch.float64)
+    torch.testing.assert_close(torch.func.vmap(fn)(x), torch.stack([fn(s) for s in x]))
+    per_sample = torch.func.vmap(torch.func.grad(lambda t: fn(t).square().sum()))(x)
+    torch.testing.assert_close(per_sample, torch.stack([torch.func.grad(lambda t: ref(t).square().sum())(s) for s in x]))
+    tangent = torch.randn_like(x[0])
+    _, out_tangent = torch.func.jvp(fn, (x[0],), (tangent,))
+    torch.testing.assert_close(out_tangent, ref(tangent))
+    xg = x[0].clone().requires_grad_()
+    (g,) = torch.autograd.grad(fn(xg).square().sum(), xg, create_graph=True)
+    (gg,) = torch.autograd.grad(g.sin().sum(), xg)
+    xr = x[0].clone().requires_grad_()
+    (gr,) = torch.autograd.grad(ref(xr).square().sum(), xr, create_graph=True)
+    (ggr,) = torch.autograd.grad(gr.sin().sum(), xr)
+    torch.testing.assert_close(gg, ggr)
