@@ -18,7 +18,7 @@ from torch import nn
 
 import cnnext
 from benchmarks.impls import FUSED, algo_of
-from benchmarks.shapes import ConvShape, PoolShape
+from benchmarks.shapes import AvgPoolShape, ConvShape, PoolShape
 from cnnext.models import MODELS, build_model, make_optimizer
 
 NUM_CLASSES = 10
@@ -123,9 +123,9 @@ def conv_call(problem: ConvProblem, impl: str) -> Call:
 
 @dataclasses.dataclass(frozen=True)
 class PoolProblem:
-    """Input and (for backward) output gradient of one max-pool case."""
+    """Input and (for backward) output gradient of one max-pool or average-pool case."""
 
-    shape: PoolShape
+    shape: PoolShape | AvgPoolShape
     backward: bool
     input: torch.Tensor
     grad_output: torch.Tensor | None
@@ -147,6 +147,32 @@ def pool_call(problem: PoolProblem, impl: str) -> Call:
 
     def forward() -> Results:
         return (op(p.input, s.kernel_size, s.stride, s.padding, s.dilation, s.ceil_mode),)
+
+    def forward_backward() -> Results:
+        (out,) = forward()
+        return (out, *torch.autograd.grad(out, p.input, p.grad_output))
+
+    return forward_backward if problem.backward else forward
+
+
+def avg_pool_problem(shape: AvgPoolShape, device: torch.device, backward: bool, seed: int = 0) -> PoolProblem:
+    gen = torch.Generator().manual_seed(seed)
+    return PoolProblem(
+        shape, backward,
+        _random(shape.input_shape, device, gen, backward),
+        _random(shape.output_shape, device, gen) if backward else None,
+    )
+
+
+def avg_pool_call(problem: PoolProblem, impl: str) -> Call:
+    """Forward, or forward then the input gradient, of avg_pool2d or adaptive_avg_pool2d."""
+    functional = F if impl == "torch" else cnnext.functional
+    s, p = problem.shape, problem
+
+    def forward() -> Results:
+        if s.output_size is not None:
+            return (functional.adaptive_avg_pool2d(p.input, s.output_size),)
+        return (functional.avg_pool2d(p.input, s.kernel_size),)
 
     def forward_backward() -> Results:
         (out,) = forward()
@@ -205,8 +231,9 @@ def train_step_call(name: str, model: nn.Module, images: torch.Tensor, labels: t
 
 def torch_layers_left(model: nn.Module) -> list[str]:
     """Names of conv and pool layers that conversion left as plain torch layers."""
+    pairs = ((nn.Conv1d, cnnext.Conv1d), (nn.Conv2d, cnnext.Conv2d), (nn.MaxPool2d, cnnext.MaxPool2d),
+             (nn.AvgPool2d, cnnext.AvgPool2d), (nn.AdaptiveAvgPool2d, cnnext.AdaptiveAvgPool2d))
     return [
         name for name, layer in model.named_modules()
-        if (isinstance(layer, nn.Conv2d) and not isinstance(layer, cnnext.Conv2d))
-        or (isinstance(layer, nn.MaxPool2d) and not isinstance(layer, cnnext.MaxPool2d))
+        if any(isinstance(layer, torch_kind) and not isinstance(layer, ours) for torch_kind, ours in pairs)
     ]

@@ -159,18 +159,25 @@ def conv_section(table: Table) -> list[str]:
     return section("conv2d", header, rows, note)
 
 
-def pool_section(table: Table) -> list[str]:
+def pool_section(table: Table, kind: str = "pool", title: str = "max_pool2d") -> list[str]:
     copy = table.reference("copy")
     header = ["layer", "pass", "torch ms", "cnnext ms", "torch/cnnext",
               "GB/s torch (of copy)", "GB/s cnnext (of copy)", "page faults/call"]
     rows = []
-    for (_, phase, case), impls in table.rows("pool"):
+    for (_, phase, case), impls in table.rows(kind):
         torch_, ours = impls.get("torch"), impls.get("cnnext")
         rows.append([case, phase, ms(torch_), ms(ours), fmt_ratio(ratio(torch_, ours)),
                      fmt_rate(torch_, copy), fmt_rate(ours, copy), faults(impls, POOL_IMPLS)])
     note = ("GB/s counts the least traffic: read x, write y (backward: read dy, write dx);"
             " indices are not counted. " + FAULTS_NOTE)
-    return section("max_pool2d", header, rows, note)
+    return section(title, header, rows, note)
+
+
+def avg_pool_section(table: Table) -> list[str]:
+    """The average-pool cases, when the run measured any (older result files have none)."""
+    if not list(table.rows("avgpool")):
+        return []
+    return pool_section(table, "avgpool", "avg_pool2d (2x2) and adaptive_avg_pool2d")
 
 
 def train_section(table: Table) -> list[str]:
@@ -199,10 +206,11 @@ def reference_section(table: Table) -> list[str]:
 def summary_section(table: Table) -> list[str]:
     """Geometric mean, min and max of torch/cnnext per kind, pass and implementation."""
     rows = []
-    for kind, phases in (("conv", ("fwd", "fwd+bwd")), ("pool", ("fwd", "fwd+bwd")), ("train", ("step",))):
+    for kind, phases in (("conv", ("fwd", "fwd+bwd")), ("pool", ("fwd", "fwd+bwd")), ("avgpool", ("fwd", "fwd+bwd")),
+                         ("train", ("step",))):
         for phase in phases:
             cases = [impls for (k, p, _), impls in table.rows(kind) if p == phase]
-            algos = {"pool": POOL_IMPLS[1:], "conv": (*CNNEXT_ALGOS, "best")}.get(kind, (*TRAIN_ALGOS, "best"))
+            algos = {"pool": POOL_IMPLS[1:], "avgpool": POOL_IMPLS[1:], "conv": (*CNNEXT_ALGOS, "best")}.get(kind, (*TRAIN_ALGOS, "best"))
             for algo in algos:
                 chosen = [fastest(impls, EXPLICIT_ALGOS) if algo == "best" else impls.get(algo)
                           for impls in cases]
@@ -254,7 +262,8 @@ def render(document: dict[str, Any], entries: list[Entry], source: str, scaling:
     for device in sorted({e.device for e in entries}):
         table = Table(e for e in entries if e.device == device)
         lines += [f"## {device}", ""]
-        for section in (summary_section, reference_section, conv_section, pool_section, train_section):
+        for section in (summary_section, reference_section, conv_section, pool_section, avg_pool_section,
+                        train_section):
             lines += section(table)
     if scaling:
         lines += ["## Scaling with batch size", ""]

@@ -177,6 +177,57 @@ def pool_shapes() -> list[PoolShape]:
     return [shape for model in SEED_MODELS for shape in _trace(model)[1]]
 
 
+@dataclasses.dataclass(frozen=True)
+class AvgPoolShape:
+    """One avg_pool2d (``output_size is None``) or adaptive_avg_pool2d problem on a
+    ``batch×channels×height×width`` input."""
+
+    name: str
+    batch: int
+    channels: int
+    height: int
+    width: int
+    kernel_size: tuple[int, int] = (2, 2)
+    output_size: tuple[int, int] | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.channels, self.height, self.width)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        x = torch.empty(self.input_shape, device="meta")
+        if self.output_size is not None:
+            return tuple(torch.nn.functional.adaptive_avg_pool2d(x, self.output_size).shape)
+        return tuple(torch.nn.functional.avg_pool2d(x, self.kernel_size).shape)
+
+    def bytes_moved(self, backward: bool) -> int:
+        """Least memory traffic: read x, write y; backward adds read dy, write dx."""
+        once = FLOAT_BYTES * (math.prod(self.input_shape) + math.prod(self.output_shape))
+        return 2 * once if backward else once
+
+    def __str__(self) -> str:
+        kind = (f"adaptive {self.output_size[0]}x{self.output_size[1]}" if self.output_size is not None
+                else f"k{self.kernel_size[0]}")
+        return f"{self.name} N{self.batch} {self.channels}x{self.height}x{self.width} {kind}"
+
+
+def avg_pool_shapes() -> list[AvgPoolShape]:
+    """A 2x2 average pool on the input of every seed max-pool layer (the seed activations), and
+    cifar_bn's global average pool (adaptive 1x1) at its seed batch size."""
+    seeds = [AvgPoolShape(shape.name.replace(".pool", ".avgpool"), shape.batch, shape.channels, shape.height,
+                          shape.width) for shape in pool_shapes()]
+    spec = MODELS["cifar_bn"]
+    model = build_model("cifar_bn", layers="torch").eval()
+    sizes: list[tuple[int, ...]] = []
+    handle = model.avgpool.register_forward_hook(lambda _m, args, _o: sizes.append(tuple(args[0].shape)))
+    with torch.no_grad():
+        model(torch.zeros(1, spec.in_channels, *_pair(spec.image_size)))
+    handle.remove()
+    _, channels, height, width = sizes[0]
+    return [*seeds, AvgPoolShape("cifar_bn.avgpool", spec.batch_size, channels, height, width, output_size=(1, 1))]
+
+
 def find(name: str) -> ConvShape | PoolShape:
     """The conv or pool shape called ``name`` (e.g. ``"lenet.conv2"``)."""
     for shape in (*conv_shapes(), *pool_shapes()):

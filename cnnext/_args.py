@@ -63,3 +63,42 @@ def spatial_input(op: str, input: torch.Tensor) -> tuple[torch.Tensor, bool]:
     if input.dim() != 4:
         raise ValueError(f"{op}: expected 3-D (unbatched) or 4-D (batched) input, got input of size {tuple(input.shape)}")
     return input, False
+
+
+def single(name: str, value: Union[int, Sequence[int]]) -> int:
+    """``value`` (an int, or a sequence of one int) as an int: conv1d's stride, padding and dilation."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or a tuple of 1 int, got {value!r}")
+    if isinstance(value, int):
+        return value
+    try:
+        values = [int(v) for v in value]
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an int or a tuple of 1 int, got {value!r}") from None
+    if len(values) != 1:
+        raise ValueError(f"{name} must be an int or a tuple of 1 int, got {value!r}")
+    return values[0]
+
+
+def adaptive_output_size(output_size, input: torch.Tensor) -> list[int]:
+    """adaptive pooling's ``output_size`` (an int, or two ints or Nones; None keeps the input's size)
+    as [height, width], for a 4-D ``input``."""
+    if isinstance(output_size, bool):
+        raise TypeError(f"output_size must be an int or a tuple of 2 ints or None, got {output_size!r}")
+    if isinstance(output_size, int):
+        return [output_size, output_size]
+    try:
+        values = list(output_size)
+    except TypeError:
+        raise TypeError(f"output_size must be an int or a tuple of 2 ints or None, got {output_size!r}") from None
+    if len(values) != 2:
+        raise ValueError(f"output_size must be an int or a tuple of 2 ints or None, got {output_size!r}")
+    sizes = []
+    for value, size in zip(values, input.shape[2:]):
+        if value is None:
+            sizes.append(size)
+        elif isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"output_size must be an int or a tuple of 2 ints or None, got {output_size!r}")
+        else:
+            sizes.append(value)
+    return sizes

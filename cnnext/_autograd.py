@@ -36,7 +36,8 @@ from ._ops import ops
 
 __all__ = [
     "DifferentiableOp", "differentiable", "conv2d", "conv2d_grad_input", "conv2d_grad_weight",
-    "conv2d_grad_weight_bias", "conv2d_grad_bias", "max_pool2d", "max_pool2d_backward",
+    "conv2d_grad_weight_bias", "conv2d_grad_bias", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
+    "avg_pool2d_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward",
 ]
 
 
@@ -430,3 +431,98 @@ max_pool2d = differentiable(
 max_pool2d_backward = differentiable(
     "max_pool2d_backward", setup_context=_max_pool2d_backward_setup, backward=_max_pool2d_backward_backward,
     jvp=_max_pool2d_backward_jvp, vmap=_max_pool2d_backward_vmap)
+
+
+# avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override) and
+# adaptive_avg_pool2d(input, output_size): linear maps whose adjoints are their *_backward ops, and
+# the adjoint of each *_backward op is the forward op again. "geometry" is the trailing arguments
+# after the tensor (and, for the backward ops, after input_size).
+
+
+def _input_size_setup(ctx, inputs, output):
+    ctx.input_size = inputs[0].shape
+
+
+def _merge_vmap_batch(x: torch.Tensor, dim: Optional[int], batch: int) -> torch.Tensor:
+    """A vmapped (N, C, H, W) tensor as (batch*N, C, H, W)."""
+    return _at_front(x, dim, batch).flatten(0, 1)
+
+
+def _avg_pool2d_backward_fn(ctx, grad):
+    return (avg_pool2d_backward(grad, ctx.input_size, *ctx.geometry),) + (None,) * 6
+
+
+def _avg_pool2d_setup(ctx, inputs, output):
+    ctx.input_size, ctx.geometry = inputs[0].shape, inputs[1:]
+
+
+def _avg_pool2d_jvp(inputs, output, t_input, *_):
+    return avg_pool2d(t_input, *inputs[1:])
+
+
+def _avg_pool2d_vmap(info, in_dims, input, *geometry):
+    output = avg_pool2d(_merge_vmap_batch(input, in_dims[0], info.batch_size), *geometry)
+    return output.unflatten(0, (info.batch_size, -1)), 0
+
+
+def _avg_pool2d_backward_setup(ctx, inputs, output):
+    ctx.geometry = inputs[2:]
+
+
+def _avg_pool2d_backward_backward(ctx, grad):
+    return (avg_pool2d(grad, *ctx.geometry),) + (None,) * 7
+
+
+def _avg_pool2d_backward_jvp(inputs, output, t_grad_output, *_):
+    return avg_pool2d_backward(t_grad_output, *inputs[1:])
+
+
+def _avg_pool2d_backward_vmap(info, in_dims, grad_output, input_size, *geometry):
+    grad_output = _merge_vmap_batch(grad_output, in_dims[0], info.batch_size)
+    grad_input = avg_pool2d_backward(grad_output, [grad_output.shape[0], *input_size[1:]], *geometry)
+    return grad_input.unflatten(0, (info.batch_size, -1)), 0
+
+
+def _adaptive_backward_fn(ctx, grad):
+    return adaptive_avg_pool2d_backward(grad, ctx.input_size), None
+
+
+def _adaptive_jvp(inputs, output, t_input, *_):
+    return adaptive_avg_pool2d(t_input, inputs[1])
+
+
+def _adaptive_vmap(info, in_dims, input, output_size):
+    output = adaptive_avg_pool2d(_merge_vmap_batch(input, in_dims[0], info.batch_size), output_size)
+    return output.unflatten(0, (info.batch_size, -1)), 0
+
+
+def _adaptive_backward_setup(ctx, inputs, output):
+    ctx.output_size = inputs[0].shape[2:]
+
+
+def _adaptive_backward_backward(ctx, grad):
+    return adaptive_avg_pool2d(grad, ctx.output_size), None
+
+
+def _adaptive_backward_jvp(inputs, output, t_grad_output, *_):
+    return adaptive_avg_pool2d_backward(t_grad_output, inputs[1])
+
+
+def _adaptive_backward_vmap(info, in_dims, grad_output, input_size):
+    grad_output = _merge_vmap_batch(grad_output, in_dims[0], info.batch_size)
+    grad_input = adaptive_avg_pool2d_backward(grad_output, [grad_output.shape[0], *input_size[1:]])
+    return grad_input.unflatten(0, (info.batch_size, -1)), 0
+
+
+avg_pool2d = differentiable(
+    "avg_pool2d", setup_context=_avg_pool2d_setup, backward=_avg_pool2d_backward_fn, jvp=_avg_pool2d_jvp,
+    vmap=_avg_pool2d_vmap)
+avg_pool2d_backward = differentiable(
+    "avg_pool2d_backward", setup_context=_avg_pool2d_backward_setup, backward=_avg_pool2d_backward_backward,
+    jvp=_avg_pool2d_backward_jvp, vmap=_avg_pool2d_backward_vmap)
+adaptive_avg_pool2d = differentiable(
+    "adaptive_avg_pool2d", setup_context=_input_size_setup, backward=_adaptive_backward_fn, jvp=_adaptive_jvp,
+    vmap=_adaptive_vmap)
+adaptive_avg_pool2d_backward = differentiable(
+    "adaptive_avg_pool2d_backward", setup_context=_adaptive_backward_setup, backward=_adaptive_backward_backward,
+    jvp=_adaptive_backward_jvp, vmap=_adaptive_backward_vmap)

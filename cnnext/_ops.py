@@ -119,6 +119,29 @@ def _max_pool2d_backward_fake(grad_output, indices, input_size):
     return _empty(grad_output, input_size, _layout(indices))
 
 
+@torch.library.register_fake("cnnext::avg_pool2d")
+def _avg_pool2d_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    height = _pool_out(input.shape[2], kernel_size[0], stride[0], padding[0], 1, ceil_mode)
+    width = _pool_out(input.shape[3], kernel_size[1], stride[1], padding[1], 1, ceil_mode)
+    return _empty(input, (input.shape[0], input.shape[1], height, width), _layout(input))
+
+
+@torch.library.register_fake("cnnext::avg_pool2d_backward")
+def _avg_pool2d_backward_fake(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                              divisor_override):
+    return _empty(grad_output, input_size, _layout(grad_output))
+
+
+@torch.library.register_fake("cnnext::adaptive_avg_pool2d")
+def _adaptive_avg_pool2d_fake(input, output_size):
+    return _empty(input, (input.shape[0], input.shape[1], *output_size), _layout(input))
+
+
+@torch.library.register_fake("cnnext::adaptive_avg_pool2d_backward")
+def _adaptive_avg_pool2d_backward_fake(grad_output, input_size):
+    return _empty(grad_output, input_size, _layout(grad_output))
+
+
 CPU_ISAS = ("avx512", "avx2", "baseline")
 """Instruction sets of the run-time dispatched CPU kernels, widest first."""
 

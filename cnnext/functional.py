@@ -1,6 +1,7 @@
-"""conv2d() and max_pool2d(): torch.nn.functional's signatures over cnnext's compiled kernels.
+"""conv1d(), conv2d(), max_pool2d(), avg_pool2d(), adaptive_avg_pool2d(): torch.nn.functional's
+signatures over cnnext's compiled kernels.
 
-Both accept every argument form torch.nn.functional accepts (ints or tuples,
+They accept every argument form torch.nn.functional accepts (ints or tuples,
 padding "same"/"valid", batched (N, C, H, W) or unbatched (C, H, W) input)
 and give the same results, gradients and max-pool indices. They are
 differentiable to any order, in reverse and forward mode, under torch.func
@@ -9,14 +10,15 @@ channels_last input (or, for conv2d, weight) gives a channels_last output.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Optional, Union
 
 import torch
 
-from ._args import IntPair, check_algo, conv_padding, pair, spatial_input
 from . import _autograd
+from ._args import IntPair, adaptive_output_size, check_algo, conv_padding, pair, single, spatial_input
 
-__all__ = ["conv2d", "max_pool2d"]
+__all__ = ["adaptive_avg_pool2d", "avg_pool2d", "conv1d", "conv2d", "max_pool2d"]
 
 
 def conv2d(
@@ -77,3 +79,82 @@ def max_pool2d(
     if unbatched:
         output, indices = output.squeeze(0), indices.squeeze(0)
     return (output, indices) if return_indices else output
+
+
+def avg_pool2d(
+    input: torch.Tensor,
+    kernel_size: IntPair,
+    stride: Optional[IntPair] = None,
+    padding: IntPair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: Optional[int] = None,
+) -> torch.Tensor:
+    """2-D average pooling, as torch.nn.functional.avg_pool2d, computed by cnnext's kernels.
+
+    input: (N, C, H, W) or (C, H, W). stride defaults to kernel_size; padding must be at most
+    half the kernel. Each output is the sum over its window divided by the window's size: with
+    count_include_pad the padded positions count (a ceil_mode window hanging past the padding
+    counts only up to it), without only the input positions; a non-zero divisor_override
+    replaces that divisor. Float32/64; float16/bfloat16 accumulate in float32. Raises
+    ValueError/TypeError naming the bad argument.
+    """
+    batched, unbatched = spatial_input("avg_pool2d", input)
+    kernel_ = pair("kernel_size", kernel_size)
+    stride_ = kernel_ if stride is None or (not isinstance(stride, int) and len(stride) == 0) else pair("stride", stride)
+    if divisor_override is not None and (isinstance(divisor_override, bool) or not isinstance(divisor_override, int)):
+        raise TypeError(f"divisor_override must be an int or None, got {divisor_override!r}")
+    if divisor_override == 0:
+        raise ValueError("divisor_override must be non-zero (or None)")
+    output = _autograd.avg_pool2d(batched, kernel_, stride_, pair("padding", padding), bool(ceil_mode),
+                                  bool(count_include_pad), divisor_override)
+    return output.squeeze(0) if unbatched else output
+
+
+def adaptive_avg_pool2d(input: torch.Tensor, output_size) -> torch.Tensor:
+    """2-D adaptive average pooling, as torch.nn.functional.adaptive_avg_pool2d, by cnnext's kernels.
+
+    input: (N, C, H, W) or (C, H, W); output_size: an int or a pair of ints or None (None keeps
+    that input size). Output row i averages input rows floor(i*H/OH) to ceil((i+1)*H/OH) - 1,
+    and likewise for columns; output 1 x 1 is the global average (a plain sum of each plane).
+    Raises ValueError/TypeError naming the bad argument.
+    """
+    batched, unbatched = spatial_input("adaptive_avg_pool2d", input)
+    output = _autograd.adaptive_avg_pool2d(batched, adaptive_output_size(output_size, batched))
+    return output.squeeze(0) if unbatched else output
+
+
+def conv1d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    stride: Union[int, Sequence[int]] = 1,
+    padding: Union[str, int, Sequence[int]] = 0,
+    dilation: Union[int, Sequence[int]] = 1,
+    groups: int = 1,
+    *,
+    algo: str = "auto",
+) -> torch.Tensor:
+    """1-D cross-correlation, as torch.nn.functional.conv1d, computed by cnnext's conv2d kernels.
+
+    input: (N, C_in, L) or unbatched (C_in, L); weight: (C_out, C_in/groups, K); bias: (C_out,)
+    or None; padding an int, a 1-tuple, "same" or "valid". Returns (N, C_out, OL) (or
+    (C_out, OL)) with OL = floor((L + 2*padding - dilation*(K-1) - 1)/stride) + 1. Runs as a
+    2-D convolution of height 1 (same results and gradients); algo as for conv2d. Raises
+    ValueError/TypeError naming the bad argument.
+    """
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"conv1d: input must be a Tensor, got {type(input).__name__}")
+    if input.dim() not in (2, 3):
+        raise ValueError(f"conv1d: expected 2-D (unbatched) or 3-D (batched) input, got input of size "
+                         f"{tuple(input.shape)}")
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"conv1d: weight must be a Tensor, got {type(weight).__name__}")
+    if weight.dim() != 3:
+        raise ValueError(f"conv1d: weight must be 3-D (out_channels, in_channels/groups, kernel), got size "
+                         f"{tuple(weight.shape)}")
+    stride_, dilation_ = single("stride", stride), single("dilation", dilation)
+    padding_ = padding if isinstance(padding, str) else (0, single("padding", padding))
+    output = conv2d(input.unsqueeze(-2), weight.unsqueeze(-2), bias, (1, stride_), padding_, (1, dilation_), groups,
+                    algo=algo)
+    return output.squeeze(-2)

@@ -7,7 +7,7 @@ import torch
 from torch import fx, nn
 from torch.nn import functional as F
 
-from .modules import Conv2d, MaxPool2d, ReLUMaxPool2d
+from .modules import AdaptiveAvgPool2d, AvgPool2d, Conv1d, Conv2d, MaxPool2d, ReLUMaxPool2d
 
 __all__ = ["fuse"]
 
@@ -16,12 +16,12 @@ _RELU_METHODS = {"relu": False, "relu_": True}
 
 
 class _Tracer(fx.Tracer):
-    """Keeps cnnext's layers whole: their forward calls autograd Functions fx cannot trace into."""
+    """Keeps cnnext's layers whole: their forward checks argument types, which fx proxies fail."""
+
+    LEAVES = (Conv1d, Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, ReLUMaxPool2d)
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return isinstance(module, (Conv2d, MaxPool2d, ReLUMaxPool2d)) or super().is_leaf_module(
-            module, qualified_name
-        )
+        return isinstance(module, self.LEAVES) or super().is_leaf_module(module, qualified_name)
 
 
 def _relu_inplace(node: fx.Node, modules: dict[str, nn.Module]) -> Optional[bool]:

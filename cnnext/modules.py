@@ -1,4 +1,5 @@
-"""Conv2d and MaxPool2d: drop-in subclasses of the torch.nn layers that run cnnext's kernels."""
+"""Drop-in subclasses of the torch.nn layers that run cnnext's kernels: Conv1d, Conv2d, MaxPool2d,
+AvgPool2d, AdaptiveAvgPool2d (and ReLUMaxPool2d, built by fuse())."""
 from __future__ import annotations
 
 from typing import Optional
@@ -10,7 +11,7 @@ from torch.nn import functional as F
 from . import functional
 from ._args import check_algo
 
-__all__ = ["Conv2d", "MaxPool2d", "ReLUMaxPool2d"]
+__all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "Conv1d", "Conv2d", "MaxPool2d", "ReLUMaxPool2d"]
 
 
 class Conv2d(nn.Conv2d):
@@ -45,6 +46,42 @@ class MaxPool2d(nn.MaxPool2d):
             input, self.kernel_size, self.stride, self.padding, self.dilation,
             ceil_mode=self.ceil_mode, return_indices=self.return_indices,
         )
+
+
+class Conv1d(nn.Conv1d):
+    """nn.Conv1d with cnnext's convolution (a conv2d of height 1); same constructor, parameters, init
+    and state_dict keys. ``algo`` as for Conv2d, shown in repr; non-zero padding modes pad with
+    torch.nn.functional.pad first, exactly as nn.Conv1d does."""
+
+    def __init__(self, *args, algo: str = "auto", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.algo = check_algo(algo)
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        else:
+            padding = self.padding
+        return functional.conv1d(input, weight, bias, self.stride, padding, self.dilation, self.groups, algo=self.algo)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, algo={self.algo!r}"
+
+
+class AvgPool2d(nn.AvgPool2d):
+    """nn.AvgPool2d with cnnext's pooling kernel; same constructor and behaviour."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return functional.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                                     self.count_include_pad, self.divisor_override)
+
+
+class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
+    """nn.AdaptiveAvgPool2d with cnnext's pooling kernel; same constructor and behaviour."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return functional.adaptive_avg_pool2d(input, self.output_size)
 
 
 class ReLUMaxPool2d(nn.Module):
