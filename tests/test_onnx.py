@@ -11,7 +11,6 @@ from cnnext.models import build_model
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
-import cnnext.onnx  # noqa: E402  (needs onnxscript when the table is built)
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 
