@@ -47,11 +47,14 @@ def _ops(program) -> list[tuple[str, str, int]]:
     return [(node.domain, node.op_type, len(node.output)) for node in program.model_proto.graph.node]
 
 
-@pytest.mark.parametrize("name", ["lenet", "cnn_pad", "cnn_small", "cifar_bn"])
+@pytest.mark.parametrize("name", ["lenet", "cnn_pad", "cnn_small", "cifar_bn", "lenet fused"])
 def test_seed_model_runs_in_onnxruntime(name):
     """Standard ops only (cnnext's become Conv / MaxPool; the values-only max-pool keeps one output), and
-    onnxruntime gives PyTorch's outputs."""
+    onnxruntime gives PyTorch's outputs. "fused" is the model after cnnext.fuse."""
+    name, *fused = name.split()
     model = build_model(name).eval()
+    if fused:
+        model = cnnext.fuse(model)
     channels, size = (3, 32) if name == "cifar_bn" else (1, 28)
     x = torch.randn(3, channels, size, size)
     program = _export(model, x)
