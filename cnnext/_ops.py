@@ -1,15 +1,20 @@
 """Loads the compiled ops (``torch.ops.cnnext.*``) and gives them fake kernels.
 
 Importing this module loads ``cnnext._C``, whose static initialisers register
-the ops with the dispatcher. The fake kernels below only compute output
-shapes, so ``torch.compile`` can trace models that use cnnext layers.
+the ops with the dispatcher. The fake kernels below compute output shapes and
+layouts (as the C++ ops do) with symbolic sizes where they flow in, so
+``torch.compile`` and ``torch.export`` trace cnnext layers with dynamic shapes
+without specializing them. Derivatives and batching rules: cnnext/_autograd.py.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Optional
 
 import torch
+from torch import SymInt
+from torch._prims_common import suggest_memory_format
 
 from . import _build_config
 
@@ -38,38 +43,53 @@ except ImportError as exc:  # e.g. undefined symbols after an in-place torch upg
 ops = torch.ops.cnnext
 
 
-def _conv_out(size: int, pad_total: int, dilation: int, kernel: int, stride: int) -> int:
+def _conv_out(size: SymInt, pad_total: int, dilation: int, kernel: SymInt, stride: int) -> SymInt:
     return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _pool_out(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> int:
+def _pool_out(size: SymInt, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> SymInt:
     out = (size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + pad:
-        out -= 1
+    if ceil_mode:
+        # PyTorch's rule: the last window must start inside the input or the left padding, i.e.
+        # (out - 1) * stride < size + pad. As a min it needs no branch on a symbolic size (the check
+        # that padding is at most half the kernel makes it drop at most one window, as torch does).
+        out = torch.sym_min(out, (size + pad - 1) // stride + 1)
     return out
+
+
+def _layout(*tensors: torch.Tensor) -> torch.memory_format:
+    """channels_last if any of ``tensors`` is (as the C++ ops decide with suggest_memory_format)."""
+    if any(suggest_memory_format(t) == torch.channels_last for t in tensors):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _empty(like: torch.Tensor, size: Sequence[SymInt], layout: torch.memory_format,
+           dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    return torch.empty(size, dtype=dtype or like.dtype, device=like.device, memory_format=layout)
 
 
 @torch.library.register_fake("cnnext::conv2d")
 def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups, algo):
     height = _conv_out(input.shape[2], padding[0] + padding[2], dilation[0], weight.shape[2], stride[0])
     width = _conv_out(input.shape[3], padding[1] + padding[3], dilation[1], weight.shape[3], stride[1])
-    return input.new_empty((input.shape[0], weight.shape[0], height, width))
+    return _empty(input, (input.shape[0], weight.shape[0], height, width), _layout(input, weight))
 
 
 @torch.library.register_fake("cnnext::conv2d_grad_input")
-def _conv2d_grad_input_fake(grad_output, weight, input_size: Sequence[int], stride, padding, dilation, groups, algo):
-    return grad_output.new_empty(input_size)
+def _conv2d_grad_input_fake(grad_output, weight, input_size, stride, padding, dilation, groups, algo):
+    return _empty(grad_output, input_size, _layout(grad_output, weight))
 
 
 @torch.library.register_fake("cnnext::conv2d_grad_weight")
-def _conv2d_grad_weight_fake(grad_output, input, weight_size: Sequence[int], stride, padding, dilation, groups, algo):
-    return grad_output.new_empty(weight_size)
+def _conv2d_grad_weight_fake(grad_output, input, weight_size, stride, padding, dilation, groups, algo):
+    return _empty(grad_output, weight_size, _layout(grad_output, input))
 
 
 @torch.library.register_fake("cnnext::conv2d_grad_weight_bias")
-def _conv2d_grad_weight_bias_fake(grad_output, input, weight_size: Sequence[int], stride, padding, dilation, groups,
-                                  algo):
-    return grad_output.new_empty(weight_size), grad_output.new_empty((weight_size[0],))
+def _conv2d_grad_weight_bias_fake(grad_output, input, weight_size, stride, padding, dilation, groups, algo):
+    return (_empty(grad_output, weight_size, _layout(grad_output, input)),
+            grad_output.new_empty((weight_size[0],)))
 
 
 @torch.library.register_fake("cnnext::conv2d_grad_bias")
@@ -82,12 +102,13 @@ def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
     height = _pool_out(input.shape[2], kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode)
     width = _pool_out(input.shape[3], kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode)
     shape = (input.shape[0], input.shape[1], height, width)
-    return input.new_empty(shape), input.new_empty(shape, dtype=torch.int64)
+    layout = _layout(input)
+    return _empty(input, shape, layout), _empty(input, shape, layout, torch.int64)
 
 
 @torch.library.register_fake("cnnext::max_pool2d_backward")
-def _max_pool2d_backward_fake(grad_output, indices, input_size: Sequence[int]):
-    return grad_output.new_empty(input_size)
+def _max_pool2d_backward_fake(grad_output, indices, input_size):
+    return _empty(grad_output, input_size, _layout(indices))
 
 
 CPU_ISAS = ("avx512", "avx2", "baseline")

@@ -2,8 +2,10 @@
 
 Both accept every argument form torch.nn.functional accepts (ints or tuples,
 padding "same"/"valid", batched (N, C, H, W) or unbatched (C, H, W) input)
-and give the same results, gradients and max-pool indices. Outputs are
-contiguous NCHW whatever the input's memory format.
+and give the same results, gradients and max-pool indices. They are
+differentiable to any order, in reverse and forward mode, under torch.func
+transforms, torch.compile and torch.export (see cnnext/_autograd.py). A
+channels_last input (or, for conv2d, weight) gives a channels_last output.
 """
 from __future__ import annotations
 
@@ -12,59 +14,9 @@ from typing import Optional, Union
 import torch
 
 from ._args import IntPair, check_algo, conv_padding, pair, spatial_input
-from ._ops import ops
+from . import _autograd
 
 __all__ = ["conv2d", "max_pool2d"]
-
-
-class Conv2dFunction(torch.autograd.Function):
-    """Autograd over cnnext::conv2d; saves the input only if the weight needs a gradient, and vice versa."""
-
-    @staticmethod
-    def forward(ctx, input, weight, bias, stride, padding, dilation, groups, algo):
-        ctx.geometry = (stride, padding, dilation, groups, algo)
-        ctx.input_size = list(input.shape)
-        ctx.weight_size = list(weight.shape)
-        needs_input, needs_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        ctx.save_for_backward(input if needs_weight else None, weight if needs_input else None)
-        return ops.conv2d(input, weight, bias, stride, padding, dilation, groups, algo)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        input, weight = ctx.saved_tensors
-        geometry = ctx.geometry
-        grad_input = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_input = ops.conv2d_grad_input(grad_output, weight, ctx.input_size, *geometry)
-        if ctx.needs_input_grad[1] and ctx.needs_input_grad[2]:  # one pass over grad_output for both
-            grad_weight, grad_bias = ops.conv2d_grad_weight_bias(grad_output, input, ctx.weight_size, *geometry)
-        elif ctx.needs_input_grad[1]:
-            grad_weight = ops.conv2d_grad_weight(grad_output, input, ctx.weight_size, *geometry)
-        elif ctx.needs_input_grad[2]:
-            grad_bias = ops.conv2d_grad_bias(grad_output)
-        return grad_input, grad_weight, grad_bias, None, None, None, None, None
-
-
-class MaxPool2dFunction(torch.autograd.Function):
-    """Autograd over cnnext::max_pool2d; backward scatters through the saved indices."""
-
-    @staticmethod
-    def forward(ctx, input, kernel_size, stride, padding, dilation, ceil_mode):
-        output, indices = ops.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
-        ctx.input_size = list(input.shape)
-        ctx.save_for_backward(indices)
-        ctx.mark_non_differentiable(indices)
-        # Otherwise autograd fills a zero gradient for the indices on every backward: an int64 tensor
-        # the size of the output (6.5 MB for lenet.pool1), 0.16 - 0.5 ms of a training step.
-        ctx.set_materialize_grads(False)
-        return output, indices
-
-    @staticmethod
-    def backward(ctx, grad_output, _grad_indices):
-        if grad_output is None:  # a backward through the indices alone (gradcheck does one)
-            return (None,) * 6
-        (indices,) = ctx.saved_tensors
-        return ops.max_pool2d_backward(grad_output, indices, ctx.input_size), None, None, None, None, None
 
 
 def conv2d(
@@ -96,7 +48,7 @@ def conv2d(
         raise TypeError(f"conv2d: groups must be an int, got {groups!r}")
     stride_, dilation_ = pair("stride", stride), pair("dilation", dilation)
     padding_ = conv_padding(padding, weight, stride_, dilation_)
-    output = Conv2dFunction.apply(batched, weight, bias, stride_, padding_, dilation_, groups, algo)
+    output = _autograd.conv2d(batched, weight, bias, stride_, padding_, dilation_, groups, algo)
     return output.squeeze(0) if unbatched else output
 
 
@@ -119,7 +71,7 @@ def max_pool2d(
     batched, unbatched = spatial_input("max_pool2d", input)
     kernel_ = pair("kernel_size", kernel_size)
     stride_ = kernel_ if stride is None or (not isinstance(stride, int) and len(stride) == 0) else pair("stride", stride)
-    output, indices = MaxPool2dFunction.apply(
+    output, indices = _autograd.max_pool2d(
         batched, kernel_, stride_, pair("padding", padding), pair("dilation", dilation), bool(ceil_mode)
     )
     if unbatched:

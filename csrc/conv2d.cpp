@@ -117,6 +117,15 @@ std::vector<int64_t> output_sizes(const Conv2dParams& p) {
   return {p.batch, p.out_channels, p.out_h, p.out_w};
 }
 
+// Layout of a result computed from tensors `a` and `b`: channels_last when either is,
+// as torch's convolutions decide on the CPU. Backends compute contiguous NCHW; the
+// result is converted to this layout last, so a channels_last model stays channels_last.
+at::MemoryFormat conv_layout(const at::Tensor& a, const at::Tensor& b) {
+  const bool channels_last = a.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
+                             b.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
 void check_grad_output(const char* op, const at::Tensor& grad_output, const Conv2dParams& p) {
   const auto expected = output_sizes(p);
   TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef(expected), op, ": grad_output must have size ",
@@ -127,7 +136,8 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                   c10::string_view algo) {
   constexpr const char* op = "cnnext conv2d";
-  // Backends call ATen (the GEMM) on tensors that may require grad; autograd is handled in Python.
+  // Backends call ATen (the GEMM) on tensors that may require grad; the ops' autograd formulas are
+  // registered in Python (cnnext/_autograd.py), which calls these kernels below autograd.
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   check_float_tensor(op, "input", input);
   check_same(op, "weight", weight, "input", input);
@@ -142,12 +152,13 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
                       bias.sizes());
     bias = bias.contiguous();
   }
+  const at::MemoryFormat layout = conv_layout(input, weight);
   at::Tensor output = at::empty(output_sizes(p), input.options());
-  if (output.numel() == 0) return output;
+  if (output.numel() == 0) return output.contiguous(layout);
   const at::Tensor x = input.contiguous();
   const at::Tensor w = weight.contiguous();
   CNNEXT_BACKEND_CALL(input, conv2d_forward, a, p, x, w, bias, output);
-  return output;
+  return output.contiguous(layout);
 }
 
 at::Tensor conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& weight, at::IntArrayRef input_size,
@@ -160,13 +171,14 @@ at::Tensor conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& we
   const Conv2dParams p = make_params(op, input_size, weight.sizes(), stride, padding, dilation, groups);
   const ConvAlgo a = parse_algo(algo, p, Pass::GradInput);
   check_grad_output(op, grad_output, p);
+  const at::MemoryFormat layout = conv_layout(grad_output, weight);
   at::Tensor grad_input = at::empty(input_size, grad_output.options());
-  if (grad_input.numel() == 0) return grad_input;
-  if (p.out_channels == 0) return grad_input.zero_();
+  if (grad_input.numel() == 0) return grad_input.contiguous(layout);
+  if (p.out_channels == 0) return grad_input.zero_().contiguous(layout);
   const at::Tensor gy = grad_output.contiguous();
   const at::Tensor w = weight.contiguous();
   CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_input, a, p, gy, w, grad_input);
-  return grad_input;
+  return grad_input.contiguous(layout);
 }
 
 at::Tensor conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef weight_size,
@@ -179,14 +191,15 @@ at::Tensor conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& i
   const Conv2dParams p = make_params(op, input.sizes(), weight_size, stride, padding, dilation, groups);
   const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight);
   check_grad_output(op, grad_output, p);
+  const at::MemoryFormat layout = conv_layout(grad_output, input);
   at::Tensor grad_weight = at::empty(weight_size, grad_output.options());
-  if (grad_weight.numel() == 0) return grad_weight;
-  if (p.batch == 0) return grad_weight.zero_();
+  if (grad_weight.numel() == 0) return grad_weight.contiguous(layout);
+  if (p.batch == 0) return grad_weight.zero_().contiguous(layout);
   const at::Tensor gy = grad_output.contiguous();
   const at::Tensor x = input.contiguous();
   at::Tensor no_bias;
   CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_weight, a, p, gy, x, grad_weight, no_bias);
-  return grad_weight;
+  return grad_weight.contiguous(layout);
 }
 
 // grad_weight and grad_bias together: backends that can sum the bias
@@ -202,18 +215,19 @@ std::tuple<at::Tensor, at::Tensor> conv2d_grad_weight_bias(const at::Tensor& gra
   const Conv2dParams p = make_params(op, input.sizes(), weight_size, stride, padding, dilation, groups);
   const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight);
   check_grad_output(op, grad_output, p);
+  const at::MemoryFormat layout = conv_layout(grad_output, input);
   at::Tensor grad_weight = at::empty(weight_size, grad_output.options());
   at::Tensor grad_bias = at::empty({p.out_channels}, grad_output.options());
-  if (p.batch == 0) return {grad_weight.zero_(), grad_bias.zero_()};
-  if (p.out_channels == 0) return {grad_weight, grad_bias};
+  if (p.batch == 0) return {grad_weight.zero_().contiguous(layout), grad_bias.zero_()};
+  if (p.out_channels == 0) return {grad_weight.contiguous(layout), grad_bias};
   const at::Tensor gy = grad_output.contiguous();
   if (grad_weight.numel() == 0) {  // no input channels: only the bias has a gradient
     CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_bias, gy, grad_bias);
-    return {grad_weight, grad_bias};
+    return {grad_weight.contiguous(layout), grad_bias};
   }
   const at::Tensor x = input.contiguous();
   CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_weight, a, p, gy, x, grad_weight, grad_bias);
-  return {grad_weight, grad_bias};
+  return {grad_weight.contiguous(layout), grad_bias};
 }
 
 at::Tensor conv2d_grad_bias(const at::Tensor& grad_output) {
@@ -236,14 +250,14 @@ TORCH_LIBRARY_FRAGMENT(cnnext, m) {
       "conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, int[2] dilation, "
       "int groups, str algo) -> Tensor");
   m.def(
-      "conv2d_grad_input(Tensor grad_output, Tensor weight, int[4] input_size, int[2] stride, int[4] padding, "
+      "conv2d_grad_input(Tensor grad_output, Tensor weight, SymInt[4] input_size, int[2] stride, int[4] padding, "
       "int[2] dilation, int groups, str algo) -> Tensor");
   m.def(
-      "conv2d_grad_weight(Tensor grad_output, Tensor input, int[4] weight_size, int[2] stride, int[4] padding, "
+      "conv2d_grad_weight(Tensor grad_output, Tensor input, SymInt[4] weight_size, int[2] stride, int[4] padding, "
       "int[2] dilation, int groups, str algo) -> Tensor");
   m.def("conv2d_grad_bias(Tensor grad_output) -> Tensor");
   m.def(
-      "conv2d_grad_weight_bias(Tensor grad_output, Tensor input, int[4] weight_size, int[2] stride, "
+      "conv2d_grad_weight_bias(Tensor grad_output, Tensor input, SymInt[4] weight_size, int[2] stride, "
       "int[4] padding, int[2] dilation, int groups, str algo) -> (Tensor, Tensor)");
 }
 

@@ -63,12 +63,15 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
                                               at::IntArrayRef dilation, bool ceil_mode) {
   const Pool2dParams p = make_params(input, kernel_size, stride, padding, dilation, ceil_mode);
   const std::vector<int64_t> sizes{input.size(0), input.size(1), p.out_h, p.out_w};
+  // Backends compute contiguous NCHW; the results take the input's layout, as torch's pooling does.
+  const at::MemoryFormat layout = input.suggest_memory_format();
   at::Tensor output = at::empty(sizes, input.options());
   at::Tensor indices = at::empty(sizes, input.options().dtype(at::kLong));
-  if (output.numel() == 0) return {output, indices};
-  const at::Tensor x = input.contiguous();
-  CNNEXT_BACKEND_CALL(input, max_pool2d_forward, p, x, output, indices);
-  return {output, indices};
+  if (output.numel() != 0) {
+    const at::Tensor x = input.contiguous();
+    CNNEXT_BACKEND_CALL(input, max_pool2d_forward, p, x, output, indices);
+  }
+  return {output.contiguous(layout), indices.contiguous(layout)};
 }
 
 at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices,
@@ -92,12 +95,15 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   p.in_w = input_size[3];
   p.out_h = grad_output.size(2);
   p.out_w = grad_output.size(3);
+  // The indices carry the forward input's layout (see max_pool2d); the gradient takes it too.
+  const at::MemoryFormat layout = indices.suggest_memory_format();
   at::Tensor grad_input = at::empty(input_size, grad_output.options());
-  if (grad_input.numel() == 0) return grad_input;
-  const at::Tensor gy = grad_output.contiguous();
-  const at::Tensor idx = indices.contiguous();
-  CNNEXT_BACKEND_CALL(grad_output, max_pool2d_backward, p, gy, idx, grad_input);
-  return grad_input;
+  if (grad_input.numel() != 0) {
+    const at::Tensor gy = grad_output.contiguous();
+    const at::Tensor idx = indices.contiguous();
+    CNNEXT_BACKEND_CALL(grad_output, max_pool2d_backward, p, gy, idx, grad_input);
+  }
+  return grad_input.contiguous(layout);
 }
 
 }  // namespace
@@ -106,7 +112,7 @@ TORCH_LIBRARY_FRAGMENT(cnnext, m) {
   m.def(
       "max_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
       "bool ceil_mode) -> (Tensor, Tensor)");
-  m.def("max_pool2d_backward(Tensor grad_output, Tensor indices, int[4] input_size) -> Tensor");
+  m.def("max_pool2d_backward(Tensor grad_output, Tensor indices, SymInt[4] input_size) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(cnnext, CPU, m) {
