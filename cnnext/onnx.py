@@ -20,9 +20,6 @@ from . import _ops  # noqa: F401  (registers torch.ops.cnnext.*)
 
 __all__ = ["export", "translation_table"]
 
-OPSET = 18
-"""The ai.onnx opset the translations are written against (torch's exporter's default)."""
-
 
 def translation_table() -> dict[Callable, Callable]:
     """The translations of cnnext's forward ops, keyed by op overload, for ``torch.onnx.export``'s
@@ -35,7 +32,8 @@ def translation_table() -> dict[Callable, Callable]:
       PyTorch's per-plane indices; when the model does not use the indices, the exporter's optimizer
       drops that computation and MaxPool's Indices output.
 
-    Raises ImportError when onnxscript is not installed.
+    The translations are written in ai.onnx opset 18, the exporter's default. Raises ImportError when
+    onnxscript is not installed.
     """
     from onnxscript import opset18 as op
 
