@@ -34,7 +34,9 @@ def test_conv2d_runs_in_the_autocast_dtype(device, low, in_dtype):
         out = cnnext.functional.conv2d(x, w, b, **geometry)
         ref = F.conv2d(x, w, b, **geometry)
     assert out.dtype == ref.dtype == dtype
-    torch.testing.assert_close(out, ref)
+    # One rounding to the low precision each; the accumulation orders differ (cuDNN's, oneDNN's, cnnext's).
+    rtol = 1.6e-2 if dtype == torch.bfloat16 else 1e-3  # torch.testing's defaults for the dtype
+    torch.testing.assert_close(out, ref, rtol=rtol, atol=1e-3 * ref.abs().max().item())
     grad = torch.randn(ref.shape, device=device)
     got, want = _grads(out, (x, w, b), grad), _grads(ref, (x, w, b), grad)
     for g, r, t in zip(got, want, (x, w, b)):
