@@ -4,10 +4,11 @@
     model = cnnext.convert(model)        # every nn.Conv1d/2d, Max/AvgPool2d, AdaptiveAvgPool2d: cnnext
     model = cnnext.fuse(model)           # ReLU -> max-pool chains pool first (torch.fx)
     cnnext.functional.conv2d(x, w, b, stride=1, padding="same", algo="im2col")
+    cnnext.onnx.export(model, (x,))      # ONNX Conv / MaxPool (torch.onnx.export, dynamo=True)
 """
 __version__ = "0.1.0"
 
-from . import functional
+from . import functional, onnx
 from ._ops import build_info, set_cpu_isa
 from .convert import convert
 from .fuse import fuse
@@ -15,5 +16,5 @@ from .modules import AdaptiveAvgPool2d, AvgPool2d, Conv1d, Conv2d, MaxPool2d, Re
 
 __all__ = [
     "AdaptiveAvgPool2d", "AvgPool2d", "Conv1d", "Conv2d", "MaxPool2d", "ReLUMaxPool2d", "build_info", "convert",
-    "functional", "fuse", "set_cpu_isa", "__version__",
+    "functional", "fuse", "onnx", "set_cpu_isa", "__version__",
 ]

@@ -14,7 +14,23 @@ from ._args import check_algo
 __all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "Conv1d", "Conv2d", "MaxPool2d", "ReLUMaxPool2d"]
 
 
-class Conv2d(nn.Conv2d):
+class _TraceNotScript:
+    """Makes torch.jit.script of a model holding this layer fail at once with a message that says what works.
+
+    TorchScript cannot compile the layers' forward (it calls cnnext.functional, whose argument handling is
+    plain Python), and it is in maintenance upstream; torch.jit.trace records the ops themselves instead.
+    """
+
+    def __prepare_scriptable__(self):  # torch.jit.script calls this on every submodule before compiling
+        raise RuntimeError(
+            f"torch.jit.script cannot compile cnnext.{type(self).__name__}: its forward is Python that "
+            "TorchScript does not support. Use torch.jit.trace(model, example_inputs) instead (the traced "
+            "module saves with torch.jit.save and loads with torch.jit.load after `import cnnext`), or "
+            "torch.export / torch.compile."
+        )
+
+
+class Conv2d(_TraceNotScript, nn.Conv2d):
     """nn.Conv2d with cnnext's convolution; same constructor, parameters, init and state_dict keys.
 
     The extra keyword ``algo`` ("direct", "im2col" or "auto") picks the algorithm and shows
@@ -38,7 +54,7 @@ class Conv2d(nn.Conv2d):
         return f"{super().extra_repr()}, algo={self.algo!r}"
 
 
-class MaxPool2d(nn.MaxPool2d):
+class MaxPool2d(_TraceNotScript, nn.MaxPool2d):
     """nn.MaxPool2d with cnnext's pooling kernel; same constructor and behaviour."""
 
     def forward(self, input: torch.Tensor):
