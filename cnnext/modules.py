@@ -64,7 +64,7 @@ class MaxPool2d(_TraceNotScript, nn.MaxPool2d):
         )
 
 
-class Conv1d(nn.Conv1d):
+class Conv1d(_TraceNotScript, nn.Conv1d):
     """nn.Conv1d with cnnext's convolution (a conv2d of height 1); same constructor, parameters, init
     and state_dict keys. ``algo`` as for Conv2d, shown in repr; non-zero padding modes pad with
     torch.nn.functional.pad first, exactly as nn.Conv1d does."""
@@ -85,7 +85,7 @@ class Conv1d(nn.Conv1d):
         return f"{super().extra_repr()}, algo={self.algo!r}"
 
 
-class AvgPool2d(nn.AvgPool2d):
+class AvgPool2d(_TraceNotScript, nn.AvgPool2d):
     """nn.AvgPool2d with cnnext's pooling kernel; same constructor and behaviour."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
@@ -93,7 +93,7 @@ class AvgPool2d(nn.AvgPool2d):
                                      self.count_include_pad, self.divisor_override)
 
 
-class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
+class AdaptiveAvgPool2d(_TraceNotScript, nn.AdaptiveAvgPool2d):
     """nn.AdaptiveAvgPool2d with cnnext's pooling kernel; same constructor and behaviour."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:

@@ -107,3 +107,28 @@ def test_export_helper_adds_the_table(tmp_path):
     torch.testing.assert_close(got, model(x).detach(), rtol=1e-4, atol=1e-5)
     with pytest.raises(TypeError, match="dynamo=True"):
         cnnext.onnx.export(model, (x,), str(tmp_path / "m.onnx"), dynamo=False)
+
+
+@pytest.mark.parametrize("pool", [
+    cnnext.AvgPool2d(2),
+    cnnext.AvgPool2d(3, stride=2, padding=1),
+    cnnext.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
+    cnnext.AvgPool2d(3, stride=2, padding=1, ceil_mode=True),
+    cnnext.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+    cnnext.AvgPool2d((2, 3), stride=(1, 2), padding=(1, 0), divisor_override=4),
+    cnnext.AdaptiveAvgPool2d(1),
+    cnnext.AdaptiveAvgPool2d((3, 2)),
+], ids=repr)
+def test_average_pools_run_in_onnxruntime(pool):
+    x = torch.randn(2, 3, 9, 8)
+    program = _export(pool.eval(), x)
+    assert {op for _, op, _ in _ops(program)} <= {"AveragePool", "GlobalAveragePool", "Mul", "CastLike", "Constant"}
+    (got,) = _run(program, x)
+    torch.testing.assert_close(got, pool(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pool", [cnnext.AdaptiveAvgPool2d((4, 3)), cnnext.AvgPool2d(3, 2, ceil_mode=True, divisor_override=5)],
+                         ids=repr)
+def test_average_pools_without_an_onnx_form_are_refused(pool):
+    with pytest.raises(Exception, match="ONNX"):
+        _export(pool.eval(), torch.randn(1, 2, 9, 8))
