@@ -6,7 +6,7 @@
 //
 // grad_input is the same correlation run backwards: the gradient, spread out
 // by the stride and padded, correlated with the flipped, channel-transposed
-// weights. grad_weight reduces over the batch in per-thread partial sums.
+// weights. grad_weight reduces over the batch in per-chunk partial sums.
 #include <ATen/Parallel.h>
 
 #include <type_traits>
@@ -608,19 +608,20 @@ void correlate_all(const Correlation& c, int64_t batch, int64_t groups, int64_t 
   }
 }
 
-// The batch cut into one chunk per thread: add(first, last, partial, bias_partial) adds samples
+// The batch cut into BatchChunks: add(first, last, partial, bias_partial) adds samples
 // [first, last) into its own zeroed partial grad_weight (and bias sums, in double, or null
 // without grad_bias); the partials are then added in chunk order. No two threads add into the
-// same memory, and the result does not depend on scheduling.
+// same memory, and the result depends neither on scheduling nor on the thread count.
 template <typename T, typename Fn>
 void sum_over_batch_chunks(const Conv2dParams& p, T* grad_weight, T* grad_bias, const Fn& add) {
   const int64_t weight_numel = p.out_channels * p.in_per_group() * p.kernel_plane();
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), p.batch));
+  const BatchChunks chunking(p.batch);
+  const int64_t chunks = chunking.count;
   std::vector<T> partials(chunks * weight_numel, T(0));
   std::vector<double> bias_partials(grad_bias ? chunks * p.out_channels : 0, 0.0);
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
     for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
-      add(chunk * p.batch / chunks, (chunk + 1) * p.batch / chunks, partials.data() + chunk * weight_numel,
+      add(chunking.begin(chunk), chunking.begin(chunk + 1), partials.data() + chunk * weight_numel,
           grad_bias ? bias_partials.data() + chunk * p.out_channels : nullptr);
     }
   });

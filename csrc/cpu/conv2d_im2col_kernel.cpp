@@ -11,7 +11,9 @@
 // and dy then pass through a (C_out/g, S * OH*OW) buffer, since NCHW keeps a
 // sample's channels together. Blocks of S samples are spread over threads;
 // each thread owns one column buffer of bounded size, whatever the batch, and
-// the GEMMs run single-threaded inside the parallel region.
+// the GEMMs run single-threaded inside the parallel region. S and the chunks
+// of grad_weight's batch reduction follow from the shape alone (BatchChunks),
+// so the results do not depend on the thread count.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -72,13 +74,36 @@ void col2im(const Conv2dParams& p, const T* col, int64_t ld, T* x) {
   }
 }
 
+// oneMKL's setter of the calling thread's thread count (C interface; mkl_service.h names it
+// mkl_set_num_threads_local), where ATen's GEMM is oneMKL (PyTorch's x86 builds); null elsewhere:
+// a weak reference, so the extension loads against any BLAS.
+extern "C" int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
+
+// Runs oneMKL single-threaded in the calling thread while it lives. A threaded oneMKL GEMM
+// splits its reduction into as many parts as it may use threads, even inside a parallel region
+// where one thread runs them all, so its rounding would follow torch.set_num_threads.
+class SingleThreadedBlas {
+ public:
+  SingleThreadedBlas() : previous_(MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : 0) {}
+  ~SingleThreadedBlas() {
+    if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(previous_);
+  }
+  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+
+ private:
+  int previous_;
+};
+
 // at::parallel_for over [0, n) whose workers see the caller's thread-local state (in particular
-// that autograd is off), since they call ATen's GEMM.
+// that autograd is off), since they call ATen's GEMM, single-threaded: the parallelism is over
+// the tasks, which follow from the shape alone.
 template <typename Fn>
 void parallel_gemms(int64_t n, const Fn& fn) {
   const at::ThreadLocalState caller_state;
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
     at::ThreadLocalStateGuard guard(caller_state);
+    const SingleThreadedBlas single_threaded;
     fn(begin, end);
   });
 }
@@ -132,8 +157,7 @@ void scatter_operand(const at::Tensor& m, at::Tensor& t, int64_t groups, int64_t
 
 void im2col_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
                     at::Tensor& output) {
-  const int64_t per_thread = (p.batch + at::get_num_threads() - 1) / at::get_num_threads();
-  const int64_t S = samples_per_gemm(p, input.element_size(), per_thread);
+  const int64_t S = samples_per_gemm(p, input.element_size(), BatchChunks(p.batch).max_size());
   const int64_t L = p.out_plane();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cnnext_im2col_forward", [&] {
     parallel_gemms((p.batch + S - 1) / S, [&](int64_t begin, int64_t end) {
@@ -162,8 +186,7 @@ void im2col_forward(const Conv2dParams& p, const at::Tensor& input, const at::Te
 
 void im2col_grad_input(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
                        at::Tensor& grad_input) {
-  const int64_t per_thread = (p.batch + at::get_num_threads() - 1) / at::get_num_threads();
-  const int64_t S = samples_per_gemm(p, grad_output.element_size(), per_thread);
+  const int64_t S = samples_per_gemm(p, grad_output.element_size(), BatchChunks(p.batch).max_size());
   const int64_t L = p.out_plane();
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cnnext_im2col_grad_input", [&] {
     parallel_gemms((p.batch + S - 1) / S, [&](int64_t begin, int64_t end) {
@@ -187,9 +210,10 @@ void im2col_grad_input(const Conv2dParams& p, const at::Tensor& grad_output, con
 
 void im2col_grad_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
                         at::Tensor& grad_weight) {
-  // One chunk of the batch per thread, each with its own partial dW, summed in chunk order.
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), p.batch));
-  const int64_t S = samples_per_gemm(p, input.element_size(), (p.batch + chunks - 1) / chunks);
+  // Each chunk of the batch has its own partial dW; the partials are summed in chunk order.
+  const BatchChunks chunking(p.batch);
+  const int64_t chunks = chunking.count;
+  const int64_t S = samples_per_gemm(p, input.element_size(), chunking.max_size());
   const int64_t L = p.out_plane();
   at::Tensor partials = at::zeros({chunks, p.groups, p.out_per_group(), p.col_rows()}, grad_output.options());
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cnnext_im2col_grad_weight", [&] {
@@ -197,8 +221,8 @@ void im2col_grad_weight(const Conv2dParams& p, const at::Tensor& grad_output, co
       at::Tensor col = at::empty({p.col_rows(), S * L}, input.options());
       at::Tensor dy_buffer = at::empty({p.out_per_group(), S * L}, grad_output.options());
       for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
-        const int64_t last = (chunk + 1) * p.batch / chunks;
-        for (int64_t n = chunk * p.batch / chunks; n < last; n += S) {
+        const int64_t last = chunking.begin(chunk + 1);
+        for (int64_t n = chunking.begin(chunk); n < last; n += S) {
           const int64_t count = std::min(S, last - n);
           for (int64_t g = 0; g < p.groups; ++g) {
             const at::Tensor x = group_slice(input, p.groups, n, count, g);

@@ -119,6 +119,22 @@ inline void transform_row(const T* src, int64_t width, T* dst, Op op) {
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
+// Reductions over the batch (grad_weight, the bias gradient) sum each chunk of
+// the batch into its own partial sum and add the partials in chunk order. The
+// chunks depend on the batch size alone, never on the thread count, so the
+// result is bitwise the same whatever torch.set_num_threads says; their number
+// is above the usual thread counts, so that every thread has a chunk to sum.
+struct BatchChunks {
+  static constexpr int64_t kMaxChunks = 8;
+  int64_t batch, count;
+
+  explicit BatchChunks(int64_t batch) : batch(batch), count(std::clamp<int64_t>(batch, 1, kMaxChunks)) {}
+  // Chunk i is samples [begin(i), begin(i + 1)).
+  int64_t begin(int64_t i) const { return i * batch / count; }
+  // Samples of the largest chunk.
+  int64_t max_size() const { return (batch + count - 1) / count; }
+};
+
 // A zero-filled, 64-byte aligned scratch array. Vectors are 64 bytes wide: a
 // vector load from a less aligned buffer straddles two cache lines and costs
 // twice as much, which std::vector's 16-byte alignment would make the rule.
