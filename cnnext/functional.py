@@ -11,7 +11,7 @@ from typing import Optional, Union
 
 import torch
 
-from ._args import IntPair, check_algo, conv_padding, pair, spatial_input
+from ._args import IntPair, check_algo, conv_padding, pair, pool_stride, spatial_input
 from ._ops import ops
 
 __all__ = ["conv2d", "max_pool2d"]
@@ -52,6 +52,9 @@ class MaxPool2dFunction(torch.autograd.Function):
     def forward(ctx, input, kernel_size, stride, padding, dilation, ceil_mode):
         output, indices = ops.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode)
         ctx.input_size = list(input.shape)
+        # A window whose taps all miss the input (possible only when a dilation exceeds the input's size)
+        # has output -inf and PyTorch's index for it, which can lie past the plane.
+        ctx.empty_windows = any(d > n for d, n in zip(dilation, input.shape[-2:]))
         ctx.save_for_backward(indices)
         ctx.mark_non_differentiable(indices)
         # Otherwise autograd fills a zero gradient for the indices on every backward: an int64 tensor
@@ -64,6 +67,9 @@ class MaxPool2dFunction(torch.autograd.Function):
         if grad_output is None:  # a backward through the indices alone (gradcheck does one)
             return (None,) * 6
         (indices,) = ctx.saved_tensors
+        if ctx.empty_windows:  # their gradient goes nowhere; the op rejects indices outside the plane
+            inside = indices < ctx.input_size[-2] * ctx.input_size[-1]
+            indices, grad_output = indices.where(inside, 0), grad_output.where(inside, 0)
         return ops.max_pool2d_backward(grad_output, indices, ctx.input_size), None, None, None, None, None
 
 
@@ -118,7 +124,7 @@ def max_pool2d(
     """
     batched, unbatched = spatial_input("max_pool2d", input)
     kernel_ = pair("kernel_size", kernel_size)
-    stride_ = kernel_ if stride is None or (not isinstance(stride, int) and len(stride) == 0) else pair("stride", stride)
+    stride_ = pool_stride(stride, kernel_)
     output, indices = MaxPool2dFunction.apply(
         batched, kernel_, stride_, pair("padding", padding), pair("dilation", dilation), bool(ceil_mode)
     )

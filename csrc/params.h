@@ -50,10 +50,14 @@ struct Pool2dParams {
   int64_t out_plane() const { return out_h * out_w; }
 };
 
+// ceil(a / b) for a >= 0, b > 0, without forming a + b - 1 (which can
+// overflow: padding and stride may each be close to 2^62).
+inline int64_t ceil_div_nonneg(int64_t a, int64_t b) { return a / b + (a % b != 0); }
+
 // First tap index k >= 0 with start + k*dilation >= 0: the first tap of a
 // window starting at `start` (possibly in the padding) that is not before the input.
 inline int64_t first_inside(int64_t start, int64_t dilation) {
-  return start >= 0 ? 0 : (-start + dilation - 1) / dilation;
+  return start >= 0 ? 0 : ceil_div_nonneg(-start, dilation);
 }
 
 // Output positions whose kernel tap `k` lands inside [0, in_size):
@@ -63,13 +67,15 @@ struct TapRange {
   int64_t lo, hi;
 };
 
+// The op's checks keep k*dilation (< the dilated kernel) and in_size + pad
+// (< the padded input) within int64, and so every value formed here.
 inline TapRange valid_outputs(int64_t k, int64_t in_size, int64_t out_size,
                               int64_t stride, int64_t pad, int64_t dilation) {
   const int64_t offset = k * dilation - pad;  // input index of o = 0
   // smallest o with o*stride + offset >= 0
-  int64_t lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  int64_t lo = offset >= 0 ? 0 : ceil_div_nonneg(-offset, stride);
   // smallest o with o*stride + offset >= in_size
-  int64_t hi = in_size - offset <= 0 ? 0 : (in_size - offset + stride - 1) / stride;
+  int64_t hi = in_size - offset <= 0 ? 0 : ceil_div_nonneg(in_size - offset, stride);
   if (lo > out_size) lo = out_size;
   if (hi > out_size) hi = out_size;
   if (hi < lo) hi = lo;
