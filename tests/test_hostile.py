@@ -96,7 +96,7 @@ HOSTILE = settings(derandomize=True, database=None, deadline=None, max_examples=
 
 EXTREME = [0, -1, -2, 2**31 - 1, 2**31, 2**31 + 1, -2**31, 2**32 + 3, 2**61 + 1, 2**62, 2**62 + 2, 2**63 - 1,
            -2**63, 10**6]
-ints = st.one_of(st.integers(0, 4), st.integers(1, 3), st.sampled_from(EXTREME))
+ints = st.one_of(st.integers(0, 4), st.sampled_from(EXTREME))
 small_ints = st.integers(1, 3)
 
 
@@ -104,6 +104,11 @@ def pairs(elements=ints):
     """An int, or a tuple/list of 1 - 3 ints (2 is the legal length), as a user might pass."""
     return st.one_of(elements, st.tuples(elements, elements), st.lists(elements, min_size=1, max_size=3),
                      st.sampled_from([2**64, -2**64 - 1, None, 1.5, "2"]))
+
+
+def legal_pairs(elements):
+    """An int or a tuple of 2 ints drawn from `elements`."""
+    return st.one_of(elements, st.tuples(elements, elements))
 
 
 def lists(n: int):
@@ -118,43 +123,62 @@ def isas() -> list[str]:
 
 shapes4 = st.tuples(st.integers(0, 2), st.integers(1, 4), st.integers(1, 9), st.integers(1, 9))
 float_dtypes = st.sampled_from([torch.float64, torch.float32])
+ALGOS = ["auto", "direct", "im2col"]
+
+
+def one_hostile(draw, fields: dict, hostile: dict) -> dict:
+    """`fields` (a legal call) with none, one or two of them replaced by a hostile value: a legal call with
+    one extreme argument reaches the kernels, where a call with many bad ones stops at the first check."""
+    names = draw(st.lists(st.sampled_from(sorted(hostile)), max_size=2, unique=True))
+    return {**fields, **{name: draw(hostile[name]) for name in names}}
 
 
 @st.composite
 def conv_cases(draw, api: str):
-    groups = draw(st.one_of(st.integers(1, 2), st.sampled_from([0, -1, 2**63 - 1, 3])))
-    g = groups if isinstance(groups, int) and 1 <= groups <= 3 else 1
+    g = draw(st.integers(1, 2))
     x = (draw(st.integers(0, 2)), g * draw(st.integers(1, 2)), draw(st.integers(1, 9)), draw(st.integers(1, 9)))
     # The module's weight always matches its in_channels; the function's may not.
-    per_group = x[1] // g if api == "module" else draw(st.integers(1, 2))
+    per_group = x[1] // g if api == "module" else draw(st.sampled_from([x[1] // g] * 3 + [x[1] // g + 1]))
     w = (g * draw(st.integers(1, 2)), per_group, draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    padding = draw(st.one_of(pairs(), st.sampled_from(["same", "valid"])))
-    return dict(kind="conv", api=api, x=x, w=w, bias=draw(st.booleans()), stride=draw(pairs()), padding=padding,
-                dilation=draw(pairs()), groups=groups, algo=draw(st.sampled_from(["auto", "direct", "im2col"])),
-                dtype=draw(float_dtypes))
+    legal = dict(stride=draw(legal_pairs(small_ints)), padding=draw(legal_pairs(st.integers(0, 2))),
+                 dilation=draw(legal_pairs(small_ints)), groups=g)
+    hostile = dict(stride=pairs(), padding=st.one_of(pairs(), st.sampled_from(["same", "valid", "full"])),
+                   dilation=pairs(), groups=st.sampled_from([0, -1, 2**63 - 1, 3, 2**31]))
+    return dict(kind="conv", api=api, x=x, w=w, bias=draw(st.booleans()), **one_hostile(draw, legal, hostile),
+                algo=draw(st.sampled_from(["auto", "direct", "im2col"])), dtype=draw(float_dtypes))
 
 
 @st.composite
 def pool_cases(draw, api: str):
-    return dict(kind="pool", api=api, x=draw(shapes4.filter(lambda s: min(s[1:]) > 0)), kernel_size=draw(pairs()),
-                stride=draw(st.one_of(st.none(), pairs())), padding=draw(pairs()), dilation=draw(pairs()),
+    kernel = draw(st.tuples(st.integers(1, 4), st.integers(1, 4)))
+    legal = dict(kernel_size=kernel, stride=draw(st.one_of(st.none(), legal_pairs(small_ints))),
+                 padding=(draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2))),
+                 dilation=draw(legal_pairs(small_ints)))
+    huge_kernel = st.sampled_from([2**31 - 1, 2**31 + 1, 2**62 + 2, 2**63 - 1])
+    hostile = dict(kernel_size=pairs(), stride=pairs(), padding=pairs(), dilation=pairs())
+    case = one_hostile(draw, legal, hostile)
+    if draw(st.integers(0, 9)) == 0:  # a huge kernel with the most padding it allows
+        k = draw(huge_kernel)
+        case.update(kernel_size=k, padding=k // 2)
+    return dict(kind="pool", api=api, x=draw(shapes4.filter(lambda s: min(s[1:]) > 0)), **case,
                 ceil_mode=draw(st.booleans()), dtype=draw(float_dtypes), isa=draw(st.sampled_from(isas())))
 
 
 @st.composite
 def conv_op_cases(draw, op: str):
     dtype = draw(float_dtypes)
-    other = st.sampled_from([dtype, dtype, dtype, dtype, torch.float16, torch.int64])
-    x = draw(st.one_of(shapes4, st.lists(st.integers(1, 4), min_size=2, max_size=5).map(tuple)))
-    w = draw(st.one_of(st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(1, 4)),
-                       st.lists(st.integers(0, 3), min_size=2, max_size=5).map(tuple)))
-    bias = draw(st.one_of(st.none(), st.just((w[0],)), st.sampled_from([(7,), (1, 1)])))
-    size_list = st.one_of(st.none(), st.none(), lists(4))
-    gy = draw(st.one_of(st.none(), st.none(), st.none(), shapes4))
-    return dict(kind="conv_op", op=op, dtype=dtype, x=x, x_dtype=draw(other), w=w, w_dtype=draw(other), b=bias,
-                stride=draw(lists(2)), padding=draw(lists(4)), dilation=draw(lists(2)),
-                groups=draw(st.one_of(st.integers(1, 2), st.sampled_from(EXTREME))),
-                algo=draw(st.sampled_from(["auto", "direct", "im2col", "fast"])), gy=gy, sizes=draw(size_list))
+    x = draw(st.tuples(st.integers(0, 2), st.integers(1, 4), st.integers(1, 9), st.integers(1, 9)))
+    w = (draw(st.integers(1, 3)), x[1], draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    legal = dict(x=x, x_dtype=dtype, w=w, w_dtype=dtype, b=None, stride=[draw(small_ints), draw(small_ints)],
+                 padding=draw(st.lists(st.integers(0, 2), min_size=4, max_size=4)),
+                 dilation=[draw(small_ints), draw(small_ints)], groups=1, algo=draw(st.sampled_from(ALGOS)),
+                 gy=None, sizes=None)
+    other_dtype = st.sampled_from([torch.float16, torch.int64, torch.float32 if dtype == torch.float64 else torch.float64])
+    hostile = dict(x=st.lists(st.integers(0, 4), min_size=2, max_size=5).map(tuple), x_dtype=other_dtype,
+                   w=st.lists(st.integers(0, 3), min_size=2, max_size=5).map(tuple), w_dtype=other_dtype,
+                   b=st.sampled_from([(w[0],), (7,), (1, 1)]), stride=lists(2), padding=lists(4), dilation=lists(2),
+                   groups=st.sampled_from(EXTREME), algo=st.just("fast"), gy=shapes4, sizes=lists(4))
+    return dict(kind="conv_op", op=op, dtype=dtype, **one_hostile(draw, legal, hostile))
 
 
 @st.composite

@@ -37,15 +37,19 @@ CNNEXT_ISA_CLONES void pool_planes(const Pool2dParams& p, const T* x, int64_t pl
   const int64_t stride_w = kStride > 0 ? kStride : p.stride_w;
   std::vector<acc_t> best(p.out_w);
   std::vector<int32_t> tap(p.out_w);
-  // Input offset of each tap relative to the window's corner.
-  std::vector<int64_t> tap_offset(p.kernel_h * p.kernel_w);
-  for (int64_t kh = 0; kh < p.kernel_h; ++kh)
-    for (int64_t kw = 0; kw < p.kernel_w; ++kw)
-      tap_offset[kh * p.kernel_w + kw] = kh * p.dilation_h * p.in_w + kw * p.dilation_w;
-  // The kernel columns that some window of a row reads inside the input: the
-  // others would only cost an empty pass each, and a kernel may be 2^31 wide.
+  // The kernel rows and columns that some window reads inside the input: the
+  // taps are numbered, and the loops run, over those only, since a kernel may
+  // be 2^31 wide and tall (and their product would overflow the int32 taps).
+  const int64_t kh_lo = first_inside((p.out_h - 1) * p.stride_h - p.pad_h, p.dilation_h);
+  const int64_t kh_hi = std::min(p.kernel_h, ceil_div_nonneg(p.in_h + p.pad_h, p.dilation_h));
   const int64_t kw_lo = first_inside((p.out_w - 1) * stride_w - p.pad_w, p.dilation_w);
   const int64_t kw_hi = std::min(p.kernel_w, ceil_div_nonneg(p.in_w + p.pad_w, p.dilation_w));
+  const int64_t kw_n = std::max<int64_t>(kw_hi - kw_lo, 0);
+  // Input offset of each tap relative to the window's corner.
+  std::vector<int64_t> tap_offset(std::max<int64_t>(kh_hi - kh_lo, 0) * kw_n);
+  for (int64_t kh = kh_lo; kh < kh_hi; ++kh)
+    for (int64_t kw = kw_lo; kw < kw_hi; ++kw)
+      tap_offset[(kh - kh_lo) * kw_n + kw - kw_lo] = kh * p.dilation_h * p.in_w + kw * p.dilation_w;
   for (int64_t plane = 0; plane < planes; ++plane) {
     const T* in = x + plane * p.in_plane();
     for (int64_t oh = 0; oh < p.out_h; ++oh) {
@@ -60,7 +64,7 @@ CNNEXT_ISA_CLONES void pool_planes(const Pool2dParams& p, const T* x, int64_t pl
         for (int64_t kw = kw_lo; kw < kw_hi; ++kw) {
           const TapRange r = valid_outputs(kw, p.in_w, p.out_w, stride_w, p.pad_w, p.dilation_w);
           const T* src = row + kw * p.dilation_w - p.pad_w;
-          const int32_t t = static_cast<int32_t>(kh * p.kernel_w + kw);
+          const int32_t t = static_cast<int32_t>((kh - kh_lo) * kw_n + kw - kw_lo);
           for (int64_t ow = r.lo; ow < r.hi; ++ow) {
             const acc_t v = static_cast<acc_t>(src[ow * stride_w]);
             const bool take = (v > best[ow]) || (v != v);  // NaN wins, as in PyTorch
