@@ -4,8 +4,9 @@ Every function raises ValueError/TypeError naming the offending argument.
 """
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
-from typing import Union
+from typing import Optional, Union
 
 import torch
 
@@ -20,21 +21,43 @@ def check_algo(algo: str) -> str:
     return algo
 
 
-def pair(name: str, value: IntPair) -> list[int]:
-    """``value`` (an int, or a sequence of one or two ints) as [height, width]."""
-    if isinstance(value, bool):
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _as_int(name: str, value, v) -> int:
+    """One element ``v`` of argument ``name`` (= ``value``) as an int; TypeError for bools, floats, strings."""
+    if isinstance(v, bool):
         raise TypeError(f"{name} must be an int or a tuple of 2 ints, got {value!r}")
-    if isinstance(value, int):
-        return [value, value]
     try:
-        values = [int(v) for v in value]
-    except (TypeError, ValueError):
+        return operator.index(v)
+    except TypeError:
         raise TypeError(f"{name} must be an int or a tuple of 2 ints, got {value!r}") from None
+
+
+def pair(name: str, value: IntPair) -> list[int]:
+    """``value`` (an int, or a sequence of one or two ints) as [height, width].
+
+    Raises TypeError for anything else (floats, strings and bools included, as PyTorch does)
+    and ValueError for a wrong length or an int outside int64, naming ``name``.
+    """
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        values = [_as_int(name, value, v) for v in value]
+    else:
+        values = [_as_int(name, value, value)]
     if len(values) == 1:
-        return values * 2
+        values *= 2
     if len(values) != 2:
         raise ValueError(f"{name} must be an int or a tuple of 2 ints, got {value!r}")
+    if not all(INT64_MIN <= v <= INT64_MAX for v in values):
+        raise ValueError(f"{name} must fit in int64, got {value!r}")
     return values
+
+
+def pool_stride(stride: Optional[IntPair], kernel_size: list[int]) -> list[int]:
+    """max_pool2d's stride as [height, width]: None or an empty sequence means kernel_size, as in PyTorch."""
+    if stride is None or (isinstance(stride, Sequence) and not isinstance(stride, str) and len(stride) == 0):
+        return kernel_size
+    return pair("stride", stride)
 
 
 def conv_padding(padding: Union[str, IntPair], weight: torch.Tensor, stride: list[int], dilation: list[int]) -> list[int]:
@@ -49,6 +72,9 @@ def conv_padding(padding: Union[str, IntPair], weight: torch.Tensor, stride: lis
         if weight.dim() != 4:
             raise ValueError(f"weight must be 4-D (out_channels, in_channels/groups, kH, kW), got size {tuple(weight.shape)}")
         totals = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:])]
+        if max(totals) > INT64_MAX:
+            raise ValueError(f"padding='same' with dilation={dilation} and kernel {tuple(weight.shape[2:])} needs more "
+                             "padding than int64 can hold")
         return [totals[0] // 2, totals[1] // 2, totals[0] - totals[0] // 2, totals[1] - totals[1] // 2]
     top, left = pair("padding", padding)
     return [top, left, top, left]

@@ -360,6 +360,7 @@ def _grad_bias_vmap(info, in_dims, grad_output):
 
 def _max_pool2d_setup(ctx, inputs, output):
     ctx.input_size = inputs[0].shape
+    ctx.empty_windows = _may_have_empty_windows(inputs[0].shape, inputs[4])
     indices = output[1]
     ctx.save_for_backward(indices)
     ctx.mark_non_differentiable(indices)
@@ -368,15 +369,34 @@ def _max_pool2d_setup(ctx, inputs, output):
     ctx.set_materialize_grads(False)
 
 
+def _may_have_empty_windows(input_size: Sequence[int], dilation: Sequence[int]) -> bool:
+    """Whether some window's taps may all miss the input: only when a dilation exceeds the input's size."""
+    return dilation[0] > input_size[-2] or dilation[1] > input_size[-1]
+
+
+def _inside_windows(values: torch.Tensor, indices: torch.Tensor, input_size: Sequence[int]):
+    """``values`` and ``indices`` with the windows that miss the input zeroed. PyTorch's index for such a window
+    (its output is -inf) may lie past the plane; its gradient goes nowhere, and max_pool2d_backward rejects
+    indices outside the plane."""
+    inside = indices < input_size[-2] * input_size[-1]
+    return values.where(inside, 0), indices.where(inside, 0)
+
+
 def _max_pool2d_backward(ctx, grad_output, _grad_indices):
     if grad_output is None:  # a backward through the indices alone
         return None, None, None, None, None, None
     (indices,) = ctx.saved_tensors
+    if ctx.empty_windows:
+        grad_output, indices = _inside_windows(grad_output, indices, ctx.input_size)
     return max_pool2d_backward(grad_output, indices, ctx.input_size), None, None, None, None, None
 
 
 def _max_pool2d_jvp(inputs, output, t_input, *_):
-    return _gather(t_input, output[1]), None
+    indices = output[1]
+    if _may_have_empty_windows(inputs[0].shape, inputs[4]):
+        return _inside_windows(_gather(t_input, indices.clamp(max=inputs[0].shape[-2] * inputs[0].shape[-1] - 1)),
+                               indices, inputs[0].shape)[0], None
+    return _gather(t_input, indices), None
 
 
 def _max_pool2d_vmap(info, in_dims, input, kernel_size, stride, padding, dilation, ceil_mode):

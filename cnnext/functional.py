@@ -16,7 +16,7 @@ from typing import Optional, Union
 import torch
 
 from . import _autograd
-from ._args import IntPair, adaptive_output_size, check_algo, conv_padding, pair, single, spatial_input
+from ._args import IntPair, adaptive_output_size, check_algo, conv_padding, pair, pool_stride, single, spatial_input
 
 __all__ = ["adaptive_avg_pool2d", "avg_pool2d", "conv1d", "conv2d", "max_pool2d"]
 
@@ -72,7 +72,7 @@ def max_pool2d(
     """
     batched, unbatched = spatial_input("max_pool2d", input)
     kernel_ = pair("kernel_size", kernel_size)
-    stride_ = kernel_ if stride is None or (not isinstance(stride, int) and len(stride) == 0) else pair("stride", stride)
+    stride_ = pool_stride(stride, kernel_)
     output, indices = _autograd.max_pool2d(
         batched, kernel_, stride_, pair("padding", padding), pair("dilation", dilation), bool(ceil_mode)
     )

@@ -9,6 +9,7 @@
 
 #include "backend.h"
 #include "checks.h"
+#include "pooling.h"
 
 namespace cnnext {
 namespace {
@@ -33,9 +34,9 @@ void check_input_size(const char* op, const at::Tensor& grad_output, at::IntArra
                     " and H, W > 0, got ", input_size);
 }
 
-AvgPoolAxis window_axis(int64_t in, int64_t kernel, int64_t stride, int64_t pad, bool ceil_mode,
+AvgPoolAxis window_axis(const char* op, int64_t in, int64_t kernel, int64_t stride, int64_t pad, bool ceil_mode,
                         bool count_include_pad) {
-  return {in, pooled_size(in, kernel, stride, pad, 1, ceil_mode), kernel, stride, pad, false, count_include_pad};
+  return {in, pooled_size(op, in, kernel, stride, pad, 1, ceil_mode), kernel, stride, pad, false, count_include_pad};
 }
 
 AvgPoolAxis adaptive_axis(int64_t in, int64_t out) { return {in, out, 0, 1, 0, true, false}; }
@@ -44,9 +45,9 @@ AvgPoolAxis adaptive_axis(int64_t in, int64_t out) { return {in, out, 0, 1, 0, t
 AvgPool2dParams avg_params(const char* op, int64_t planes, at::IntArrayRef spatial, at::IntArrayRef kernel_size,
                            at::IntArrayRef stride, at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
                            std::optional<int64_t> divisor_override) {
-  check_pair(op, "kernel_size", kernel_size, 1);
-  check_pair(op, "stride", stride, 1);
-  check_pair(op, "padding", padding, 0);
+  check_pool_pair(op, "kernel_size", kernel_size, 1);
+  check_pool_pair(op, "stride", stride, 1);
+  check_pool_pair(op, "padding", padding, 0);
   TORCH_CHECK_VALUE(padding[0] <= kernel_size[0] / 2 && padding[1] <= kernel_size[1] / 2, op,
                     ": padding should be at most half of kernel_size, got padding=", padding,
                     " and kernel_size=", kernel_size);
@@ -54,8 +55,8 @@ AvgPool2dParams avg_params(const char* op, int64_t planes, at::IntArrayRef spati
                     ": divisor_override must be non-zero (or None)");
   AvgPool2dParams p{};
   p.planes = planes;
-  p.h = window_axis(spatial[0], kernel_size[0], stride[0], padding[0], ceil_mode, count_include_pad);
-  p.w = window_axis(spatial[1], kernel_size[1], stride[1], padding[1], ceil_mode, count_include_pad);
+  p.h = window_axis(op, spatial[0], kernel_size[0], stride[0], padding[0], ceil_mode, count_include_pad);
+  p.w = window_axis(op, spatial[1], kernel_size[1], stride[1], padding[1], ceil_mode, count_include_pad);
   p.divisor_override = divisor_override.value_or(0);
   TORCH_CHECK_VALUE(p.h.out >= 1 && p.w.out >= 1, op, ": input of height x width ", spatial,
                     " with kernel_size=", kernel_size, ", stride=", stride, ", padding=", padding,

@@ -4,6 +4,11 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
+#include <c10/util/safe_numerics.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
 
 namespace cnnext {
 
@@ -31,6 +36,39 @@ inline void check_pair(const char* op, const char* name, at::IntArrayRef v, int6
   TORCH_CHECK_VALUE(v.size() == 2, op, ": ", name, " must hold 2 values (height, width), got ", v);
   TORCH_CHECK_VALUE(v[0] >= min && v[1] >= min, op, ": ", name, " must be ",
                     min == 0 ? "non-negative" : "positive", ", got ", v);
+}
+
+// a + b, or a ValueError saying that `what` does not fit in int64. Geometry is
+// checked with these before any size reaches an allocation or a kernel, so a
+// hostile argument can never wrap around into a small, wrong size.
+inline int64_t checked_add(const char* op, const char* what, int64_t a, int64_t b) {
+  int64_t out = 0;
+  TORCH_CHECK_VALUE(!c10::add_overflows(a, b, &out), op, ": ", what, " overflows int64 (", a, " + ", b, ")");
+  return out;
+}
+
+// a * b, or a ValueError saying that `what` does not fit in int64.
+inline int64_t checked_mul(const char* op, const char* what, int64_t a, int64_t b) {
+  int64_t out = 0;
+  TORCH_CHECK_VALUE(!c10::mul_overflows(a, b, &out), op, ": ", what, " overflows int64 (", a, " * ", b, ")");
+  return out;
+}
+
+// The number of elements of a contiguous tensor of `sizes`, or a ValueError
+// naming it when a size is negative, or when its strides (products of the
+// later sizes, empty ones counting as 1, as c10 computes them) or its bytes
+// do not fit in int64.
+inline int64_t checked_numel(const char* op, const char* name, at::IntArrayRef sizes, int64_t element_size) {
+  for (int64_t v : sizes) {
+    TORCH_CHECK_VALUE(v >= 0, op, ": ", name, " must have non-negative sizes, got ", sizes);
+  }
+  int64_t bytes = element_size;
+  bool overflows = false;
+  for (size_t i = 1; i < sizes.size(); ++i) overflows |= c10::mul_overflows(bytes, std::max<int64_t>(sizes[i], 1), &bytes);
+  const bool empty = std::find(sizes.begin(), sizes.end(), 0) != sizes.end();
+  if (!empty && !sizes.empty()) overflows |= c10::mul_overflows(bytes, sizes[0], &bytes);
+  TORCH_CHECK_VALUE(!overflows, op, ": ", name, " of size ", sizes, " has more elements than a tensor can hold");
+  return empty ? 0 : bytes / element_size;
 }
 
 }  // namespace cnnext

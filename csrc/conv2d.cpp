@@ -57,15 +57,21 @@ ConvAlgo parse_algo(c10::string_view algo, const Conv2dParams& p, Pass pass) {
 
 // Validates input/weight/geometry and resolves every shape into Conv2dParams.
 // `input_sizes` and `weight_sizes` are the logical shapes (the backward ops
-// receive them as lists rather than as tensors).
+// receive them as lists rather than as tensors); `element_size` is the
+// dtype's, for the bytes of the tensors they describe. Every sum and product
+// of the geometry is checked against int64 overflow here, so the kernels may
+// form any index of the output, of a window, or of the padded input
+// (o*stride + k*dilation < padded size) without checking again.
 Conv2dParams make_params(const char* op, at::IntArrayRef input_sizes, at::IntArrayRef weight_sizes,
                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                         int64_t groups) {
+                         int64_t groups, int64_t element_size) {
   TORCH_CHECK_VALUE(input_sizes.size() == 4, op, ": expected input of shape (N, C, H, W), got ",
                     input_sizes.size(), "-D input of size ", input_sizes);
   TORCH_CHECK_VALUE(weight_sizes.size() == 4, op,
                     ": expected weight of shape (out_channels, in_channels/groups, kH, kW), got ",
                     weight_sizes.size(), "-D weight of size ", weight_sizes);
+  checked_numel(op, "input", input_sizes, element_size);
+  checked_numel(op, "weight", weight_sizes, element_size);
   check_pair(op, "stride", stride, 1);
   check_pair(op, "dilation", dilation, 1);
   TORCH_CHECK_VALUE(padding.size() == 4, op, ": padding must hold 4 values (top, left, bottom, right), got ",
@@ -97,19 +103,26 @@ Conv2dParams make_params(const char* op, at::IntArrayRef input_sizes, at::IntArr
                     " must divide the input channels (", p.in_channels, ")");
   TORCH_CHECK_VALUE(p.out_channels % groups == 0, op, ": groups=", groups,
                     " must divide the weight's out_channels (", p.out_channels, ")");
-  TORCH_CHECK_VALUE(weight_sizes[1] * groups == p.in_channels, op, ": weight of size ", weight_sizes,
-                    " with groups=", groups, " expects input with ", weight_sizes[1] * groups,
-                    " channels, but input of size ", input_sizes, " has ", p.in_channels, " channels");
+  TORCH_CHECK_VALUE(weight_sizes[1] == p.in_channels / groups, op, ": weight of size ", weight_sizes,
+                    " with groups=", groups, " expects input with in_channels/groups=", weight_sizes[1],
+                    " channels per group, but input of size ", input_sizes, " has ", p.in_channels, " channels");
 
-  const int64_t padded_h = p.in_h + padding[0] + padding[2];
-  const int64_t padded_w = p.in_w + padding[1] + padding[3];
-  const int64_t span_h = p.dilation_h * (p.kernel_h - 1) + 1;
-  const int64_t span_w = p.dilation_w * (p.kernel_w - 1) + 1;
+  const int64_t padded_h = checked_add(op, "padded input height (height + padding)",
+                                       checked_add(op, "padded input height (height + padding)", p.in_h, padding[0]),
+                                       padding[2]);
+  const int64_t padded_w = checked_add(op, "padded input width (width + padding)",
+                                       checked_add(op, "padded input width (width + padding)", p.in_w, padding[1]),
+                                       padding[3]);
+  const int64_t span_h = checked_mul(op, "dilated kernel height (dilation * (kH - 1) + 1)", p.dilation_h,
+                                     p.kernel_h - 1) + 1;
+  const int64_t span_w = checked_mul(op, "dilated kernel width (dilation * (kW - 1) + 1)", p.dilation_w,
+                                     p.kernel_w - 1) + 1;
   TORCH_CHECK_VALUE(padded_h >= span_h && padded_w >= span_w, op, ": kernel size (", span_h, " x ", span_w,
                     ", after dilation) can't be greater than the padded input size (", padded_h, " x ", padded_w,
                     ")");
   p.out_h = (padded_h - span_h) / p.stride_h + 1;
   p.out_w = (padded_w - span_w) / p.stride_w + 1;
+  checked_numel(op, "output", {p.batch, p.out_channels, p.out_h, p.out_w}, element_size);
   return p;
 }
 
@@ -141,7 +154,8 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   check_float_tensor(op, "input", input);
   check_same(op, "weight", weight, "input", input);
-  const Conv2dParams p = make_params(op, input.sizes(), weight.sizes(), stride, padding, dilation, groups);
+  const Conv2dParams p = make_params(op, input.sizes(), weight.sizes(), stride, padding, dilation, groups,
+                                     input.element_size());
   const ConvAlgo a = parse_algo(algo, p, Pass::Forward);
   at::Tensor bias;
   if (bias_opt.has_value() && bias_opt->defined()) {
@@ -168,7 +182,8 @@ at::Tensor conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& we
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   check_float_tensor(op, "grad_output", grad_output);
   check_same(op, "weight", weight, "grad_output", grad_output);
-  const Conv2dParams p = make_params(op, input_size, weight.sizes(), stride, padding, dilation, groups);
+  const Conv2dParams p = make_params(op, input_size, weight.sizes(), stride, padding, dilation, groups,
+                                     grad_output.element_size());
   const ConvAlgo a = parse_algo(algo, p, Pass::GradInput);
   check_grad_output(op, grad_output, p);
   const at::MemoryFormat layout = conv_layout(grad_output, weight);
@@ -188,7 +203,8 @@ at::Tensor conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& i
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   check_float_tensor(op, "grad_output", grad_output);
   check_same(op, "input", input, "grad_output", grad_output);
-  const Conv2dParams p = make_params(op, input.sizes(), weight_size, stride, padding, dilation, groups);
+  const Conv2dParams p = make_params(op, input.sizes(), weight_size, stride, padding, dilation, groups,
+                                     grad_output.element_size());
   const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight);
   check_grad_output(op, grad_output, p);
   const at::MemoryFormat layout = conv_layout(grad_output, input);
@@ -212,7 +228,8 @@ std::tuple<at::Tensor, at::Tensor> conv2d_grad_weight_bias(const at::Tensor& gra
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   check_float_tensor(op, "grad_output", grad_output);
   check_same(op, "input", input, "grad_output", grad_output);
-  const Conv2dParams p = make_params(op, input.sizes(), weight_size, stride, padding, dilation, groups);
+  const Conv2dParams p = make_params(op, input.sizes(), weight_size, stride, padding, dilation, groups,
+                                     grad_output.element_size());
   const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight);
   check_grad_output(op, grad_output, p);
   const at::MemoryFormat layout = conv_layout(grad_output, input);

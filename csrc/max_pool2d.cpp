@@ -8,23 +8,26 @@
 
 #include "backend.h"
 #include "checks.h"
+#include "pooling.h"
 
 namespace cnnext {
 namespace {
 
+constexpr const char* kOp = "cnnext max_pool2d";
+
 Pool2dParams make_params(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                          at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
-  constexpr const char* op = "cnnext max_pool2d";
+  constexpr const char* op = kOp;
   check_float_tensor(op, "input", input);
   TORCH_CHECK_VALUE(input.dim() == 4, op, ": expected input of shape (N, C, H, W), got ", input.dim(),
                     "-D input of size ", input.sizes());
   TORCH_CHECK_VALUE(input.size(1) > 0 && input.size(2) > 0 && input.size(3) > 0, op,
                     ": input must have non-zero channels, height and width (only the batch may be empty), got size ",
                     input.sizes());
-  check_pair(op, "kernel_size", kernel_size, 1);
-  check_pair(op, "stride", stride, 1);
-  check_pair(op, "padding", padding, 0);
-  check_pair(op, "dilation", dilation, 1);
+  check_pool_pair(op, "kernel_size", kernel_size, 1);
+  check_pool_pair(op, "stride", stride, 1);
+  check_pool_pair(op, "padding", padding, 0);
+  check_pool_pair(op, "dilation", dilation, 1);
   TORCH_CHECK_VALUE(padding[0] <= kernel_size[0] / 2 && padding[1] <= kernel_size[1] / 2, op,
                     ": padding should be at most half of kernel_size, got padding=", padding,
                     " and kernel_size=", kernel_size);
@@ -41,11 +44,12 @@ Pool2dParams make_params(const at::Tensor& input, at::IntArrayRef kernel_size, a
   p.pad_w = padding[1];
   p.dilation_h = dilation[0];
   p.dilation_w = dilation[1];
-  p.out_h = pooled_size(p.in_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h, ceil_mode);
-  p.out_w = pooled_size(p.in_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w, ceil_mode);
+  p.out_h = pooled_size(op, p.in_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h, ceil_mode);
+  p.out_w = pooled_size(op, p.in_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w, ceil_mode);
   TORCH_CHECK_VALUE(p.out_h >= 1 && p.out_w >= 1, op, ": input of size ", input.sizes(), " with kernel_size=",
                     kernel_size, ", stride=", stride, ", padding=", padding, ", dilation=", dilation,
                     " gives an output of size ", p.out_h, " x ", p.out_w, ", which is too small");
+  checked_numel(op, "output", {input.size(0), input.size(1), p.out_h, p.out_w}, input.element_size());
   return p;
 }
 
@@ -80,6 +84,7 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
                         input_size[1] == grad_output.size(1) && input_size[2] > 0 && input_size[3] > 0,
                     op, ": input_size must be (N, C, H, W) with N, C as in grad_output ", grad_output.sizes(),
                     " and H, W > 0, got ", input_size);
+  checked_numel(op, "input_size", input_size, grad_output.element_size());
   Pool2dParams p{};
   p.planes = input_size[0] * input_size[1];
   p.in_h = input_size[2];
@@ -89,11 +94,12 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   // The indices carry the forward input's layout (see max_pool2d); the gradient takes it too.
   const at::MemoryFormat layout = indices.suggest_memory_format();
   at::Tensor grad_input = at::empty(input_size, grad_output.options());
-  if (grad_input.numel() != 0) {
-    const at::Tensor gy = grad_output.contiguous();
-    const at::Tensor idx = indices.contiguous();
-    CNNEXT_BACKEND_CALL(grad_output, max_pool2d_backward, p, gy, idx, grad_input);
-  }
+  if (grad_input.numel() == 0) return grad_input;
+  const at::Tensor gy = grad_output.contiguous();
+  const at::Tensor idx = indices.contiguous();
+  const bool inside = CNNEXT_BACKEND_CALL(grad_output, max_pool2d_backward, p, gy, idx, grad_input);
+  TORCH_CHECK_VALUE(inside, op, ": indices must lie in [0, H*W) = [0, ", p.in_plane(),
+                    ") for input_size ", input_size, "; got an index outside the input plane");
   return grad_input.contiguous(layout);
 }
 

@@ -16,9 +16,10 @@ namespace cnnext {
   namespace ns {                                                                       \
   void max_pool2d_forward(const Pool2dParams& p, const at::Tensor& input,              \
                           at::Tensor& output, at::Tensor& indices);                    \
-  /* grad_input = 0, then += grad_output at indices; indices outside the plane are  \
-     skipped, so a bad index can never write out of bounds. */                     \
-  void max_pool2d_backward(const Pool2dParams& p, const at::Tensor& grad_output,       \
+  /* grad_input = 0, then += grad_output at indices. Indices outside the plane     \
+     are skipped, so a bad index never writes out of bounds; returns false if there \
+     was one (the op then raises). */                                               \
+  bool max_pool2d_backward(const Pool2dParams& p, const at::Tensor& grad_output,       \
                            const at::Tensor& indices, at::Tensor& grad_input);         \
   }
 

@@ -122,23 +122,14 @@ struct AvgPool2dParams {
   }
 };
 
-// Output size of a pooling window sliding over `in` positions (PyTorch's
-// rule, shared by max and average pooling): with ceil_mode the last window
-// must start inside the input or the left padding.
-inline int64_t pooled_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation,
-                           bool ceil_mode) {
-  const int64_t span = dilation * (kernel - 1) + 1;
-  const int64_t numerator = in + 2 * pad - span + (ceil_mode ? stride - 1 : 0);
-  // Floor division that stays correct for a negative numerator.
-  int64_t out = (numerator >= 0 ? numerator / stride : -((-numerator + stride - 1) / stride)) + 1;
-  if (ceil_mode && (out - 1) * stride >= in + pad) --out;
-  return out;
-}
+// ceil(a / b) for a >= 0, b > 0, without forming a + b - 1 (which can
+// overflow: padding and stride may each be close to 2^62).
+inline int64_t ceil_div_nonneg(int64_t a, int64_t b) { return a / b + (a % b != 0); }
 
 // First tap index k >= 0 with start + k*dilation >= 0: the first tap of a
 // window starting at `start` (possibly in the padding) that is not before the input.
 inline int64_t first_inside(int64_t start, int64_t dilation) {
-  return start >= 0 ? 0 : (-start + dilation - 1) / dilation;
+  return start >= 0 ? 0 : ceil_div_nonneg(-start, dilation);
 }
 
 // Output positions whose kernel tap `k` lands inside [0, in_size):
@@ -148,13 +139,15 @@ struct TapRange {
   int64_t lo, hi;
 };
 
+// The op's checks keep k*dilation (< the dilated kernel) and in_size + pad
+// (< the padded input) within int64, and so every value formed here.
 inline TapRange valid_outputs(int64_t k, int64_t in_size, int64_t out_size,
                               int64_t stride, int64_t pad, int64_t dilation) {
   const int64_t offset = k * dilation - pad;  // input index of o = 0
   // smallest o with o*stride + offset >= 0
-  int64_t lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  int64_t lo = offset >= 0 ? 0 : ceil_div_nonneg(-offset, stride);
   // smallest o with o*stride + offset >= in_size
-  int64_t hi = in_size - offset <= 0 ? 0 : (in_size - offset + stride - 1) / stride;
+  int64_t hi = in_size - offset <= 0 ? 0 : ceil_div_nonneg(in_size - offset, stride);
   if (lo > out_size) lo = out_size;
   if (hi > out_size) hi = out_size;
   if (hi < lo) hi = lo;

@@ -138,12 +138,26 @@ def test_opcheck():
         torch.library.opcheck(ops.max_pool2d_backward.default, (torch.randn_like(out), idx, list(x.shape)))
 
 
-def test_backward_ignores_out_of_range_indices():
-    """Indices come from the caller when the op is used directly: a bad one must not write out of bounds."""
+@pytest.mark.parametrize("bad", [-5, -1, 4, 10**12])
+def test_backward_rejects_out_of_range_indices(bad):
+    """Indices come from the caller when the op is used directly: one outside the plane is a ValueError,
+    not a write out of bounds and not a silently dropped gradient."""
     grad = torch.ones(1, 1, 2, 2)
-    indices = torch.tensor([[[[0, -5], [10**12, 3]]]])
-    dx = torch.ops.cnnext.max_pool2d_backward(grad, indices, [1, 1, 2, 2])
-    assert dx.flatten().tolist() == [1.0, 0.0, 0.0, 1.0]
+    indices = torch.tensor([[[[0, bad], [2, 3]]]])
+    with pytest.raises(ValueError, match="indices"):
+        torch.ops.cnnext.max_pool2d_backward(grad, indices, [1, 1, 2, 2])
+
+
+def test_backward_through_windows_that_miss_the_input():
+    """A dilation larger than the input leaves windows with no element inside: PyTorch's index for them lies
+    past the plane; autograd drops their gradient instead of handing the op an index it rejects."""
+    x = torch.randn(1, 1, 3, 1, requires_grad=True)
+    out, idx = CF.max_pool2d(x, (1, 2), stride=1, padding=(0, 1), dilation=(1, 2), return_indices=True)
+    ref, ref_idx = F.max_pool2d(x, (1, 2), stride=1, padding=(0, 1), dilation=(1, 2), return_indices=True)
+    assert torch.equal(idx, ref_idx) and bool((idx >= 3).any())
+    grad = torch.randn(out.shape)
+    (got,) = torch.autograd.grad(out, x, grad)
+    torch.testing.assert_close(got, reference_grad(ref_idx, grad, x.shape))
 
 
 # The CPU forward has four implementations chosen at run time (AVX-512: a loop for 2 x 2 windows with stride 2

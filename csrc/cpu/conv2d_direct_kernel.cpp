@@ -45,23 +45,63 @@ struct Correlation {
   Staging staging;
 };
 
-// Staging geometry. Row layout: every vector of kVec outputs of a row reads
-// in bounds. Flat layout: rows exactly as wide as the outputs need, so a
-// plane is contiguous and only its end needs slack (staged_size).
+// One axis of the staging: its size, and the stride and dilation the kernels
+// use along it.
+struct StagedAxis {
+  int64_t size, stride, dilation;
+  Gather gather;
+};
+
+// The smaller of two layouts of an axis with `outs` windows of `taps` taps:
+// the virtual positions as they are, (outs - 1) * stride + (taps - 1) *
+// dilation + 1 of them, which grows with the stride and the dilation however
+// little the windows read (a 1 x 1 output at stride 10^6 would stage 15
+// million columns for its padding lanes); or gathered, only the positions the
+// windows read, window after window: outs * taps of them, read at stride
+// `taps` and dilation 1. Gathered wins only where the windows leave gaps:
+// never with dilation 1 and a stride no larger than the kernel, never at
+// stride 1 with a dilation below the output size.
+inline StagedAxis staged_axis(int64_t outs, int64_t taps, int64_t stride, int64_t dilation) {
+  int64_t as_is = 0, gathered = 0;
+  // (taps - 1) * dilation is below the dilated kernel, which the op checked.
+  const bool as_is_overflows = __builtin_mul_overflow(outs - 1, stride, &as_is) ||
+                               __builtin_add_overflow(as_is, (taps - 1) * dilation + 1, &as_is);
+  const bool gathered_overflows = __builtin_mul_overflow(outs, taps, &gathered);
+  if (!as_is_overflows && (gathered_overflows || as_is <= gathered)) return {as_is, stride, dilation, {}};
+  // Both overflowing: a size no allocation can satisfy (AlignedBuffer throws).
+  return {gathered_overflows ? INT64_MAX : gathered, taps, 1, {taps, stride, dilation}};
+}
+
+// Staging geometry of `c` for a source placed at (off_y, off_x), upsampled by
+// (up_y, up_x) (see Staging). Row layout: every vector of kVec outputs of a
+// row reads in bounds. Flat layout: rows exactly as wide as the outputs need,
+// so a plane is contiguous and only its end needs slack (staged_size); a
+// gathered axis is not flat. Sets c's staging and the stride and dilation its
+// kernels use.
 template <typename T>
-Staging staging_for(const Correlation& c, int64_t off_y, int64_t off_x, int64_t up_y, int64_t up_x) {
-  const int64_t rows = (c.out_h - 1) * c.stride_h + (c.kernel_h - 1) * c.dilation_h + 1;
-  const int64_t out_cols = c.flat ? c.out_w : round_up(c.out_w, kVec<T>);
-  const int64_t cols = (out_cols - 1) * c.stride_w + (c.kernel_w - 1) * c.dilation_w + 1;
-  return {rows, cols, off_y, off_x, up_y, up_x};
+void set_staging(Correlation& c, int64_t off_y, int64_t off_x, int64_t up_y, int64_t up_x) {
+  const StagedAxis y = staged_axis(c.out_h, c.kernel_h, c.stride_h, c.dilation_h);
+  StagedAxis x = staged_axis(c.out_w, c.kernel_w, c.stride_w, c.dilation_w);
+  c.flat = c.flat && y.gather.taps == 0 && x.gather.taps == 0;
+  if (!c.flat) x = staged_axis(round_up(c.out_w, kVec<T>), c.kernel_w, c.stride_w, c.dilation_w);
+  c.stride_h = y.stride, c.dilation_h = y.dilation;
+  c.stride_w = x.stride, c.dilation_w = x.dilation;
+  c.staging = {y.size, x.size, off_y, off_x, up_y, up_x, y.gather, x.gather};
+}
+
+// a * b * c, or INT64_MAX (a size no allocation satisfies) where that overflows.
+inline int64_t saturating_product(int64_t a, int64_t b, int64_t c) {
+  int64_t out = 0;
+  return __builtin_mul_overflow(a, b, &out) || __builtin_mul_overflow(out, c, &out) ? INT64_MAX : out;
 }
 
 // Elements of the staging buffer: the planes plus, in the flat layout, the
-// slack that the last vectors of the last plane read past its end.
+// slack that the last vectors of the last plane read past its end (saturating).
 template <typename T>
 int64_t staged_size(const Correlation& c) {
   const int64_t slack = c.flat ? kVec<T> + (c.kernel_w - 1) * c.dilation_w : 0;
-  return c.channels * c.staging.rows * c.staging.cols + slack;
+  const int64_t planes = saturating_product(c.channels, c.staging.rows, c.staging.cols);
+  return planes > INT64_MAX - slack ? INT64_MAX : planes + slack;
 }
 
 // out[j][oh][ow] = bias[j] + sum_{c,kh,kw} w[c][kh][kw][j] * staged[c][oh*sh + kh*dh][ow*sw + kw*dw]
@@ -758,7 +798,7 @@ void direct_forward(const Conv2dParams& p, const T* input, const T* weight, cons
   const int64_t cin = p.in_per_group(), cout = p.out_per_group();
   Correlation c{cin, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
                 p.out_h, p.out_w, p.stride_h == 1 && p.stride_w == 1, {}};
-  c.staging = staging_for<T>(c, p.pad_top, p.pad_left, 1, 1);
+  set_staging<T>(c, p.pad_top, p.pad_left, 1, 1);
   const auto weight_at = [&](int64_t g, int64_t oc, int64_t ch, int64_t kh, int64_t kw) {
     return weight[((g * cout + oc) * cin + ch) * p.kernel_plane() + kh * p.kernel_w + kw];
   };
@@ -771,8 +811,8 @@ void direct_grad_input(const Conv2dParams& p, const T* grad_output, const T* wei
   // grad_output with (stride - 1) zeros between pixels, shifted by dilation*(K-1) - pad.
   const int64_t cin = p.in_per_group(), cout = p.out_per_group();
   Correlation c{cout, p.kernel_h, p.kernel_w, 1, 1, p.dilation_h, p.dilation_w, p.in_h, p.in_w, true, {}};
-  c.staging = staging_for<T>(c, p.dilation_h * (p.kernel_h - 1) - p.pad_top,
-                             p.dilation_w * (p.kernel_w - 1) - p.pad_left, p.stride_h, p.stride_w);
+  set_staging<T>(c, p.dilation_h * (p.kernel_h - 1) - p.pad_top, p.dilation_w * (p.kernel_w - 1) - p.pad_left,
+                 p.stride_h, p.stride_w);
   const auto weight_at = [&](int64_t g, int64_t ci, int64_t co, int64_t kh, int64_t kw) {
     return weight[((g * cout + co) * cin + ci) * p.kernel_plane() + (p.kernel_h - 1 - kh) * p.kernel_w +
                   (p.kernel_w - 1 - kw)];
@@ -791,17 +831,18 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
   const int64_t blocks = (cout + kOcBlock - 1) / kOcBlock;
   Correlation c{cin, p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
                 p.out_h, p.out_w, false, {}};
-  c.staging = staging_for<T>(c, p.pad_top, p.pad_left, 1, 1);
   Correlation flat_c = c;
   flat_c.flat = p.stride_h == 1 && p.stride_w == 1;
-  flat_c.staging = staging_for<T>(flat_c, p.pad_top, p.pad_left, 1, 1);
   // Channel vectors where use_channel_vectors holds for the better of the pixel layouts below, and
   // two staged samples with their grad_output fit in the L2 budget: the taps are passed over
   // once per group of staged samples (the large layer, 1.6 MB of grad_output per sample, 0.86x).
   Correlation cv = c;
   cv.flat = true;  // staged rows only as wide as the windows need: nothing reads vectors along them
-  cv.staging = staging_for<T>(cv, p.pad_top, p.pad_left, 1, 1);
-  const int64_t cv_sample = cin * cv.staging.rows * cv.staging.cols + p.out_plane() * cout;
+  set_staging<T>(c, p.pad_top, p.pad_left, 1, 1);
+  set_staging<T>(flat_c, p.pad_top, p.pad_left, 1, 1);
+  set_staging<T>(cv, p.pad_top, p.pad_left, 1, 1);
+  const int64_t cv_planes = saturating_product(cin, cv.staging.rows, cv.staging.cols);
+  const int64_t cv_sample = cv_planes > kL2Bytes ? kL2Bytes : cv_planes + p.out_plane() * cout;
   if (use_channel_vectors<T>(c, cout) && (!flat_c.flat || use_channel_vectors<T>(flat_c, cout)) &&
       2 * cv_sample * static_cast<int64_t>(sizeof(T)) <= kL2Bytes) {
     channel_vector_grad_weight(p, cv, grad_output, input, grad_weight, grad_bias);
@@ -824,7 +865,7 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
   // cnn_small.conv2 1.08x, lenet.conv3 (one vector instead of three) 1.34x,
   // though im2col stays faster there.
   const int64_t flat_len = round_up(p.out_h * flat_c.staging.cols, kVec<T>);
-  const bool flat = !in_place && finite_input && p.stride_h == 1 && p.stride_w == 1 &&
+  const bool flat = !in_place && finite_input && flat_c.flat &&
                     flat_len < p.out_h * round_up(p.out_w, kVec<T>);
   if (flat) {
     c = flat_c;
@@ -834,13 +875,12 @@ void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* in
   const int64_t gy_cols = in_place ? p.out_w : flat ? flat_len : round_up(p.out_w, kVec<T>);
   const int64_t gy_pitch = flat ? flat_len : p.out_h * gy_cols;  // elements between copied channels
   // Flat reads run up to a vector (plus the kernel's width) past a sample's last plane.
-  const int64_t staged_sample =
-      cin * c.staging.rows * c.staging.cols + (flat ? kVec<T> + (p.kernel_w - 1) * p.dilation_w : 0);
+  const int64_t staged_sample = staged_size<T>(c);
   const int64_t gy_sample = in_place ? 0 : blocks * kOcBlock * gy_pitch;
   // Samples staged together: up to 8, for long reductions that pay for the
   // final horizontal sums, as many as fit in the L2 budget.
   const int64_t stage_samples = std::clamp<int64_t>(
-      kL2Bytes / ((staged_sample + gy_sample) * static_cast<int64_t>(sizeof(T))), 1, 8);
+      kL2Bytes / ((std::min(staged_sample, kL2Bytes) + gy_sample) * static_cast<int64_t>(sizeof(T))), 1, 8);
   sum_over_batch_chunks(p, grad_weight, grad_bias, [&](int64_t first, int64_t last, T* partial, double* bias_partial) {
     AlignedBuffer<T> staged(stage_samples * staged_sample);
     AlignedBuffer<T> gy(stage_samples * gy_sample);

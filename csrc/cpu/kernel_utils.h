@@ -7,6 +7,9 @@
 #include <new>
 #include <cstdint>
 #include <cstring>
+#include <vector>
+
+#include "../params.h"
 
 namespace cnnext {
 namespace cpu {
@@ -141,9 +144,7 @@ struct BatchChunks {
 template <typename T>
 class AlignedBuffer {
  public:
-  explicit AlignedBuffer(int64_t size)
-      : data_(static_cast<T*>(std::aligned_alloc(64, round_up(std::max<int64_t>(size, 1) * sizeof(T), 64)))) {
-    if (data_ == nullptr) throw std::bad_alloc();
+  explicit AlignedBuffer(int64_t size) : data_(allocate(size)) {
     std::fill(data_, data_ + size, T(0));
   }
   ~AlignedBuffer() { std::free(data_); }
@@ -153,6 +154,14 @@ class AlignedBuffer {
   const T* data() const { return data_; }
 
  private:
+  static T* allocate(int64_t size) {
+    // A size whose bytes would not fit in int64 can only fail, and must not wrap around first.
+    if (size > (INT64_MAX - 64) / int64_t(sizeof(T))) throw std::bad_alloc();
+    T* data = static_cast<T*>(std::aligned_alloc(64, round_up(std::max<int64_t>(size, 1) * sizeof(T), 64)));
+    if (data == nullptr) throw std::bad_alloc();
+    return data;
+  }
+
   T* data_;
 };
 
@@ -175,28 +184,63 @@ class AlignedBuffer {
 #define CNNEXT_LAMBDA_INLINE
 #endif
 
+// One axis of a staging buffer that keeps only the positions the windows
+// read (see Staging): staged index i = o * taps + k holds virtual position
+// o * step + k * dilation, the k-th tap of window o. taps == 0: not gathered,
+// staged index i is virtual position i.
+struct Gather {
+  int64_t taps = 0, step = 0, dilation = 0;
+
+  int64_t position(int64_t i) const { return taps == 0 ? i : i / taps * step + i % taps * dilation; }
+};
+
 // How a set of planes is copied into a zero-filled staging buffer:
-// staged[y][x] = src[(y - off_y) / up_y][(x - off_x) / up_x] where that is an
-// exact in-range source position, else 0. Offsets may be negative (the
+// staged[y][x] = src[(Y - off_y) / up_y][(X - off_x) / up_x], where Y and X
+// are the virtual positions of y and x (gather_y, gather_x), where that is
+// an exact in-range source position, else 0. Offsets may be negative (the
 // source is cropped). up > 1 interleaves zeros, which turns a transposed,
 // strided convolution into a plain stride-1 one.
 struct Staging {
   int64_t rows, cols;
   int64_t off_y, off_x;
   int64_t up_y, up_x;
+  Gather gather_y{}, gather_x{};
 };
 
 // [lo, hi): source indices s with 0 <= s * up + off < limit.
 inline void staged_source_range(int64_t src_size, int64_t off, int64_t up, int64_t limit, int64_t& lo,
                                 int64_t& hi) {
-  lo = off >= 0 ? 0 : (-off + up - 1) / up;
-  hi = limit - off <= 0 ? 0 : std::min(src_size, (limit - off + up - 1) / up);
+  lo = off >= 0 ? 0 : ceil_div_nonneg(-off, up);
+  hi = limit - off <= 0 ? 0 : std::min(src_size, ceil_div_nonneg(limit - off, up));
   if (hi < lo) hi = lo;
+}
+
+// The source index staged index i of an axis holds, or -1 for a zero.
+inline int64_t staged_source(const Gather& g, int64_t i, int64_t off, int64_t up, int64_t src_size) {
+  const int64_t v = g.position(i) - off;
+  return v >= 0 && v % up == 0 && v / up < src_size ? v / up : -1;
 }
 
 template <typename T>
 void stage_planes(const T* src, int64_t channels, int64_t src_h, int64_t src_w, const Staging& s, T* dst) {
   std::fill(dst, dst + channels * s.rows * s.cols, T(0));
+  if (s.gather_y.taps != 0 || s.gather_x.taps != 0) {
+    // Gathered (windows far apart): element by element, at most what the kernels read anyway.
+    std::vector<int64_t> src_x(s.cols);
+    for (int64_t x = 0; x < s.cols; ++x) src_x[x] = staged_source(s.gather_x, x, s.off_x, s.up_x, src_w);
+    for (int64_t c = 0; c < channels; ++c) {
+      for (int64_t y = 0; y < s.rows; ++y) {
+        const int64_t sy = staged_source(s.gather_y, y, s.off_y, s.up_y, src_h);
+        if (sy < 0) continue;
+        const T* in = src + (c * src_h + sy) * src_w;
+        T* out = dst + (c * s.rows + y) * s.cols;
+        for (int64_t x = 0; x < s.cols; ++x) {
+          if (src_x[x] >= 0) out[x] = in[src_x[x]];
+        }
+      }
+    }
+    return;
+  }
   int64_t y_lo, y_hi, x_lo, x_hi;
   staged_source_range(src_h, s.off_y, s.up_y, s.rows, y_lo, y_hi);
   staged_source_range(src_w, s.off_x, s.up_x, s.cols, x_lo, x_hi);

@@ -200,9 +200,9 @@ void max_pool2d_rows(const Pool2dParams& p, const typename V::T* x, int64_t plan
         const int64_t first_row = h0 + first_inside(h0, p.dilation_h) * p.dilation_h;
         typename V::Val best = V::lowest();
         typename V::Off arg = V::add(block.first_col, first_row * p.in_w);
-        for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
+        // Only the rows inside the input: a kernel may be 2^31 tall.
+        for (int64_t kh = first_inside(h0, p.dilation_h); kh < p.kernel_h && h0 + kh * p.dilation_h < p.in_h; ++kh) {
           const int64_t h = h0 + kh * p.dilation_h;
-          if (h < 0 || h >= p.in_h) continue;
           for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
             const Mask inside = block.inside[kw];
             if (inside == 0) continue;
@@ -297,6 +297,8 @@ struct Stride {
 };
 
 // loop(Stride<1>{}) or loop(Stride<2>{}): the loops are compiled per horizontal stride.
+// Callers guarantee stride_w is 1 or 2 (is_pool_2x2, and the rows loop's
+// condition in max_pool2d_kernel.cpp).
 template <typename Loop>
 void by_stride(int64_t stride_w, const Loop& loop) {
   if (stride_w == 1)

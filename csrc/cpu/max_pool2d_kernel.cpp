@@ -10,7 +10,9 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <c10/util/safe_numerics.h>
 
+#include <atomic>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -35,11 +37,19 @@ CNNEXT_ISA_CLONES void pool_planes(const Pool2dParams& p, const T* x, int64_t pl
   const int64_t stride_w = kStride > 0 ? kStride : p.stride_w;
   std::vector<acc_t> best(p.out_w);
   std::vector<int32_t> tap(p.out_w);
+  // The kernel rows and columns that some window reads inside the input: the
+  // taps are numbered, and the loops run, over those only, since a kernel may
+  // be 2^31 wide and tall (and their product would overflow the int32 taps).
+  const int64_t kh_lo = first_inside((p.out_h - 1) * p.stride_h - p.pad_h, p.dilation_h);
+  const int64_t kh_hi = std::min(p.kernel_h, ceil_div_nonneg(p.in_h + p.pad_h, p.dilation_h));
+  const int64_t kw_lo = first_inside((p.out_w - 1) * stride_w - p.pad_w, p.dilation_w);
+  const int64_t kw_hi = std::min(p.kernel_w, ceil_div_nonneg(p.in_w + p.pad_w, p.dilation_w));
+  const int64_t kw_n = std::max<int64_t>(kw_hi - kw_lo, 0);
   // Input offset of each tap relative to the window's corner.
-  std::vector<int64_t> tap_offset(p.kernel_h * p.kernel_w);
-  for (int64_t kh = 0; kh < p.kernel_h; ++kh)
-    for (int64_t kw = 0; kw < p.kernel_w; ++kw)
-      tap_offset[kh * p.kernel_w + kw] = kh * p.dilation_h * p.in_w + kw * p.dilation_w;
+  std::vector<int64_t> tap_offset(std::max<int64_t>(kh_hi - kh_lo, 0) * kw_n);
+  for (int64_t kh = kh_lo; kh < kh_hi; ++kh)
+    for (int64_t kw = kw_lo; kw < kw_hi; ++kw)
+      tap_offset[(kh - kh_lo) * kw_n + kw - kw_lo] = kh * p.dilation_h * p.in_w + kw * p.dilation_w;
   for (int64_t plane = 0; plane < planes; ++plane) {
     const T* in = x + plane * p.in_plane();
     for (int64_t oh = 0; oh < p.out_h; ++oh) {
@@ -51,10 +61,10 @@ CNNEXT_ISA_CLONES void pool_planes(const Pool2dParams& p, const T* x, int64_t pl
       }
       for (int64_t kh = kh0; kh < p.kernel_h && h0 + kh * p.dilation_h < p.in_h; ++kh) {
         const T* row = in + (h0 + kh * p.dilation_h) * p.in_w;
-        for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+        for (int64_t kw = kw_lo; kw < kw_hi; ++kw) {
           const TapRange r = valid_outputs(kw, p.in_w, p.out_w, stride_w, p.pad_w, p.dilation_w);
           const T* src = row + kw * p.dilation_w - p.pad_w;
-          const int32_t t = static_cast<int32_t>(kh * p.kernel_w + kw);
+          const int32_t t = static_cast<int32_t>((kh - kh_lo) * kw_n + kw - kw_lo);
           for (int64_t ow = r.lo; ow < r.hi; ++ow) {
             const acc_t v = static_cast<acc_t>(src[ow * stride_w]);
             const bool take = (v > best[ow]) || (v != v);  // NaN wins, as in PyTorch
@@ -117,8 +127,9 @@ class FlatPoolGeometry {
   const FlatPoolTables& tables() const { return tables_; }
 
   static bool fits(const Pool2dParams& p) {
-    return p.kernel_h * p.kernel_w * round_up(p.out_plane(), kFlatPoolRowPad) * int64_t(sizeof(int32_t)) <=
-               kMaxFlatTableBytes;
+    // Divided, not multiplied: kernel_h * kernel_w alone may approach 2^62.
+    const int64_t row_bytes = round_up(p.out_plane(), kFlatPoolRowPad) * int64_t(sizeof(int32_t));
+    return p.kernel_h * p.kernel_w <= kMaxFlatTableBytes / row_bytes;
   }
 
  private:
@@ -137,8 +148,10 @@ bool max_pool2d_simd_forward(const Pool2dParams& p, const T* x, T* y, int64_t* i
     const Isa isa = active_isa();
     // Offsets live in int32 lanes, including PyTorch's index for a window with
     // nothing inside, which can point up to a row and a dilation past the plane.
-    const int64_t largest_offset = (p.in_h + p.dilation_h + 1) * p.in_w + p.dilation_w;
-    if (isa == Isa::kBaseline || largest_offset > std::numeric_limits<int32_t>::max()) return false;
+    int64_t largest_offset = 0;
+    const bool overflows = c10::mul_overflows(p.in_h + p.dilation_h + 1, p.in_w, &largest_offset) ||
+                           c10::add_overflows(largest_offset, p.dilation_w, &largest_offset);
+    if (isa == Isa::kBaseline || overflows || largest_offset > std::numeric_limits<int32_t>::max()) return false;
     const auto run = [&](const auto& pool_planes) {
       at::parallel_for(0, p.planes, 1, [&](int64_t begin, int64_t end) {
         pool_planes(x + begin * p.in_plane(), end - begin, y + begin * p.out_plane(), idx + begin * p.out_plane());
@@ -192,25 +205,32 @@ void max_pool2d_forward(const Pool2dParams& p, const at::Tensor& input, at::Tens
   });
 }
 
-void max_pool2d_backward(const Pool2dParams& p, const at::Tensor& grad_output, const at::Tensor& indices,
+bool max_pool2d_backward(const Pool2dParams& p, const at::Tensor& grad_output, const at::Tensor& indices,
                          at::Tensor& grad_input) {
+  std::atomic<bool> all_inside{true};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "cnnext_max_pool2d_bwd", [&] {
     const scalar_t* dy = grad_output.const_data_ptr<scalar_t>();
     const int64_t* idx = indices.const_data_ptr<int64_t>();
     scalar_t* dx = grad_input.mutable_data_ptr<scalar_t>();
     const int64_t in_plane = p.in_plane(), out_plane = p.out_plane();
     at::parallel_for(0, p.planes, 1, [&](int64_t begin, int64_t end) {
+      // Noted in the scatter loop itself (one unsigned compare serves both), not in a pass of its own.
+      bool inside = true;
       for (int64_t plane = begin; plane < end; ++plane) {
         scalar_t* dst = dx + plane * in_plane;
         // Zeroed right before its scatter, while the plane is in cache.
         std::fill(dst, dst + in_plane, scalar_t(0));
         for (int64_t o = plane * out_plane; o < (plane + 1) * out_plane; ++o) {
           const int64_t i = idx[o];
-          if (i >= 0 && i < in_plane) dst[i] += dy[o];
+          const bool ok = static_cast<uint64_t>(i) < static_cast<uint64_t>(in_plane);  // also rejects i < 0
+          if (ok) dst[i] += dy[o];
+          inside &= ok;
         }
       }
+      if (!inside) all_inside.store(false, std::memory_order_relaxed);
     });
   });
+  return all_inside.load();
 }
 
 }  // namespace cpu

@@ -49,7 +49,7 @@ void max_pool2d_forward(const Pool2dParams& p, const at::Tensor& input, at::Tens
   });
 }
 
-void max_pool2d_backward(const Pool2dParams& p, const at::Tensor& grad_output, const at::Tensor& indices,
+bool max_pool2d_backward(const Pool2dParams& p, const at::Tensor& grad_output, const at::Tensor& indices,
                          at::Tensor& grad_input) {
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
@@ -67,6 +67,13 @@ void max_pool2d_backward(const Pool2dParams& p, const at::Tensor& grad_output, c
             p, reinterpret_cast<const T*>(grad_output.const_data_ptr<scalar_t>()), indices.const_data_ptr<int64_t>(),
             reinterpret_cast<T*>(grad_input.mutable_data_ptr<scalar_t>()), scratch_ptr, stream));
       });
+  // The kernel skips indices outside the plane; whether there was one takes a
+  // reduction and a copy of its two numbers to the host.
+  if (indices.numel() == 0) return true;
+  const auto bounds = at::aminmax(indices);
+  const at::Tensor lo_hi = at::stack({std::get<0>(bounds), std::get<1>(bounds)}).cpu();
+  const int64_t* v = lo_hi.const_data_ptr<int64_t>();
+  return v[0] >= 0 && v[1] < p.in_plane();
 }
 
 }  // namespace cuda
