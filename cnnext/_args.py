@@ -54,7 +54,7 @@ def pair(name: str, value: IntPair) -> list[int]:
 
 
 def pool_stride(stride: Optional[IntPair], kernel_size: list[int]) -> list[int]:
-    """max_pool2d's stride as [height, width]: None or an empty sequence means kernel_size, as in PyTorch."""
+    """A pooling stride as [height, width]: None or an empty sequence means kernel_size, as in PyTorch."""
     if stride is None or (isinstance(stride, Sequence) and not isinstance(stride, str) and len(stride) == 0):
         return kernel_size
     return pair("stride", stride)

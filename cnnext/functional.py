@@ -101,7 +101,7 @@ def avg_pool2d(
     """
     batched, unbatched = spatial_input("avg_pool2d", input)
     kernel_ = pair("kernel_size", kernel_size)
-    stride_ = kernel_ if stride is None or (not isinstance(stride, int) and len(stride) == 0) else pair("stride", stride)
+    stride_ = pool_stride(stride, kernel_)
     if divisor_override is not None and (isinstance(divisor_override, bool) or not isinstance(divisor_override, int)):
         raise TypeError(f"divisor_override must be an int or None, got {divisor_override!r}")
     if divisor_override == 0:

@@ -11,29 +11,11 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "../avg_pool2d.h"
+#include "device_scalar.h"
 #include "launchers.h"
 
 namespace cnnext {
 namespace cuda {
-namespace {
-
-// ATen's 16-bit scalar types share their layout with CUDA's.
-template <typename S>
-struct DeviceScalar {
-  using type = S;
-};
-template <>
-struct DeviceScalar<at::Half> {
-  using type = __half;
-};
-template <>
-struct DeviceScalar<at::BFloat16> {
-  using type = __nv_bfloat16;
-};
-template <typename S>
-using dev_t = typename DeviceScalar<S>::type;
-
-}  // namespace
 
 void avg_pool2d_forward(const AvgPool2dParams& p, const at::Tensor& input, at::Tensor& output) {
   const c10::cuda::CUDAGuard guard(input.device());

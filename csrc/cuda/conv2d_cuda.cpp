@@ -17,31 +17,13 @@
 #include <type_traits>
 
 #include "../conv2d.h"
+#include "device_scalar.h"
 #include "im2col_chunks.h"
 #include "launchers.h"
 
 namespace cnnext {
 namespace cuda {
 namespace {
-
-// ATen's 16-bit scalar types share their layout with CUDA's, which the
-// kernels are written against.
-template <typename S>
-struct DeviceScalar {
-  using type = S;
-};
-template <>
-struct DeviceScalar<at::Half> {
-  using type = __half;
-};
-template <>
-struct DeviceScalar<at::BFloat16> {
-  using type = __nv_bfloat16;
-};
-template <typename S>
-using dev_t = typename DeviceScalar<S>::type;
-static_assert(sizeof(at::Half) == sizeof(__half) && alignof(at::Half) == alignof(__half));
-static_assert(sizeof(at::BFloat16) == sizeof(__nv_bfloat16) && alignof(at::BFloat16) == alignof(__nv_bfloat16));
 
 template <typename S>
 const dev_t<S>* in_ptr(const at::Tensor& t) {

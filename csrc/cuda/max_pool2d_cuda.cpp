@@ -12,31 +12,11 @@
 #include <type_traits>
 
 #include "../max_pool2d.h"
+#include "device_scalar.h"
 #include "launchers.h"
 
 namespace cnnext {
 namespace cuda {
-namespace {
-
-// ATen's 16-bit scalar types share their layout with CUDA's.
-template <typename S>
-struct DeviceScalar {
-  using type = S;
-};
-template <>
-struct DeviceScalar<at::Half> {
-  using type = __half;
-};
-template <>
-struct DeviceScalar<at::BFloat16> {
-  using type = __nv_bfloat16;
-};
-template <typename S>
-using dev_t = typename DeviceScalar<S>::type;
-static_assert(sizeof(at::Half) == sizeof(__half) && alignof(at::Half) == alignof(__half));
-static_assert(sizeof(at::BFloat16) == sizeof(__nv_bfloat16) && alignof(at::BFloat16) == alignof(__nv_bfloat16));
-
-}  // namespace
 
 void max_pool2d_forward(const Pool2dParams& p, const at::Tensor& input, at::Tensor& output, at::Tensor& indices) {
   const c10::cuda::CUDAGuard guard(input.device());
