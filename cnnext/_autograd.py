@@ -15,7 +15,8 @@
   nor a ``jvp``, and PyTorch has no jvp registration for custom ops. While dynamo or export
   trace, or ``torch.jit.trace`` records, the op itself is called (dynamo does not trace a
   Function with a custom jvp; a trace must record the op), and its registered autograd applies;
-  so it does under autocast, whose kernels cast the inputs before autograd sees them.
+  so it does under autocast outside torch.func, as the op's autocast kernels cast the inputs
+  before autograd sees them (inside torch.func, the formulas see the inputs in the output's dtype).
 
 Every backward and jvp formula calls the callables this module returns, never the raw ops, so
 the derivatives are themselves differentiable to any order in every mode: the gradient of
@@ -41,12 +42,9 @@ __all__ = [
 ]
 
 
-def _through_dispatcher() -> bool:
-    """Whether the op must be called itself, its registered autograd kernel included: while dynamo or
-    export trace or torch.jit.trace records (the graph must show the op), and under autocast, whose
-    kernels cast the inputs above the Autograd key (a Function around the op would save the uncast
-    tensors)."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch._C._is_any_autocast_enabled()
+def _recording() -> bool:
+    """Whether dynamo, export or torch.jit.trace is recording: the graph must show the op itself."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 def _transformed() -> bool:
@@ -69,10 +67,14 @@ class DifferentiableOp:
         self._apply_eager = super(torch.autograd.Function, eager).apply
 
     def __call__(self, *args: Any) -> Any:
-        if _through_dispatcher():
+        if _recording():
             return self.op(*args)
-        if _transformed():
+        if _transformed():  # under autocast too: the formulas see the inputs in the output's dtype
             return self.transformed.apply(*args)
+        if torch._C._is_any_autocast_enabled():
+            # The op's autocast kernels cast the inputs above the Autograd key; a Function around the
+            # op would save the uncast tensors.
+            return self.op(*args)
         if not torch.is_grad_enabled():  # nothing to record (e.g. a backward without create_graph)
             with torch._C._AutoDispatchBelowAutograd():
                 return self.op(*args)
@@ -187,8 +189,15 @@ def _gather(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
 # trailing (stride, padding, dilation, groups, algo), passed unchanged to every derivative.
 
 
+def _in_output_dtype(output: torch.Tensor, *tensors: Optional[torch.Tensor]) -> list[Optional[torch.Tensor]]:
+    """``tensors`` as the convolution saw them. They differ from what it was given only under autocast, when the
+    Function route (torch.func, forward AD) hands the formulas the uncast inputs; ``to`` is free otherwise."""
+    return [t if t is None else t.to(output.dtype) for t in tensors]
+
+
 def _conv2d_setup(ctx, inputs, output):
     input, weight, _bias, *geometry = inputs
+    input, weight = _in_output_dtype(output, input, weight)
     ctx.geometry = geometry
     ctx.input_size, ctx.weight_size = input.shape, weight.shape
     # Each operand is needed only for the other's gradient.
@@ -212,6 +221,7 @@ def _conv2d_backward(ctx, grad_output):
 
 def _conv2d_jvp(inputs, output, t_input, t_weight, t_bias, *_):
     input, weight, _bias, *geometry = inputs
+    input, weight, t_input, t_weight, t_bias = _in_output_dtype(output, input, weight, t_input, t_weight, t_bias)
     return _sum(
         None if t_input is None else conv2d(t_input, weight, None, *geometry),
         None if t_weight is None else conv2d(input, t_weight, None, *geometry),

@@ -122,3 +122,24 @@ def test_mixed_dtypes_outside_autocast_still_raise():
         conv(torch.randn(1, 3, 8, 8, dtype=torch.bfloat16))
     with pytest.raises(RuntimeError):
         nn.Conv2d(3, 4, 3)(torch.randn(1, 3, 8, 8, dtype=torch.bfloat16))
+
+
+def test_torch_func_under_autocast_as_torch():
+    """grad, per-sample vmap(grad) and jvp inside an autocast region give torch's dtypes and values."""
+    from torch.func import grad, jvp, vmap
+
+    torch.manual_seed(0)
+    x, w, b, t = torch.randn(4, 3, 10, 10), torch.randn(5, 3, 3, 3), torch.randn(5), torch.randn(4, 3, 10, 10)
+
+    def loss(conv, w, x):
+        return conv(x, w, b, padding=1).float().square().sum()
+
+    with torch.autocast("cpu", torch.bfloat16):
+        results = []
+        for conv in (F.conv2d, cnnext.functional.conv2d):
+            per_sample = vmap(grad(lambda w, x: loss(conv, w, x[None])), in_dims=(None, 0))(w, x)
+            output, tangent = jvp(lambda x: conv(x, w, b, padding=1), (x,), (t,))
+            results.append((grad(lambda w: loss(conv, w, x))(w), per_sample, output, tangent))
+    for want, got in zip(*results):
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got.float(), want.float(), rtol=1e-2, atol=1e-2 * want.float().abs().max().item())
