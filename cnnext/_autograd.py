@@ -191,8 +191,8 @@ def _gather(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
 
 def _in_output_dtype(output: torch.Tensor, *tensors: Optional[torch.Tensor]) -> list[Optional[torch.Tensor]]:
     """``tensors`` as the convolution saw them. They differ from what it was given only under autocast, when the
-    Function route (torch.func, forward AD) hands the formulas the uncast inputs; ``to`` is free otherwise."""
-    return [t if t is None else t.to(output.dtype) for t in tensors]
+    Function route (torch.func, forward AD) hands the formulas the uncast inputs."""
+    return [t if t is None or t.dtype == output.dtype else t.to(output.dtype) for t in tensors]
 
 
 def _conv2d_setup(ctx, inputs, output):

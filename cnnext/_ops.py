@@ -24,7 +24,11 @@ from torch._prims_common import suggest_memory_format
 # error instead of Python's "partially initialized module" message.
 for _output in ("_build_config", "_C"):
     _name = f"{__package__}.{_output}"
-    if _name not in sys.modules and importlib.util.find_spec(_name) is None:
+    if _name in sys.modules:
+        continue
+    _spec = importlib.util.find_spec(_name)
+    # Found elsewhere means another cnnext's build (e.g. an editable install's finder), not this tree's.
+    if _spec is None or os.path.dirname(_spec.origin or "") != os.path.dirname(__file__):
         raise ImportError(
             f"cnnext is not built in {os.path.dirname(__file__)} (its build output {_output} is missing): this "
             "is cnnext's source tree. Either run from another directory, so that the installed cnnext is "
