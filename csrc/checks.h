@@ -4,11 +4,12 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
-#include <c10/util/safe_numerics.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+
+#include "params.h"
 
 namespace cnnext {
 
@@ -43,14 +44,14 @@ inline void check_pair(const char* op, const char* name, at::IntArrayRef v, int6
 // hostile argument can never wrap around into a small, wrong size.
 inline int64_t checked_add(const char* op, const char* what, int64_t a, int64_t b) {
   int64_t out = 0;
-  TORCH_CHECK_VALUE(!c10::add_overflows(a, b, &out), op, ": ", what, " overflows int64 (", a, " + ", b, ")");
+  TORCH_CHECK_VALUE(!add_overflows(a, b, &out), op, ": ", what, " overflows int64 (", a, " + ", b, ")");
   return out;
 }
 
 // a * b, or a ValueError saying that `what` does not fit in int64.
 inline int64_t checked_mul(const char* op, const char* what, int64_t a, int64_t b) {
   int64_t out = 0;
-  TORCH_CHECK_VALUE(!c10::mul_overflows(a, b, &out), op, ": ", what, " overflows int64 (", a, " * ", b, ")");
+  TORCH_CHECK_VALUE(!mul_overflows(a, b, &out), op, ": ", what, " overflows int64 (", a, " * ", b, ")");
   return out;
 }
 
@@ -64,9 +65,9 @@ inline int64_t checked_numel(const char* op, const char* name, at::IntArrayRef s
   }
   int64_t bytes = element_size;
   bool overflows = false;
-  for (size_t i = 1; i < sizes.size(); ++i) overflows |= c10::mul_overflows(bytes, std::max<int64_t>(sizes[i], 1), &bytes);
+  for (size_t i = 1; i < sizes.size(); ++i) overflows |= mul_overflows(bytes, std::max<int64_t>(sizes[i], 1), &bytes);
   const bool empty = std::find(sizes.begin(), sizes.end(), 0) != sizes.end();
-  if (!empty && !sizes.empty()) overflows |= c10::mul_overflows(bytes, sizes[0], &bytes);
+  if (!empty && !sizes.empty()) overflows |= mul_overflows(bytes, sizes[0], &bytes);
   TORCH_CHECK_VALUE(!overflows, op, ": ", name, " of size ", sizes, " has more elements than a tensor can hold");
   return empty ? 0 : bytes / element_size;
 }

@@ -122,6 +122,12 @@ struct AvgPool2dParams {
   }
 };
 
+// a + b and a * b into *out; true when the exact result does not fit in
+// int64. (c10/util/safe_numerics.h has int64 overloads only in newer torch
+// releases; these builtins are what it uses.)
+inline bool add_overflows(int64_t a, int64_t b, int64_t* out) { return __builtin_add_overflow(a, b, out); }
+inline bool mul_overflows(int64_t a, int64_t b, int64_t* out) { return __builtin_mul_overflow(a, b, out); }
+
 // ceil(a / b) for a >= 0, b > 0, without forming a + b - 1 (which can
 // overflow: padding and stride may each be close to 2^62).
 inline int64_t ceil_div_nonneg(int64_t a, int64_t b) { return a / b + (a % b != 0); }

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <c10/util/safe_numerics.h>
 
 #include <limits>
 
@@ -37,7 +36,7 @@ inline int64_t pooled_size(const char* op, int64_t in, int64_t kernel, int64_t s
   int64_t out = (numerator >= 0 ? numerator / stride : -((-numerator + stride - 1) / stride)) + 1;
   // (out - 1) * stride overflowing means the last window starts far past in + pad.
   int64_t last_start = 0;
-  if (ceil_mode && out > 1 && (c10::mul_overflows(out - 1, stride, &last_start) || last_start >= in + pad)) --out;
+  if (ceil_mode && out > 1 && (mul_overflows(out - 1, stride, &last_start) || last_start >= in + pad)) --out;
   return out;
 }
 

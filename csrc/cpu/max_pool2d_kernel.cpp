@@ -10,7 +10,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <c10/util/safe_numerics.h>
 
 #include <atomic>
 #include <limits>
@@ -149,8 +148,8 @@ bool max_pool2d_simd_forward(const Pool2dParams& p, const T* x, T* y, int64_t* i
     // Offsets live in int32 lanes, including PyTorch's index for a window with
     // nothing inside, which can point up to a row and a dilation past the plane.
     int64_t largest_offset = 0;
-    const bool overflows = c10::mul_overflows(p.in_h + p.dilation_h + 1, p.in_w, &largest_offset) ||
-                           c10::add_overflows(largest_offset, p.dilation_w, &largest_offset);
+    const bool overflows = mul_overflows(p.in_h + p.dilation_h + 1, p.in_w, &largest_offset) ||
+                           add_overflows(largest_offset, p.dilation_w, &largest_offset);
     if (isa == Isa::kBaseline || overflows || largest_offset > std::numeric_limits<int32_t>::max()) return false;
     const auto run = [&](const auto& pool_planes) {
       at::parallel_for(0, p.planes, 1, [&](int64_t begin, int64_t end) {
