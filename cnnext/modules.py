@@ -2,7 +2,7 @@
 AvgPool2d, AdaptiveAvgPool2d (and ReLUMaxPool2d, built by fuse())."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -30,13 +30,13 @@ class _TraceNotScript:
         )
 
 
-class Conv2d(_TraceNotScript, nn.Conv2d):
-    """nn.Conv2d with cnnext's convolution; same constructor, parameters, init and state_dict keys.
+class _CnnextConv(_TraceNotScript):
+    """What Conv1d and Conv2d add to their nn base: the keyword ``algo`` ("direct", "im2col" or "auto"),
+    shown in repr, and a forward through ``_convolve`` (a cnnext.functional convolution). Non-zero padding
+    modes (reflect, replicate, circular) pad with torch.nn.functional.pad and then convolve without
+    padding, exactly as the nn layers do."""
 
-    The extra keyword ``algo`` ("direct", "im2col" or "auto") picks the algorithm and shows
-    in repr. Non-zero padding modes (reflect, replicate, circular) pad with torch.nn.functional.pad
-    and then convolve without padding, exactly as nn.Conv2d does.
-    """
+    _convolve: Callable[..., torch.Tensor]
 
     def __init__(self, *args, algo: str = "auto", **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -48,10 +48,18 @@ class Conv2d(_TraceNotScript, nn.Conv2d):
             padding = 0
         else:
             padding = self.padding
-        return functional.conv2d(input, weight, bias, self.stride, padding, self.dilation, self.groups, algo=self.algo)
+        return type(self)._convolve(input, weight, bias, self.stride, padding, self.dilation, self.groups,
+                                    algo=self.algo)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, algo={self.algo!r}"
+
+
+class Conv2d(_CnnextConv, nn.Conv2d):
+    """nn.Conv2d with cnnext's convolution; same constructor, parameters, init and state_dict keys,
+    plus ``algo`` (see _CnnextConv)."""
+
+    _convolve = functional.conv2d
 
 
 class MaxPool2d(_TraceNotScript, nn.MaxPool2d):
@@ -64,25 +72,11 @@ class MaxPool2d(_TraceNotScript, nn.MaxPool2d):
         )
 
 
-class Conv1d(_TraceNotScript, nn.Conv1d):
+class Conv1d(_CnnextConv, nn.Conv1d):
     """nn.Conv1d with cnnext's convolution (a conv2d of height 1); same constructor, parameters, init
-    and state_dict keys. ``algo`` as for Conv2d, shown in repr; non-zero padding modes pad with
-    torch.nn.functional.pad first, exactly as nn.Conv1d does."""
+    and state_dict keys, plus ``algo`` (see _CnnextConv)."""
 
-    def __init__(self, *args, algo: str = "auto", **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.algo = check_algo(algo)
-
-    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-        if self.padding_mode != "zeros":
-            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            padding = 0
-        else:
-            padding = self.padding
-        return functional.conv1d(input, weight, bias, self.stride, padding, self.dilation, self.groups, algo=self.algo)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, algo={self.algo!r}"
+    _convolve = functional.conv1d
 
 
 class AvgPool2d(_TraceNotScript, nn.AvgPool2d):
