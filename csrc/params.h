@@ -42,6 +42,16 @@ struct Conv2dParams {
   int64_t col_rows() const { return in_per_group() * kernel_plane(); }
 };
 
+// A depthwise convolution as the direct algorithm runs it with its own kernels:
+// one input channel per group, and fewer output channels per group than the
+// general direct kernels compute in one pass over the input (8, all of which
+// but these would be wasted); windows that leave no gaps (stride at most the
+// dilated kernel), so that a staged plane is never larger than the padded input.
+inline bool is_depthwise(const Conv2dParams& p) {
+  return p.in_per_group() == 1 && p.out_per_group() < 8 && p.stride_h <= (p.kernel_h - 1) * p.dilation_h + 1 &&
+         p.stride_w <= (p.kernel_w - 1) * p.dilation_w + 1;
+}
+
 // Max pooling over each (n, c) plane independently; the kernels see the input
 // as `planes` = N * C planes of H x W.
 struct Pool2dParams {
