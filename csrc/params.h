@@ -52,6 +52,13 @@ inline bool is_depthwise(const Conv2dParams& p) {
          p.stride_w <= (p.kernel_w - 1) * p.dilation_w + 1;
 }
 
+// A pointwise convolution: 1 x 1, stride 1, no padding. Its im2col column
+// matrix is the input itself, and the convolution a plain GEMM.
+inline bool is_pointwise(const Conv2dParams& p) {
+  return p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 &&
+         p.pad_left == 0 && p.out_h == p.in_h && p.out_w == p.in_w;
+}
+
 // Max pooling over each (n, c) plane independently; the kernels see the input
 // as `planes` = N * C planes of H x W.
 struct Pool2dParams {

@@ -1,6 +1,7 @@
-"""The depthwise family of the direct algorithm (one input channel per group, fewer than 8 outputs per group):
-values and all gradients against the float64 F.conv2d on random shapes, gradcheck, non-finite inputs, thread
-counts."""
+"""Layer families with paths of their own: depthwise (the direct algorithm's own kernels: one input channel per
+group, fewer than 8 outputs per group) and pointwise (1 x 1, stride 1, no padding: im2col without the column
+copy). Values and all gradients against the float64 F.conv2d on random shapes, gradcheck, non-finite inputs,
+thread counts, and what auto picks."""
 from __future__ import annotations
 
 import numpy as np
@@ -110,3 +111,44 @@ def test_auto_runs_depthwise_layers_direct():
                         lambda a: ops.conv2d_grad_input(gy, w, list(x.shape), *geometry, a),
                         lambda a: ops.conv2d_grad_weight(gy, x, list(w.shape), *geometry, a)):
         assert torch.equal(algo_passes("auto"), algo_passes("direct"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "x_shape,w_shape,groups",
+    [
+        ((3, 8, 5, 7), (6, 8, 1, 1), 1),  # a few pixels: several samples per GEMM, copied side by side
+        ((2, 8, 20, 20), (6, 4, 1, 1), 2),  # one sample per GEMM: views of the input, no copy
+        ((37, 6, 4, 4), (5, 6, 1, 1), 1),  # a short last block of samples
+        ((8, 6, 6), (4, 8, 1, 1), 1),  # unbatched
+    ],
+)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_pointwise_matches_torch(dtype, x_shape, w_shape, groups, layout, device):
+    """im2col's pointwise path (the input as the column matrix; grad_input written by the GEMM) and auto, which
+    takes it for every pass: output and all gradients equal the float64 reference."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(x_shape, dtype=dtype, generator=gen)
+    if layout == "channels_last" and x.dim() == 4:
+        x = x.to(memory_format=torch.channels_last)
+    x = x.to(device).requires_grad_()
+    w = torch.randn(w_shape, dtype=dtype, generator=gen).to(device).requires_grad_()
+    b = torch.randn(w_shape[0], dtype=dtype, generator=gen).to(device).requires_grad_()
+    out = CF.conv2d(x, w, b, groups=groups, algo="im2col")
+    grad = torch.randn(out.shape, dtype=dtype, generator=gen).to(device)
+    got = (out, *torch.autograd.grad(out, (x, w, b), grad))
+    auto = CF.conv2d(x, w, b, groups=groups, algo="auto")
+    assert torch.equal(auto, out)
+    leaves = [t.detach().cpu().double().requires_grad_() for t in (x, w, b)]
+    ref = F.conv2d(*leaves, groups=groups)
+    want = (ref, *torch.autograd.grad(ref, leaves, grad.cpu().double()))
+    tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g.cpu().double(), r, **tol)
+
+
+def test_pointwise_gradcheck(device):
+    x = torch.randn(2, 4, 3, 5, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.randn(6, 2, 1, 1, dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *t: CF.conv2d(*t, groups=2, algo="im2col"), (x, w, b))
