@@ -147,6 +147,16 @@ at::MemoryFormat conv_layout(const at::Tensor& a, const at::Tensor& b) {
   return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
+// The layout the backend computes in: contiguous NCHW, except for pointwise
+// layers (groups 1) that im2col runs on the CPU in a channels_last model:
+// there each pass is one GEMM over the (N*H*W, C) pixel matrix, and NCHW
+// would cost a transpose of every operand and result.
+at::MemoryFormat compute_layout(const Conv2dParams& p, ConvAlgo algo, at::MemoryFormat layout, const at::Tensor& t) {
+  const bool nhwc = layout == at::MemoryFormat::ChannelsLast && t.is_cpu() && algo == ConvAlgo::Im2col &&
+                    is_pointwise(p) && p.groups == 1;
+  return nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
 void check_grad_output(const char* op, const at::Tensor& grad_output, const Conv2dParams& p) {
   const auto expected = output_sizes(p);
   TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef(expected), op, ": grad_output must have size ",
@@ -174,10 +184,10 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
                       bias.sizes());
     bias = bias.contiguous();
   }
-  const at::MemoryFormat layout = conv_layout(input, weight);
-  at::Tensor output = at::empty(output_sizes(p), input.options());
+  const at::MemoryFormat layout = conv_layout(input, weight), compute = compute_layout(p, a, layout, input);
+  at::Tensor output = at::empty(output_sizes(p), input.options().memory_format(compute));
   if (output.numel() == 0) return output.contiguous(layout);
-  const at::Tensor x = input.contiguous();
+  const at::Tensor x = input.contiguous(compute);
   const at::Tensor w = weight.contiguous();
   CNNEXT_BACKEND_CALL(input, conv2d_forward, a, p, x, w, bias, output);
   return output.contiguous(layout);
@@ -194,11 +204,11 @@ at::Tensor conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& we
                                      grad_output.element_size());
   const ConvAlgo a = parse_algo(algo, p, Pass::GradInput);
   check_grad_output(op, grad_output, p);
-  const at::MemoryFormat layout = conv_layout(grad_output, weight);
-  at::Tensor grad_input = at::empty(input_size, grad_output.options());
+  const at::MemoryFormat layout = conv_layout(grad_output, weight), compute = compute_layout(p, a, layout, grad_output);
+  at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(compute));
   if (grad_input.numel() == 0) return grad_input.contiguous(layout);
   if (p.out_channels == 0) return grad_input.zero_().contiguous(layout);
-  const at::Tensor gy = grad_output.contiguous();
+  const at::Tensor gy = grad_output.contiguous(compute);
   const at::Tensor w = weight.contiguous();
   CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_input, a, p, gy, w, grad_input);
   return grad_input.contiguous(layout);
@@ -215,12 +225,12 @@ at::Tensor conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& i
                                      grad_output.element_size());
   const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight);
   check_grad_output(op, grad_output, p);
-  const at::MemoryFormat layout = conv_layout(grad_output, input);
+  const at::MemoryFormat layout = conv_layout(grad_output, input), compute = compute_layout(p, a, layout, input);
   at::Tensor grad_weight = at::empty(weight_size, grad_output.options());
   if (grad_weight.numel() == 0) return grad_weight.contiguous(layout);
   if (p.batch == 0) return grad_weight.zero_().contiguous(layout);
-  const at::Tensor gy = grad_output.contiguous();
-  const at::Tensor x = input.contiguous();
+  const at::Tensor gy = grad_output.contiguous(compute);
+  const at::Tensor x = input.contiguous(compute);
   at::Tensor no_bias;
   CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_weight, a, p, gy, x, grad_weight, no_bias);
   return grad_weight.contiguous(layout);
@@ -240,17 +250,17 @@ std::tuple<at::Tensor, at::Tensor> conv2d_grad_weight_bias(const at::Tensor& gra
                                      grad_output.element_size());
   const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight);
   check_grad_output(op, grad_output, p);
-  const at::MemoryFormat layout = conv_layout(grad_output, input);
+  const at::MemoryFormat layout = conv_layout(grad_output, input), compute = compute_layout(p, a, layout, input);
   at::Tensor grad_weight = at::empty(weight_size, grad_output.options());
   at::Tensor grad_bias = at::empty({p.out_channels}, grad_output.options());
   if (p.batch == 0) return {grad_weight.zero_().contiguous(layout), grad_bias.zero_()};
   if (p.out_channels == 0) return {grad_weight.contiguous(layout), grad_bias};
-  const at::Tensor gy = grad_output.contiguous();
+  const at::Tensor gy = grad_output.contiguous(compute);
   if (grad_weight.numel() == 0) {  // no input channels: only the bias has a gradient
     CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_bias, gy, grad_bias);
     return {grad_weight.contiguous(layout), grad_bias};
   }
-  const at::Tensor x = input.contiguous();
+  const at::Tensor x = input.contiguous(compute);
   CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_weight, a, p, gy, x, grad_weight, grad_bias);
   return {grad_weight.contiguous(layout), grad_bias};
 }

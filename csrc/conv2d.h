@@ -2,7 +2,9 @@
 //
 // conv2d.cpp checks every argument, computes the output shape into a
 // Conv2dParams and allocates the outputs; a backend only fills them. All
-// tensors passed here are contiguous NCHW, on the same device, of the same
+// tensors passed here are contiguous NCHW (except the activations of CPU
+// pointwise layers in channels_last models, which stay channels_last-
+// contiguous: conv2d.cpp's compute_layout), on the same device, of the same
 // floating dtype, and already shaped as `p` says; outputs are uninitialised.
 #pragma once
 

@@ -152,3 +152,34 @@ def test_pointwise_gradcheck(device):
     w = torch.randn(6, 2, 1, 1, dtype=torch.float64, device=device, requires_grad=True)
     b = torch.randn(6, dtype=torch.float64, device=device, requires_grad=True)
     assert torch.autograd.gradcheck(lambda *t: CF.conv2d(*t, groups=2, algo="im2col"), (x, w, b))
+
+
+def test_channels_last_pointwise_is_one_gemm_per_pass_and_thread_independent():
+    """A channels_last pointwise layer computes in channels_last (its pixel matrices, no transposes) and returns
+    channels_last results; the values and gradients (bias included) are bitwise the same under 1, 2 and 3 threads
+    and equal the contiguous computation's to rounding."""
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(9, 12, 23, 29, generator=gen).to(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(10, 12, 1, 1, generator=gen, requires_grad=True)
+    b = torch.randn(10, generator=gen, requires_grad=True)
+    grad = torch.randn(9, 10, 23, 29, generator=gen).to(memory_format=torch.channels_last)
+    results = []
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            out = CF.conv2d(x, w, b)
+            results.append((out, *torch.autograd.grad(out, (x, w, b), grad)))
+    finally:
+        torch.set_num_threads(previous)
+    out, gx = results[0][:2]
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert gx.is_contiguous(memory_format=torch.channels_last)
+    for other in results[1:]:
+        for a, c in zip(results[0], other):
+            assert torch.equal(a, c)
+    xc = x.detach().contiguous().requires_grad_()
+    ref = CF.conv2d(xc, w, b)
+    want = (ref, *torch.autograd.grad(ref, (xc, w, b), grad.contiguous()))
+    for a, c in zip(results[0], want):
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-4)

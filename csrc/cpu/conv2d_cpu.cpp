@@ -66,6 +66,7 @@ void conv2d_forward(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& inpu
   in_accumulation_type(
       output,
       [&](at::Tensor& y, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+        if (algo == ConvAlgo::Im2col && pointwise_nhwc(p, x, y)) return pointwise_nhwc_forward(p, x, w, b, y);
         if (algo == ConvAlgo::Im2col) return im2col_forward(p, x, w, b, y);
         AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cnnext_direct_forward", [&] {
           (is_depthwise(p) ? depthwise_forward<scalar_t> : direct_forward<scalar_t>)(
@@ -81,6 +82,7 @@ void conv2d_grad_input(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& g
   in_accumulation_type(
       grad_input,
       [&](at::Tensor& dx, const at::Tensor& dy, const at::Tensor& w) {
+        if (algo == ConvAlgo::Im2col && pointwise_nhwc(p, dy, dx)) return pointwise_nhwc_grad_input(p, dy, w, dx);
         if (algo == ConvAlgo::Im2col) return im2col_grad_input(p, dy, w, dx);
         AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "cnnext_direct_grad_input", [&] {
           (is_depthwise(p) ? depthwise_grad_input<scalar_t> : direct_grad_input<scalar_t>)(
@@ -92,11 +94,17 @@ void conv2d_grad_input(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& g
 
 void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& grad_output,
                         const at::Tensor& input, at::Tensor& grad_weight, at::Tensor& grad_bias) {
-  // The direct kernel sums the bias gradient while it has grad_output in cache (float32/64 only).
-  const bool fused_bias = grad_bias.defined() && algo == ConvAlgo::Direct && !is_reduced(grad_output);
+  // The direct kernel and the channels_last pointwise GEMMs sum the bias gradient while they have
+  // grad_output in cache (float32/64 only).
+  const bool nhwc = algo == ConvAlgo::Im2col && pointwise_nhwc(p, grad_output, input);
+  const bool fused_bias = grad_bias.defined() && (algo == ConvAlgo::Direct || nhwc) && !is_reduced(grad_output);
   in_accumulation_type(
       grad_weight,
       [&](at::Tensor& dw, const at::Tensor& dy, const at::Tensor& x) {
+        if (nhwc) {
+          at::Tensor no_bias;
+          return pointwise_nhwc_grad_weight(p, dy, x, dw, fused_bias ? grad_bias : no_bias);
+        }
         if (algo == ConvAlgo::Im2col) return im2col_grad_weight(p, dy, x, dw);
         AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "cnnext_direct_grad_weight", [&] {
           (is_depthwise(p) ? depthwise_grad_weight<scalar_t> : direct_grad_weight<scalar_t>)(
@@ -109,9 +117,10 @@ void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& 
 }
 
 void conv2d_grad_bias(const at::Tensor& grad_output, at::Tensor& grad_bias) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "cnnext_grad_bias", [&] {
-    channel_sums(grad_output.const_data_ptr<scalar_t>(), grad_output.size(0), grad_output.size(1),
-                 grad_output.size(2) * grad_output.size(3), grad_bias.mutable_data_ptr<scalar_t>());
+  const at::Tensor gy = grad_output.contiguous();  // the pointwise path's grad_output may be channels_last
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "cnnext_grad_bias", [&] {
+    channel_sums(gy.const_data_ptr<scalar_t>(), gy.size(0), gy.size(1), gy.size(2) * gy.size(3),
+                 grad_bias.mutable_data_ptr<scalar_t>());
   });
 }
 

@@ -168,7 +168,81 @@ at::Tensor columns(const Conv2dParams& p, const at::Tensor& input, int64_t n, in
   return col.narrow(1, 0, count * L);
 }
 
+// Pointwise convolutions in channels_last: the input is a (N*H*W, C_in)
+// matrix, the output a (N*H*W, C_out) one, and each pass one GEMM over the
+// pixels with no transposes. The pixels are cut into blocks fixed by the
+// shape (grad_weight: its BatchChunks) and each block's GEMM runs
+// single-threaded, so that the results do not depend on the thread count.
+constexpr int64_t kPixelBlock = 2048;
+
+// The (N*H*W, C) view of a channels_last-contiguous tensor.
+at::Tensor pixel_matrix(const at::Tensor& t) { return t.permute({0, 2, 3, 1}).view({-1, t.size(1)}); }
+
 }  // namespace
+
+bool pointwise_nhwc(const Conv2dParams& p, const at::Tensor& a, const at::Tensor& b) {
+  return is_pointwise(p) && p.groups == 1 && a.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+         b.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+void pointwise_nhwc_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
+                            const at::Tensor& bias, at::Tensor& output) {
+  const at::Tensor x = pixel_matrix(input), wt = weight.view({p.out_channels, p.in_channels}).t();
+  at::Tensor y = pixel_matrix(output);  // a view: output is channels_last
+  const int64_t pixels = x.size(0);
+  parallel_gemms((pixels + kPixelBlock - 1) / kPixelBlock, [&](int64_t begin, int64_t end) {
+    for (int64_t block = begin; block < end; ++block) {
+      const int64_t first = block * kPixelBlock, count = std::min(kPixelBlock, pixels - first);
+      at::Tensor out = y.narrow(0, first, count);
+      if (bias.defined()) {
+        at::addmm_out(out, bias.unsqueeze(0), x.narrow(0, first, count), wt);
+      } else {
+        at::mm_out(out, x.narrow(0, first, count), wt);
+      }
+    }
+  });
+}
+
+void pointwise_nhwc_grad_input(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
+                               at::Tensor& grad_input) {
+  const at::Tensor dy = pixel_matrix(grad_output), w = weight.view({p.out_channels, p.in_channels});
+  at::Tensor dx = pixel_matrix(grad_input);
+  const int64_t pixels = dy.size(0);
+  parallel_gemms((pixels + kPixelBlock - 1) / kPixelBlock, [&](int64_t begin, int64_t end) {
+    for (int64_t block = begin; block < end; ++block) {
+      const int64_t first = block * kPixelBlock, count = std::min(kPixelBlock, pixels - first);
+      at::Tensor out = dx.narrow(0, first, count);
+      at::mm_out(out, dy.narrow(0, first, count), w);
+    }
+  });
+}
+
+void pointwise_nhwc_grad_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
+                                at::Tensor& grad_weight, at::Tensor& grad_bias) {
+  const at::Tensor dy = pixel_matrix(grad_output), x = pixel_matrix(input);
+  const BatchChunks chunking(p.batch);
+  const int64_t chunks = chunking.count, plane = p.out_plane();
+  at::Tensor partials = at::empty({chunks, p.out_channels, p.in_channels}, grad_output.options());
+  at::Tensor bias_partials = at::empty({chunks, p.out_channels}, grad_output.options());
+  parallel_gemms(chunks, [&](int64_t begin, int64_t end) {
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      const int64_t first = chunking.begin(chunk) * plane, count = chunking.begin(chunk + 1) * plane - first;
+      const at::Tensor gy = dy.narrow(0, first, count);
+      at::Tensor dw = partials.select(0, chunk);
+      at::mm_out(dw, gy.t(), x.narrow(0, first, count));
+      if (grad_bias.defined()) {
+        at::Tensor db = bias_partials.select(0, chunk);
+        at::sum_out(db, gy, 0);
+      }
+    }
+  });
+  at::Tensor flat = grad_weight.view({1, -1});
+  at::sum_out(flat, partials.view({chunks, -1}), 0, /*keepdim=*/true);
+  if (grad_bias.defined()) {
+    at::Tensor db = grad_bias.view({1, -1});
+    at::sum_out(db, bias_partials, 0, /*keepdim=*/true);
+  }
+}
 
 void im2col_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
                     at::Tensor& output) {
