@@ -43,16 +43,21 @@ namespace {
 template <typename T>
 using Acc = std::conditional_t<sizeof(T) <= sizeof(uint32_t), uint32_t, uint64_t>;
 
-// acc[i] += w * src[i * stride] for i < n; kStride is the stride when it is
-// 1 (known at compile time, so the loop vectorizes), 0 when read at run time.
-template <typename T, int64_t kStride>
-inline void multiply_add_row(Acc<T>* acc, Acc<T> w, const T* src, int64_t n, int64_t stride) {
+// acc[j][i] += w[j] * src[i * stride] for j < kOc, i < n (acc rows `ld`
+// apart): kOc output channels from one pass over the source. kStride is the
+// stride when it is 1 (known at compile time, so the loop vectorizes), 0 when
+// read at run time.
+template <typename T, int64_t kStride, int kOc>
+CNNEXT_INLINE void multiply_add_rows(Acc<T>* acc, int64_t ld, const Acc<T>* w, const T* src, int64_t n, int64_t stride) {
   const int64_t s = kStride > 0 ? kStride : stride;
-  for (int64_t i = 0; i < n; ++i) acc[i] += w * static_cast<Acc<T>>(src[i * s]);
+  for (int64_t i = 0; i < n; ++i) {
+    const Acc<T> v = static_cast<Acc<T>>(src[i * s]);
+    for (int j = 0; j < kOc; ++j) acc[j * ld + i] += w[j] * v;
+  }
 }
 
 template <typename T>
-inline void store_row(const Acc<T>* acc, int64_t n, T* dst) {
+CNNEXT_INLINE void store_row(const Acc<T>* acc, int64_t n, T* dst) {
   for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<T>(acc[i]);
 }
 
@@ -78,42 +83,84 @@ struct StagedAxis {
   }
 };
 
-// Output columns per accumulator row: the row stays in the L1 cache while the
-// taps pass over it.
+// Outputs per accumulator row: kOcBlock such rows stay in the L1 cache while
+// the taps pass over them.
 constexpr int64_t kRowBlock = 512;
+// Output channels computed together: each staged value loaded feeds this many.
+constexpr int kOcBlock = 4;
 
-template <typename T, int64_t kStride>
-void direct_channel(const Conv2dParams& p, const StagedAxis& sy, const StagedAxis& sx, const T* staged,
-                    const T* weight, Acc<T> bias, T* out, std::vector<Acc<T>>& acc) {
+// How the direct kernel walks one output plane: in segments of outputs whose
+// inputs, for any one tap, lie at a fixed step in the staged plane. With both
+// strides 1 (and no gathering), a segment is a block of whole output rows
+// computed on the staged grid: output (oh, ow) sits at oh * pitch + ow with
+// pitch the staged row's length, so one tap is one run over all of them, and
+// the pitch - out_w columns in between are computed and dropped (their taps
+// read the next staged row; the run ends at the last row's out_w, so it stays
+// inside the plane). Otherwise a segment is a block of one output row, read at
+// the horizontal stride.
+struct DirectWalk {
+  StagedAxis sy, sx;
+  bool flat;
+  int64_t rows_per_segment;  // flat: output rows per segment
+
+  explicit DirectWalk(const Conv2dParams& p)
+      : sy(p.out_h, p.kernel_h, p.stride_h, p.dilation_h),
+        sx(p.out_w, p.kernel_w, p.stride_w, p.dilation_w),
+        flat(sy.out_step == 1 && sx.out_step == 1),
+        rows_per_segment(std::clamp<int64_t>(kRowBlock / sx.size, 1, p.out_h)) {}
+
+  int64_t staged_plane() const { return sy.size * sx.size; }
+  // Accumulators one output channel needs.
+  int64_t accumulators(const Conv2dParams& p) const {
+    return flat ? (rows_per_segment - 1) * sx.size + p.out_w : std::min(kRowBlock, p.out_w);
+  }
+};
+
+// Output channels [oc, oc + kOc) of one sample: `staged` holds the group's
+// staged input planes, `weight` and `bias` (may be null) start at channel oc,
+// `out` at its plane.
+template <typename T, int64_t kStride, int kOc>
+CNNEXT_ISA_CLONES void direct_channels(const Conv2dParams& p, const DirectWalk& d, const T* staged, const T* weight, const T* bias,
+                     T* out, Acc<T>* acc) {
   using A = Acc<T>;
-  const int64_t staged_plane = sy.size * sx.size;
-  for (int64_t oh = 0; oh < p.out_h; ++oh) {
-    for (int64_t ow0 = 0; ow0 < p.out_w; ow0 += kRowBlock) {
-      const int64_t n = std::min(kRowBlock, p.out_w - ow0);
-      std::fill(acc.begin(), acc.begin() + n, bias);
-      for (int64_t c = 0; c < p.in_per_group(); ++c) {
-        for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
-          const T* row = staged + c * staged_plane + (oh * sy.out_step + kh * sy.tap_step) * sx.size +
-                         ow0 * sx.out_step;
-          const T* w = weight + (c * p.kernel_h + kh) * p.kernel_w;
-          for (int64_t kw = 0; kw < p.kernel_w; ++kw)
-            multiply_add_row<T, kStride>(acc.data(), static_cast<A>(w[kw]), row + kw * sx.tap_step, n,
-                                         sx.out_step);
+  const int64_t ld = d.accumulators(p);
+  A w[kOc];
+  auto segment = [&](int64_t oh0, int64_t rows, int64_t ow0, int64_t width) CNNEXT_LAMBDA_INLINE {
+    const int64_t pitch = d.flat ? d.sx.size : width;
+    const int64_t n = (rows - 1) * pitch + width;
+    for (int j = 0; j < kOc; ++j)
+      std::fill(acc + j * ld, acc + j * ld + n, bias != nullptr ? static_cast<A>(bias[j]) : A(0));
+    for (int64_t c = 0; c < p.in_per_group(); ++c) {
+      for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
+        const T* row = staged + c * d.staged_plane() + (oh0 * d.sy.out_step + kh * d.sy.tap_step) * d.sx.size +
+                       ow0 * d.sx.out_step;
+        for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+          for (int j = 0; j < kOc; ++j) w[j] = static_cast<A>(weight[((j * p.in_per_group() + c) * p.kernel_h + kh) *
+                                                                     p.kernel_w + kw]);
+          multiply_add_rows<T, kStride, kOc>(acc, ld, w, row + kw * d.sx.tap_step, n, d.sx.out_step);
         }
       }
-      store_row(acc.data(), n, out + oh * p.out_w + ow0);
     }
+    for (int j = 0; j < kOc; ++j)
+      for (int64_t r = 0; r < rows; ++r)
+        store_row(acc + j * ld + r * pitch, width, out + j * p.out_plane() + (oh0 + r) * p.out_w + ow0);
+  };
+  if (d.flat) {
+    for (int64_t oh0 = 0; oh0 < p.out_h; oh0 += d.rows_per_segment)
+      segment(oh0, std::min(d.rows_per_segment, p.out_h - oh0), 0, p.out_w);
+    return;
   }
+  for (int64_t oh = 0; oh < p.out_h; ++oh)
+    for (int64_t ow0 = 0; ow0 < p.out_w; ow0 += kRowBlock) segment(oh, 1, ow0, std::min(kRowBlock, p.out_w - ow0));
 }
 
 template <typename T>
 void direct_forward(const Conv2dParams& p, const T* x, const T* weight, const T* bias, T* y) {
-  const StagedAxis sy(p.out_h, p.kernel_h, p.stride_h, p.dilation_h);
-  const StagedAxis sx(p.out_w, p.kernel_w, p.stride_w, p.dilation_w);
-  const Staging staging{sy.size, sx.size, p.pad_top, p.pad_left, 1, 1, sy.gather, sx.gather};
+  const DirectWalk d(p);
+  const Staging staging{d.sy.size, d.sx.size, p.pad_top, p.pad_left, 1, 1, d.sy.gather, d.sx.gather};
   const int64_t planes = p.batch * p.in_channels;
   int64_t staged_plane = 0, staged_size = 0;
-  TORCH_CHECK(!mul_overflows(sy.size, sx.size, &staged_plane) && !mul_overflows(planes, staged_plane, &staged_size),
+  TORCH_CHECK(!mul_overflows(d.sy.size, d.sx.size, &staged_plane) && !mul_overflows(planes, staged_plane, &staged_size),
               "cnnext conv2d: the zero-padded copy of the input that the direct algorithm reads would have more "
               "elements than int64 can count; use algo='im2col'");
   // Not value-initialized: stage_planes writes every element.
@@ -121,20 +168,29 @@ void direct_forward(const Conv2dParams& p, const T* x, const T* weight, const T*
   at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
     stage_planes(x + begin * p.in_plane(), end - begin, p.in_h, p.in_w, staging, staged.get() + begin * staged_plane);
   });
-  // One task per (sample, output channel).
-  at::parallel_for(0, p.batch * p.out_channels, 1, [&](int64_t begin, int64_t end) {
-    std::vector<Acc<T>> acc(std::min(kRowBlock, p.out_w));
+  // One task per sample and block of kOcBlock output channels of one group (fewer at a group's end).
+  const int64_t blocks_per_group = (p.out_per_group() + kOcBlock - 1) / kOcBlock;
+  const int64_t tasks = p.batch * p.groups * blocks_per_group;
+  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<Acc<T>> acc(kOcBlock * d.accumulators(p));
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / p.out_channels, oc = task % p.out_channels;
-      const int64_t g = oc / p.out_per_group();
+      const int64_t n = task / (p.groups * blocks_per_group), g = task / blocks_per_group % p.groups;
+      const int64_t first = task % blocks_per_group * kOcBlock;
+      const int64_t oc = g * p.out_per_group() + first, count = std::min<int64_t>(kOcBlock, p.out_per_group() - first);
       const T* in = staged.get() + (n * p.in_channels + g * p.in_per_group()) * staged_plane;
-      const T* w = weight + oc * p.col_rows();
-      const Acc<T> b = bias != nullptr ? static_cast<Acc<T>>(bias[oc]) : 0;
-      T* out = y + task * p.out_plane();
-      if (sx.out_step == 1) {
-        direct_channel<T, 1>(p, sy, sx, in, w, b, out, acc);
-      } else {
-        direct_channel<T, 0>(p, sy, sx, in, w, b, out, acc);
+      const T* b = bias != nullptr ? bias + oc : nullptr;
+      T* out = y + (n * p.out_channels + oc) * p.out_plane();
+      for (int64_t j = 0; j < count; j += count == kOcBlock ? kOcBlock : 1) {
+        const T* w = weight + (oc + j) * p.col_rows();
+        if (count == kOcBlock && d.sx.out_step == 1) {
+          direct_channels<T, 1, kOcBlock>(p, d, in, w, b, out, acc.data());
+        } else if (count == kOcBlock) {
+          direct_channels<T, 0, kOcBlock>(p, d, in, w, b, out, acc.data());
+        } else if (d.sx.out_step == 1) {
+          direct_channels<T, 1, 1>(p, d, in, w, b != nullptr ? b + j : nullptr, out + j * p.out_plane(), acc.data());
+        } else {
+          direct_channels<T, 0, 1>(p, d, in, w, b != nullptr ? b + j : nullptr, out + j * p.out_plane(), acc.data());
+        }
       }
     }
   });
@@ -180,15 +236,17 @@ Conv2dParams tile_params(const Conv2dParams& p, int64_t oh0, int64_t rows, int64
 // for the group's output channels o, where out's channels are `channel_ld`
 // apart and its rows `row_ld` (those of the whole output).
 template <typename T>
-void gemm_tile(const Conv2dParams& t, const T* w, const T* bias, const T* col, T* out, int64_t channel_ld,
+CNNEXT_ISA_CLONES void gemm_tile(const Conv2dParams& t, const T* w, const T* bias, const T* col, T* out, int64_t channel_ld,
                int64_t row_ld, std::vector<Acc<T>>& acc) {
   using A = Acc<T>;
   const int64_t pixels = t.out_plane(), depth = t.col_rows();
   for (int64_t o = 0; o < t.out_per_group(); ++o) {
     std::fill(acc.begin(), acc.begin() + pixels, bias != nullptr ? static_cast<A>(bias[o]) : A(0));
     const T* w_row = w + o * depth;
-    for (int64_t k = 0; k < depth; ++k)
-      multiply_add_row<T, 1>(acc.data(), static_cast<A>(w_row[k]), col + k * pixels, pixels, 1);
+    for (int64_t k = 0; k < depth; ++k) {
+      const A w_k = static_cast<A>(w_row[k]);
+      multiply_add_rows<T, 1, 1>(acc.data(), pixels, &w_k, col + k * pixels, pixels, 1);
+    }
     for (int64_t r = 0; r < t.out_h; ++r) store_row(acc.data() + r * t.out_w, t.out_w, out + o * channel_ld + r * row_ld);
   }
 }
