@@ -356,8 +356,8 @@ def test_opcheck_on_integers(case):
         "max_pool2d": (ops.max_pool2d.default, (x, [3, 2], [2, 1], [1, 1], [1, 2], True)),
         "avg_pool2d": (ops.avg_pool2d.default, (x.long(), [3, 2], [2, 1], [1, 1], True, False, None)),
         "avg_pool2d_backward": (ops.avg_pool2d_backward.default,
-                                (full_range((2, 4, 4, 7), torch.int64, gen), [2, 4, 7, 6], [3, 2], [2, 1], [1, 1], False,
-                                 True, -3)),
+                                (full_range((2, 4, 4, 7), torch.int64, gen), [2, 4, 7, 6], [3, 2], [2, 1], [1, 1],
+                                 False, True, -3)),
     }
     op, args = samples[case]
     results = torch.library.opcheck(op, args)

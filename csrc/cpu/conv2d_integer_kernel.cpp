@@ -14,14 +14,16 @@
 //
 // Two algorithms, as for the floating types:
 // - direct: the input is first staged into a zero-padded copy (kernel_utils.h),
-//   so borders never reach the inner loop; then each output channel's rows are
-//   accumulated in a row of Acc<T>, one kernel tap at a time: a multiply-add of
-//   one weight over a row of the staged input, which vectorizes.
+//   so borders never reach the inner loop; then blocks of output rows of four
+//   output channels at a time are accumulated in rows of Acc<T>, one kernel
+//   tap at a time: a multiply-add of four weights over a run of the staged
+//   input, which vectorizes (DirectWalk says how the runs cover the plane).
 // - im2col: the output plane is cut into tiles whose columns (im2col.h) fit in
 //   cache; each tile's GEMM, written here rather than taken from ATen, passes
 //   every output channel of the group over that one block of columns.
 // Integer results are exact, so the work is split over threads freely: the
-// results never depend on the thread count.
+// results never depend on the thread count. The hot loops are cloned per ISA
+// (CNNEXT_ISA_CLONES), as the float kernels' are.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -48,7 +50,8 @@ using Acc = std::conditional_t<sizeof(T) <= sizeof(uint32_t), uint32_t, uint64_t
 // stride when it is 1 (known at compile time, so the loop vectorizes), 0 when
 // read at run time.
 template <typename T, int64_t kStride, int kOc>
-CNNEXT_INLINE void multiply_add_rows(Acc<T>* acc, int64_t ld, const Acc<T>* w, const T* src, int64_t n, int64_t stride) {
+CNNEXT_INLINE void multiply_add_rows(Acc<T>* acc, int64_t ld, const Acc<T>* w, const T* src, int64_t n,
+                                    int64_t stride) {
   const int64_t s = kStride > 0 ? kStride : stride;
   for (int64_t i = 0; i < n; ++i) {
     const Acc<T> v = static_cast<Acc<T>>(src[i * s]);
@@ -120,8 +123,8 @@ struct DirectWalk {
 // staged input planes, `weight` and `bias` (may be null) start at channel oc,
 // `out` at its plane.
 template <typename T, int64_t kStride, int kOc>
-CNNEXT_ISA_CLONES void direct_channels(const Conv2dParams& p, const DirectWalk& d, const T* staged, const T* weight, const T* bias,
-                     T* out, Acc<T>* acc) {
+CNNEXT_ISA_CLONES void direct_channels(const Conv2dParams& p, const DirectWalk& d, const T* staged, const T* weight,
+                                       const T* bias, T* out, Acc<T>* acc) {
   using A = Acc<T>;
   const int64_t ld = d.accumulators(p);
   A w[kOc];
@@ -180,17 +183,21 @@ void direct_forward(const Conv2dParams& p, const T* x, const T* weight, const T*
       const T* in = staged.get() + (n * p.in_channels + g * p.in_per_group()) * staged_plane;
       const T* b = bias != nullptr ? bias + oc : nullptr;
       T* out = y + (n * p.out_channels + oc) * p.out_plane();
-      for (int64_t j = 0; j < count; j += count == kOcBlock ? kOcBlock : 1) {
+      const auto run = [&](auto oc_block, int64_t j) {
+        constexpr int kOc = decltype(oc_block)::value;
         const T* w = weight + (oc + j) * p.col_rows();
-        if (count == kOcBlock && d.sx.out_step == 1) {
-          direct_channels<T, 1, kOcBlock>(p, d, in, w, b, out, acc.data());
-        } else if (count == kOcBlock) {
-          direct_channels<T, 0, kOcBlock>(p, d, in, w, b, out, acc.data());
-        } else if (d.sx.out_step == 1) {
-          direct_channels<T, 1, 1>(p, d, in, w, b != nullptr ? b + j : nullptr, out + j * p.out_plane(), acc.data());
+        const T* b_j = b != nullptr ? b + j : nullptr;
+        T* out_j = out + j * p.out_plane();
+        if (d.sx.out_step == 1) {
+          direct_channels<T, 1, kOc>(p, d, in, w, b_j, out_j, acc.data());
         } else {
-          direct_channels<T, 0, 1>(p, d, in, w, b != nullptr ? b + j : nullptr, out + j * p.out_plane(), acc.data());
+          direct_channels<T, 0, kOc>(p, d, in, w, b_j, out_j, acc.data());
         }
+      };
+      if (count == kOcBlock) {
+        run(std::integral_constant<int, kOcBlock>{}, 0);
+      } else {
+        for (int64_t j = 0; j < count; ++j) run(std::integral_constant<int, 1>{}, j);
       }
     }
   });
@@ -236,8 +243,8 @@ Conv2dParams tile_params(const Conv2dParams& p, int64_t oh0, int64_t rows, int64
 // for the group's output channels o, where out's channels are `channel_ld`
 // apart and its rows `row_ld` (those of the whole output).
 template <typename T>
-CNNEXT_ISA_CLONES void gemm_tile(const Conv2dParams& t, const T* w, const T* bias, const T* col, T* out, int64_t channel_ld,
-               int64_t row_ld, std::vector<Acc<T>>& acc) {
+CNNEXT_ISA_CLONES void gemm_tile(const Conv2dParams& t, const T* w, const T* bias, const T* col, T* out,
+                                 int64_t channel_ld, int64_t row_ld, std::vector<Acc<T>>& acc) {
   using A = Acc<T>;
   const int64_t pixels = t.out_plane(), depth = t.col_rows();
   for (int64_t o = 0; o < t.out_per_group(); ++o) {
@@ -247,7 +254,8 @@ CNNEXT_ISA_CLONES void gemm_tile(const Conv2dParams& t, const T* w, const T* bia
       const A w_k = static_cast<A>(w_row[k]);
       multiply_add_rows<T, 1, 1>(acc.data(), pixels, &w_k, col + k * pixels, pixels, 1);
     }
-    for (int64_t r = 0; r < t.out_h; ++r) store_row(acc.data() + r * t.out_w, t.out_w, out + o * channel_ld + r * row_ld);
+    for (int64_t r = 0; r < t.out_h; ++r)
+      store_row(acc.data() + r * t.out_w, t.out_w, out + o * channel_ld + r * row_ld);
   }
 }
 
