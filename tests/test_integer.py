@@ -318,6 +318,17 @@ def test_autocast_leaves_integers_alone():
             assert_same(ops.conv2d(x, w, None, [1, 1], [0, 0, 0, 0], [1, 1], 1, algo), want, algo)
 
 
+def test_vmap_over_integer_inputs():
+    """torch.func.vmap's batching rules carry integer tensors through as any others."""
+    gen = torch.Generator().manual_seed(10)
+    x, w = full_range((3, 2, 4, 6, 6), torch.int16, gen), full_range((3, 4, 3, 3), torch.int16, gen)
+    for fn, ref in [(lambda a: CF.conv2d(a, w, padding=1), lambda a: F.conv2d(a, w, padding=1)),
+                    (lambda a: CF.max_pool2d(a, 2, return_indices=True)[1],
+                     lambda a: F.max_pool2d(a, 2, return_indices=True)[1]),
+                    (lambda a: CF.avg_pool2d(a.long(), 3, 1, 1), lambda a: F.avg_pool2d(a.long(), 3, 1, 1))]:
+        assert_same(torch.func.vmap(fn)(x), torch.stack([ref(a) for a in x]), fn)
+
+
 def test_fake_kernels_give_integer_dtypes():
     """torch.compile / torch.export see the right output dtype (the fake kernels keep the input's)."""
     with FakeTensorMode() as mode:
