@@ -136,13 +136,13 @@ def section(title: str, header: Sequence[str], rows: Iterable[Sequence[str]], no
     return [*lines, ""]
 
 
-def conv_section(table: Table) -> list[str]:
+def conv_section(table: Table, kind: str = "conv", title: str = "conv2d") -> list[str]:
     peak = table.reference("mm")
     header = ["layer", "pass", *(f"{SHORT[i]} ms" for i in CONV_IMPLS),
               *(f"torch/{SHORT[a]}" for a in CNNEXT_ALGOS), "auto ÷ best time",
               "GFLOP/s torch (of mm peak)", "GFLOP/s best cnnext (of mm peak)", "page faults/call"]
     rows = []
-    for (_, phase, case), impls in table.rows("conv"):
+    for (_, phase, case), impls in table.rows(kind):
         torch_ = impls.get("torch")
         best = fastest(impls, EXPLICIT_ALGOS)
         rows.append([
@@ -156,7 +156,14 @@ def conv_section(table: Table) -> list[str]:
     note = ("best = the faster of direct and im2col; auto ÷ best time: auto's median over"
             " best's (1.00 = auto picked the winner). GFLOP/s counts 2·MAC of forward,"
             " grad_weight and, except for first layers (image input), grad_input. " + FAULTS_NOTE)
-    return section("conv2d", header, rows, note)
+    return section(title, header, rows, note)
+
+
+def conv1d_section(table: Table) -> list[str]:
+    """The conv1d cases, when the run measured any (older result files have none)."""
+    if not list(table.rows("conv1d")):
+        return []
+    return conv_section(table, "conv1d", "conv1d (on the 2-D kernels, height 1)")
 
 
 def pool_section(table: Table, kind: str = "pool", title: str = "max_pool2d") -> list[str]:
@@ -206,11 +213,12 @@ def reference_section(table: Table) -> list[str]:
 def summary_section(table: Table) -> list[str]:
     """Geometric mean, min and max of torch/cnnext per kind, pass and implementation."""
     rows = []
-    for kind, phases in (("conv", ("fwd", "fwd+bwd")), ("pool", ("fwd", "fwd+bwd")), ("avgpool", ("fwd", "fwd+bwd")),
-                         ("train", ("step",))):
+    for kind, phases in (("conv", ("fwd", "fwd+bwd")), ("conv1d", ("fwd", "fwd+bwd")), ("pool", ("fwd", "fwd+bwd")),
+                         ("avgpool", ("fwd", "fwd+bwd")), ("train", ("step",))):
         for phase in phases:
             cases = [impls for (k, p, _), impls in table.rows(kind) if p == phase]
-            algos = {"pool": POOL_IMPLS[1:], "avgpool": POOL_IMPLS[1:], "conv": (*CNNEXT_ALGOS, "best")}.get(kind, (*TRAIN_ALGOS, "best"))
+            algos = {"pool": POOL_IMPLS[1:], "avgpool": POOL_IMPLS[1:], "conv": (*CNNEXT_ALGOS, "best"),
+                     "conv1d": (*CNNEXT_ALGOS, "best")}.get(kind, (*TRAIN_ALGOS, "best"))
             for algo in algos:
                 chosen = [fastest(impls, EXPLICIT_ALGOS) if algo == "best" else impls.get(algo)
                           for impls in cases]
@@ -262,7 +270,7 @@ def render(document: dict[str, Any], entries: list[Entry], source: str, scaling:
     for device in sorted({e.device for e in entries}):
         table = Table(e for e in entries if e.device == device)
         lines += [f"## {device}", ""]
-        for section in (summary_section, reference_section, conv_section, pool_section, avg_pool_section,
+        for section in (summary_section, reference_section, conv_section, conv1d_section, pool_section, avg_pool_section,
                         train_section):
             lines += section(table)
     if scaling:

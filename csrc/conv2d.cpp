@@ -22,6 +22,12 @@ enum class Pass { Forward, GradInput, GradWeight };
 //   speed. With vectors over output channels (channels in whole 16s, and a
 //   plane of at most 64 pixels or >= 32 channels and >= 64 multiply-adds per
 //   output; see the CPU direct kernel) direct measured 1.07 - 6x faster.
+// - pointwise layers (is_pointwise: 1 x 1, stride 1, no padding): im2col for
+//   every pass, where they are one GEMM with no column copy; the direct
+//   kernels' register tiles reuse each input load across a kernel window,
+//   and a 1 x 1 window has nothing to reuse.
+// - depthwise layers (is_depthwise): direct for every pass, which runs them on
+//   kernels of their own, with no wasted channels and no column buffer.
 // - grad_input: direct when C_in/groups >= 8 and the stride is 1. Its kernel
 //   computes 8 (or 16) input channels at a time, which first layers (1 or 3
 //   input channels) and depthwise layers would mostly waste; with a stride it
@@ -37,11 +43,13 @@ bool strided_with_pixel_vectors(const Conv2dParams& p) {
 }
 
 ConvAlgo choose_algo(const Conv2dParams& p, Pass pass) {
+  if (is_pointwise(p)) return ConvAlgo::Im2col;
   switch (pass) {
     case Pass::Forward:
     case Pass::GradWeight:
       return strided_with_pixel_vectors(p) ? ConvAlgo::Im2col : ConvAlgo::Direct;
     case Pass::GradInput:
+      if (is_depthwise(p)) return ConvAlgo::Direct;
       return p.in_per_group() >= 8 && p.stride_h == 1 && p.stride_w == 1 ? ConvAlgo::Direct : ConvAlgo::Im2col;
   }
   return ConvAlgo::Direct;

@@ -42,6 +42,23 @@ struct Conv2dParams {
   int64_t col_rows() const { return in_per_group() * kernel_plane(); }
 };
 
+// A depthwise convolution as the direct algorithm runs it with its own kernels:
+// one input channel per group, and fewer output channels per group than the
+// general direct kernels compute in one pass over the input (8, all of which
+// but these would be wasted); windows that leave no gaps (stride at most the
+// dilated kernel), so that a staged plane is never larger than the padded input.
+inline bool is_depthwise(const Conv2dParams& p) {
+  return p.in_per_group() == 1 && p.out_per_group() < 8 && p.stride_h <= (p.kernel_h - 1) * p.dilation_h + 1 &&
+         p.stride_w <= (p.kernel_w - 1) * p.dilation_w + 1;
+}
+
+// A pointwise convolution: 1 x 1, stride 1, no padding. Its im2col column
+// matrix is the input itself, and the convolution a plain GEMM.
+inline bool is_pointwise(const Conv2dParams& p) {
+  return p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 &&
+         p.pad_left == 0 && p.out_h == p.in_h && p.out_w == p.in_w;
+}
+
 // Max pooling over each (n, c) plane independently; the kernels see the input
 // as `planes` = N * C planes of H x W.
 struct Pool2dParams {

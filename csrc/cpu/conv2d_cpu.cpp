@@ -72,8 +72,9 @@ void conv2d_forward(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& inpu
       [&](at::Tensor& y, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
         if (algo == ConvAlgo::Im2col) return im2col_forward(p, x, w, b, y);
         AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cnnext_direct_forward", [&] {
-          direct_forward<scalar_t>(p, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                   optional_data<scalar_t>(b), y.mutable_data_ptr<scalar_t>());
+          (is_depthwise(p) ? depthwise_forward<scalar_t> : direct_forward<scalar_t>)(
+              p, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), optional_data<scalar_t>(b),
+              y.mutable_data_ptr<scalar_t>());
         });
       },
       input, weight, bias);
@@ -86,8 +87,8 @@ void conv2d_grad_input(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& g
       [&](at::Tensor& dx, const at::Tensor& dy, const at::Tensor& w) {
         if (algo == ConvAlgo::Im2col) return im2col_grad_input(p, dy, w, dx);
         AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "cnnext_direct_grad_input", [&] {
-          direct_grad_input<scalar_t>(p, dy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                      dx.mutable_data_ptr<scalar_t>());
+          (is_depthwise(p) ? depthwise_grad_input<scalar_t> : direct_grad_input<scalar_t>)(
+              p, dy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>());
         });
       },
       grad_output, weight);
@@ -102,9 +103,9 @@ void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& 
       [&](at::Tensor& dw, const at::Tensor& dy, const at::Tensor& x) {
         if (algo == ConvAlgo::Im2col) return im2col_grad_weight(p, dy, x, dw);
         AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "cnnext_direct_grad_weight", [&] {
-          direct_grad_weight<scalar_t>(p, dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                       dw.mutable_data_ptr<scalar_t>(),
-                                       fused_bias ? grad_bias.mutable_data_ptr<scalar_t>() : nullptr);
+          (is_depthwise(p) ? depthwise_grad_weight<scalar_t> : direct_grad_weight<scalar_t>)(
+              p, dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), dw.mutable_data_ptr<scalar_t>(),
+              fused_bias ? grad_bias.mutable_data_ptr<scalar_t>() : nullptr);
         });
       },
       grad_output, input);

@@ -106,6 +106,21 @@ void scatter_operand(const at::Tensor& m, at::Tensor& t, int64_t groups, int64_t
   slice.transpose(0, 1).copy_(m.view({slice.size(1), count, t.size(2), t.size(3)}));
 }
 
+// The columns of samples [n, n + count), group g, as (K, count * L): for a
+// pointwise convolution (params.h) the input slice itself, (C_in/g, H*W), a
+// view for one sample, else copied side by side into `col`; otherwise built
+// in `col` by im2col.
+template <typename T>
+at::Tensor columns(const Conv2dParams& p, const at::Tensor& input, int64_t n, int64_t count, int64_t g,
+                   at::Tensor& col) {
+  if (is_pointwise(p)) return gemm_operand(input, p.groups, n, count, g, col, /*fill=*/true);
+  const int64_t L = p.out_plane(), ld = col.size(1);
+  const at::Tensor x = group_slice(input, p.groups, n, count, g);
+  for (int64_t s = 0; s < count; ++s)
+    im2col(p, x.select(0, s).const_data_ptr<T>(), col.mutable_data_ptr<T>() + s * L, ld);
+  return col.narrow(1, 0, count * L);
+}
+
 }  // namespace
 
 void im2col_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
@@ -119,16 +134,13 @@ void im2col_forward(const Conv2dParams& p, const at::Tensor& input, const at::Te
       for (int64_t block = begin; block < end; ++block) {
         const int64_t n = block * S, count = std::min(S, p.batch - n);
         for (int64_t g = 0; g < p.groups; ++g) {
-          const at::Tensor x = group_slice(input, p.groups, n, count, g);
-          for (int64_t s = 0; s < count; ++s)
-            im2col(p, x.select(0, s).const_data_ptr<scalar_t>(), col.mutable_data_ptr<scalar_t>() + s * L, S * L);
+          const at::Tensor cols = columns<scalar_t>(p, input, n, count, g, col);
           at::Tensor y = gemm_operand(output, p.groups, n, count, g, y_buffer, /*fill=*/false);
-          const at::Tensor columns = col.narrow(1, 0, count * L);
           if (bias.defined()) {
             at::addmm_out(y, bias.narrow(0, g * p.out_per_group(), p.out_per_group()).unsqueeze(1),
-                          weight_matrix(p, weight, g), columns);
+                          weight_matrix(p, weight, g), cols);
           } else {
-            at::mm_out(y, weight_matrix(p, weight, g), columns);
+            at::mm_out(y, weight_matrix(p, weight, g), cols);
           }
           scatter_operand(y, output, p.groups, n, count, g);
         }
@@ -149,11 +161,17 @@ void im2col_grad_input(const Conv2dParams& p, const at::Tensor& grad_output, con
         const int64_t n = block * S, count = std::min(S, p.batch - n);
         for (int64_t g = 0; g < p.groups; ++g) {
           const at::Tensor dy = gemm_operand(grad_output, p.groups, n, count, g, dy_buffer, /*fill=*/true);
-          at::Tensor columns = col.narrow(1, 0, count * L);
-          at::mm_out(columns, weight_matrix(p, weight, g).t(), dy);
+          if (is_pointwise(p)) {  // the column gradient is the input gradient: no col2im
+            at::Tensor dx = gemm_operand(grad_input, p.groups, n, count, g, col, /*fill=*/false);
+            at::mm_out(dx, weight_matrix(p, weight, g).t(), dy);
+            scatter_operand(dx, grad_input, p.groups, n, count, g);
+            continue;
+          }
+          at::Tensor dcol = col.narrow(1, 0, count * L);
+          at::mm_out(dcol, weight_matrix(p, weight, g).t(), dy);
           at::Tensor dx = group_slice(grad_input, p.groups, n, count, g);
           for (int64_t s = 0; s < count; ++s)
-            col2im(p, columns.const_data_ptr<scalar_t>() + s * L, columns.stride(0),
+            col2im(p, dcol.const_data_ptr<scalar_t>() + s * L, dcol.stride(0),
                    dx.select(0, s).mutable_data_ptr<scalar_t>());
         }
       }
@@ -178,11 +196,9 @@ void im2col_grad_weight(const Conv2dParams& p, const at::Tensor& grad_output, co
         for (int64_t n = chunking.begin(chunk); n < last; n += S) {
           const int64_t count = std::min(S, last - n);
           for (int64_t g = 0; g < p.groups; ++g) {
-            const at::Tensor x = group_slice(input, p.groups, n, count, g);
-            for (int64_t s = 0; s < count; ++s)
-              im2col(p, x.select(0, s).const_data_ptr<scalar_t>(), col.mutable_data_ptr<scalar_t>() + s * L, S * L);
+            const at::Tensor cols = columns<scalar_t>(p, input, n, count, g, col);
             const at::Tensor dy = gemm_operand(grad_output, p.groups, n, count, g, dy_buffer, /*fill=*/true);
-            partials.select(0, chunk).select(0, g).addmm_(dy, col.narrow(1, 0, count * L).t());
+            partials.select(0, chunk).select(0, g).addmm_(dy, cols.t());
           }
         }
       }

@@ -19,6 +19,16 @@ template <typename T>
 void direct_grad_weight(const Conv2dParams& p, const T* grad_output, const T* input, T* grad_weight,
                         T* grad_bias);
 
+// The depthwise family of the direct algorithm (conv2d_depthwise_kernel.cpp), for the
+// convolutions params.h's is_depthwise() names.
+template <typename T>
+void depthwise_forward(const Conv2dParams& p, const T* input, const T* weight, const T* bias, T* output);
+template <typename T>
+void depthwise_grad_input(const Conv2dParams& p, const T* grad_output, const T* weight, T* grad_input);
+template <typename T>
+void depthwise_grad_weight(const Conv2dParams& p, const T* grad_output, const T* input, T* grad_weight,
+                           T* grad_bias);
+
 // The sum of x[0:n], vectorized for the widest ISA the CPU has.
 float plane_sum(const float* x, int64_t n);
 double plane_sum(const double* x, int64_t n);

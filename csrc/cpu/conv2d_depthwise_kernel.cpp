@@ -1,0 +1,325 @@
+// Depthwise convolution on the CPU: every output channel reads one input
+// channel (C_in / groups == 1; output channel oc reads input channel
+// oc / multiplier). The general direct kernels compute kOcBlock output
+// channels per pass over the input and would waste all but `multiplier` of
+// them here, so this family computes one plane at a time, with vectors over
+// pixels and no waste: out[oh][ow] = sum over the kernel taps t of
+// w[t] * staged[start(oh, ow) + offset[t]].
+//
+// Staging (a zero-padded copy of one plane, as in the other direct kernels)
+// takes one of two layouts:
+// - flat (stride 1): rows exactly as wide as the windows need, so that every
+//   tap is a constant offset from f = oh * cols + ow and vectors run over
+//   whole rows and across row ends (the columns past out_w are computed and
+//   dropped): narrow planes (7 x 7, 14 x 14) waste few lanes;
+// - phased (a stride): each staged row holds its columns split by phase,
+//   column x at phase x % stride_w, index x / stride_w, so that the taps of
+//   a strided window read consecutive outputs from consecutive addresses
+//   (no gather per tap). Vectors then run along each output row.
+// grad_input is the flat correlation of grad_output, spread out by the stride
+// and padded (Staging's up/off), with the flipped kernel, summed over the
+// multiplier's planes. grad_weight pairs each staged input row with the row of
+// grad_output that reads it, per tap; it reduces the batch in BatchChunks.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "conv2d_kernels.h"
+#include "kernel_utils.h"
+
+namespace cnnext {
+namespace cpu {
+namespace {
+
+// Vectors of outputs computed together: one accumulator each, so that the
+// FMAs of consecutive taps do not wait for each other.
+constexpr int64_t kDepthwiseVectors = 4;
+
+// acc[u] = sum_t w[t] * (the vector at staged + start[u] + offset[t]) for kU vectors.
+template <typename T, int64_t kU>
+CNNEXT_INLINE void tap_sums(const T* staged, const int64_t* start, const int64_t* offset, const T* w, int64_t taps,
+                            Vec<T> (&acc)[kU]) {
+  for (int64_t t = 0; t < taps; ++t) {
+    const T* x = staged + offset[t];
+    const T wt = w[t];
+    for (int64_t u = 0; u < kU; ++u) acc[u] += wt * load_vec(x + start[u]);
+  }
+}
+
+// scratch[i * V: (i + 1) * V] = the sums of the vector starting at staged + start[i], for i < vectors.
+template <typename T>
+CNNEXT_INLINE void correlate_vectors(const T* staged, const int64_t* start, int64_t vectors, const int64_t* offset,
+                                     const T* w, int64_t taps, T* scratch) {
+  constexpr int64_t V = kVec<T>;
+  int64_t i = 0;
+  for (; i + kDepthwiseVectors <= vectors; i += kDepthwiseVectors) {
+    Vec<T> acc[kDepthwiseVectors] = {};
+    tap_sums<T, kDepthwiseVectors>(staged, start + i, offset, w, taps, acc);
+    for (int64_t u = 0; u < kDepthwiseVectors; ++u) store_vec(scratch + (i + u) * V, acc[u]);
+  }
+  for (; i < vectors; ++i) {
+    Vec<T> acc[1] = {};
+    tap_sums<T, 1>(staged, start + i, offset, w, taps, acc);
+    store_vec(scratch + i * V, acc[0]);
+  }
+}
+
+// The staged geometry of one plane for a correlation with `out_h` x `out_w`
+// outputs, and where each output vector and each tap start in it.
+struct DepthwiseLayout {
+  Staging staging;          // rows x cols, cols = phases * phase_cols
+  int64_t phases;           // stride_w of the phased layout; 1 when flat
+  int64_t phase_cols;       // staged columns per phase
+  int64_t plane;            // elements per staged plane, slack included
+  int64_t pitch;            // scratch elements between output rows
+  std::vector<int64_t> start;   // staged offset of each output vector (scratch holds them in order)
+  std::vector<int64_t> offset;  // staged offset of each tap, kernel-row major
+};
+
+// The flat layout for a stride-1 correlation of a kernel_h x kernel_w kernel
+// (dilations dh, dw) with out_h x out_w outputs, the source placed at
+// (off_y, off_x) and spread by (up_y, up_x) (see Staging).
+template <typename T>
+DepthwiseLayout flat_layout(int64_t out_h, int64_t out_w, int64_t kernel_h, int64_t kernel_w, int64_t dh, int64_t dw,
+                            int64_t off_y, int64_t off_x, int64_t up_y, int64_t up_x) {
+  constexpr int64_t V = kVec<T>;
+  DepthwiseLayout l;
+  const int64_t rows = out_h + (kernel_h - 1) * dh, cols = out_w + (kernel_w - 1) * dw;
+  l.staging = {rows, cols, off_y, off_x, up_y, up_x};
+  l.phases = 1;
+  l.phase_cols = cols;
+  l.pitch = cols;
+  const int64_t positions = round_up(out_h * cols, V);
+  for (int64_t f = 0; f < positions; f += V) l.start.push_back(f);
+  for (int64_t kh = 0; kh < kernel_h; ++kh)
+    for (int64_t kw = 0; kw < kernel_w; ++kw) l.offset.push_back(kh * dh * cols + kw * dw);
+  // The last vector reads up to the last tap's offset past the last position.
+  l.plane = std::max(rows * cols, positions + l.offset.back());
+  return l;
+}
+
+// The phased layout of a forward correlation (stride, padding, dilation of p).
+template <typename T>
+DepthwiseLayout phased_layout(const Conv2dParams& p) {
+  constexpr int64_t V = kVec<T>;
+  DepthwiseLayout l;
+  const int64_t padded_w = round_up(p.out_w, V);  // outputs computed per row
+  l.phases = p.stride_w;
+  l.phase_cols = padded_w + (p.kernel_w - 1) * p.dilation_w / p.stride_w;
+  const int64_t rows = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
+  l.staging = {rows, l.phases * l.phase_cols, p.pad_top, p.pad_left, 1, 1};
+  l.plane = rows * l.staging.cols;
+  l.pitch = padded_w;
+  for (int64_t oh = 0; oh < p.out_h; ++oh)
+    for (int64_t ow = 0; ow < padded_w; ow += V) l.start.push_back(oh * p.stride_h * l.staging.cols + ow);
+  for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
+    for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+      const int64_t x = kw * p.dilation_w;
+      l.offset.push_back(kh * p.dilation_h * l.staging.cols + x % p.stride_w * l.phase_cols + x / p.stride_w);
+    }
+  }
+  return l;
+}
+
+// Copies one source plane into a phased staging plane: staged row y, phase q,
+// index i holds src[y - off_y][i * phases + q - off_x], zero outside the source.
+template <typename T>
+void stage_phased(const T* src, int64_t src_h, int64_t src_w, const DepthwiseLayout& l, T* dst) {
+  const Staging& s = l.staging;
+  std::fill(dst, dst + l.plane, T(0));
+  for (int64_t y = 0; y < s.rows; ++y) {
+    const int64_t sy = y - s.off_y;
+    if (sy < 0 || sy >= src_h) continue;
+    const T* in = src + sy * src_w;
+    T* out = dst + y * s.cols;
+    for (int64_t q = 0; q < l.phases; ++q) {
+      // Source columns i * phases + q - off_x for i < phase_cols, clipped to [0, src_w).
+      const int64_t first = q - s.off_x;
+      const int64_t lo = first >= 0 ? 0 : ceil_div_nonneg(-first, l.phases);
+      const int64_t hi = std::min(l.phase_cols, src_w - first <= 0 ? 0 : ceil_div_nonneg(src_w - first, l.phases));
+      T* phase = out + q * l.phase_cols;
+      for (int64_t i = lo; i < hi; ++i) phase[i] = in[i * l.phases + first];
+    }
+  }
+}
+
+template <typename T>
+void stage(const T* src, int64_t planes, int64_t src_h, int64_t src_w, const DepthwiseLayout& l, T* dst) {
+  if (l.phases == 1) {
+    // Flat planes lie l.plane apart; stage_planes writes them rows * cols apart.
+    for (int64_t c = 0; c < planes; ++c) {
+      stage_planes(src + c * src_h * src_w, 1, src_h, src_w, l.staging, dst + c * l.plane);
+      std::fill(dst + c * l.plane + l.staging.rows * l.staging.cols, dst + (c + 1) * l.plane, T(0));
+    }
+  } else {
+    for (int64_t c = 0; c < planes; ++c) stage_phased(src + c * src_h * src_w, src_h, src_w, l, dst + c * l.plane);
+  }
+}
+
+// out (out_h x out_w) = bias + the correlation of the staged plane(s) with the taps of `w` at
+// `offset`, through `scratch` (the vectors of l.start, rows l.pitch apart).
+template <typename T>
+CNNEXT_ISA_CLONES void correlate_plane(const DepthwiseLayout& l, const T* staged, const int64_t* offset,
+                                       const T* w, int64_t taps, T bias, int64_t out_h, int64_t out_w, T* scratch,
+                                       T* out) {
+  correlate_vectors(staged, l.start.data(), static_cast<int64_t>(l.start.size()), offset, w, taps, scratch);
+  for (int64_t oh = 0; oh < out_h; ++oh)
+    transform_row(scratch + oh * l.pitch, out_w, out + oh * out_w, [bias](auto v) CNNEXT_LAMBDA_INLINE { return v + bias; });
+}
+
+}  // namespace
+
+template <typename T>
+void depthwise_forward(const Conv2dParams& p, const T* input, const T* weight, const T* bias, T* output) {
+  const int64_t m = p.out_per_group(), taps = p.kernel_plane();
+  const bool flat = p.stride_h == 1 && p.stride_w == 1;
+  const DepthwiseLayout l = flat ? flat_layout<T>(p.out_h, p.out_w, p.kernel_h, p.kernel_w, p.dilation_h,
+                                                  p.dilation_w, p.pad_top, p.pad_left, 1, 1)
+                                 : phased_layout<T>(p);
+  const int64_t vectors = static_cast<int64_t>(l.start.size());
+  at::parallel_for(0, p.batch * p.in_channels, 1, [&](int64_t begin, int64_t end) {
+    AlignedBuffer<T> staged(l.plane);
+    AlignedBuffer<T> scratch(vectors * kVec<T>);
+    for (int64_t task = begin; task < end; ++task) {  // task = n * C_in + c
+      const int64_t c = task % p.in_channels;
+      stage(input + task * p.in_plane(), 1, p.in_h, p.in_w, l, staged.data());
+      for (int64_t j = 0; j < m; ++j) {
+        const int64_t oc = c * m + j;
+        correlate_plane(l, staged.data(), l.offset.data(), weight + oc * taps, taps, bias ? bias[oc] : T(0),
+                        p.out_h, p.out_w, scratch.data(), output + (task * m + j) * p.out_plane());
+      }
+    }
+  });
+}
+
+template <typename T>
+void depthwise_grad_input(const Conv2dParams& p, const T* grad_output, const T* weight, T* grad_input) {
+  // dx[c] = sum_j corr(grad_output[c*m + j] spread by the stride, w[c*m + j] flipped), as direct_grad_input.
+  const int64_t m = p.out_per_group(), taps = p.kernel_plane();
+  const DepthwiseLayout l = flat_layout<T>(p.in_h, p.in_w, p.kernel_h, p.kernel_w, p.dilation_h, p.dilation_w,
+                                           p.dilation_h * (p.kernel_h - 1) - p.pad_top,
+                                           p.dilation_w * (p.kernel_w - 1) - p.pad_left, p.stride_h, p.stride_w);
+  const int64_t vectors = static_cast<int64_t>(l.start.size());
+  // The m planes' taps as one reduction: offsets into plane j, weights flipped.
+  std::vector<int64_t> offset(m * taps);
+  for (int64_t j = 0; j < m; ++j)
+    for (int64_t t = 0; t < taps; ++t) offset[j * taps + t] = j * l.plane + l.offset[t];
+  std::vector<T> flipped(p.out_channels * taps);
+  for (int64_t oc = 0; oc < p.out_channels; ++oc)
+    for (int64_t t = 0; t < taps; ++t) flipped[oc * taps + t] = weight[oc * taps + taps - 1 - t];
+  at::parallel_for(0, p.batch * p.in_channels, 1, [&](int64_t begin, int64_t end) {
+    AlignedBuffer<T> staged(m * l.plane);
+    AlignedBuffer<T> scratch(vectors * kVec<T>);
+    for (int64_t task = begin; task < end; ++task) {  // task = n * C_in + c; its m gradient planes are adjacent
+      const int64_t c = task % p.in_channels;
+      stage(grad_output + task * m * p.out_plane(), m, p.out_h, p.out_w, l, staged.data());
+      correlate_plane(l, staged.data(), offset.data(), flipped.data() + c * m * taps, m * taps, T(0), p.in_h,
+                      p.in_w, scratch.data(), grad_input + task * p.in_plane());
+    }
+  });
+}
+
+namespace {
+
+// partial[t] += sum over the rows and vectors of one sample of gy_row . staged_row(t), for kTaps
+// taps from `offset`: one accumulator per tap, each grad_output vector loaded once for all of them.
+// The last vector of a row covers `tail` lanes (0: whole); its input lanes past them are cleared,
+// since the padded grad_output lanes are zero but 0 * inf is NaN.
+template <typename T, int64_t kTaps>
+CNNEXT_INLINE void weight_taps(const T* staged, const DepthwiseLayout& l, const T* gy, int64_t out_h,
+                               int64_t row_vectors, const Bits<T>& tail_keep, bool tail, const int64_t* offset,
+                               T* partial) {
+  constexpr int64_t V = kVec<T>;
+  Vec<T> acc[kTaps] = {};
+  for (int64_t oh = 0; oh < out_h; ++oh) {
+    const int64_t* start = l.start.data() + oh * row_vectors;
+    const T* g = gy + oh * l.pitch;
+    for (int64_t v = 0; v < row_vectors; ++v) {
+      const Vec<T> gv = load_vec(g + v * V);
+      const bool masked = tail && v == row_vectors - 1;
+      for (int64_t k = 0; k < kTaps; ++k) {
+        Vec<T> xv = load_vec(staged + start[v] + offset[k]);
+        if (masked) xv = keep_lanes<T>(xv, tail_keep);
+        acc[k] += gv * xv;
+      }
+    }
+  }
+  for (int64_t k = 0; k < kTaps; ++k) {
+    T sum = 0;
+    for (int64_t v = 0; v < V; ++v) sum += acc[k][v];
+    partial[k] += sum;
+  }
+}
+
+template <typename T>
+CNNEXT_ISA_CLONES void weight_plane(const T* staged, const DepthwiseLayout& l, const T* gy, int64_t out_h,
+                                    int64_t out_w, T* partial) {
+  constexpr int64_t V = kVec<T>;
+  const int64_t row_vectors = l.pitch / V, taps = static_cast<int64_t>(l.offset.size());
+  const int64_t tail_lanes = out_w % V;
+  const Bits<T> tail_keep = lane_mask<T>(0, tail_lanes);
+  int64_t t = 0;
+  for (; t + 8 <= taps; t += 8)
+    weight_taps<T, 8>(staged, l, gy, out_h, row_vectors, tail_keep, tail_lanes != 0, l.offset.data() + t, partial + t);
+  for (; t + 4 <= taps; t += 4)
+    weight_taps<T, 4>(staged, l, gy, out_h, row_vectors, tail_keep, tail_lanes != 0, l.offset.data() + t, partial + t);
+  for (; t < taps; ++t)
+    weight_taps<T, 1>(staged, l, gy, out_h, row_vectors, tail_keep, tail_lanes != 0, l.offset.data() + t, partial + t);
+}
+
+}  // namespace
+
+template <typename T>
+void depthwise_grad_weight(const Conv2dParams& p, const T* grad_output, const T* input, T* grad_weight,
+                           T* grad_bias) {
+  // Rows of whole vectors (the phased layout; stride 1 is one phase), with
+  // grad_output copied into rows of the same padded width, zeros past out_w.
+  const int64_t m = p.out_per_group(), taps = p.kernel_plane();
+  const DepthwiseLayout l = phased_layout<T>(p);
+  const BatchChunks chunking(p.batch);
+  const int64_t chunks = chunking.count;
+  std::vector<T> partials(chunks * p.out_channels * taps, T(0));
+  std::vector<double> bias_partials(grad_bias ? chunks * p.out_channels : 0, 0.0);
+  at::parallel_for(0, chunks * p.in_channels, 1, [&](int64_t begin, int64_t end) {
+    AlignedBuffer<T> staged(l.plane);
+    AlignedBuffer<T> gy(p.out_h * l.pitch);
+    for (int64_t task = begin; task < end; ++task) {  // task = chunk * C_in + c
+      const int64_t chunk = task / p.in_channels, c = task % p.in_channels;
+      for (int64_t n = chunking.begin(chunk); n < chunking.begin(chunk + 1); ++n) {
+        stage(input + (n * p.in_channels + c) * p.in_plane(), 1, p.in_h, p.in_w, l, staged.data());
+        for (int64_t j = 0; j < m; ++j) {
+          const int64_t oc = c * m + j;
+          const T* src = grad_output + (n * p.out_channels + oc) * p.out_plane();
+          for (int64_t oh = 0; oh < p.out_h; ++oh)
+            std::copy(src + oh * p.out_w, src + (oh + 1) * p.out_w, gy.data() + oh * l.pitch);
+          weight_plane(staged.data(), l, gy.data(), p.out_h, p.out_w,
+                       partials.data() + (chunk * p.out_channels + oc) * taps);
+          if (grad_bias) bias_partials[chunk * p.out_channels + oc] += plane_sum(src, p.out_plane());
+        }
+      }
+    }
+  });
+  // The chunks' partial sums, added in chunk order (deterministic whatever the thread count).
+  for (int64_t i = 0; i < p.out_channels * taps; ++i) {
+    T sum = 0;
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) sum += partials[chunk * p.out_channels * taps + i];
+    grad_weight[i] = sum;
+  }
+  for (int64_t oc = 0; grad_bias && oc < p.out_channels; ++oc) {
+    double sum = 0;
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) sum += bias_partials[chunk * p.out_channels + oc];
+    grad_bias[oc] = static_cast<T>(sum);
+  }
+}
+
+#define CNNEXT_INSTANTIATE(T)                                                                \
+  template void depthwise_forward<T>(const Conv2dParams&, const T*, const T*, const T*, T*); \
+  template void depthwise_grad_input<T>(const Conv2dParams&, const T*, const T*, T*);        \
+  template void depthwise_grad_weight<T>(const Conv2dParams&, const T*, const T*, T*, T*);
+CNNEXT_INSTANTIATE(float)
+CNNEXT_INSTANTIATE(double)
+#undef CNNEXT_INSTANTIATE
+
+}  // namespace cpu
+}  // namespace cnnext

@@ -1,0 +1,154 @@
+"""Layer families with paths of their own: depthwise (the direct algorithm's own kernels: one input channel per
+group, fewer than 8 outputs per group) and pointwise (1 x 1, stride 1, no padding: im2col without the column
+copy). Values and all gradients against the float64 F.conv2d on random shapes, gradcheck, non-finite inputs,
+thread counts, and what auto picks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnnext import functional as CF
+
+from test_conv2d import assert_direct_matches_reference
+
+
+def random_depthwise_config(rng: np.random.Generator) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
+    """Input shape, weight shape and kwargs of a random depthwise convolution whose windows leave no gaps."""
+    while True:
+        channels, multiplier = int(rng.integers(1, 12)), int(rng.choice([1, 1, 2, 3, 7]))
+        kernel = (int(rng.integers(1, 6)), int(rng.integers(1, 6)))
+        dilation = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        spans = [d * (k - 1) + 1 for d, k in zip(dilation, kernel)]
+        stride = tuple(int(rng.integers(1, min(3, span) + 1)) for span in spans)
+        padding = (int(rng.integers(0, 3)), int(rng.integers(0, 3)))
+        size = (int(rng.integers(1, 20)), int(rng.integers(1, 40)))
+        if any(s + 2 * p < span for s, p, span in zip(size, padding, spans)):
+            continue
+        kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=channels)
+        return (int(rng.integers(1, 4)), channels, *size), (channels * multiplier, 1, *kernel), kwargs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_torch_on_random_configs(dtype, device, rng):
+    """120 random depthwise configurations (multipliers 1 - 7, strides, dilations, narrow and wide planes):
+    output and the gradients of input, weight and bias equal the float64 reference."""
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    for _ in range(120):
+        x_shape, w_shape, kwargs = random_depthwise_config(rng)
+        x = torch.randn(x_shape, dtype=dtype, generator=gen).to(device).requires_grad_()
+        w = torch.randn(w_shape, dtype=dtype, generator=gen).to(device).requires_grad_()
+        b = torch.randn(w_shape[0], dtype=dtype, generator=gen).to(device).requires_grad_()
+        assert_direct_matches_reference(x, w, b, kwargs, gen, label=f"{x_shape} {w_shape} {kwargs}")
+
+
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs",
+    [
+        ((2, 2, 5, 6), (2, 1, 3, 3), dict(groups=2, padding=1)),
+        ((1, 2, 7, 6), (4, 1, 3, 3), dict(groups=2, stride=2, padding=1)),  # multiplier 2, stride 2
+        ((1, 2, 6, 9), (6, 1, 3, 2), dict(groups=2, stride=(1, 2), dilation=(2, 1), padding=(2, 0))),
+        ((3, 5, 5), (3, 1, 5, 5), dict(groups=3, padding=2)),  # unbatched, 5 x 5 kernel
+    ],
+)
+def test_gradcheck(x_shape, w_shape, kwargs, device):
+    x = torch.randn(x_shape, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.randn(w_shape, dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.randn(w_shape[0], dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *t: CF.conv2d(*t, **kwargs, algo="direct"), (x, w, b))
+    assert torch.autograd.gradgradcheck(lambda *t: CF.conv2d(*t, **kwargs, algo="direct"), (x, w, b))
+
+
+@pytest.mark.parametrize("width", [8, 22, 42])
+def test_weight_grad_ignores_inputs_outside_the_windows(width, device):
+    """An infinite input that no window reads (the last column of an even width at stride 2, no padding) leaves
+    every weight gradient finite: the lanes of a row's last vector past out_w must not add 0 * inf."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 9, width, generator=gen)
+    x[1, 2, 4, -1] = float("inf")
+    x = x.to(device)
+    w = torch.randn(8, 1, 3, 3, generator=gen).to(device).requires_grad_()
+    out = CF.conv2d(x, w, groups=4, stride=2, algo="direct")
+    grad = torch.randn(out.shape, generator=gen).to(device)
+    got = torch.autograd.grad(out, w, grad)[0]
+    w64 = w.detach().cpu().double().requires_grad_()
+    want = torch.autograd.grad(F.conv2d(x.cpu().double(), w64, groups=4, stride=2), w64, grad.cpu().double())[0]
+    assert torch.isfinite(want).all()
+    torch.testing.assert_close(got.cpu().double(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    """The batch reduction of grad_weight and grad_bias runs in chunks fixed by the batch size."""
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(13, 6, 15, 15, generator=gen, requires_grad=True)
+    w = torch.randn(12, 1, 3, 3, generator=gen, requires_grad=True)
+    b = torch.randn(12, generator=gen, requires_grad=True)
+    grad = torch.randn(13, 12, 8, 8, generator=gen)
+    results = []
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            out = CF.conv2d(x, w, b, stride=2, padding=1, groups=6, algo="direct")
+            results.append((out, *torch.autograd.grad(out, (x, w, b), grad)))
+    finally:
+        torch.set_num_threads(previous)
+    for other in results[1:]:
+        for a, c in zip(results[0], other):
+            assert torch.equal(a, c)
+
+
+def test_auto_runs_depthwise_layers_direct():
+    """auto takes the direct algorithm for every pass of a depthwise layer (grad_input too, which it sends to
+    im2col for other layers with few input channels per group): bit-identical to algo="direct"."""
+    ops = torch.ops.cnnext
+    gen = torch.Generator().manual_seed(2)
+    x, w = torch.randn(4, 16, 15, 15, generator=gen), torch.randn(32, 1, 3, 3, generator=gen)
+    gy = torch.randn(4, 32, 8, 8, generator=gen)
+    geometry = ([2, 2], [1, 1, 1, 1], [1, 1], 16)
+    for algo_passes in (lambda a: ops.conv2d(x, w, None, *geometry, a),
+                        lambda a: ops.conv2d_grad_input(gy, w, list(x.shape), *geometry, a),
+                        lambda a: ops.conv2d_grad_weight(gy, x, list(w.shape), *geometry, a)):
+        assert torch.equal(algo_passes("auto"), algo_passes("direct"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "x_shape,w_shape,groups",
+    [
+        ((3, 8, 5, 7), (6, 8, 1, 1), 1),  # a few pixels: several samples per GEMM, copied side by side
+        ((2, 8, 20, 20), (6, 4, 1, 1), 2),  # one sample per GEMM: views of the input, no copy
+        ((37, 6, 4, 4), (5, 6, 1, 1), 1),  # a short last block of samples
+        ((8, 6, 6), (4, 8, 1, 1), 1),  # unbatched
+    ],
+)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_pointwise_matches_torch(dtype, x_shape, w_shape, groups, layout, device):
+    """im2col's pointwise path (the input as the column matrix; grad_input written by the GEMM) and auto, which
+    takes it for every pass: output and all gradients equal the float64 reference."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(x_shape, dtype=dtype, generator=gen)
+    if layout == "channels_last" and x.dim() == 4:
+        x = x.to(memory_format=torch.channels_last)
+    x = x.to(device).requires_grad_()
+    w = torch.randn(w_shape, dtype=dtype, generator=gen).to(device).requires_grad_()
+    b = torch.randn(w_shape[0], dtype=dtype, generator=gen).to(device).requires_grad_()
+    out = CF.conv2d(x, w, b, groups=groups, algo="im2col")
+    grad = torch.randn(out.shape, dtype=dtype, generator=gen).to(device)
+    got = (out, *torch.autograd.grad(out, (x, w, b), grad))
+    auto = CF.conv2d(x, w, b, groups=groups, algo="auto")
+    assert torch.equal(auto, out)
+    leaves = [t.detach().cpu().double().requires_grad_() for t in (x, w, b)]
+    ref = F.conv2d(*leaves, groups=groups)
+    want = (ref, *torch.autograd.grad(ref, leaves, grad.cpu().double()))
+    tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g.cpu().double(), r, **tol)
+
+
+def test_pointwise_gradcheck(device):
+    x = torch.randn(2, 4, 3, 5, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.randn(6, 2, 1, 1, dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *t: CF.conv2d(*t, groups=2, algo="im2col"), (x, w, b))
