@@ -39,8 +39,10 @@ def conv2d(
     input) with OH = floor((H + pad_top + pad_bottom - dilation*(kH-1) - 1)/stride) + 1.
     algo: "direct", "im2col" or "auto" (auto picks per pass: forward direct, grad_input
     direct iff C_in/groups >= 8, grad_weight direct iff OH*OW >= 64; see README).
-    Float32/64 everywhere; float16/bfloat16 accumulate in float32. Raises
-    ValueError/TypeError naming the bad argument.
+    Float32/64 everywhere; float16/bfloat16 accumulate in float32. On the CPU also int8,
+    uint8, int16, int32 and int64 (dilated: int64 only), as torch: the result in that dtype,
+    wrapping around on overflow; integer tensors have no gradient. Raises
+    ValueError/TypeError naming the bad argument (and the dtype, for one torch rejects).
     """
     check_algo(algo)
     batched, unbatched = spatial_input("conv2d", input)
@@ -68,7 +70,8 @@ def max_pool2d(
     input: (N, C, H, W) or (C, H, W). stride defaults to kernel_size; padding must be at
     most half the kernel. Returns the pooled tensor, and with return_indices=True also the
     int64 indices of each maximum, flattened within its H x W input plane (identical to
-    PyTorch's, NaN propagating). Raises ValueError/TypeError naming the bad argument.
+    PyTorch's, NaN propagating). Floating types, and on the CPU int8, uint8, int16, int32 and
+    int64. Raises ValueError/TypeError naming the bad argument.
     """
     batched, unbatched = spatial_input("max_pool2d", input)
     kernel_ = pair("kernel_size", kernel_size)
@@ -96,8 +99,9 @@ def avg_pool2d(
     half the kernel. Each output is the sum over its window divided by the window's size: with
     count_include_pad the padded positions count (a ceil_mode window hanging past the padding
     counts only up to it), without only the input positions; a non-zero divisor_override
-    replaces that divisor. Float32/64; float16/bfloat16 accumulate in float32. Raises
-    ValueError/TypeError naming the bad argument.
+    replaces that divisor. Float32/64; float16/bfloat16 accumulate in float32; on the CPU also
+    int64, as torch: the sum wraps around on overflow and the division truncates toward zero.
+    Raises ValueError/TypeError naming the bad argument.
     """
     batched, unbatched = spatial_input("avg_pool2d", input)
     kernel_ = pair("kernel_size", kernel_size)
@@ -117,7 +121,8 @@ def adaptive_avg_pool2d(input: torch.Tensor, output_size) -> torch.Tensor:
     input: (N, C, H, W) or (C, H, W); output_size: an int or a pair of ints or None (None keeps
     that input size). Output row i averages input rows floor(i*H/OH) to ceil((i+1)*H/OH) - 1,
     and likewise for columns; output 1 x 1 is the global average (a plain sum of each plane).
-    Raises ValueError/TypeError naming the bad argument.
+    Floating types only (torch takes no integers either). Raises ValueError/TypeError naming
+    the bad argument.
     """
     batched, unbatched = spatial_input("adaptive_avg_pool2d", input)
     output = _autograd.adaptive_avg_pool2d(batched, adaptive_output_size(output_size, batched))
@@ -140,8 +145,8 @@ def conv1d(
     input: (N, C_in, L) or unbatched (C_in, L); weight: (C_out, C_in/groups, K); bias: (C_out,)
     or None; padding an int, a 1-tuple, "same" or "valid". Returns (N, C_out, OL) (or
     (C_out, OL)) with OL = floor((L + 2*padding - dilation*(K-1) - 1)/stride) + 1. Runs as a
-    2-D convolution of height 1 (same results and gradients); algo as for conv2d. Raises
-    ValueError/TypeError naming the bad argument.
+    2-D convolution of height 1 (same results and gradients); algo and dtypes as for conv2d.
+    Raises ValueError/TypeError naming the bad argument.
     """
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"conv1d: input must be a Tensor, got {type(input).__name__}")

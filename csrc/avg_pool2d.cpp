@@ -14,8 +14,10 @@
 namespace cnnext {
 namespace {
 
-void check_input(const char* op, const at::Tensor& input) {
-  check_float_tensor(op, "input", input);
+// `integers`: what PyTorch's CPU kernel of the op takes (int64 for avg_pool2d, whose integer average
+// truncates toward zero; none for adaptive_avg_pool2d).
+void check_input(const char* op, const at::Tensor& input, CpuIntegers integers) {
+  check_compute_tensor(op, "input", input, integers);
   TORCH_CHECK_VALUE(input.dim() == 4, op, ": expected input of shape (N, C, H, W), got ", input.dim(),
                     "-D input of size ", input.sizes());
   TORCH_CHECK_VALUE(input.size(2) > 0 && input.size(3) > 0, op,
@@ -24,8 +26,9 @@ void check_input(const char* op, const at::Tensor& input) {
 
 // The input size a backward op is given must be (N, C, H, W) with N and C
 // those of grad_output.
-void check_input_size(const char* op, const at::Tensor& grad_output, at::IntArrayRef input_size) {
-  check_float_tensor(op, "grad_output", grad_output);
+void check_input_size(const char* op, const at::Tensor& grad_output, at::IntArrayRef input_size,
+                      CpuIntegers integers) {
+  check_compute_tensor(op, "grad_output", grad_output, integers);
   TORCH_CHECK_VALUE(grad_output.dim() == 4, op, ": expected grad_output of shape (N, C, H, W), got size ",
                     grad_output.sizes());
   TORCH_CHECK_VALUE(input_size.size() == 4 && input_size[0] == grad_output.size(0) &&
@@ -105,7 +108,7 @@ at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::
                       at::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
                       std::optional<int64_t> divisor_override) {
   constexpr const char* op = "cnnext avg_pool2d";
-  check_input(op, input);
+  check_input(op, input, CpuIntegers::kInt64);
   TORCH_CHECK_VALUE(input.size(1) > 0, op, ": input must have non-zero channels (only the batch may be empty), got size ",
                     input.sizes());
   const AvgPool2dParams p = avg_params(op, input.size(0) * input.size(1), input.sizes().slice(2), kernel_size,
@@ -118,7 +121,7 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, c10::SymIntArrayRe
                                bool ceil_mode, bool count_include_pad, std::optional<int64_t> divisor_override) {
   constexpr const char* op = "cnnext avg_pool2d_backward";
   const at::IntArrayRef size = C10_AS_INTARRAYREF_SLOW(input_size);
-  check_input_size(op, grad_output, size);
+  check_input_size(op, grad_output, size, CpuIntegers::kInt64);
   const AvgPool2dParams p = avg_params(op, size[0] * size[1], size.slice(2), kernel_size, stride, padding, ceil_mode,
                                        count_include_pad, divisor_override);
   return pool_backward(p, op, grad_output, size);
@@ -126,7 +129,7 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad_output, c10::SymIntArrayRe
 
 at::Tensor adaptive_avg_pool2d(const at::Tensor& input, c10::SymIntArrayRef output_size) {
   constexpr const char* op = "cnnext adaptive_avg_pool2d";
-  check_input(op, input);
+  check_input(op, input, CpuIntegers::kNone);
   const AvgPool2dParams p =
       adaptive_params(op, input.size(0) * input.size(1), input.sizes().slice(2), C10_AS_INTARRAYREF_SLOW(output_size));
   return pool_forward(p, input);
@@ -135,7 +138,7 @@ at::Tensor adaptive_avg_pool2d(const at::Tensor& input, c10::SymIntArrayRef outp
 at::Tensor adaptive_avg_pool2d_backward(const at::Tensor& grad_output, c10::SymIntArrayRef input_size) {
   constexpr const char* op = "cnnext adaptive_avg_pool2d_backward";
   const at::IntArrayRef size = C10_AS_INTARRAYREF_SLOW(input_size);
-  check_input_size(op, grad_output, size);
+  check_input_size(op, grad_output, size, CpuIntegers::kNone);
   const AvgPool2dParams p =
       adaptive_params(op, size[0] * size[1], size.slice(2), grad_output.sizes().slice(2));
   return pool_backward(p, op, grad_output, size);

@@ -13,13 +13,41 @@
 
 namespace cnnext {
 
-inline void check_float_tensor(const char* op, const char* name, const at::Tensor& t) {
+// The integer dtypes an op computes in on the CPU besides the floating ones: those PyTorch's own CPU
+// kernel of the op accepts. PyTorch's CUDA convolution and pooling kernels take floating types only,
+// and so do cnnext's; bool is never accepted.
+enum class CpuIntegers {
+  kNone,   // floating types only (adaptive_avg_pool2d, and the backward ops but avg_pool2d's)
+  kAll,    // int8, uint8, int16, int32, int64 (convolution and max_pool2d forward)
+  kInt64,  // int64 only (avg_pool2d and its backward)
+};
+
+// `t` must be defined, on the CPU or CUDA, and of a dtype `op` computes in there (see CpuIntegers);
+// the error names the argument, its dtype and what the device accepts.
+inline void check_compute_tensor(const char* op, const char* name, const at::Tensor& t, CpuIntegers cpu_integers) {
   TORCH_CHECK_VALUE(t.defined(), op, ": ", name, " must be a tensor, got None");
-  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), op, ": ", name,
-                   " must be a floating point tensor (float32, float64, float16 or bfloat16), got ",
-                   t.scalar_type());
   TORCH_CHECK_VALUE(t.is_cpu() || t.is_cuda(), op, ": ", name, " must be on a CPU or CUDA device, got ",
                     t.device());
+  const at::ScalarType dtype = t.scalar_type();
+  if (at::isFloatingType(dtype)) return;
+  constexpr const char* floating = "a floating point tensor (float32, float64, float16 or bfloat16)";
+  const bool integral = at::isIntegralType(dtype, /*includeBool=*/false);
+  if (t.is_cuda() || cpu_integers == CpuIntegers::kNone) {
+    TORCH_CHECK_TYPE(false, op, ": ", name, " must be ", floating, ", got ", dtype,
+                     integral && cpu_integers != CpuIntegers::kNone ? " (integer tensors are supported on the CPU only)"
+                                                                    : "");
+  }
+  if (cpu_integers == CpuIntegers::kAll) {
+    TORCH_CHECK_TYPE(integral, op, ": ", name, " must be ", floating,
+                     " or an integer tensor (int8, uint8, int16, int32 or int64), got ", dtype);
+  } else {
+    TORCH_CHECK_TYPE(dtype == at::kLong, op, ": ", name, " must be ", floating, " or int64, got ", dtype);
+  }
+}
+
+// Floating types only, on any device.
+inline void check_float_tensor(const char* op, const char* name, const at::Tensor& t) {
+  check_compute_tensor(op, name, t, CpuIntegers::kNone);
 }
 
 // `t` must share dtype and device with the already checked `ref`.

@@ -63,6 +63,13 @@ ConvAlgo parse_algo(c10::string_view algo, const Conv2dParams& p, Pass pass) {
   return choose_algo(p, pass);
 }
 
+// The forward algorithm for `algo` on tensors of `dtype`: integer convolution has one kernel per
+// algorithm and no measured rule to choose between them, so "auto" is the direct one.
+ConvAlgo forward_algo(c10::string_view algo, const Conv2dParams& p, at::ScalarType dtype) {
+  const ConvAlgo chosen = parse_algo(algo, p, Pass::Forward);
+  return at::isIntegralType(dtype, /*includeBool=*/false) && algo == "auto" ? ConvAlgo::Direct : chosen;
+}
+
 // Validates input/weight/geometry and resolves every shape into Conv2dParams.
 // `input_sizes` and `weight_sizes` are the logical shapes (the backward ops
 // receive them as lists rather than as tensors); `element_size` is the
@@ -163,6 +170,16 @@ void check_grad_output(const char* op, const at::Tensor& grad_output, const Conv
                     at::IntArrayRef(expected), " (the convolution's output), got ", grad_output.sizes());
 }
 
+// PyTorch's CPU convolution has a dilated kernel for int64 only among the integer types, so
+// cnnext rejects a dilated convolution of the others too (its kernels would compute it).
+void check_integer_dilation(const char* op, const at::Tensor& input, const Conv2dParams& p) {
+  const at::ScalarType dtype = input.scalar_type();
+  const bool dilated = p.dilation_h > 1 || p.dilation_w > 1;
+  TORCH_CHECK_TYPE(!dilated || !at::isIntegralType(dtype, /*includeBool=*/false) || dtype == at::kLong, op,
+                   ": dilation > 1 takes floating point or int64 input (as PyTorch's CPU convolution), got ", dtype,
+                   " input with dilation=[", p.dilation_h, ", ", p.dilation_w, "]");
+}
+
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias_opt,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                   c10::string_view algo) {
@@ -170,11 +187,13 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
   // Backends call ATen (the GEMM) on tensors that may require grad; the ops' autograd formulas are
   // registered in Python (cnnext/_autograd.py), which calls these kernels below autograd.
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  check_float_tensor(op, "input", input);
+  // Integers as PyTorch's CPU convolution takes them; its backward (and so cnnext's) takes floating types only.
+  check_compute_tensor(op, "input", input, CpuIntegers::kAll);
   check_same(op, "weight", weight, "input", input);
   const Conv2dParams p = make_params(op, input.sizes(), weight.sizes(), stride, padding, dilation, groups,
                                      input.element_size());
-  const ConvAlgo a = parse_algo(algo, p, Pass::Forward);
+  check_integer_dilation(op, input, p);
+  const ConvAlgo a = forward_algo(algo, p, input.scalar_type());
   at::Tensor bias;
   if (bias_opt.has_value() && bias_opt->defined()) {
     bias = *bias_opt;

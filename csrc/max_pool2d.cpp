@@ -18,7 +18,7 @@ constexpr const char* kOp = "cnnext max_pool2d";
 Pool2dParams make_params(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                          at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
   constexpr const char* op = kOp;
-  check_float_tensor(op, "input", input);
+  check_compute_tensor(op, "input", input, CpuIntegers::kAll);
   TORCH_CHECK_VALUE(input.dim() == 4, op, ": expected input of shape (N, C, H, W), got ", input.dim(),
                     "-D input of size ", input.sizes());
   TORCH_CHECK_VALUE(input.size(1) > 0 && input.size(2) > 0 && input.size(3) > 0, op,

@@ -132,7 +132,7 @@ def _same(actual, expected, what: str, exact: bool = False):
     if not isinstance(actual, torch.Tensor) or actual.shape != expected.shape:
         got = tuple(actual.shape) if isinstance(actual, torch.Tensor) else type(actual).__name__
         raise Mismatch(f"{what}: shape {got}, expected {tuple(expected.shape)}")
-    if exact:
+    if exact or not expected.is_floating_point():
         ok = torch.equal(actual, expected)
     else:
         tol = 1e-10 if expected.dtype == torch.float64 else 1e-4
@@ -271,11 +271,21 @@ def _same_padding(w, stride, dilation):
 
 
 def _well_formed(lists, tensors, dtype) -> bool:
-    """Whether the op arguments are lists of int64 ints of the schema's lengths and tensors of one float dtype."""
+    """Whether the op arguments are lists of int64 ints of the schema's lengths and tensors of dtype ``dtype``."""
     for value, n in lists:
         if not isinstance(value, list) or len(value) != n or any(v < -2**63 or v > INT64_MAX for v in value):
             return False
-    return all(t.dtype == dtype and t.is_floating_point() for t in tensors)
+    return all(t.dtype == dtype for t in tensors)
+
+
+def _conv_dtype(op: str, case_dtype: torch.dtype, x: torch.Tensor, dilation) -> torch.dtype:
+    """The one dtype the op's tensors must share: the case's float dtype, or for the conv2d forward op an
+    integer input's (as in PyTorch: dilated convolutions of integers in int64 only)."""
+    integer = not x.dtype.is_floating_point and x.dtype != torch.bool
+    dilated = not isinstance(dilation, list) or any(d != 1 for d in dilation)
+    if op == "conv2d" and integer and (x.dtype == torch.int64 or not dilated):
+        return x.dtype
+    return case_dtype
 
 
 def conv_op_case(c: dict):
@@ -286,7 +296,7 @@ def conv_op_case(c: dict):
     b = _tensor(c["b"], c["w_dtype"], 3) if c["b"] is not None else None
     stride, padding, dilation, groups, algo = c["stride"], c["padding"], c["dilation"], c["groups"], c["algo"]
     geometry_ok = _well_formed([(stride, 2), (padding, 4), (dilation, 2)], [x, w] + ([b] if b is not None else []),
-                               dtype) and -2**63 <= groups <= INT64_MAX and algo in ("auto", "direct", "im2col")
+                               _conv_dtype(c["op"], dtype, x, dilation)) and -2**63 <= groups <= INT64_MAX and algo in ("auto", "direct", "im2col")
     exact = conv_output_shape(tuple(x.shape), tuple(w.shape), stride, padding, dilation, groups) if geometry_ok \
         else None
     if b is not None and exact is not None and tuple(b.shape) != (w.shape[0],):

@@ -73,8 +73,8 @@ def test_gradcheck(kwargs):
 
 
 def test_seed_notebook_example():
-    """The course's 1-D example: the signal 1..9 and the kernel [2, 1, 2] (float: cnnext's CPU kernels
-    take floating-point tensors), with padding "same", "valid" and padding=2, stride=2."""
+    """The course's 1-D example: the signal 1..9 and the kernel [2, 1, 2], with padding "same", "valid" and
+    padding=2, stride=2, in float32 (the course's integer tensors: tests/test_integer.py)."""
     x = torch.arange(1, 10, dtype=torch.float32).view(1, 1, -1)
     w = torch.tensor([[[2.0, 1.0, 2.0]]])
     assert CF.conv1d(x, w, padding="same").flatten().tolist() == [5, 10, 15, 20, 25, 30, 35, 40, 25]

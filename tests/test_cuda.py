@@ -123,3 +123,17 @@ def test_converted_seed_model_trains_like_torch(algo):
             opt.step()
             losses.append(loss.item())
         assert abs(losses[0] - losses[1]) <= 1e-3 * abs(losses[0])
+
+
+def test_integer_inputs_are_rejected_on_cuda():
+    """PyTorch's CUDA convolution and pooling kernels take floating types only (its CPU ones take integers, as
+    cnnext's do: tests/test_integer.py); cnnext's CUDA ops reject integers too, naming the dtype."""
+    x = torch.arange(2 * 3 * 6 * 6, device="cuda").view(2, 3, 6, 6)
+    w = torch.ones(4, 3, 3, 3, dtype=torch.int64, device="cuda")
+    calls = [lambda f: f.conv2d(x, w), lambda f: f.conv1d(x[:, :, 0], w[..., 0]), lambda f: f.max_pool2d(x, 2),
+             lambda f: f.avg_pool2d(x, 2), lambda f: f.max_pool2d(x.int(), 2), lambda f: f.conv2d(x.byte(), w.byte())]
+    for call in calls:
+        with pytest.raises(Exception):
+            call(F)
+        with pytest.raises(TypeError, match="(Long|Int|Byte).*CPU only"):
+            call(CF)

@@ -38,7 +38,8 @@ CONV_CASES = [
      lambda: conv_op(torch.randn(1, 4, 2, 2), w4), "kernel size"),
     ("dilated kernel larger than input", lambda: CF.conv2d(x4, w4, dilation=4),
      lambda: conv_op(x4, w4, dilation=(4, 4)), "kernel size"),
-    ("integer input", lambda: CF.conv2d(x4.long(), w4.long()), lambda: conv_op(x4.long(), w4.long()), "floating"),
+    ("bool input", lambda: CF.conv2d(x4.bool(), w4.bool()), lambda: conv_op(x4.bool(), w4.bool()), "floating"),
+    ("integer input, float weight", lambda: CF.conv2d(x4.long(), w4), lambda: conv_op(x4.long(), w4), "dtype"),
     ("dtype mismatch", lambda: CF.conv2d(x4, w4.double()), lambda: conv_op(x4, w4.double()), "dtype"),
     ("bias size", lambda: CF.conv2d(x4, w4, torch.randn(5)), lambda: conv_op(x4, w4, torch.randn(5)), "bias"),
     ("bias rank", lambda: CF.conv2d(x4, w4, torch.randn(6, 1)), lambda: conv_op(x4, w4, torch.randn(6, 1)), "bias"),
@@ -109,12 +110,12 @@ def test_max_pool2d_rejects(case):
             ops.max_pool2d(*args)
 
 
-def test_max_pool2d_rejects_integer_input():
-    """PyTorch's CPU max_pool2d accepts integer tensors; cnnext supports floating point only and says so."""
-    x = torch.randint(0, 9, (1, 1, 4, 4))
-    with pytest.raises(TypeError, match="floating"):
+def test_max_pool2d_rejects_bool_input():
+    """PyTorch's CPU max_pool2d takes floating and integer tensors (tests/test_integer.py), not bool."""
+    x = torch.randint(0, 2, (1, 1, 4, 4)).bool()
+    with pytest.raises(TypeError, match="Bool"):
         CF.max_pool2d(x, 2)
-    with pytest.raises(TypeError, match="floating"):
+    with pytest.raises(TypeError, match="Bool"):
         ops.max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False)
 
 

@@ -8,7 +8,8 @@
 // windows hold the row are summed, then spread over the columns in a fixed
 // order. Every output and every input gradient is written by one thread in
 // one fixed order (no atomics): results are deterministic. Planes are split
-// across threads. float16/bfloat16 accumulate in float32.
+// across threads. float16/bfloat16 accumulate in float32; int64 (the one
+// integer type PyTorch's CPU average pooling takes) as AvgMath<int64_t> says.
 //
 // The horizontal passes of avg_pool2d run one kernel tap at a time over the
 // outputs whose tap lands inside the input (valid_outputs), with the stride
@@ -21,6 +22,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -30,6 +32,29 @@
 namespace cnnext {
 namespace cpu {
 namespace {
+
+// How windows of T are summed (in A) and averaged. Floating types sum in their
+// opmath type and divide.
+template <typename T>
+struct AvgMath {
+  using A = at::opmath_type<T>;
+  static A divide(A sum, A divisor) { return sum / divisor; }
+};
+
+// int64 as PyTorch computes it: the sum wraps around on overflow (here in
+// uint64_t, where that is defined rather than undefined behaviour, with the
+// same bits), and the average is int64 division, truncating toward zero; the
+// backward divides each output's gradient before summing (so it truncates per
+// output). Divisors are never 0 (the op's checks), and -1 negates with wrap
+// around, where INT64_MIN / -1 would trap.
+template <>
+struct AvgMath<int64_t> {
+  using A = uint64_t;
+  static A divide(A sum, A divisor) {
+    const int64_t d = static_cast<int64_t>(divisor);
+    return d == -1 ? A(0) - sum : static_cast<A>(static_cast<int64_t>(sum) / d);
+  }
+};
 
 // dst[o] = sum of v over output o's window along `a` (v indexed by input position).
 template <typename A, int64_t kStride>
@@ -92,7 +117,8 @@ CNNEXT_ISA_CLONES void forward_planes(const AvgPool2dParams& p, const T* x, int6
       }
       window_sums<A, kStride>(p.w, rows.data(), sums.data());
       const A* d = div.data() + oh * p.w.out;
-      for (int64_t ow = 0; ow < p.w.out; ++ow) out[oh * p.w.out + ow] = static_cast<T>(sums[ow] / d[ow]);
+      for (int64_t ow = 0; ow < p.w.out; ++ow)
+        out[oh * p.w.out + ow] = static_cast<T>(AvgMath<T>::divide(sums[ow], d[ow]));
     }
   }
 }
@@ -104,7 +130,7 @@ CNNEXT_ISA_CLONES void backward_planes(const AvgPool2dParams& p, const T* gy, in
   for (int64_t plane = 0; plane < planes; ++plane) {
     const T* g = gy + plane * p.out_plane();
     T* dst = gx + plane * p.in_plane();
-    for (int64_t o = 0; o < p.out_plane(); ++o) scaled[o] = static_cast<A>(g[o]) / div[o];
+    for (int64_t o = 0; o < p.out_plane(); ++o) scaled[o] = AvgMath<T>::divide(static_cast<A>(g[o]), div[o]);
     for (int64_t ih = 0; ih < p.h.in; ++ih) {
       std::fill(rows.begin(), rows.end(), A(0));
       for (int64_t oh = p.h.cover_lo(ih); oh < p.h.cover_hi(ih); ++oh) {
@@ -134,14 +160,14 @@ CNNEXT_ISA_CLONES void global_forward_planes(const T* x, int64_t plane_size, int
     A sum = 0;
     for (int64_t l = 0; l < V; ++l) sum += all[l];
     for (; i < plane_size; ++i) sum += static_cast<A>(in[i]);
-    y[plane] = static_cast<T>(sum / static_cast<A>(plane_size));
+    y[plane] = static_cast<T>(AvgMath<T>::divide(sum, static_cast<A>(plane_size)));
   }
 }
 
 template <typename T, typename A>
 void global_backward_planes(const T* gy, int64_t plane_size, int64_t planes, T* gx) {
   for (int64_t plane = 0; plane < planes; ++plane) {
-    const T v = static_cast<T>(static_cast<A>(gy[plane]) / static_cast<A>(plane_size));
+    const T v = static_cast<T>(AvgMath<T>::divide(static_cast<A>(gy[plane]), static_cast<A>(plane_size)));
     std::fill(gx + plane * plane_size, gx + (plane + 1) * plane_size, v);
   }
 }
@@ -160,8 +186,8 @@ void with_stride(const AvgPoolAxis& a, F&& f) {
 }  // namespace
 
 void avg_pool2d_forward(const AvgPool2dParams& p, const at::Tensor& input, at::Tensor& output) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "cnnext_avg_pool2d", [&] {
-    using A = at::opmath_type<scalar_t>;
+  AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kLong, input.scalar_type(), "cnnext_avg_pool2d", [&] {
+    using A = typename AvgMath<scalar_t>::A;
     const scalar_t* x = input.const_data_ptr<scalar_t>();
     scalar_t* y = output.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, p.planes, 1, [&](int64_t begin, int64_t end) {
@@ -176,8 +202,9 @@ void avg_pool2d_forward(const AvgPool2dParams& p, const at::Tensor& input, at::T
 }
 
 void avg_pool2d_backward(const AvgPool2dParams& p, const at::Tensor& grad_output, at::Tensor& grad_input) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "cnnext_avg_pool2d_bwd", [&] {
-    using A = at::opmath_type<scalar_t>;
+  AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kLong, grad_output.scalar_type(),
+                                  "cnnext_avg_pool2d_bwd", [&] {
+    using A = typename AvgMath<scalar_t>::A;
     const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
     scalar_t* gx = grad_input.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, p.planes, 1, [&](int64_t begin, int64_t end) {

@@ -1,12 +1,14 @@
 // The CPU backend of conv2d: picks the algorithm, maps float16/bfloat16 onto
-// float32 (so reduced precision accumulates in float32), and holds the bias
-// gradient, which both algorithms share.
+// float32 (so reduced precision accumulates in float32), sends integer
+// tensors to their own kernels (conv2d_integer_kernel.cpp), and holds the
+// bias gradient, which both algorithms share.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
 #include "../conv2d.h"
+#include "conv2d_integer.h"
 #include "conv2d_kernels.h"
 
 namespace cnnext {
@@ -63,6 +65,8 @@ void channel_sums(const T* x, int64_t batch, int64_t channels, int64_t plane, T*
 
 void conv2d_forward(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
                     const at::Tensor& bias, at::Tensor& output) {
+  if (at::isIntegralType(input.scalar_type(), /*includeBool=*/false))
+    return integer_conv2d_forward(algo, p, input, weight, bias, output);
   in_accumulation_type(
       output,
       [&](at::Tensor& y, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {

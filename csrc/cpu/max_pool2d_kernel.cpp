@@ -1,7 +1,8 @@
 // Max pooling on the CPU. float and double take the "flat" path
 // (max_pool2d_simd.h: a table-driven gather, AVX-512 or AVX2 chosen at run
 // time) whenever the plane's tables fit in cache; everything else (half,
-// bfloat16, CPUs without AVX2, huge planes) pools one output row at a time:
+// bfloat16, the integer types, CPUs without AVX2, huge planes) pools one
+// output row at a time:
 // for every kernel tap the row's outputs whose tap lands inside the input are
 // updated in one branch-free pass (compare, then select value and tap), so
 // padding never reaches the inner loop. Planes are split across threads;
@@ -24,6 +25,15 @@
 namespace cnnext {
 namespace cpu {
 namespace {
+
+// The value every window's maximum starts from: -inf, or an integer type's
+// lowest value (a window that holds only that value reports its first
+// in-bounds element, as for -inf, which is also PyTorch's index).
+template <typename A>
+constexpr A lowest_value() {
+  if constexpr (std::numeric_limits<A>::has_infinity) return -std::numeric_limits<A>::infinity();
+  return std::numeric_limits<A>::lowest();
+}
 
 // Pools whole planes, one output row at a time. The inner loop tracks, per
 // output, the best value and the number of the kernel tap that produced it
@@ -55,7 +65,7 @@ CNNEXT_ISA_CLONES void pool_planes(const Pool2dParams& p, const T* x, int64_t pl
       const int64_t h0 = oh * p.stride_h - p.pad_h;
       const int64_t kh0 = first_inside(h0, p.dilation_h);
       for (int64_t ow = 0; ow < p.out_w; ++ow) {
-        best[ow] = -std::numeric_limits<acc_t>::infinity();
+        best[ow] = lowest_value<acc_t>();
         tap[ow] = -1;
       }
       for (int64_t kh = kh0; kh < p.kernel_h && h0 + kh * p.dilation_h < p.in_h; ++kh) {
@@ -66,7 +76,7 @@ CNNEXT_ISA_CLONES void pool_planes(const Pool2dParams& p, const T* x, int64_t pl
           const int32_t t = static_cast<int32_t>((kh - kh_lo) * kw_n + kw - kw_lo);
           for (int64_t ow = r.lo; ow < r.hi; ++ow) {
             const acc_t v = static_cast<acc_t>(src[ow * stride_w]);
-            const bool take = (v > best[ow]) || (v != v);  // NaN wins, as in PyTorch
+            const bool take = (v > best[ow]) || (v != v);  // NaN wins, as in PyTorch (floating types)
             best[ow] = take ? v : best[ow];
             tap[ow] = take ? t : tap[ow];
           }
@@ -77,7 +87,7 @@ CNNEXT_ISA_CLONES void pool_planes(const Pool2dParams& p, const T* x, int64_t pl
       for (int64_t ow = 0; ow < p.out_w; ++ow) {
         const int64_t w0 = ow * stride_w - p.pad_w;
         out[ow] = static_cast<T>(best[ow]);
-        // No tap taken (only -inf seen): PyTorch reports the window's first in-bounds element.
+        // No tap taken (only lowest_value seen): PyTorch reports the window's first in-bounds element.
         arg[ow] = tap[ow] >= 0 ? h0 * p.in_w + w0 + tap_offset[tap[ow]]
                                : (h0 + kh0 * p.dilation_h) * p.in_w + w0 + first_inside(w0, p.dilation_w) * p.dilation_w;
       }
@@ -182,7 +192,8 @@ bool max_pool2d_simd_forward(const Pool2dParams& p, const T* x, T* y, int64_t* i
 }  // namespace
 
 void max_pool2d_forward(const Pool2dParams& p, const at::Tensor& input, at::Tensor& output, at::Tensor& indices) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "cnnext_max_pool2d", [&] {
+  // Floating types and the integer ones PyTorch's CPU max pooling takes (int8 to int64, not bool).
+  AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "cnnext_max_pool2d", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* x = input.const_data_ptr<scalar_t>();
     scalar_t* y = output.mutable_data_ptr<scalar_t>();
