@@ -155,12 +155,12 @@ at::MemoryFormat conv_layout(const at::Tensor& a, const at::Tensor& b) {
 }
 
 // The layout the backend computes in: contiguous NCHW, except for pointwise
-// layers (groups 1) that im2col runs on the CPU in a channels_last model:
-// there each pass is one GEMM over the (N*H*W, C) pixel matrix, and NCHW
-// would cost a transpose of every operand and result.
+// floating-point layers (groups 1) that im2col runs on the CPU in a
+// channels_last model: there each pass is one GEMM over the (N*H*W, C) pixel
+// matrix, and NCHW would cost a transpose of every operand and result.
 at::MemoryFormat compute_layout(const Conv2dParams& p, ConvAlgo algo, at::MemoryFormat layout, const at::Tensor& t) {
-  const bool nhwc = layout == at::MemoryFormat::ChannelsLast && t.is_cpu() && algo == ConvAlgo::Im2col &&
-                    is_pointwise(p) && p.groups == 1;
+  const bool nhwc = layout == at::MemoryFormat::ChannelsLast && t.is_cpu() && at::isFloatingType(t.scalar_type()) &&
+                    algo == ConvAlgo::Im2col && is_pointwise(p) && p.groups == 1;
   return nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
