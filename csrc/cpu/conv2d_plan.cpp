@@ -118,7 +118,15 @@ bool is_grad_weight_family(Family f) {
          f == Family::kGradWeightColumnsFlat || f == Family::kGradWeightChannelVectors;
 }
 
-// The `auto` rule for a pass, given the direct family the plan would run:
+// Reductions (multiply-adds per output) from which the portable kernels, with
+// 16-byte vectors and no FMA, lose backward passes to im2col + MKL's
+// cache-blocked GEMM (the seed layers with 256 or more: 1.1 - 1.9x).
+constexpr int64_t kLongReduction = 4 * kFewTaps;
+// The same for AVX2's grad_input, on reductions this long (the large layer: 1.15x).
+constexpr int64_t kVeryLongReduction = 16 * kFewTaps;
+
+// The `auto` rule for a pass, given the direct family the plan would run and
+// the ISA whose kernels would run it:
 // - forward and grad_weight: direct, except for strided layers with at least
 //   8 input channels per group that the direct kernels run with vectors over
 //   pixels: they read the input with strided loads, slower than im2col's
@@ -128,16 +136,30 @@ bool is_grad_weight_family(Family f) {
 //   channels) and depthwise layers would mostly waste; with a stride they
 //   correlate a gradient spread out with zeros (3 of 4 taps wasted at stride
 //   2), while col2im scatters only the real ones.
+// - with 16 vector registers (AVX2, portable), grad_weight over padded rows
+//   (grad_weight_columns: 4 channels per step) with a long reduction: im2col.
+// - portable: grad_input with a long reduction (C_out/groups x taps), and
+//   grad_weight with a long one over planes of at least 64 outputs: im2col;
+//   AVX2: grad_input with a very long one.
 // The measurements behind each rule are in benchmarks/RESULTS.md.
-ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family) {
+ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa) {
   const bool strided = p.stride_h > 1 || p.stride_w > 1;
   switch (pass) {
     case ConvPass::Forward:
     case ConvPass::GradWeight: {
       const bool channel_vectors = family == Family::kChannelVectors || family == Family::kGradWeightChannelVectors;
-      return strided && p.in_per_group() >= 8 && !channel_vectors ? ConvAlgo::Im2col : ConvAlgo::Direct;
+      if (strided && p.in_per_group() >= 8 && !channel_vectors) return ConvAlgo::Im2col;
+      if (pass == ConvPass::Forward) return ConvAlgo::Direct;
+      if (isa != Isa::kAvx512 && family == Family::kGradWeightColumns && p.col_rows() >= kFewTaps)
+        return ConvAlgo::Im2col;
+      if (isa == Isa::kBaseline && p.col_rows() >= kLongReduction && p.out_plane() >= 64) return ConvAlgo::Im2col;
+      return ConvAlgo::Direct;
     }
     case ConvPass::GradInput:
+      if (p.out_per_group() * p.kernel_plane() >= (isa == Isa::kBaseline  ? kLongReduction
+                                                   : isa == Isa::kAvx2 ? kVeryLongReduction
+                                                                       : INT64_MAX))
+        return ConvAlgo::Im2col;
       return p.in_per_group() >= 8 && !strided ? ConvAlgo::Direct : ConvAlgo::Im2col;
   }
   return ConvAlgo::Direct;
@@ -242,7 +264,7 @@ ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size,
   }
   // An explicit algo wins; then a forced one; a forced family means direct; else the auto rule.
   plan.algo = algo ? *algo : forced.algo ? *forced.algo : forced_family ? ConvAlgo::Direct
-                                                                          : auto_algo(p, pass, plan.family);
+                                                                          : auto_algo(p, pass, plan.family, isa);
   if (plan.algo == ConvAlgo::Im2col) plan.family = Family::kIm2col;
   return plan;
 }
