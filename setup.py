@@ -6,10 +6,8 @@ isolation would compile against a different torch than the one you run).
 CNNEXT_CUDA=1 forces the CUDA build (and fails if it cannot), CNNEXT_CUDA=0
 disables it; unset, CUDA is built when torch has CUDA and nvcc is found.
 
-CNNEXT_CPU_ARCH=<gcc -march value> (e.g. x86-64-v3) compiles all CPU code for
-that one instruction set, without the per-ISA clones chosen at load time; the
-tests build such copies to run the AVX2 and baseline convolution code on an
-AVX-512 machine (tests/test_isa_builds.py).
+The CPU kernels are compiled once per instruction set in their own files
+(csrc/cpu/variants.h) and chosen at run time: no -march flag is needed.
 """
 from __future__ import annotations
 
@@ -49,11 +47,6 @@ def cuda_archs() -> str:
     return os.environ["TORCH_CUDA_ARCH_LIST"]
 
 
-def cpu_arch() -> str:
-    """CNNEXT_CPU_ARCH (see the module docstring), or "" for the usual build with per-ISA clones."""
-    return os.environ.get("CNNEXT_CPU_ARCH", "").strip()
-
-
 def write_build_config(cuda: bool, archs: str) -> None:
     """Records the torch this build is for, so `import cnnext` can refuse a mismatch before loading _C."""
     (ROOT / "cnnext" / "_build_config.py").write_text(
@@ -68,13 +61,10 @@ def extension():
     cuda = want_cuda()
     archs = cuda_archs() if cuda else ""
     write_build_config(cuda, archs)
-    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/cpu/*/*.cpp"))
     macros = [("CNNEXT_VERSION", f'"{VERSION}"'), ("CNNEXT_TORCH_VERSION", f'"{torch.__version__}"')]
     # No -std: torch's cpp_extension passes the standard its headers need (C++17, C++20 from torch 2.14).
     cxx = ["-O3", "-fopenmp", "-fno-math-errno"]
-    if cpu_arch():
-        cxx.append(f"-march={cpu_arch()}")
-        macros += [("CNNEXT_NO_ISA_CLONES", None), ("CNNEXT_CPU_ARCH", f'"{cpu_arch()}"')]
     args = dict(extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
     if not cuda:
         return CppExtension("cnnext._C", sources, define_macros=macros, **args)

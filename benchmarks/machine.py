@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 import cnnext
+from benchmarks.isa import ISA_ENV
 
 THREADS_ENV = "CNNEXT_BENCH_THREADS"
 DEFAULT_THREADS = 2
@@ -113,4 +114,6 @@ def describe() -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "tf32": torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32,
         "cnnext": {key: str(value) for key, value in cnnext.build_info().items()},
+        "bench_isa": os.environ.get(ISA_ENV) or "best",
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }

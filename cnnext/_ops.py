@@ -157,16 +157,50 @@ def build_info() -> dict:
 
 
 def set_cpu_isa(isa: str) -> str:
-    """Limit cnnext's run-time dispatched CPU kernels (max_pool2d) to ``isa`` and return the previous limit.
+    """Limit every cnnext CPU kernel (convolution, max and average pooling) to ``isa``; return the previous limit.
 
-    ``isa`` is one of CPU_ISAS; a limit above what the CPU supports is harmless (the CPU's best is used).
-    The convolution kernels pick their instruction set when the library loads and are not affected.
-    The environment variable ``CNNEXT_CPU_ISA`` sets the limit at import. Raises ValueError for an
-    unknown name.
+    ``isa`` is one of CPU_ISAS; a limit above what the CPU supports is harmless (the CPU's best is used), and
+    ``build_info()["cpu_isa"]`` says what runs. The kernels are compiled for each ISA and chosen per call, so
+    the limit takes effect at the next call. The environment variable ``CNNEXT_CPU_ISA`` sets the limit at
+    import. Raises ValueError for an unknown name.
     """
     if isa not in CPU_ISAS:
         raise ValueError(f"isa must be one of {', '.join(map(repr, CPU_ISAS))}, got {isa!r}")
     return _C.set_cpu_isa(isa)
+
+
+CONV_PASSES = ("forward", "grad_input", "grad_weight")
+
+
+def _pair(value: int | Sequence[int]) -> list[int]:
+    return [value, value] if isinstance(value, int) else list(value)
+
+
+def conv2d_plan(input_shape: Sequence[int], weight_shape: Sequence[int], stride: int | Sequence[int] = 1,
+                padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1, groups: int = 1,
+                dtype: torch.dtype = torch.float32, pass_: str = "forward", isa: str | None = None,
+                algo: str = "auto") -> dict:
+    """How a CPU conv2d pass runs: ``dict(algo=, family=, isa=, tiles=dict(...), forced=)``.
+
+    ``input_shape`` is (N, C, H, W), ``weight_shape`` (C_out, C_in/groups, kH, kW); ``padding`` an int, a
+    pair (both sides) or four values (top, left, bottom, right). ``pass_`` is one of CONV_PASSES, ``isa``
+    one of CPU_ISAS (None: the active one), ``algo`` as for conv2d. ``family`` names the direct kernel
+    family (csrc/cpu/conv2d_direct/) or "im2col"; ``forced`` echoes CNNEXT_CONV_PLAN and says when a
+    forced family cannot run the shape. Raises ValueError for bad arguments, as the ops do.
+    """
+    pad = _pair(padding)
+    pad = pad * 2 if len(pad) == 2 else pad
+    text = torch.ops.cnnext._conv2d_plan(list(input_shape), list(weight_shape), _pair(stride), pad, _pair(dilation),
+                                         groups, dtype, pass_, isa or "", algo)
+    fields = dict(line.split("=", 1) for line in text.splitlines())
+    tiles = {key: int(fields.pop(key)) for key in ("vec_bytes", "oc_block", "pixel_vectors", "cv_vectors",
+                                                   "cv_accumulators", "cv_max_pixels")}
+    return dict(fields, tiles=tiles)
+
+
+def last_conv2d_family(pass_: str) -> str:
+    """The family (as conv2d_plan names it) the CPU convolution last ran for ``pass_``, for tests."""
+    return _C.last_conv2d_family(pass_)
 
 
 def _apply_isa_env() -> None:

@@ -37,8 +37,8 @@ def conv2d(
     input: (N, C_in, H, W) or unbatched (C_in, H, W); weight: (C_out, C_in/groups, kH, kW);
     bias: (C_out,) or None. Returns (N, C_out, OH, OW) (or (C_out, OH, OW) for unbatched
     input) with OH = floor((H + pad_top + pad_bottom - dilation*(kH-1) - 1)/stride) + 1.
-    algo: "direct", "im2col" or "auto" (auto picks per pass: forward direct, grad_input
-    direct iff C_in/groups >= 8, grad_weight direct iff OH*OW >= 64; see README).
+    algo: "direct", "im2col" or "auto" (auto picks per pass, dtype and CPU instruction set
+    what measured faster: cnnext._ops.conv2d_plan tells which; see README).
     Float32/64 everywhere; float16/bfloat16 accumulate in float32. On the CPU also int8,
     uint8, int16, int32 and int64 (dilated: int64 only), as torch: the result in that dtype,
     wrapping around on overflow; integer tensors have no gradient. Raises

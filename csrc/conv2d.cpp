@@ -5,69 +5,37 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <optional>
+#include <sstream>
+#include <string>
+
 #include "backend.h"
 #include "checks.h"
+#include "cpu/conv2d_plan.h"
+#include "cpu/isa.h"
 
 namespace cnnext {
 namespace {
 
-enum class Pass { Forward, GradInput, GradWeight };
+using Pass = cpu::ConvPass;
 
-// The rule behind algo="auto" (documented in README.md), per pass, from
-// measurements of both algorithms on the seed layers and on tiny and strided
-// planes (benchmarks/RESULTS.md):
-// - forward and grad_weight: direct, except for strided layers with at least
-//   8 input channels per group that the direct kernels run with vectors over
-//   pixels: they read the input with strided loads, 0.5 - 0.7x of im2col's
-//   speed. With vectors over output channels (channels in whole 16s, and a
-//   plane of at most 64 pixels or >= 32 channels and >= 64 multiply-adds per
-//   output; see the CPU direct kernel) direct measured 1.07 - 6x faster.
-// - pointwise layers (is_pointwise: 1 x 1, stride 1, no padding): im2col for
-//   every pass, where they are one GEMM with no column copy; the direct
-//   kernels' register tiles reuse each input load across a kernel window,
-//   and a 1 x 1 window has nothing to reuse.
-// - depthwise layers (is_depthwise): direct for every pass, which runs them on
-//   kernels of their own, with no wasted channels and no column buffer.
-// - grad_input: direct when C_in/groups >= 8 and the stride is 1. Its kernel
-//   computes 8 (or 16) input channels at a time, which first layers (1 or 3
-//   input channels) and depthwise layers would mostly waste; with a stride it
-//   correlates a gradient spread out with zeros (3 of 4 taps wasted at stride
-//   2), while col2im scatters only the real ones (0.88 - 0.99x direct with
-//   channel vectors, 1.4 - 1.6x without).
-// CUDA uses the same rule until GPU benchmarks say otherwise.
-bool strided_with_pixel_vectors(const Conv2dParams& p) {
-  const bool strided = p.stride_h > 1 || p.stride_w > 1;
-  const int64_t outs = p.out_per_group();
-  const bool channel_vectors = outs % 16 == 0 && (p.out_plane() <= 64 || (outs >= 32 && p.col_rows() >= 64));
-  return strided && p.in_per_group() >= 8 && !channel_vectors;
-}
-
-ConvAlgo choose_algo(const Conv2dParams& p, Pass pass) {
-  if (is_pointwise(p)) return ConvAlgo::Im2col;
-  switch (pass) {
-    case Pass::Forward:
-    case Pass::GradWeight:
-      return strided_with_pixel_vectors(p) ? ConvAlgo::Im2col : ConvAlgo::Direct;
-    case Pass::GradInput:
-      if (is_depthwise(p)) return ConvAlgo::Direct;
-      return p.in_per_group() >= 8 && p.stride_h == 1 && p.stride_w == 1 ? ConvAlgo::Direct : ConvAlgo::Im2col;
-  }
-  return ConvAlgo::Direct;
-}
-
-ConvAlgo parse_algo(c10::string_view algo, const Conv2dParams& p, Pass pass) {
+// "direct" and "im2col" are taken as given; "auto" is the plan's choice
+// (cpu/conv2d_plan.h: per pass, dtype and the CPU's active ISA). CUDA tensors
+// follow the plan's AVX-512 rule until GPU benchmarks say otherwise.
+ConvAlgo parse_algo(c10::string_view algo, const Conv2dParams& p, Pass pass, const at::Tensor& t) {
   if (algo == "direct") return ConvAlgo::Direct;
   if (algo == "im2col") return ConvAlgo::Im2col;
   TORCH_CHECK_VALUE(algo == "auto", "cnnext conv2d: algo must be one of 'direct', 'im2col', 'auto', got '",
                     algo, "'");
-  return choose_algo(p, pass);
+  const cpu::Isa isa = t.is_cpu() ? cpu::active_isa() : cpu::Isa::kAvx512;
+  return cpu::conv2d_plan(p, pass, t.scalar_type() == at::kDouble ? 8 : 4, isa, std::nullopt).algo;
 }
 
 // The forward algorithm for `algo` on tensors of `dtype`: integer convolution has one kernel per
 // algorithm and no measured rule to choose between them, so "auto" is the direct one.
-ConvAlgo forward_algo(c10::string_view algo, const Conv2dParams& p, at::ScalarType dtype) {
-  const ConvAlgo chosen = parse_algo(algo, p, Pass::Forward);
-  return at::isIntegralType(dtype, /*includeBool=*/false) && algo == "auto" ? ConvAlgo::Direct : chosen;
+ConvAlgo forward_algo(c10::string_view algo, const Conv2dParams& p, const at::Tensor& input) {
+  const ConvAlgo chosen = parse_algo(algo, p, Pass::Forward, input);
+  return at::isIntegralType(input.scalar_type(), /*includeBool=*/false) && algo == "auto" ? ConvAlgo::Direct : chosen;
 }
 
 // Validates input/weight/geometry and resolves every shape into Conv2dParams.
@@ -193,7 +161,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
   const Conv2dParams p = make_params(op, input.sizes(), weight.sizes(), stride, padding, dilation, groups,
                                      input.element_size());
   check_integer_dilation(op, input, p);
-  const ConvAlgo a = forward_algo(algo, p, input.scalar_type());
+  const ConvAlgo a = forward_algo(algo, p, input);
   at::Tensor bias;
   if (bias_opt.has_value() && bias_opt->defined()) {
     bias = *bias_opt;
@@ -221,7 +189,7 @@ at::Tensor conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& we
   check_same(op, "weight", weight, "grad_output", grad_output);
   const Conv2dParams p = make_params(op, input_size, weight.sizes(), stride, padding, dilation, groups,
                                      grad_output.element_size());
-  const ConvAlgo a = parse_algo(algo, p, Pass::GradInput);
+  const ConvAlgo a = parse_algo(algo, p, Pass::GradInput, grad_output);
   check_grad_output(op, grad_output, p);
   const at::MemoryFormat layout = conv_layout(grad_output, weight), compute = compute_layout(p, a, layout, grad_output);
   at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(compute));
@@ -242,7 +210,7 @@ at::Tensor conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& i
   check_same(op, "input", input, "grad_output", grad_output);
   const Conv2dParams p = make_params(op, input.sizes(), weight_size, stride, padding, dilation, groups,
                                      grad_output.element_size());
-  const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight);
+  const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight, grad_output);
   check_grad_output(op, grad_output, p);
   const at::MemoryFormat layout = conv_layout(grad_output, input), compute = compute_layout(p, a, layout, input);
   at::Tensor grad_weight = at::empty(weight_size, grad_output.options());
@@ -267,7 +235,7 @@ std::tuple<at::Tensor, at::Tensor> conv2d_grad_weight_bias(const at::Tensor& gra
   check_same(op, "input", input, "grad_output", grad_output);
   const Conv2dParams p = make_params(op, input.sizes(), weight_size, stride, padding, dilation, groups,
                                      grad_output.element_size());
-  const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight);
+  const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight, grad_output);
   check_grad_output(op, grad_output, p);
   const at::MemoryFormat layout = conv_layout(grad_output, input), compute = compute_layout(p, a, layout, input);
   at::Tensor grad_weight = at::empty(weight_size, grad_output.options());
@@ -297,6 +265,36 @@ at::Tensor conv2d_grad_bias(const at::Tensor& grad_output) {
   return grad_bias;
 }
 
+// The CPU plan of one pass as "key=value" lines, for cnnext._ops.conv2d_plan (tests and benchmarks).
+// `isa` empty: the active one; `algo` as for the ops.
+std::string conv2d_plan_query(at::IntArrayRef input_size, at::IntArrayRef weight_size, at::IntArrayRef stride,
+                              at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                              at::ScalarType dtype, c10::string_view pass, c10::string_view isa,
+                              c10::string_view algo) {
+  constexpr const char* op = "cnnext conv2d_plan";
+  TORCH_CHECK_VALUE(at::isFloatingType(dtype), op, ": dtype must be a floating dtype, got ", dtype);
+  const int64_t element_size = dtype == at::kDouble ? 8 : 4;  // float16 and bfloat16 run in float32
+  const Conv2dParams p = make_params(op, input_size, weight_size, stride, padding, dilation, groups,
+                                     c10::elementSize(dtype));
+  std::optional<Pass> which;
+  for (const Pass candidate : {Pass::Forward, Pass::GradInput, Pass::GradWeight})
+    if (pass == cpu::pass_name(candidate)) which = candidate;
+  TORCH_CHECK_VALUE(which, op, ": pass must be one of 'forward', 'grad_input', 'grad_weight', got '", pass, "'");
+  cpu::Isa target = cpu::active_isa();
+  TORCH_CHECK_VALUE(isa.empty() || cpu::parse_isa(std::string(isa).c_str(), target), op,
+                    ": isa must be one of 'avx512', 'avx2', 'baseline', got '", isa, "'");
+  std::optional<ConvAlgo> forced;
+  if (algo != "auto") forced = parse_algo(algo, p, *which, at::Tensor());
+  const cpu::ConvPlan plan = cpu::conv2d_plan(p, *which, element_size, target, forced);
+  std::ostringstream out;
+  out << "algo=" << (plan.algo == ConvAlgo::Direct ? "direct" : "im2col") << "\nfamily=" << cpu::family_name(plan.family)
+      << "\nisa=" << cpu::isa_name(plan.isa) << "\nvec_bytes=" << plan.tiles.vec_bytes
+      << "\noc_block=" << plan.tiles.oc_block << "\npixel_vectors=" << plan.tiles.pixel_vectors
+      << "\ncv_vectors=" << plan.tiles.cv_vectors << "\ncv_accumulators=" << plan.tiles.cv_accumulators
+      << "\ncv_max_pixels=" << plan.tiles.cv_max_pixels << "\nforced=" << plan.forced;
+  return out.str();
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(cnnext, m) {
@@ -310,6 +308,10 @@ TORCH_LIBRARY_FRAGMENT(cnnext, m) {
       "conv2d_grad_weight(Tensor grad_output, Tensor input, SymInt[4] weight_size, int[2] stride, int[4] padding, "
       "int[2] dilation, int groups, str algo) -> Tensor");
   m.def("conv2d_grad_bias(Tensor grad_output) -> Tensor");
+  m.def(
+      "_conv2d_plan(int[] input_size, int[] weight_size, int[2] stride, int[4] padding, int[2] dilation, "
+      "int groups, ScalarType dtype, str pass_, str isa, str algo) -> str",
+      &conv2d_plan_query);
   m.def(
       "conv2d_grad_weight_bias(Tensor grad_output, Tensor input, SymInt[4] weight_size, int[2] stride, "
       "int[4] padding, int[2] dilation, int groups, str algo) -> (Tensor, Tensor)");

@@ -3,6 +3,7 @@
 // which CPU instruction set the run-time dispatched kernels use.
 #include <torch/extension.h>
 
+#include "cpu/conv2d_plan.h"
 #include "cpu/isa.h"
 
 #ifndef CNNEXT_VERSION
@@ -32,14 +33,12 @@ pybind11::dict build_info() {
 #else
   info["openmp"] = false;
 #endif
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(CNNEXT_NO_ISA_CLONES)
+#if defined(__x86_64__)
   info["cpu_isa_dispatch"] =
-      "x86-64-v4 (AVX-512), x86-64-v3 (AVX2+FMA), x86-64 (convolution: chosen at load time; max_pool2d: at run "
-      "time, see cnnext.set_cpu_isa)";
-#elif defined(CNNEXT_CPU_ARCH)
-  info["cpu_isa_dispatch"] = "none: built for -march=" CNNEXT_CPU_ARCH " only (CNNEXT_CPU_ARCH)";
+      "avx512 (x86-64-v4), avx2 (x86-64-v3: AVX2+FMA), baseline (x86-64): every CPU kernel, chosen at run time "
+      "(cnnext.set_cpu_isa, CNNEXT_CPU_ISA)";
 #else
-  info["cpu_isa_dispatch"] = "none (portable build)";
+  info["cpu_isa_dispatch"] = "none: portable kernels only (this is not an x86-64 build)";
 #endif
   info["compiler"] = __VERSION__;
   return info;
@@ -58,11 +57,21 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "cnnext compiled ops: conv2d (direct, im2col) and max_pool2d for CPU and CUDA";
   m.def("build_info", &build_info, "How this build of cnnext was compiled.");
   m.def("set_cpu_isa", &set_cpu_isa, pybind11::arg("isa"),
-        "Limits the run-time dispatched CPU kernels to `isa`; returns the previous limit.");
+        "Limits every CPU kernel (convolution and pooling) to the instruction set `isa`; returns the previous "
+        "limit.");
   m.def(
       "cpu_isa", [] { return std::string(cnnext::cpu::isa_name(cnnext::cpu::active_isa())); },
-      "The instruction set the run-time dispatched CPU kernels use now.");
+      "The instruction set the CPU kernels use now.");
   m.def(
       "detected_cpu_isa", [] { return std::string(cnnext::cpu::isa_name(cnnext::cpu::detected_isa())); },
       "The best instruction set this CPU supports.");
+  m.def(
+      "last_conv2d_family",
+      [](const std::string& pass) {
+        for (const auto p : {cnnext::cpu::ConvPass::Forward, cnnext::cpu::ConvPass::GradInput,
+                             cnnext::cpu::ConvPass::GradWeight})
+          if (pass == cnnext::cpu::pass_name(p)) return std::string(cnnext::cpu::family_name(cnnext::cpu::last_family_run(p)));
+        throw pybind11::value_error("pass must be one of 'forward', 'grad_input', 'grad_weight', got '" + pass + "'");
+      },
+      pybind11::arg("pass_"), "The convolution family the CPU kernels last ran for `pass_` (for tests).");
 }

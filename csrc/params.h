@@ -44,8 +44,8 @@ struct Conv2dParams {
 
 // A depthwise convolution as the direct algorithm runs it with its own kernels:
 // one input channel per group, and fewer output channels per group than the
-// general direct kernels compute in one pass over the input (8, all of which
-// but these would be wasted); windows that leave no gaps (stride at most the
+// general direct kernels compute in one pass over the input on AVX-512 (8,
+// all of which but these would be wasted; cpu/conv2d_direct/tiles.h); windows that leave no gaps (stride at most the
 // dilated kernel), so that a staged plane is never larger than the padded input.
 inline bool is_depthwise(const Conv2dParams& p) {
   return p.in_per_group() == 1 && p.out_per_group() < 8 && p.stride_h <= (p.kernel_h - 1) * p.dilation_h + 1 &&

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import cnnext
 from cnnext import functional as CF
+from cnnext._ops import conv2d_plan
 
 ALGOS = ["direct", "im2col"]
 
@@ -153,10 +154,12 @@ def test_reduced_precision_accumulates_in_float32(algo, dtype, device):
         torch.testing.assert_close(g.float(), r, rtol=2e-2, atol=0.5)
 
 
-def test_auto_follows_the_documented_rule():
-    """auto, per pass: forward and grad_weight direct, except im2col for strided layers with >= 8 input channels per
-    group whose output channels per group are not a multiple of 16, or fewer than 32 on more than 64 output pixels;
-    grad_input direct iff C_in/groups >= 8 and stride 1. Each pass gives bit-identical results to the algo it picks."""
+def test_auto_runs_the_plans_algorithm():
+    """auto, per pass, gives bit-identical results to the algorithm the plan (cnnext._ops.conv2d_plan) names for
+    the active ISA. On AVX-512 that is the documented rule: forward and grad_weight direct, except im2col for
+    strided layers with >= 8 input channels per group that the direct kernels would run with vectors over pixels
+    (output channels per group not a multiple of 16, or fewer than 32 on planes whose rows fill their vectors well);
+    grad_input direct iff C_in/groups >= 8 and stride 1."""
     ops = torch.ops.cnnext
 
     def passes(algo, x, w, gy, stride):
@@ -166,22 +169,28 @@ def test_auto_follows_the_documented_rule():
                 ops.conv2d_grad_weight(gy, x, list(w.shape), *geometry, algo))
 
     D, I = "direct", "im2col"
-    cases = [  # (cin, cout, size, stride): algos for forward, grad_input, grad_weight
+    cases = [  # (cin, cout, size, stride): algos on AVX-512 for forward, grad_input, grad_weight
         ((4, 8, 12, 1), (D, I, D)), ((16, 8, 12, 1), (D, D, D)), ((16, 8, 5, 1), (D, D, D)),
         ((4, 8, 20, 2), (D, I, D)),  # strided, few input channels
         ((16, 32, 20, 2), (D, I, D)),  # 32 output channels: channel vectors
         ((16, 16, 14, 2), (D, I, D)),  # 16 output channels on 7 x 7 outputs: channel vectors
         ((16, 24, 14, 2), (I, I, I)),  # 24 output channels: pixel vectors
-        ((16, 16, 20, 2), (I, I, I)),  # 16 output channels on 10 x 10 outputs: pixel vectors
+        ((16, 16, 20, 2), (D, I, D)),  # 10 x 10 outputs would fill 10 of 16 pixel lanes: channel vectors
+        ((16, 16, 32, 2), (I, I, I)),  # 16 output channels on 16 x 16 outputs: pixel vectors
     ]
-    for (cin, cout, size, stride), expected in cases:
+    on_avx512 = cnnext.build_info()["cpu_isa"] == "avx512"
+    for (cin, cout, size, stride), documented in cases:
+        planned = tuple(conv2d_plan((3, cin, size, size), (cout, cin, 3, 3), stride, 1, pass_=p)["algo"]
+                        for p in ("forward", "grad_input", "grad_weight"))
+        if on_avx512:
+            assert planned == documented, (cin, cout, size, stride)
         x, w = torch.randn(3, cin, size, size), torch.randn(cout, cin, 3, 3)
         out = (size + 2 - 3) // stride + 1
         gy = torch.randn(3, cout, out, out)
         auto = passes("auto", x, w, gy, stride)
-        chosen = [passes(algo, x, w, gy, stride)[i] for i, algo in enumerate(expected)]
+        chosen = [passes(algo, x, w, gy, stride)[i] for i, algo in enumerate(planned)]
         for a, c in zip(auto, chosen):
-            assert torch.equal(a, c), (cin, cout, size, stride, expected)
+            assert torch.equal(a, c), (cin, cout, size, stride, planned)
 
 
 @pytest.mark.parametrize("algo", ALGOS)

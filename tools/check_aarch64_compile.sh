@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compile-checks the CPU extension for 64-bit ARM Linux (aarch64) on an x86
-# machine: every csrc/*.cpp and csrc/cpu/*.cpp with the cross compiler,
+# machine: every C++ source of the CPU extension with the cross compiler,
 # against the installed torch's headers (they are the same on every
 # architecture), into objects; then that every cnnext function one object
 # calls is defined by some object, so that an ISA-specific file compiled to
@@ -48,7 +48,7 @@ flags=(
 )
 echo "$("$CROSS" --version | head -1), -std=$std"
 shopt -s nullglob
-for f in csrc/*.cpp csrc/cpu/*.cpp; do
+for f in csrc/*.cpp csrc/cpu/*.cpp csrc/cpu/*/*.cpp; do
   echo "$CROSS -c $f"
   "$CROSS" "${flags[@]}" -c "$f" -o "$out/$(echo "$f" | tr / _).o"
 done

@@ -1,7 +1,9 @@
-// The CPU backend of conv2d: picks the algorithm, maps float16/bfloat16 onto
-// float32 (so reduced precision accumulates in float32), sends integer
-// tensors to their own kernels (conv2d_integer_kernel.cpp), and holds the
-// bias gradient, which both algorithms share.
+// The CPU backend of conv2d: runs what the plan (conv2d_plan.h) says for the
+// algorithm conv2d.cpp resolved, with the kernels of the active ISA
+// (variants.h), maps float16/bfloat16 onto float32 (so reduced precision
+// accumulates in float32), sends integer tensors to their own kernels
+// (conv2d_integer_kernel.cpp), and holds the bias gradient, which both
+// algorithms share.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -10,6 +12,9 @@
 #include "../conv2d.h"
 #include "conv2d_integer.h"
 #include "conv2d_kernels.h"
+#include "conv2d_plan.h"
+#include "isa.h"
+#include "variants.h"
 
 namespace cnnext {
 namespace cpu {
@@ -33,6 +38,14 @@ void in_accumulation_type(at::Tensor& out, Fn compute, const Args&... args) {
   out.copy_(out32);
 }
 
+// The plan of a pass whose algorithm conv2d.cpp resolved: the direct family and the ISA whose
+// kernels run it. Elements are float32 or float64 here (in_accumulation_type).
+ConvPlan plan_for(ConvAlgo algo, const Conv2dParams& p, ConvPass pass, const at::Tensor& t) {
+  const ConvPlan plan = conv2d_plan(p, pass, t.scalar_type() == at::kDouble ? 8 : 4, active_isa(), algo);
+  if (plan.algo == ConvAlgo::Im2col) note_family_run(pass, Family::kIm2col);
+  return plan;
+}
+
 template <typename T>
 const T* optional_data(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<T>() : nullptr;
@@ -49,7 +62,7 @@ void channel_sums(const T* x, int64_t batch, int64_t channels, int64_t plane, T*
       for (int64_t n = 0; n < batch; ++n) {
         const T* src = x + (n * channels + c) * plane;
         if constexpr (std::is_same_v<T, acc_t>) {
-          total += plane_sum(src, plane);
+          total += direct_kernels<T>(active_isa()).plane_sum(src, plane);
         } else {
           acc_t sum = 0;
           for (int64_t i = 0; i < plane; ++i) sum += static_cast<acc_t>(src[i]);
@@ -70,12 +83,13 @@ void conv2d_forward(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& inpu
   in_accumulation_type(
       output,
       [&](at::Tensor& y, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-        if (algo == ConvAlgo::Im2col && pointwise_nhwc(p, x, y)) return pointwise_nhwc_forward(p, x, w, b, y);
-        if (algo == ConvAlgo::Im2col) return im2col_forward(p, x, w, b, y);
+        const ConvPlan plan = plan_for(algo, p, ConvPass::Forward, x);
+        if (plan.algo == ConvAlgo::Im2col && pointwise_nhwc(p, x, y)) return pointwise_nhwc_forward(p, x, w, b, y);
+        if (plan.algo == ConvAlgo::Im2col) return im2col_forward(p, x, w, b, y);
         AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cnnext_direct_forward", [&] {
-          (is_depthwise(p) ? depthwise_forward<scalar_t> : direct_forward<scalar_t>)(
-              p, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), optional_data<scalar_t>(b),
-              y.mutable_data_ptr<scalar_t>());
+          direct_kernels<scalar_t>(plan.isa).forward(p, plan, x.const_data_ptr<scalar_t>(),
+                                                     w.const_data_ptr<scalar_t>(), optional_data<scalar_t>(b),
+                                                     y.mutable_data_ptr<scalar_t>());
         });
       },
       input, weight, bias);
@@ -86,11 +100,12 @@ void conv2d_grad_input(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& g
   in_accumulation_type(
       grad_input,
       [&](at::Tensor& dx, const at::Tensor& dy, const at::Tensor& w) {
-        if (algo == ConvAlgo::Im2col && pointwise_nhwc(p, dy, dx)) return pointwise_nhwc_grad_input(p, dy, w, dx);
-        if (algo == ConvAlgo::Im2col) return im2col_grad_input(p, dy, w, dx);
+        const ConvPlan plan = plan_for(algo, p, ConvPass::GradInput, dy);
+        if (plan.algo == ConvAlgo::Im2col && pointwise_nhwc(p, dy, dx)) return pointwise_nhwc_grad_input(p, dy, w, dx);
+        if (plan.algo == ConvAlgo::Im2col) return im2col_grad_input(p, dy, w, dx);
         AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "cnnext_direct_grad_input", [&] {
-          (is_depthwise(p) ? depthwise_grad_input<scalar_t> : direct_grad_input<scalar_t>)(
-              p, dy.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>());
+          direct_kernels<scalar_t>(plan.isa).grad_input(p, plan, dy.const_data_ptr<scalar_t>(),
+                                                        w.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>());
         });
       },
       grad_output, weight);
@@ -105,15 +120,16 @@ void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& 
   in_accumulation_type(
       grad_weight,
       [&](at::Tensor& dw, const at::Tensor& dy, const at::Tensor& x) {
+        const ConvPlan plan = plan_for(algo, p, ConvPass::GradWeight, dy);
         if (nhwc) {
           at::Tensor no_bias;
           return pointwise_nhwc_grad_weight(p, dy, x, dw, fused_bias ? grad_bias : no_bias);
         }
-        if (algo == ConvAlgo::Im2col) return im2col_grad_weight(p, dy, x, dw);
+        if (plan.algo == ConvAlgo::Im2col) return im2col_grad_weight(p, dy, x, dw);
         AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "cnnext_direct_grad_weight", [&] {
-          (is_depthwise(p) ? depthwise_grad_weight<scalar_t> : direct_grad_weight<scalar_t>)(
-              p, dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), dw.mutable_data_ptr<scalar_t>(),
-              fused_bias ? grad_bias.mutable_data_ptr<scalar_t>() : nullptr);
+          direct_kernels<scalar_t>(plan.isa).grad_weight(p, plan, dy.const_data_ptr<scalar_t>(),
+                                                         x.const_data_ptr<scalar_t>(), dw.mutable_data_ptr<scalar_t>(),
+                                                         fused_bias ? grad_bias.mutable_data_ptr<scalar_t>() : nullptr);
         });
       },
       grad_output, input);

@@ -19,6 +19,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
 
+#include "cache_budget.h"
 #include "conv2d_kernels.h"
 #include "im2col.h"
 #include "kernel_utils.h"
@@ -63,14 +64,11 @@ void parallel_gemms(int64_t n, const Fn& fn) {
 
 // GEMMs narrower than this many columns run far below the BLAS's speed.
 constexpr int64_t kMinGemmColumns = 256;
-// A thread's column buffer stays within this size (about the L2 cache).
-constexpr int64_t kMaxColumnBytes = 1 << 20;
-
 // Samples per GEMM: enough for kMinGemmColumns output columns, within the
 // column buffer budget, at most `limit`.
 int64_t samples_per_gemm(const Conv2dParams& p, int64_t element_size, int64_t limit) {
   const int64_t wanted = (kMinGemmColumns + p.out_plane() - 1) / p.out_plane();
-  const int64_t fit = kMaxColumnBytes / std::max<int64_t>(1, p.col_rows() * p.out_plane() * element_size);
+  const int64_t fit = kColumnChunkBytes / std::max<int64_t>(1, p.col_rows() * p.out_plane() * element_size);
   return std::max<int64_t>(1, std::min({wanted, fit, limit}));
 }
 

@@ -22,8 +22,9 @@
 //   cache; each tile's GEMM, written here rather than taken from ATen, passes
 //   every output channel of the group over that one block of columns.
 // Integer results are exact, so the work is split over threads freely: the
-// results never depend on the thread count. The hot loops are cloned per ISA
-// (CNNEXT_ISA_CLONES), as the float kernels' are.
+// results never depend on the thread count. The loops are compiled for the
+// baseline ISA only (vectorized by the compiler with SSE2 or NEON): unlike the
+// float kernels they are not yet in the per-ISA table (variants.h).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -50,7 +51,7 @@ using Acc = std::conditional_t<sizeof(T) <= sizeof(uint32_t), uint32_t, uint64_t
 // stride when it is 1 (known at compile time, so the loop vectorizes), 0 when
 // read at run time.
 template <typename T, int64_t kStride, int kOc>
-CNNEXT_INLINE void multiply_add_rows(Acc<T>* acc, int64_t ld, const Acc<T>* w, const T* src, int64_t n,
+inline void multiply_add_rows(Acc<T>* acc, int64_t ld, const Acc<T>* w, const T* src, int64_t n,
                                     int64_t stride) {
   const int64_t s = kStride > 0 ? kStride : stride;
   for (int64_t i = 0; i < n; ++i) {
@@ -60,7 +61,7 @@ CNNEXT_INLINE void multiply_add_rows(Acc<T>* acc, int64_t ld, const Acc<T>* w, c
 }
 
 template <typename T>
-CNNEXT_INLINE void store_row(const Acc<T>* acc, int64_t n, T* dst) {
+inline void store_row(const Acc<T>* acc, int64_t n, T* dst) {
   for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<T>(acc[i]);
 }
 
@@ -123,12 +124,12 @@ struct DirectWalk {
 // staged input planes, `weight` and `bias` (may be null) start at channel oc,
 // `out` at its plane.
 template <typename T, int64_t kStride, int kOc>
-CNNEXT_ISA_CLONES void direct_channels(const Conv2dParams& p, const DirectWalk& d, const T* staged, const T* weight,
+void direct_channels(const Conv2dParams& p, const DirectWalk& d, const T* staged, const T* weight,
                                        const T* bias, T* out, Acc<T>* acc) {
   using A = Acc<T>;
   const int64_t ld = d.accumulators(p);
   A w[kOc];
-  auto segment = [&](int64_t oh0, int64_t rows, int64_t ow0, int64_t width) CNNEXT_LAMBDA_INLINE {
+  auto segment = [&](int64_t oh0, int64_t rows, int64_t ow0, int64_t width) {
     const int64_t pitch = d.flat ? d.sx.size : width;
     const int64_t n = (rows - 1) * pitch + width;
     for (int j = 0; j < kOc; ++j)
@@ -243,7 +244,7 @@ Conv2dParams tile_params(const Conv2dParams& p, int64_t oh0, int64_t rows, int64
 // for the group's output channels o, where out's channels are `channel_ld`
 // apart and its rows `row_ld` (those of the whole output).
 template <typename T>
-CNNEXT_ISA_CLONES void gemm_tile(const Conv2dParams& t, const T* w, const T* bias, const T* col, T* out,
+void gemm_tile(const Conv2dParams& t, const T* w, const T* bias, const T* col, T* out,
                                  int64_t channel_ld, int64_t row_ld, std::vector<Acc<T>>& acc) {
   using A = Acc<T>;
   const int64_t pixels = t.out_plane(), depth = t.col_rows();

@@ -1,5 +1,8 @@
-// Helpers shared by the CPU kernels: vector width, ISA cloning, and the
-// "staging" copy that turns every border case into plain in-bounds reads.
+// Helpers shared by the CPU kernels that are the same for every ISA: batch
+// chunking, aligned scratch buffers, and the "staging" copy that turns every
+// border case into plain in-bounds reads. Per-ISA code includes this before
+// its target pragma (isa_prelude.h), so these are compiled for the baseline
+// ISA only; the vector helpers compiled per ISA are in vec.h.
 #pragma once
 
 #include <algorithm>
@@ -13,112 +16,6 @@
 
 namespace cnnext {
 namespace cpu {
-
-// Outputs computed per micro-kernel step: one 512-bit vector of T, written
-// with GCC/Clang vector extensions so the accumulators provably live in
-// registers. Narrower ISAs split each vector into two or four registers; the
-// loop shapes stay the same, so one source serves every ISA.
-template <typename T>
-constexpr int64_t kVec = 64 / static_cast<int64_t>(sizeof(T));
-
-template <typename T>
-struct VecOf {
-  typedef T type __attribute__((vector_size(64)));
-};
-template <typename T>
-using Vec = typename VecOf<T>::type;
-
-template <typename T>
-inline Vec<T> load_vec(const T* p) {
-  Vec<T> v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-template <typename T>
-inline void store_vec(T* p, const Vec<T>& v) {
-  std::memcpy(p, &v, sizeof(v));
-}
-
-// Integer vectors as wide as Vec<T>, for lane masks.
-template <typename T>
-struct BitsOf;
-template <>
-struct BitsOf<float> {
-  typedef int32_t type __attribute__((vector_size(64)));
-};
-template <>
-struct BitsOf<double> {
-  typedef int64_t type __attribute__((vector_size(64)));
-};
-template <typename T>
-using Bits = typename BitsOf<T>::type;
-
-// All bits set in lanes [lo, hi), clear in the others.
-template <typename T>
-inline Bits<T> lane_mask(int64_t lo, int64_t hi) {
-  Bits<T> lane, lo_v, hi_v;
-  for (int64_t i = 0; i < kVec<T>; ++i) {
-    lane[i] = i;
-    lo_v[i] = lo;
-    hi_v[i] = hi;
-  }
-  return (lane >= lo_v) & (lane < hi_v);
-}
-
-// v with the lanes outside `keep` set to +0 (bitwise, so it also clears inf and NaN).
-template <typename T>
-inline Vec<T> keep_lanes(const Vec<T>& v, const Bits<T>& keep) {
-  return reinterpret_cast<Vec<T>>(reinterpret_cast<Bits<T>>(v) & keep);
-}
-
-// x[0], x[stride], ..., x[(kVec - 1) * stride].
-template <typename T>
-inline Vec<T> load_strided(const T* p, int64_t stride) {
-  Vec<T> v;
-  for (int64_t i = 0; i < kVec<T>; ++i) v[i] = p[i * stride];
-  return v;
-}
-
-// A vector of `Bytes` bytes of T, for rows narrower than one Vec<T>.
-template <typename T, int Bytes>
-struct VecN {
-  typedef T type __attribute__((vector_size(Bytes)));
-};
-
-// dst[i] = op(src[i]) for i < width, in vectors of `Bytes` bytes only: a row
-// that does not fill its last vector ends with one that overlaps the one
-// before (rewriting the same values), because a scalar tail of up to 15
-// elements costs more than the vectors of a 13 - 28-element row. Returns
-// false, touching nothing, when the row is narrower than one such vector.
-// src and dst must not overlap.
-template <int Bytes, typename T, typename Op>
-inline bool transform_row_in(const T* src, int64_t width, T* dst, Op op) {
-  using V = typename VecN<T, Bytes>::type;
-  constexpr int64_t n = Bytes / static_cast<int64_t>(sizeof(T));
-  if (width < n) return false;
-  auto step = [&](int64_t i) {
-    V v;
-    std::memcpy(&v, src + i, sizeof(v));
-    v = op(v);
-    std::memcpy(dst + i, &v, sizeof(v));
-  };
-  int64_t i = 0;
-  for (; i + n <= width; i += n) step(i);
-  if (i < width) step(width - n);
-  return true;
-}
-
-// dst[i] = op(src[i]) for i < width with the widest vectors the row fills;
-// `op` is a generic lambda: it maps a vector of any width, or a scalar for
-// rows narrower than 16 bytes, to the same type.
-template <typename T, typename Op>
-inline void transform_row(const T* src, int64_t width, T* dst, Op op) {
-  if (transform_row_in<64>(src, width, dst, op) || transform_row_in<32>(src, width, dst, op) ||
-      transform_row_in<16>(src, width, dst, op))
-    return;
-  for (int64_t i = 0; i < width; ++i) dst[i] = op(src[i]);
-}
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
@@ -138,9 +35,10 @@ struct BatchChunks {
   int64_t max_size() const { return (batch + count - 1) / count; }
 };
 
-// A zero-filled, 64-byte aligned scratch array. Vectors are 64 bytes wide: a
-// vector load from a less aligned buffer straddles two cache lines and costs
-// twice as much, which std::vector's 16-byte alignment would make the rule.
+// A zero-filled, 64-byte (cache line) aligned scratch array, whatever the
+// ISA: a vector load from a buffer aligned less than the vector straddles two
+// cache lines and costs twice as much, which std::vector's 16-byte alignment
+// would make the rule for AVX2's and AVX-512's vectors.
 template <typename T>
 class AlignedBuffer {
  public:
@@ -164,25 +62,6 @@ class AlignedBuffer {
 
   T* data_;
 };
-
-// The hot loops are compiled once per ISA and the best clone is picked when
-// the library loads (GCC/Clang function multi-versioning), so the package
-// needs no AVX-512 at build time and still uses it where it exists.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(CNNEXT_NO_ISA_CLONES)
-#define CNNEXT_ISA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CNNEXT_ISA_CLONES
-#endif
-// For helpers of the cloned loops: a helper that is not inlined is compiled
-// for the baseline ISA only, and GCC declines to inline large ones by itself.
-// Lambdas too: their bodies are separate functions.
-#if defined(__GNUC__) || defined(__clang__)
-#define CNNEXT_INLINE __attribute__((always_inline)) inline
-#define CNNEXT_LAMBDA_INLINE __attribute__((always_inline))
-#else
-#define CNNEXT_INLINE inline
-#define CNNEXT_LAMBDA_INLINE
-#endif
 
 // One axis of a staging buffer that keeps only the positions the windows
 // read (see Staging): staged index i = o * taps + k holds virtual position

@@ -296,15 +296,15 @@ struct Stride {
   static constexpr int value = kStride;
 };
 
-// loop(Stride<1>{}) or loop(Stride<2>{}): the loops are compiled per horizontal stride.
-// Callers guarantee stride_w is 1 or 2 (is_pool_2x2, and the rows loop's
-// condition in max_pool2d_kernel.cpp).
+// loop(Stride<1>{}) or loop(Stride<2>{}): the loops are compiled per horizontal stride, the two
+// that fits_rows_loop admits (the dispatcher checks it, and is_pool_2x2 implies it).
 template <typename Loop>
 void by_stride(int64_t stride_w, const Loop& loop) {
-  if (stride_w == 1)
+  if (stride_w == 1) {
     loop(Stride<1>{});
-  else
+  } else if (stride_w == 2) {
     loop(Stride<2>{});
+  }
 }
 
 }  // namespace

@@ -1,13 +1,17 @@
 // The flat max-pool loop (max_pool2d_simd.h), written once against a small
 // set of vector operations V (one struct per ISA and scalar type, see
 // max_pool2d_avx2.cpp / max_pool2d_avx512.cpp). Included only by those files,
-// after they switched the compiler to their ISA.
+// after they switched the compiler to their ISA: everything here has
+// internal linkage, so each ISA's copy stays in its own file (an inline
+// function with external linkage would be one copy for the whole library,
+// compiled for whichever ISA the linker happened to keep).
 #pragma once
 
 #include "max_pool2d_simd.h"
 
 namespace cnnext {
 namespace cpu {
+namespace {
 
 // Gathers are not followed by the hardware prefetchers (see
 // max_pool2d_avx512.cpp): while pooling a plane, the next one is fetched
@@ -45,5 +49,6 @@ inline void max_pool2d_flat(const FlatPoolTables& t, const typename V::T* x, int
   }
 }
 
+}  // namespace
 }  // namespace cpu
 }  // namespace cnnext

@@ -2,7 +2,7 @@
 // (max_pool2d_simd.h: a table-driven gather, AVX-512 or AVX2 chosen at run
 // time) whenever the plane's tables fit in cache; everything else (half,
 // bfloat16, the integer types, CPUs without AVX2, huge planes) pools one
-// output row at a time:
+// output row at a time (pool_loops.h, compiled per ISA):
 // for every kernel tap the row's outputs whose tap lands inside the input are
 // updated in one branch-free pass (compare, then select value and tap), so
 // padding never reaches the inner loop. Planes are split across threads;
@@ -18,86 +18,15 @@
 #include <vector>
 
 #include "../max_pool2d.h"
+#include "cache_budget.h"
 #include "isa.h"
 #include "kernel_utils.h"
 #include "max_pool2d_simd.h"
+#include "variants.h"
 
 namespace cnnext {
 namespace cpu {
 namespace {
-
-// The value every window's maximum starts from: -inf, or an integer type's
-// lowest value (a window that holds only that value reports its first
-// in-bounds element, as for -inf, which is also PyTorch's index).
-template <typename A>
-constexpr A lowest_value() {
-  if constexpr (std::numeric_limits<A>::has_infinity) return -std::numeric_limits<A>::infinity();
-  return std::numeric_limits<A>::lowest();
-}
-
-// Pools whole planes, one output row at a time. The inner loop tracks, per
-// output, the best value and the number of the kernel tap that produced it
-// (int32, as wide as a float lane, so value and tap vectorize together); flat
-// indices come from the taps through a table once the row is done. kStride is
-// the horizontal stride when it is 1 or 2 (known at compile time, so loads
-// vectorize), 0 for any other stride.
-template <typename T, typename acc_t, int64_t kStride>
-CNNEXT_ISA_CLONES void pool_planes(const Pool2dParams& p, const T* x, int64_t planes, T* y, int64_t* idx) {
-  const int64_t stride_w = kStride > 0 ? kStride : p.stride_w;
-  std::vector<acc_t> best(p.out_w);
-  std::vector<int32_t> tap(p.out_w);
-  // The kernel rows and columns that some window reads inside the input: the
-  // taps are numbered, and the loops run, over those only, since a kernel may
-  // be 2^31 wide and tall (and their product would overflow the int32 taps).
-  const int64_t kh_lo = first_inside((p.out_h - 1) * p.stride_h - p.pad_h, p.dilation_h);
-  const int64_t kh_hi = std::min(p.kernel_h, ceil_div_nonneg(p.in_h + p.pad_h, p.dilation_h));
-  const int64_t kw_lo = first_inside((p.out_w - 1) * stride_w - p.pad_w, p.dilation_w);
-  const int64_t kw_hi = std::min(p.kernel_w, ceil_div_nonneg(p.in_w + p.pad_w, p.dilation_w));
-  const int64_t kw_n = std::max<int64_t>(kw_hi - kw_lo, 0);
-  // Input offset of each tap relative to the window's corner.
-  std::vector<int64_t> tap_offset(std::max<int64_t>(kh_hi - kh_lo, 0) * kw_n);
-  for (int64_t kh = kh_lo; kh < kh_hi; ++kh)
-    for (int64_t kw = kw_lo; kw < kw_hi; ++kw)
-      tap_offset[(kh - kh_lo) * kw_n + kw - kw_lo] = kh * p.dilation_h * p.in_w + kw * p.dilation_w;
-  for (int64_t plane = 0; plane < planes; ++plane) {
-    const T* in = x + plane * p.in_plane();
-    for (int64_t oh = 0; oh < p.out_h; ++oh) {
-      const int64_t h0 = oh * p.stride_h - p.pad_h;
-      const int64_t kh0 = first_inside(h0, p.dilation_h);
-      for (int64_t ow = 0; ow < p.out_w; ++ow) {
-        best[ow] = lowest_value<acc_t>();
-        tap[ow] = -1;
-      }
-      for (int64_t kh = kh0; kh < p.kernel_h && h0 + kh * p.dilation_h < p.in_h; ++kh) {
-        const T* row = in + (h0 + kh * p.dilation_h) * p.in_w;
-        for (int64_t kw = kw_lo; kw < kw_hi; ++kw) {
-          const TapRange r = valid_outputs(kw, p.in_w, p.out_w, stride_w, p.pad_w, p.dilation_w);
-          const T* src = row + kw * p.dilation_w - p.pad_w;
-          const int32_t t = static_cast<int32_t>((kh - kh_lo) * kw_n + kw - kw_lo);
-          for (int64_t ow = r.lo; ow < r.hi; ++ow) {
-            const acc_t v = static_cast<acc_t>(src[ow * stride_w]);
-            const bool take = (v > best[ow]) || (v != v);  // NaN wins, as in PyTorch (floating types)
-            best[ow] = take ? v : best[ow];
-            tap[ow] = take ? t : tap[ow];
-          }
-        }
-      }
-      T* out = y + (plane * p.out_h + oh) * p.out_w;
-      int64_t* arg = idx + (plane * p.out_h + oh) * p.out_w;
-      for (int64_t ow = 0; ow < p.out_w; ++ow) {
-        const int64_t w0 = ow * stride_w - p.pad_w;
-        out[ow] = static_cast<T>(best[ow]);
-        // No tap taken (only lowest_value seen): PyTorch reports the window's first in-bounds element.
-        arg[ow] = tap[ow] >= 0 ? h0 * p.in_w + w0 + tap_offset[tap[ow]]
-                               : (h0 + kh0 * p.dilation_h) * p.in_w + w0 + first_inside(w0, p.dilation_w) * p.dilation_w;
-      }
-    }
-  }
-}
-
-// The flat path's tables are read for every plane; past this size they would
-// no longer stay in the L2 cache next to the planes, and the row path wins.
-constexpr int64_t kMaxFlatTableBytes = 512 * 1024;
 
 // The rows loop spends one vector step per row and column block however few
 // lanes it fills; below this many outputs per row the flat loop's gathers
@@ -138,7 +67,7 @@ class FlatPoolGeometry {
   static bool fits(const Pool2dParams& p) {
     // Divided, not multiplied: kernel_h * kernel_w alone may approach 2^62.
     const int64_t row_bytes = round_up(p.out_plane(), kFlatPoolRowPad) * int64_t(sizeof(int32_t));
-    return p.kernel_h * p.kernel_w <= kMaxFlatTableBytes / row_bytes;
+    return p.kernel_h * p.kernel_w <= kPoolTableBytes / row_bytes;
   }
 
  private:
@@ -170,7 +99,7 @@ bool max_pool2d_simd_forward(const Pool2dParams& p, const T* x, T* y, int64_t* i
       run([&](const T* in, int64_t planes, T* out, int64_t* arg) { max_pool2d_2x2_avx512(p, in, planes, out, arg); });
       return true;
     }
-    if (isa == Isa::kAvx512 && p.stride_w <= 2 && p.kernel_w <= kRowsMaxKernelW && p.out_w >= kRowsMinOutputWidth) {
+    if (isa == Isa::kAvx512 && fits_rows_loop(p) && p.out_w >= kRowsMinOutputWidth) {
       run([&](const T* in, int64_t planes, T* out, int64_t* arg) { max_pool2d_rows_avx512(p, in, planes, out, arg); });
       return true;
     }
@@ -194,23 +123,14 @@ bool max_pool2d_simd_forward(const Pool2dParams& p, const T* x, T* y, int64_t* i
 void max_pool2d_forward(const Pool2dParams& p, const at::Tensor& input, at::Tensor& output, at::Tensor& indices) {
   // Floating types and the integer ones PyTorch's CPU max pooling takes (int8 to int64, not bool).
   AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "cnnext_max_pool2d", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* x = input.const_data_ptr<scalar_t>();
     scalar_t* y = output.mutable_data_ptr<scalar_t>();
     int64_t* idx = indices.mutable_data_ptr<int64_t>();
     if (max_pool2d_simd_forward(p, x, y, idx)) return;
+    const auto& loops = pool_loops<scalar_t>(active_isa());
     at::parallel_for(0, p.planes, 1, [&](int64_t begin, int64_t end) {
-      const scalar_t* in = x + begin * p.in_plane();
-      scalar_t* out = y + begin * p.out_plane();
-      int64_t* arg = idx + begin * p.out_plane();
-      switch (p.stride_w) {
-        case 1:
-          return pool_planes<scalar_t, acc_t, 1>(p, in, end - begin, out, arg);
-        case 2:
-          return pool_planes<scalar_t, acc_t, 2>(p, in, end - begin, out, arg);
-        default:
-          return pool_planes<scalar_t, acc_t, 0>(p, in, end - begin, out, arg);
-      }
+      loops.max_forward(p, x + begin * p.in_plane(), end - begin, y + begin * p.out_plane(),
+                        idx + begin * p.out_plane());
     });
   });
 }

@@ -50,6 +50,14 @@ struct FlatPoolTables {
   const int32_t* offsets;
 };
 
+// Whether the AVX-512 rows loops can pool `p`: they are compiled for a
+// horizontal stride of 1 or 2 (see by_stride) and keep per-column state for
+// kernels up to kRowsMaxKernelW wide. The one place that decides; the 2 x 2
+// loop's geometry (is_pool_2x2) implies it.
+inline bool fits_rows_loop(const Pool2dParams& p) {
+  return (p.stride_w == 1 || p.stride_w == 2) && p.kernel_w <= kRowsMaxKernelW;
+}
+
 // Whether every window is 2 x 2 with the same stride, 1 or 2, both ways and
 // lies inside the input (no padding or dilation, no ceil_mode overhang):
 // max_pool2d_2x2_avx512's case.
@@ -64,7 +72,7 @@ inline bool is_pool_2x2(const Pool2dParams& p) {
 // Each pools `planes` consecutive planes of x into y and idx. Callers check
 // the ISA first, and that every offset (also PyTorch's index for a window
 // with nothing inside) fits in int32 lanes; the rows loops also need
-// p.stride_w <= 2 and p.kernel_w <= kRowsMaxKernelW, the 2 x 2 loop is_pool_2x2.
+// fits_rows_loop(p), the 2 x 2 loop is_pool_2x2(p).
 void max_pool2d_2x2_avx512(const Pool2dParams& p, const float* x, int64_t planes, float* y, int64_t* idx);
 void max_pool2d_2x2_avx512(const Pool2dParams& p, const double* x, int64_t planes, double* y, int64_t* idx);
 void max_pool2d_rows_avx512(const Pool2dParams& p, const float* x, int64_t planes, float* y, int64_t* idx);

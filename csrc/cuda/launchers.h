@@ -3,7 +3,8 @@
 //
 // This header must stay free of torch includes: the .cu files that define
 // these functions are compiled by plain nvcc, which cannot digest torch's CUDA
-// headers on a machine with the CPU wheel (see DESIGN.md). Pointers are raw
+// headers on a machine with the CPU wheel (the CPU wheel ships no
+// c10/cuda/impl/cuda_cmake_macros.h). Pointers are raw
 // device pointers to contiguous NCHW data; shapes come from the params
 // structs, already validated by csrc/conv2d.cpp and csrc/max_pool2d.cpp.
 //

@@ -1,4 +1,4 @@
-// Depthwise convolution on the CPU: every output channel reads one input
+// The depthwise family of the direct convolution: every output channel reads one input
 // channel (C_in / groups == 1; output channel oc reads input channel
 // oc / multiplier). The general direct kernels compute kOcBlock output
 // channels per pass over the input and would waste all but `multiplier` of
@@ -20,13 +20,17 @@
 // and padded (Staging's up/off), with the flipped kernel, summed over the
 // multiplier's planes. grad_weight pairs each staged input row with the row of
 // grad_output that reads it, per tap; it reduces the batch in BatchChunks.
+// Included by the per-ISA translation units only (conv2d_direct_*.cpp),
+// after their target pragma: everything here has internal linkage.
+#pragma once
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <vector>
 
-#include "conv2d_kernels.h"
-#include "kernel_utils.h"
+#include "../kernel_utils.h"
+#include "../vec.h"
 
 namespace cnnext {
 namespace cpu {
@@ -37,31 +41,31 @@ namespace {
 constexpr int64_t kDepthwiseVectors = 4;
 
 // acc[u] = sum_t w[t] * (the vector at staged + start[u] + offset[t]) for kU vectors.
-template <typename T, int64_t kU>
-CNNEXT_INLINE void tap_sums(const T* staged, const int64_t* start, const int64_t* offset, const T* w, int64_t taps,
-                            Vec<T> (&acc)[kU]) {
+template <typename T, int64_t B, int64_t kU>
+__attribute__((always_inline)) inline void tap_sums(const T* staged, const int64_t* start, const int64_t* offset, const T* w, int64_t taps,
+                            Vec<T, B> (&acc)[kU]) {
   for (int64_t t = 0; t < taps; ++t) {
     const T* x = staged + offset[t];
     const T wt = w[t];
-    for (int64_t u = 0; u < kU; ++u) acc[u] += wt * load_vec(x + start[u]);
+    for (int64_t u = 0; u < kU; ++u) acc[u] += wt * load_vec<B>(x + start[u]);
   }
 }
 
 // scratch[i * V: (i + 1) * V] = the sums of the vector starting at staged + start[i], for i < vectors.
-template <typename T>
-CNNEXT_INLINE void correlate_vectors(const T* staged, const int64_t* start, int64_t vectors, const int64_t* offset,
+template <typename T, int64_t B>
+__attribute__((always_inline)) inline void correlate_vectors(const T* staged, const int64_t* start, int64_t vectors, const int64_t* offset,
                                      const T* w, int64_t taps, T* scratch) {
-  constexpr int64_t V = kVec<T>;
+  constexpr int64_t V = kLanes<T, B>;
   int64_t i = 0;
   for (; i + kDepthwiseVectors <= vectors; i += kDepthwiseVectors) {
-    Vec<T> acc[kDepthwiseVectors] = {};
-    tap_sums<T, kDepthwiseVectors>(staged, start + i, offset, w, taps, acc);
-    for (int64_t u = 0; u < kDepthwiseVectors; ++u) store_vec(scratch + (i + u) * V, acc[u]);
+    Vec<T, B> acc[kDepthwiseVectors] = {};
+    tap_sums<T, B, kDepthwiseVectors>(staged, start + i, offset, w, taps, acc);
+    for (int64_t u = 0; u < kDepthwiseVectors; ++u) store_vec<T, B>(scratch + (i + u) * V, acc[u]);
   }
   for (; i < vectors; ++i) {
-    Vec<T> acc[1] = {};
-    tap_sums<T, 1>(staged, start + i, offset, w, taps, acc);
-    store_vec(scratch + i * V, acc[0]);
+    Vec<T, B> acc[1] = {};
+    tap_sums<T, B, 1>(staged, start + i, offset, w, taps, acc);
+    store_vec<T, B>(scratch + i * V, acc[0]);
   }
 }
 
@@ -80,10 +84,8 @@ struct DepthwiseLayout {
 // The flat layout for a stride-1 correlation of a kernel_h x kernel_w kernel
 // (dilations dh, dw) with out_h x out_w outputs, the source placed at
 // (off_y, off_x) and spread by (up_y, up_x) (see Staging).
-template <typename T>
-DepthwiseLayout flat_layout(int64_t out_h, int64_t out_w, int64_t kernel_h, int64_t kernel_w, int64_t dh, int64_t dw,
-                            int64_t off_y, int64_t off_x, int64_t up_y, int64_t up_x) {
-  constexpr int64_t V = kVec<T>;
+inline DepthwiseLayout flat_layout(int64_t V, int64_t out_h, int64_t out_w, int64_t kernel_h, int64_t kernel_w, int64_t dh, int64_t dw,
+                                   int64_t off_y, int64_t off_x, int64_t up_y, int64_t up_x) {
   DepthwiseLayout l;
   const int64_t rows = out_h + (kernel_h - 1) * dh, cols = out_w + (kernel_w - 1) * dw;
   l.staging = {rows, cols, off_y, off_x, up_y, up_x};
@@ -100,9 +102,7 @@ DepthwiseLayout flat_layout(int64_t out_h, int64_t out_w, int64_t kernel_h, int6
 }
 
 // The phased layout of a forward correlation (stride, padding, dilation of p).
-template <typename T>
-DepthwiseLayout phased_layout(const Conv2dParams& p) {
-  constexpr int64_t V = kVec<T>;
+inline DepthwiseLayout phased_layout(const Conv2dParams& p, int64_t V) {
   DepthwiseLayout l;
   const int64_t padded_w = round_up(p.out_w, V);  // outputs computed per row
   l.phases = p.stride_w;
@@ -159,45 +159,45 @@ void stage(const T* src, int64_t planes, int64_t src_h, int64_t src_w, const Dep
 
 // out (out_h x out_w) = bias + the correlation of the staged plane(s) with the taps of `w` at
 // `offset`, through `scratch` (the vectors of l.start, rows l.pitch apart).
-template <typename T>
-CNNEXT_ISA_CLONES void correlate_plane(const DepthwiseLayout& l, const T* staged, const int64_t* offset,
+template <typename T, int64_t B>
+void correlate_plane(const DepthwiseLayout& l, const T* staged, const int64_t* offset,
                                        const T* w, int64_t taps, T bias, int64_t out_h, int64_t out_w, T* scratch,
                                        T* out) {
-  correlate_vectors(staged, l.start.data(), static_cast<int64_t>(l.start.size()), offset, w, taps, scratch);
+  correlate_vectors<T, B>(staged, l.start.data(), static_cast<int64_t>(l.start.size()), offset, w, taps, scratch);
   for (int64_t oh = 0; oh < out_h; ++oh)
-    transform_row(scratch + oh * l.pitch, out_w, out + oh * out_w, [bias](auto v) CNNEXT_LAMBDA_INLINE { return v + bias; });
+    transform_row<B>(scratch + oh * l.pitch, out_w, out + oh * out_w, [bias](auto v) { return v + bias; });
 }
 
-}  // namespace
-
-template <typename T>
+template <typename T, class Arch>
 void depthwise_forward(const Conv2dParams& p, const T* input, const T* weight, const T* bias, T* output) {
+  constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
   const int64_t m = p.out_per_group(), taps = p.kernel_plane();
   const bool flat = p.stride_h == 1 && p.stride_w == 1;
-  const DepthwiseLayout l = flat ? flat_layout<T>(p.out_h, p.out_w, p.kernel_h, p.kernel_w, p.dilation_h,
-                                                  p.dilation_w, p.pad_top, p.pad_left, 1, 1)
-                                 : phased_layout<T>(p);
+  const DepthwiseLayout l = flat ? flat_layout(V, p.out_h, p.out_w, p.kernel_h, p.kernel_w, p.dilation_h,
+                                               p.dilation_w, p.pad_top, p.pad_left, 1, 1)
+                                 : phased_layout(p, V);
   const int64_t vectors = static_cast<int64_t>(l.start.size());
   at::parallel_for(0, p.batch * p.in_channels, 1, [&](int64_t begin, int64_t end) {
     AlignedBuffer<T> staged(l.plane);
-    AlignedBuffer<T> scratch(vectors * kVec<T>);
+    AlignedBuffer<T> scratch(vectors * V);
     for (int64_t task = begin; task < end; ++task) {  // task = n * C_in + c
       const int64_t c = task % p.in_channels;
       stage(input + task * p.in_plane(), 1, p.in_h, p.in_w, l, staged.data());
       for (int64_t j = 0; j < m; ++j) {
         const int64_t oc = c * m + j;
-        correlate_plane(l, staged.data(), l.offset.data(), weight + oc * taps, taps, bias ? bias[oc] : T(0),
+        correlate_plane<T, B>(l, staged.data(), l.offset.data(), weight + oc * taps, taps, bias ? bias[oc] : T(0),
                         p.out_h, p.out_w, scratch.data(), output + (task * m + j) * p.out_plane());
       }
     }
   });
 }
 
-template <typename T>
+template <typename T, class Arch>
 void depthwise_grad_input(const Conv2dParams& p, const T* grad_output, const T* weight, T* grad_input) {
+  constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
   // dx[c] = sum_j corr(grad_output[c*m + j] spread by the stride, w[c*m + j] flipped), as direct_grad_input.
   const int64_t m = p.out_per_group(), taps = p.kernel_plane();
-  const DepthwiseLayout l = flat_layout<T>(p.in_h, p.in_w, p.kernel_h, p.kernel_w, p.dilation_h, p.dilation_w,
+  const DepthwiseLayout l = flat_layout(V, p.in_h, p.in_w, p.kernel_h, p.kernel_w, p.dilation_h, p.dilation_w,
                                            p.dilation_h * (p.kernel_h - 1) - p.pad_top,
                                            p.dilation_w * (p.kernel_w - 1) - p.pad_left, p.stride_h, p.stride_w);
   const int64_t vectors = static_cast<int64_t>(l.start.size());
@@ -210,37 +210,36 @@ void depthwise_grad_input(const Conv2dParams& p, const T* grad_output, const T* 
     for (int64_t t = 0; t < taps; ++t) flipped[oc * taps + t] = weight[oc * taps + taps - 1 - t];
   at::parallel_for(0, p.batch * p.in_channels, 1, [&](int64_t begin, int64_t end) {
     AlignedBuffer<T> staged(m * l.plane);
-    AlignedBuffer<T> scratch(vectors * kVec<T>);
+    AlignedBuffer<T> scratch(vectors * V);
     for (int64_t task = begin; task < end; ++task) {  // task = n * C_in + c; its m gradient planes are adjacent
       const int64_t c = task % p.in_channels;
       stage(grad_output + task * m * p.out_plane(), m, p.out_h, p.out_w, l, staged.data());
-      correlate_plane(l, staged.data(), offset.data(), flipped.data() + c * m * taps, m * taps, T(0), p.in_h,
+      correlate_plane<T, B>(l, staged.data(), offset.data(), flipped.data() + c * m * taps, m * taps, T(0), p.in_h,
                       p.in_w, scratch.data(), grad_input + task * p.in_plane());
     }
   });
 }
 
-namespace {
-
 // partial[t] += sum over the rows and vectors of one sample of gy_row . staged_row(t), for kTaps
 // taps from `offset`: one accumulator per tap, each grad_output vector loaded once for all of them.
 // The last vector of a row covers `tail` lanes (0: whole); its input lanes past them are cleared,
 // since the padded grad_output lanes are zero but 0 * inf is NaN.
-template <typename T, int64_t kTaps>
-CNNEXT_INLINE void weight_taps(const T* staged, const DepthwiseLayout& l, const T* gy, int64_t out_h,
-                               int64_t row_vectors, const Bits<T>& tail_keep, bool tail, const int64_t* offset,
-                               T* partial) {
-  constexpr int64_t V = kVec<T>;
-  Vec<T> acc[kTaps] = {};
+template <typename T, int64_t B, int64_t kTaps>
+__attribute__((always_inline)) inline void weight_taps(const T* staged, const DepthwiseLayout& l, const T* gy,
+                                                       int64_t out_h, int64_t row_vectors,
+                                                       const Bits<T, B>& tail_keep, bool tail,
+                                                       const int64_t* offset, T* partial) {
+  constexpr int64_t V = kLanes<T, B>;
+  Vec<T, B> acc[kTaps] = {};
   for (int64_t oh = 0; oh < out_h; ++oh) {
     const int64_t* start = l.start.data() + oh * row_vectors;
     const T* g = gy + oh * l.pitch;
     for (int64_t v = 0; v < row_vectors; ++v) {
-      const Vec<T> gv = load_vec(g + v * V);
+      const Vec<T, B> gv = load_vec<B>(g + v * V);
       const bool masked = tail && v == row_vectors - 1;
       for (int64_t k = 0; k < kTaps; ++k) {
-        Vec<T> xv = load_vec(staged + start[v] + offset[k]);
-        if (masked) xv = keep_lanes<T>(xv, tail_keep);
+        Vec<T, B> xv = load_vec<B>(staged + start[v] + offset[k]);
+        if (masked) xv = keep_lanes<T, B>(xv, tail_keep);
         acc[k] += gv * xv;
       }
     }
@@ -252,31 +251,30 @@ CNNEXT_INLINE void weight_taps(const T* staged, const DepthwiseLayout& l, const 
   }
 }
 
-template <typename T>
-CNNEXT_ISA_CLONES void weight_plane(const T* staged, const DepthwiseLayout& l, const T* gy, int64_t out_h,
-                                    int64_t out_w, T* partial) {
-  constexpr int64_t V = kVec<T>;
+template <typename T, int64_t B>
+void weight_plane(const T* staged, const DepthwiseLayout& l, const T* gy, int64_t out_h, int64_t out_w,
+                  T* partial) {
+  constexpr int64_t V = kLanes<T, B>;
   const int64_t row_vectors = l.pitch / V, taps = static_cast<int64_t>(l.offset.size());
   const int64_t tail_lanes = out_w % V;
-  const Bits<T> tail_keep = lane_mask<T>(0, tail_lanes);
+  const Bits<T, B> tail_keep = lane_mask<T, B>(0, tail_lanes);
   int64_t t = 0;
   for (; t + 8 <= taps; t += 8)
-    weight_taps<T, 8>(staged, l, gy, out_h, row_vectors, tail_keep, tail_lanes != 0, l.offset.data() + t, partial + t);
+    weight_taps<T, B, 8>(staged, l, gy, out_h, row_vectors, tail_keep, tail_lanes != 0, l.offset.data() + t, partial + t);
   for (; t + 4 <= taps; t += 4)
-    weight_taps<T, 4>(staged, l, gy, out_h, row_vectors, tail_keep, tail_lanes != 0, l.offset.data() + t, partial + t);
+    weight_taps<T, B, 4>(staged, l, gy, out_h, row_vectors, tail_keep, tail_lanes != 0, l.offset.data() + t, partial + t);
   for (; t < taps; ++t)
-    weight_taps<T, 1>(staged, l, gy, out_h, row_vectors, tail_keep, tail_lanes != 0, l.offset.data() + t, partial + t);
+    weight_taps<T, B, 1>(staged, l, gy, out_h, row_vectors, tail_keep, tail_lanes != 0, l.offset.data() + t, partial + t);
 }
 
-}  // namespace
-
-template <typename T>
+template <typename T, class Arch>
 void depthwise_grad_weight(const Conv2dParams& p, const T* grad_output, const T* input, T* grad_weight,
                            T* grad_bias) {
+  constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
   // Rows of whole vectors (the phased layout; stride 1 is one phase), with
   // grad_output copied into rows of the same padded width, zeros past out_w.
   const int64_t m = p.out_per_group(), taps = p.kernel_plane();
-  const DepthwiseLayout l = phased_layout<T>(p);
+  const DepthwiseLayout l = phased_layout(p, V);
   const BatchChunks chunking(p.batch);
   const int64_t chunks = chunking.count;
   std::vector<T> partials(chunks * p.out_channels * taps, T(0));
@@ -293,9 +291,9 @@ void depthwise_grad_weight(const Conv2dParams& p, const T* grad_output, const T*
           const T* src = grad_output + (n * p.out_channels + oc) * p.out_plane();
           for (int64_t oh = 0; oh < p.out_h; ++oh)
             std::copy(src + oh * p.out_w, src + (oh + 1) * p.out_w, gy.data() + oh * l.pitch);
-          weight_plane(staged.data(), l, gy.data(), p.out_h, p.out_w,
+          weight_plane<T, B>(staged.data(), l, gy.data(), p.out_h, p.out_w,
                        partials.data() + (chunk * p.out_channels + oc) * taps);
-          if (grad_bias) bias_partials[chunk * p.out_channels + oc] += plane_sum(src, p.out_plane());
+          if (grad_bias) bias_partials[chunk * p.out_channels + oc] += vector_sum<B, T>(src, p.out_plane());
         }
       }
     }
@@ -312,14 +310,6 @@ void depthwise_grad_weight(const Conv2dParams& p, const T* grad_output, const T*
     grad_bias[oc] = static_cast<T>(sum);
   }
 }
-
-#define CNNEXT_INSTANTIATE(T)                                                                \
-  template void depthwise_forward<T>(const Conv2dParams&, const T*, const T*, const T*, T*); \
-  template void depthwise_grad_input<T>(const Conv2dParams&, const T*, const T*, T*);        \
-  template void depthwise_grad_weight<T>(const Conv2dParams&, const T*, const T*, T*, T*);
-CNNEXT_INSTANTIATE(float)
-CNNEXT_INSTANTIATE(double)
-#undef CNNEXT_INSTANTIATE
-
+}  // namespace
 }  // namespace cpu
 }  // namespace cnnext

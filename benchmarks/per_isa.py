@@ -1,0 +1,107 @@
+"""Per-pass, per-algorithm timings of the seed conv layers against torch, at one CPU instruction set.
+
+    CNNEXT_BENCH_ISA=avx2 python -m benchmarks.per_isa [--rounds 15] [--layers lenet.conv2,...]
+
+prints a markdown table: per layer and pass (forward, grad_input, grad_weight), torch's median time and the
+ratio torch / cnnext for the direct and im2col algorithms and for what ``auto`` picks (the plan's choice,
+cnnext._ops.conv2d_plan). Every implementation of a row is timed in turn, round after round, in one process
+(a shared machine drifts: compare ratios, not times). CNNEXT_BENCH_ISA must be set in the environment, as
+the benchmarks package narrows torch before importing it (benchmarks/isa.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+import cnnext
+from benchmarks import machine
+from benchmarks.shapes import ConvShape, conv_shapes
+from cnnext._ops import CONV_PASSES, conv2d_plan
+
+ALGOS = ("direct", "im2col")
+
+
+def _padding(shape: ConvShape) -> tuple[int, int]:
+    if isinstance(shape.padding, str):  # "same" at stride 1, "valid"
+        if shape.padding == "valid":
+            return (0, 0)
+        return tuple(d * (k - 1) // 2 for d, k in zip(shape.dilation, shape.kernel_size))
+    return tuple(shape.padding)
+
+
+def pass_calls(shape: ConvShape, pass_: str) -> dict[str, Callable[[], torch.Tensor]]:
+    """One pass of `shape` by torch and by each cnnext algorithm, on fixed random tensors."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape.input_shape, generator=gen)
+    w = torch.randn(shape.weight_shape, generator=gen)
+    b = torch.randn(shape.out_channels, generator=gen)
+    gy = torch.randn(shape.output_shape, generator=gen)
+    ph, pw = _padding(shape)
+    s, d, g, pad4 = list(shape.stride), list(shape.dilation), shape.groups, [ph, pw, ph, pw]
+    ops = torch.ops.cnnext
+    if pass_ == "forward":
+        calls = {"torch": lambda: F.conv2d(x, w, b, shape.stride, (ph, pw), shape.dilation, g)}
+        calls.update({a: (lambda a=a: ops.conv2d(x, w, b, s, pad4, d, g, a)) for a in ALGOS})
+        return calls
+    mask = [pass_ == "grad_input", pass_ == "grad_weight", False]
+    calls = {"torch": lambda: torch.ops.aten.convolution_backward(gy, x, w, None, s, [ph, pw], d, False, [0, 0], g,
+                                                                   mask)}
+    if pass_ == "grad_input":
+        calls.update({a: (lambda a=a: ops.conv2d_grad_input(gy, w, list(x.shape), s, pad4, d, g, a)) for a in ALGOS})
+    else:
+        calls.update({a: (lambda a=a: ops.conv2d_grad_weight(gy, x, list(w.shape), s, pad4, d, g, a))
+                      for a in ALGOS})
+    return calls
+
+
+def medians(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median seconds per call of each, timed in turn round after round after two warm-up calls each.
+
+    With one thread (torch and cnnext then run in the calling thread) the clock is this thread's CPU time,
+    which the other processes of a shared machine do not inflate; with more, wall time.
+    """
+    clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
+    for call in calls.values():
+        call(), call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = clock()
+            call()
+            times[name].append(clock() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--layers", default="", help="comma-separated layer names (default: every seed conv)")
+    args = parser.parse_args()
+    machine.configure_torch(machine.default_threads())
+    shapes = [s for s in conv_shapes() if not args.layers or s.name in args.layers.split(",")]
+    info = cnnext.build_info()
+    clock = "thread CPU time" if torch.get_num_threads() == 1 else "wall time"
+    print(f"cnnext ISA {info['cpu_isa']}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"{machine.cpu_model()}, {torch.get_num_threads()} threads, {clock}\n")
+    print("| layer | pass | torch ms | direct | im2col | auto (plan) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for shape in shapes:
+        for pass_ in CONV_PASSES:
+            if pass_ == "grad_input" and shape.image_input:
+                continue
+            m = medians(pass_calls(shape, pass_), args.rounds)
+            plan = conv2d_plan(shape.input_shape, shape.weight_shape, shape.stride, _padding(shape),
+                               shape.dilation, shape.groups, torch.float32, pass_)
+            ratio = {a: m["torch"] / m[a] for a in ALGOS}
+            print(f"| {shape.name} | {pass_} | {m['torch'] * 1e3:.3f} | {ratio['direct']:.2f} | "
+                  f"{ratio['im2col']:.2f} | {ratio[plan['algo']]:.2f} ({plan['family']}) |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+// The direct convolution's passes (forward, grad_input, grad_weight) over a
+// batch, templated on the element type and on the architecture whose tiles
+// the kernels use (tiles.h). They run the kernel family the plan
+// (conv2d_plan.h) chose; nothing here decides a family.
+//
+// Borders never reach the kernels' inner loops: each sample's planes are
+// first staged into a zero-padded copy (kernel_utils.h, Staging). grad_weight
+// reduces over the batch in per-chunk partial sums (BatchChunks).
+//
+// Included by the per-ISA translation units only (conv2d_direct_*.cpp),
+// after their target pragma: everything here has internal linkage.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+#include "../cache_budget.h"
+#include "../conv2d_plan.h"
+#include "../kernel_utils.h"
+#include "../variants.h"
+#include "../vec.h"
+#include "channel_vectors.h"
+#include "depthwise.h"
+#include "geometry.h"
+#include "grad_weight_channel_vectors.h"
+#include "grad_weight_columns.h"
+#include "pack.h"
+#include "pixel_vectors_block.h"
+#include "pixel_vectors_flat.h"
+#include "rows_first_layer.h"
+
+namespace cnnext {
+namespace cpu {
+namespace {
+
+// One block of the pixel-vector families: oc_block output channels (the first `valid` real).
+template <typename T, class Arch>
+void correlate(Family family, const Correlation& c, const T* staged, const T* w, const T* bias, int64_t valid, T* out,
+               int64_t out_plane, T* scratch) {
+  switch (family) {
+    case Family::kRowsFirstLayer:
+      return correlate_rows<T, Arch>(c, staged, w, bias, valid, out, out_plane);
+    case Family::kPixelVectorsFlat:
+      return correlate_flat<T, Arch>(c, staged, w, bias, valid, out, out_plane, scratch);
+    default:
+      if (c.stride_w == 1) return correlate_block<T, Arch, true>(c, staged, w, bias, valid, out, out_plane);
+      return correlate_block<T, Arch, false>(c, staged, w, bias, valid, out, out_plane);
+  }
+}
+
+// Runs a pixel-vector family for every (sample, group, block of oc_block
+// outputs), staging each sample's group planes once per thread.
+template <typename T, class Arch>
+void correlate_batch(Family family, const Correlation& c, int64_t batch, int64_t groups, int64_t outs, const T* src,
+                     int64_t src_h, int64_t src_w, const std::vector<T>& packed, const T* bias, T* dst) {
+  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>, kOcBlock = Arch::kTiles.oc_block;
+  const int64_t blocks = (outs + kOcBlock - 1) / kOcBlock;
+  const int64_t block_weights = c.taps() * kOcBlock;
+  const int64_t out_plane = c.out_h * c.out_w;
+  at::parallel_for(0, batch * groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    AlignedBuffer<T> staged(staged_size(c, V));
+    AlignedBuffer<T> scratch(family == Family::kPixelVectorsFlat ? flat_scratch_size<T, Arch>(c) : 0);
+    int64_t staged_plane_set = -1;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t set = task / blocks;  // = n * groups + g
+      const int64_t block = task % blocks;
+      if (set != staged_plane_set) {
+        stage_planes(src + set * c.channels * src_h * src_w, c.channels, src_h, src_w, c.staging, staged.data());
+        staged_plane_set = set;
+      }
+      const int64_t g = set % groups;
+      const int64_t oc0 = block * kOcBlock;
+      const int64_t valid = std::min(kOcBlock, outs - oc0);
+      correlate<T, Arch>(family, c, staged.data(), packed.data() + (g * blocks + block) * block_weights,
+                         bias ? bias + g * outs + oc0 : nullptr, valid, dst + (set * outs + oc0) * out_plane,
+                         out_plane, scratch.data());
+    }
+  });
+}
+
+// The channel-vector family for every (sample, group, block of cv_vectors vectors of outputs).
+template <typename T, class Arch>
+void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, int64_t outs, const T* src,
+                          int64_t src_h, int64_t src_w, const std::vector<T>& packed, const T* bias, T* dst) {
+  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
+  constexpr int64_t block_outs = Arch::kTiles.cv_vectors * V;
+  const int64_t blocks = (outs + block_outs - 1) / block_outs;
+  const int64_t taps = c.taps(), out_plane = c.out_h * c.out_w;
+  const WindowOffsets offsets(c);
+  const int64_t* base = offsets.base.data();
+  const int64_t* tap_offset = offsets.tap.data();
+  at::parallel_for(0, batch * groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    AlignedBuffer<T> staged(staged_size(c, V));
+    int64_t staged_plane_set = -1;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t set = task / blocks;  // = n * groups + g
+      const int64_t oc0 = task % blocks * block_outs;
+      if (set != staged_plane_set) {
+        stage_planes(src + set * c.channels * src_h * src_w, c.channels, src_h, src_w, c.staging, staged.data());
+        staged_plane_set = set;
+      }
+      const int64_t g = set % groups;
+      const T* w = packed.data() + g * taps * outs + oc0;
+      const T* b = bias ? bias + g * outs + oc0 : nullptr;
+      T* out = dst + (set * outs + oc0) * out_plane;
+      with_vector_count<Arch::kTiles.cv_vectors>((outs - oc0) / V, [&](auto vectors) {
+        channel_vector_block<T, Arch, decltype(vectors)::value>(c, staged.data(), base, tap_offset, w, outs, b, out);
+      });
+    }
+  });
+}
+
+// Every (sample, group) of dst = the correlation of src with the weights `at`
+// gives (as for pack.h), with the plan's family: forward and grad_input both run this.
+template <typename T, class Arch, typename Fn>
+void correlate_all(ConvPass pass, Family family, const Correlation& c, int64_t batch, int64_t groups, int64_t outs,
+                   const T* src, int64_t src_h, int64_t src_w, Fn at, const T* bias, T* dst) {
+  note_family_run(pass, family);
+  if (family == Family::kChannelVectors) {
+    const auto packed = pack_channel_vector_weights<T>(groups, outs, c.channels, c.kernel_h, c.kernel_w, at);
+    channel_vector_batch<T, Arch>(c, batch, groups, outs, src, src_h, src_w, packed, bias, dst);
+  } else {
+    const auto packed = pack_pixel_vector_weights<T>(Arch::kTiles.oc_block, groups, outs, c.channels, c.kernel_h,
+                                                     c.kernel_w, at);
+    correlate_batch<T, Arch>(family, c, batch, groups, outs, src, src_h, src_w, packed, bias, dst);
+  }
+}
+
+template <typename T, class Arch>
+bool all_finite(const T* x, int64_t n) {
+  return at::parallel_reduce(
+      0, n, 1 << 16, true,
+      [&](int64_t begin, int64_t end, bool ok) {
+        return ok && all_finite_range<Arch::kTiles.vec_bytes>(x + begin, end - begin);
+      },
+      [](bool a, bool b) { return a && b; });
+}
+
+// The batch cut into BatchChunks: add(first, last, partial, bias_partial) adds samples
+// [first, last) into its own zeroed partial grad_weight (and bias sums, in double, or null
+// without grad_bias); the partials are then added in chunk order. No two threads add into the
+// same memory, and the result depends neither on scheduling nor on the thread count.
+template <typename T, typename Fn>
+void sum_over_batch_chunks(const Conv2dParams& p, T* grad_weight, T* grad_bias, const Fn& add) {
+  const int64_t weight_numel = p.out_channels * p.in_per_group() * p.kernel_plane();
+  const BatchChunks chunking(p.batch);
+  const int64_t chunks = chunking.count;
+  std::vector<T> partials(chunks * weight_numel, T(0));
+  std::vector<double> bias_partials(grad_bias ? chunks * p.out_channels : 0, 0.0);
+  at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+    for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+      add(chunking.begin(chunk), chunking.begin(chunk + 1), partials.data() + chunk * weight_numel,
+          grad_bias ? bias_partials.data() + chunk * p.out_channels : nullptr);
+    }
+  });
+  at::parallel_for(0, weight_numel, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      T sum = 0;
+      for (int64_t t = 0; t < chunks; ++t) sum += partials[t * weight_numel + i];
+      grad_weight[i] = sum;
+    }
+  });
+  for (int64_t oc = 0; grad_bias && oc < p.out_channels; ++oc) {
+    double sum = 0;
+    for (int64_t t = 0; t < chunks; ++t) sum += bias_partials[t * p.out_channels + oc];
+    grad_bias[oc] = static_cast<T>(sum);
+  }
+}
+
+// bias_partial[oc] += the sum of plane oc of `count` samples of one group (`gy` at its first channel).
+template <typename T, class Arch>
+void add_plane_sums(const Conv2dParams& p, const T* gy, int64_t count, double* bias_partial) {
+  for (int64_t s = 0; s < count; ++s)
+    for (int64_t oc = 0; oc < p.out_per_group(); ++oc)
+      bias_partial[oc] += vector_sum<Arch::kTiles.vec_bytes, T>(gy + (s * p.out_channels + oc) * p.out_plane(),
+                                                                p.out_plane());
+}
+
+// grad_weight with channel vectors (grad_weight_channel_vectors.h) on the
+// plan's correlation `cv` (rows only as wide as the windows read).
+template <typename T, class Arch>
+void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, const T* grad_output, const T* input,
+                                T* grad_weight, T* grad_bias) {
+  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
+  constexpr int64_t block_outs = Arch::kTiles.cv_vectors * V;
+  const int64_t cin = p.in_per_group(), cout = p.out_per_group(), pixels = p.out_plane();
+  const int64_t taps = cv.taps();
+  const int64_t staged_sample = cin * cv.staging.rows * cv.staging.cols, gy_sample = pixels * cout;
+  const WindowOffsets offsets(cv);
+  // Samples staged together: as many as fit in the staging budget, so each pass over the taps
+  // reads them from cache; up to 32, for long reductions per partial-sum update.
+  const int64_t stage_samples = std::clamp<int64_t>(
+      kDirectStagingBytes / ((staged_sample + gy_sample) * static_cast<int64_t>(sizeof(T))), 1, 32);
+  sum_over_batch_chunks(p, grad_weight, grad_bias, [&](int64_t first, int64_t last, T* partial, double* bias_partial) {
+    AlignedBuffer<T> staged(stage_samples * staged_sample);
+    AlignedBuffer<T> gyT(stage_samples * gy_sample);
+    for (int64_t n0 = first; n0 < last; n0 += stage_samples) {
+      const int64_t count = std::min(stage_samples, last - n0);
+      for (int64_t g = 0; g < p.groups; ++g) {
+        const T* group_gy = grad_output + (n0 * p.out_channels + g * cout) * pixels;
+        if (bias_partial) add_plane_sums<T, Arch>(p, group_gy, count, bias_partial + g * cout);
+        for (int64_t s = 0; s < count; ++s) {
+          stage_planes(input + ((n0 + s) * p.in_channels + g * cin) * p.in_plane(), cin, p.in_h, p.in_w, cv.staging,
+                       staged.data() + s * staged_sample);
+          for (int64_t oc = 0; oc < cout; ++oc)
+            for (int64_t q = 0; q < pixels; ++q)
+              gyT.data()[s * gy_sample + q * cout + oc] = group_gy[(s * p.out_channels + oc) * pixels + q];
+        }
+        for (int64_t oc0 = 0; oc0 < cout; oc0 += block_outs) {
+          const ChannelVectorWeightBatch<T> b{staged.data(), staged_sample, gyT.data() + oc0, cout,
+                                              gy_sample,     count,         offsets.base.data(), pixels,
+                                              offsets.tap.data(), taps,     partial + (g * cout + oc0) * taps};
+          with_vector_count<Arch::kTiles.cv_vectors>((cout - oc0) / V, [&](auto vectors) {
+            channel_vector_weight_block<T, Arch, decltype(vectors)::value>(b);
+          });
+        }
+      }
+    }
+  });
+}
+
+template <typename T, class Arch>
+void direct_forward(const Conv2dParams& p, const ConvPlan& plan, const T* input, const T* weight, const T* bias,
+                    T* output) {
+  if (plan.family == Family::kDepthwise) {
+    note_family_run(ConvPass::Forward, plan.family);
+    return depthwise_forward<T, Arch>(p, input, weight, bias, output);
+  }
+  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
+  const int64_t cin = p.in_per_group(), cout = p.out_per_group();
+  const Correlation c = forward_correlation(p, V, plan.family != Family::kPixelVectorsBlock);
+  const auto weight_at = [&](int64_t g, int64_t oc, int64_t ch, int64_t kh, int64_t kw) {
+    return weight[((g * cout + oc) * cin + ch) * p.kernel_plane() + kh * p.kernel_w + kw];
+  };
+  correlate_all<T, Arch>(ConvPass::Forward, plan.family, c, p.batch, p.groups, cout, input, p.in_h, p.in_w,
+                         weight_at, bias, output);
+}
+
+template <typename T, class Arch>
+void direct_grad_input(const Conv2dParams& p, const ConvPlan& plan, const T* grad_output, const T* weight,
+                       T* grad_input) {
+  if (plan.family == Family::kDepthwise) {
+    note_family_run(ConvPass::GradInput, plan.family);
+    return depthwise_grad_input<T, Arch>(p, grad_output, weight, grad_input);
+  }
+  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
+  const int64_t cin = p.in_per_group(), cout = p.out_per_group();
+  const Correlation c = grad_input_correlation(p, V, plan.family != Family::kPixelVectorsBlock);
+  const auto weight_at = [&](int64_t g, int64_t ci, int64_t co, int64_t kh, int64_t kw) {
+    return weight[((g * cout + co) * cin + ci) * p.kernel_plane() + (p.kernel_h - 1 - kh) * p.kernel_w +
+                  (p.kernel_w - 1 - kw)];
+  };
+  const T* no_bias = nullptr;
+  correlate_all<T, Arch>(ConvPass::GradInput, plan.family, c, p.batch, p.groups, cin, grad_output, p.out_h,
+                         p.out_w, weight_at, no_bias, grad_input);
+}
+
+template <typename T, class Arch>
+void direct_grad_weight(const Conv2dParams& p, const ConvPlan& plan, const T* grad_output, const T* input,
+                        T* grad_weight, T* grad_bias) {
+  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>, kOcBlock = Arch::kTiles.oc_block;
+  if (plan.family == Family::kDepthwise) {
+    note_family_run(ConvPass::GradWeight, plan.family);
+    return depthwise_grad_weight<T, Arch>(p, grad_output, input, grad_weight, grad_bias);
+  }
+  if (plan.family == Family::kGradWeightChannelVectors) {
+    note_family_run(ConvPass::GradWeight, plan.family);
+    channel_vector_grad_weight<T, Arch>(p, grad_weight_correlation(p, V, true), grad_output, input, grad_weight,
+                                        grad_bias);
+    return;
+  }
+  const int64_t cin = p.in_per_group(), cout = p.out_per_group();
+  const int64_t blocks = (cout + kOcBlock - 1) / kOcBlock;
+  const bool in_place = plan.family == Family::kGradWeightColumnsInPlace;
+  // The copied layouts read padding lanes of the input times zeros of grad_output, which an
+  // infinite or NaN input would turn into NaN: flat needs a finite input, the padded rows clear
+  // those lanes when the input is not.
+  const bool finite_input = in_place || all_finite<T, Arch>(input, p.batch * p.in_channels * p.in_plane());
+  // Flat (stride 1, finite input): as pixel_vectors_flat.h, the reduction runs over f = oh * cols + ow,
+  // where cols is the staged input's row pitch, so one vector spans several narrow rows;
+  // grad_output is copied at that pitch with zeros past each row's out_w.
+  const bool flat = plan.family == Family::kGradWeightColumnsFlat && finite_input;
+  note_family_run(ConvPass::GradWeight, flat || in_place ? plan.family : Family::kGradWeightColumns);
+  Correlation c = grad_weight_correlation(p, V, flat);
+  const int64_t flat_len = flat ? flat_positions(c, V) : 0;
+  if (flat) {
+    c.out_h = 1;  // one "row" of flat_len positions
+    c.out_w = flat_len;
+  }
+  const int64_t gy_cols = in_place ? p.out_w : flat ? flat_len : round_up(p.out_w, V);
+  const int64_t gy_pitch = flat ? flat_len : p.out_h * gy_cols;  // elements between copied channels
+  // Flat reads run up to a vector (plus the kernel's width) past a sample's last plane.
+  const int64_t staged_sample = staged_size(c, V);
+  const int64_t gy_sample = in_place ? 0 : blocks * kOcBlock * gy_pitch;
+  // Samples staged together: up to 8, for long reductions that pay for the
+  // final horizontal sums, as many as fit in the staging budget.
+  const int64_t stage_samples = std::clamp<int64_t>(
+      kDirectStagingBytes /
+          ((std::min(staged_sample, kDirectStagingBytes) + gy_sample) * static_cast<int64_t>(sizeof(T))),
+      1, 8);
+  sum_over_batch_chunks(p, grad_weight, grad_bias, [&](int64_t first, int64_t last, T* partial, double* bias_partial) {
+    AlignedBuffer<T> staged(stage_samples * staged_sample);
+    AlignedBuffer<T> gy(stage_samples * gy_sample);
+    // Adds samples [n0, n0 + count) of group g.
+    auto add_samples = [&](int64_t n0, int64_t count, int64_t g) {
+      const T* group_gy = grad_output + (n0 * p.out_channels + g * cout) * p.out_plane();
+      // First, so the planes come into cache for the pass below.
+      if (bias_partial) add_plane_sums<T, Arch>(p, group_gy, count, bias_partial + g * cout);
+      for (int64_t s = 0; s < count; ++s) {
+        const int64_t n = n0 + s;
+        stage_planes(input + (n * p.in_channels + g * cin) * p.in_plane(), cin, p.in_h, p.in_w, c.staging,
+                     staged.data() + s * staged_sample);
+        if (flat) {
+          for (int64_t oc = 0; oc < cout; ++oc)
+            copy_rows<T, Arch>(group_gy + (s * p.out_channels + oc) * p.out_plane(), p.out_h, p.out_w,
+                               gy.data() + s * gy_sample + oc * gy_pitch, c.staging.cols);
+        } else if (!in_place) {
+          copy_rows<T, Arch>(group_gy + s * p.out_channels * p.out_plane(), cout * p.out_h, p.out_w,
+                             gy.data() + s * gy_sample, gy_cols);
+        }
+      }
+      for (int64_t block = 0; block < blocks; ++block) {
+        const int64_t oc0 = block * kOcBlock;
+        T* dst = partial + (g * cout + oc0) * cin * p.kernel_plane();
+        const int64_t valid = std::min(kOcBlock, cout - oc0);
+        if (in_place) {
+          const WeightGradBatch<T> b{staged.data(), staged_sample, group_gy + oc0 * p.out_plane(),
+                                     p.out_channels * p.out_plane(), p.out_plane(), gy_cols, count};
+          weight_grad_columns<T, Arch, GyRows::kInPlace>(c, b, valid, dst);
+        } else {
+          const WeightGradBatch<T> b{staged.data(), staged_sample, gy.data() + oc0 * gy_pitch,
+                                     gy_sample, gy_pitch, gy_cols, count};
+          if (finite_input) {
+            weight_grad_columns<T, Arch, GyRows::kCopied>(c, b, valid, dst);
+          } else {
+            weight_grad_columns<T, Arch, GyRows::kCopiedMasked>(c, b, valid, dst);
+          }
+        }
+      }
+    };
+    for (int64_t n0 = first; n0 < last; n0 += stage_samples)
+      for (int64_t g = 0; g < p.groups; ++g) add_samples(n0, std::min(stage_samples, last - n0), g);
+  });
+}
+
+template <typename T, class Arch>
+T plane_sum(const T* x, int64_t n) {
+  return vector_sum<Arch::kTiles.vec_bytes, T>(x, n);
+}
+
+// The entry points of one architecture's kernels, for variants.h's table.
+template <typename T, class Arch>
+const DirectKernels<T>& direct_kernels_of() {
+  static constexpr DirectKernels<T> kernels{&direct_forward<T, Arch>, &direct_grad_input<T, Arch>,
+                                            &direct_grad_weight<T, Arch>, &plane_sum<T, Arch>};
+  return kernels;
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace cnnext

@@ -1,0 +1,147 @@
+// The geometry of a direct convolution pass, shared by the plan
+// (conv2d_plan.cpp) and the kernels: which correlation a pass runs and how
+// its operand planes are staged. ISA-neutral: the vector width is a run-time
+// argument (`lanes`), so the per-ISA translation units include this before
+// their target pragma and every copy of these inline functions is the same.
+//
+// Every pass is a correlation of staged planes: forward correlates the
+// zero-padded input with the weights; grad_input correlates grad_output,
+// spread out by the stride and padded, with the flipped, channel-transposed
+// weights (a stride-1 correlation); grad_weight correlates the padded input
+// with grad_output and reduces over the batch.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "../../params.h"
+#include "../kernel_utils.h"
+
+namespace cnnext {
+namespace cpu {
+
+// A stride-`stride` correlation of `channels` staged planes (rows x cols)
+// with a kh x kw kernel, producing out_h x out_w pixels.
+struct Correlation {
+  int64_t channels;
+  int64_t kernel_h, kernel_w;
+  int64_t stride_h, stride_w;
+  int64_t dilation_h, dilation_w;
+  int64_t out_h, out_w;
+  // Flat: stride 1, the staged planes are read as one long row (see pixel_vectors_flat.h).
+  bool flat;
+  Staging staging;
+
+  int64_t taps() const { return channels * kernel_h * kernel_w; }
+};
+
+// One axis of the staging: its size, and the stride and dilation the kernels
+// use along it.
+struct StagedAxis {
+  int64_t size, stride, dilation;
+  Gather gather;
+};
+
+// The smaller of two layouts of an axis with `outs` windows of `taps` taps:
+// the virtual positions as they are, (outs - 1) * stride + (taps - 1) *
+// dilation + 1 of them, which grows with the stride and the dilation however
+// little the windows read (a 1 x 1 output at stride 10^6 would stage 15
+// million columns for its padding lanes); or gathered, only the positions the
+// windows read, window after window: outs * taps of them, read at stride
+// `taps` and dilation 1. Gathered wins only where the windows leave gaps:
+// never with dilation 1 and a stride no larger than the kernel, never at
+// stride 1 with a dilation below the output size.
+inline StagedAxis staged_axis(int64_t outs, int64_t taps, int64_t stride, int64_t dilation) {
+  int64_t as_is = 0, gathered = 0;
+  // (taps - 1) * dilation is below the dilated kernel, which the op checked.
+  const bool as_is_overflows = __builtin_mul_overflow(outs - 1, stride, &as_is) ||
+                               __builtin_add_overflow(as_is, (taps - 1) * dilation + 1, &as_is);
+  const bool gathered_overflows = __builtin_mul_overflow(outs, taps, &gathered);
+  if (!as_is_overflows && (gathered_overflows || as_is <= gathered)) return {as_is, stride, dilation, {}};
+  // Both overflowing: a size no allocation can satisfy (AlignedBuffer throws).
+  return {gathered_overflows ? INT64_MAX : gathered, taps, 1, {taps, stride, dilation}};
+}
+
+// Staging geometry of `c` for a source placed at (off_y, off_x), upsampled by
+// (up_y, up_x) (see Staging), for kernels with vectors of `lanes` elements.
+// Row layout: every vector of outputs of a row reads in bounds. Flat layout:
+// rows exactly as wide as the outputs need, so a plane is contiguous and only
+// its end needs slack (staged_size); a gathered axis is not flat. Sets c's
+// staging and the stride and dilation its kernels use.
+inline void set_staging(Correlation& c, int64_t lanes, int64_t off_y, int64_t off_x, int64_t up_y, int64_t up_x) {
+  const StagedAxis y = staged_axis(c.out_h, c.kernel_h, c.stride_h, c.dilation_h);
+  StagedAxis x = staged_axis(c.out_w, c.kernel_w, c.stride_w, c.dilation_w);
+  c.flat = c.flat && y.gather.taps == 0 && x.gather.taps == 0;
+  if (!c.flat) x = staged_axis(round_up(c.out_w, lanes), c.kernel_w, c.stride_w, c.dilation_w);
+  c.stride_h = y.stride, c.dilation_h = y.dilation;
+  c.stride_w = x.stride, c.dilation_w = x.dilation;
+  c.staging = {y.size, x.size, off_y, off_x, up_y, up_x, y.gather, x.gather};
+}
+
+// a * b * c, or INT64_MAX (a size no allocation satisfies) where that overflows.
+inline int64_t saturating_product(int64_t a, int64_t b, int64_t c) {
+  int64_t out = 0;
+  return __builtin_mul_overflow(a, b, &out) || __builtin_mul_overflow(out, c, &out) ? INT64_MAX : out;
+}
+
+// Elements of the staging buffer: the planes plus, in the flat layout, the
+// slack that the last vectors of the last plane read past its end (saturating).
+inline int64_t staged_size(const Correlation& c, int64_t lanes) {
+  const int64_t slack = c.flat ? lanes + (c.kernel_w - 1) * c.dilation_w : 0;
+  const int64_t planes = saturating_product(c.channels, c.staging.rows, c.staging.cols);
+  return planes > INT64_MAX - slack ? INT64_MAX : planes + slack;
+}
+
+// Output positions the flat kernels compute: every staged column of every
+// output row, rounded up to whole vectors.
+inline int64_t flat_positions(const Correlation& c, int64_t lanes) {
+  return round_up(c.out_h * c.staging.cols, lanes);
+}
+
+// The correlations of the three passes, staged for vectors of `lanes` elements;
+// `flat` asks for the flat layout, granted at stride 1 where no axis is gathered.
+inline Correlation forward_correlation(const Conv2dParams& p, int64_t lanes, bool flat) {
+  Correlation c{p.in_per_group(), p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
+                p.out_h, p.out_w, flat && p.stride_h == 1 && p.stride_w == 1, {}};
+  set_staging(c, lanes, p.pad_top, p.pad_left, 1, 1);
+  return c;
+}
+
+// dx[ci][y][x] = sum_{co,kh,kw} w[co][ci][KH-1-kh][KW-1-kw] * U[co][y + kh*dh][x + kw*dw], where U is
+// grad_output with (stride - 1) zeros between pixels, shifted by dilation*(K-1) - pad.
+inline Correlation grad_input_correlation(const Conv2dParams& p, int64_t lanes, bool flat) {
+  Correlation c{p.out_per_group(), p.kernel_h, p.kernel_w, 1, 1, p.dilation_h, p.dilation_w, p.in_h, p.in_w, flat, {}};
+  set_staging(c, lanes, p.dilation_h * (p.kernel_h - 1) - p.pad_top, p.dilation_w * (p.kernel_w - 1) - p.pad_left,
+              p.stride_h, p.stride_w);
+  return c;
+}
+
+// grad_weight's input staging. Unlike the others it keeps `flat` at any stride (ungathered): the
+// channel-vector family asks for it to stage rows only as wide as the windows read.
+inline Correlation grad_weight_correlation(const Conv2dParams& p, int64_t lanes, bool flat) {
+  Correlation c{p.in_per_group(), p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
+                p.out_h, p.out_w, flat, {}};
+  set_staging(c, lanes, p.pad_top, p.pad_left, 1, 1);
+  return c;
+}
+
+// The channel-vector kernels' addressing: the staged offset of each output
+// pixel's window corner (base[oh * out_w + ow]), and of each reduction tap from
+// it (tap[(ch * kernel_h + kh) * kernel_w + kw]).
+struct WindowOffsets {
+  std::vector<int64_t> base, tap;
+
+  explicit WindowOffsets(const Correlation& c) : base(c.out_h * c.out_w), tap(c.taps()) {
+    const int64_t cols = c.staging.cols;
+    for (int64_t oh = 0; oh < c.out_h; ++oh)
+      for (int64_t ow = 0; ow < c.out_w; ++ow) base[oh * c.out_w + ow] = oh * c.stride_h * cols + ow * c.stride_w;
+    for (int64_t ch = 0; ch < c.channels; ++ch)
+      for (int64_t kh = 0; kh < c.kernel_h; ++kh)
+        for (int64_t kw = 0; kw < c.kernel_w; ++kw)
+          tap[(ch * c.kernel_h + kh) * c.kernel_w + kw] =
+              ch * c.staging.rows * cols + kh * c.dilation_h * cols + kw * c.dilation_w;
+  }
+};
+
+}  // namespace cpu
+}  // namespace cnnext

@@ -1,0 +1,296 @@
+#include "conv2d_plan.h"
+
+#include <c10/util/Exception.h>
+
+#include <array>
+#include <atomic>
+#include <cstdlib>
+#include <sstream>
+
+#include "cache_budget.h"
+#include "conv2d_direct/geometry.h"
+
+namespace cnnext {
+namespace cpu {
+namespace {
+
+constexpr std::array<Family, 10> kAllFamilies = {
+    Family::kIm2col,          Family::kRowsFirstLayer,          Family::kPixelVectorsFlat,
+    Family::kPixelVectorsBlock, Family::kChannelVectors,        Family::kGradWeightColumnsInPlace,
+    Family::kGradWeightColumns, Family::kGradWeightColumnsFlat, Family::kGradWeightChannelVectors,
+    Family::kDepthwise};
+
+// Below this many multiply-adds per output element (reduction channels x
+// kernel taps), moving outputs through scratch or staging buffers costs more
+// than the lanes that direct row access wastes (first layers: 9 and 27).
+constexpr int64_t kFewTaps = 64;
+
+// What the direct kernels can do for one pass of one shape, with vectors of `lanes` elements.
+struct Geometry {
+  const Conv2dParams& p;
+  ConvPass pass;
+  int64_t lanes;
+  int64_t element_size;
+  Tiles tiles;
+
+  // Forward and grad_input: the correlation and the outputs per pixel.
+  Correlation correlation() const {
+    return pass == ConvPass::Forward ? forward_correlation(p, lanes, true) : grad_input_correlation(p, lanes, true);
+  }
+  int64_t outs() const { return pass == ConvPass::Forward ? p.out_per_group() : p.in_per_group(); }
+
+  // Channel vectors pay where the pixel-vector families would compute over
+  // 4/3 of the outputs (flat positions or padded rows: tiny planes), or, with
+  // at least two vectors of channels (each broadcast input then feeds two or
+  // more FMAs), where the reduction is long. They need whole vectors of channels.
+  bool channel_vectors_win(const Correlation& c, int64_t outs) const {
+    if (outs % lanes != 0) return false;
+    const int64_t pixel_lanes = c.flat ? flat_positions(c, lanes) : c.out_h * round_up(c.out_w, lanes);
+    const bool tiny = 4 * c.out_h * c.out_w < 3 * pixel_lanes;
+    return tiny || (outs >= 2 * lanes && c.taps() >= kFewTaps);
+  }
+
+  Family correlation_family() const {
+    const Correlation c = correlation();
+    if (channel_vectors_win(c, outs())) return Family::kChannelVectors;
+    // Few taps: rows stored straight into the output beat the flat kernel's scratch round trip.
+    if (c.flat && c.out_w >= lanes && c.taps() < kFewTaps) return Family::kRowsFirstLayer;
+    return c.flat ? Family::kPixelVectorsFlat : Family::kPixelVectorsBlock;
+  }
+
+  Family grad_weight_family() const {
+    const int64_t cin = p.in_per_group(), cout = p.out_per_group();
+    const bool unit_stride = p.stride_h == 1 && p.stride_w == 1;
+    const Correlation rows = grad_weight_correlation(p, lanes, false);
+    const Correlation flat = grad_weight_correlation(p, lanes, unit_stride);
+    // Channel vectors where they win for the better of the pixel layouts, and two staged samples with
+    // their grad_output fit in the staging budget: the taps are passed over once per group of staged
+    // samples (a layer with large planes loses).
+    const Correlation cv = grad_weight_correlation(p, lanes, true);
+    const int64_t budget = kDirectStagingBytes;
+    const int64_t cv_planes = saturating_product(cin, cv.staging.rows, cv.staging.cols);
+    const int64_t cv_sample = cv_planes > budget ? budget : cv_planes + p.out_plane() * cout;
+    if (channel_vectors_win(rows, cout) && (!flat.flat || channel_vectors_win(flat, cout)) &&
+        2 * cv_sample * element_size <= budget)
+      return Family::kGradWeightChannelVectors;
+    // grad_output is copied into rows padded to whole vectors (so no load crosses a row) and
+    // channels padded to whole blocks, except where there is little work per element to hide the
+    // copy behind: few input channels, rows of at least one vector, whole blocks.
+    if (p.out_w >= lanes && rows.taps() < kFewTaps && cout % tiles.oc_block == 0)
+      return Family::kGradWeightColumnsInPlace;
+    // Flat where it needs fewer vectors than rows padded to whole vectors.
+    if (flat.flat && flat_positions(flat, lanes) < p.out_h * round_up(p.out_w, lanes))
+      return Family::kGradWeightColumnsFlat;
+    return Family::kGradWeightColumns;
+  }
+
+  // Depthwise layers have kernels of their own for every pass, with no lane
+  // computing a channel the group does not have.
+  Family family() const {
+    if (is_depthwise(p)) return Family::kDepthwise;
+    return pass == ConvPass::GradWeight ? grad_weight_family() : correlation_family();
+  }
+
+  // Whether `family` (of this pass) can run this shape at all.
+  bool can_run(Family family) const {
+    switch (family) {
+      case Family::kRowsFirstLayer: {
+        const Correlation c = correlation();
+        return c.flat && c.out_w >= lanes;
+      }
+      case Family::kPixelVectorsFlat:
+        return correlation().flat;
+      case Family::kPixelVectorsBlock:
+        return true;
+      case Family::kChannelVectors:
+        return outs() % lanes == 0;
+      case Family::kGradWeightColumnsInPlace:
+        return p.out_w >= lanes && p.out_per_group() % tiles.oc_block == 0;
+      case Family::kGradWeightColumns:
+        return true;
+      case Family::kGradWeightColumnsFlat:
+        return grad_weight_correlation(p, lanes, p.stride_h == 1 && p.stride_w == 1).flat;
+      case Family::kGradWeightChannelVectors:
+        return p.out_per_group() % lanes == 0;
+      case Family::kDepthwise:
+        return is_depthwise(p);
+      case Family::kIm2col:
+        break;
+    }
+    return false;
+  }
+};
+
+bool is_grad_weight_family(Family f) {
+  return f == Family::kGradWeightColumnsInPlace || f == Family::kGradWeightColumns ||
+         f == Family::kGradWeightColumnsFlat || f == Family::kGradWeightChannelVectors;
+}
+
+// Reductions (multiply-adds per output) from which the portable kernels, with
+// 16-byte vectors and no FMA, lose backward passes to im2col + MKL's
+// cache-blocked GEMM (the seed layers with 256 or more: 1.1 - 1.9x).
+constexpr int64_t kLongReduction = 4 * kFewTaps;
+// The same for AVX2's grad_input, on reductions this long (the large layer: 1.15x).
+constexpr int64_t kVeryLongReduction = 16 * kFewTaps;
+
+// The `auto` rule for a pass, given the direct family the plan would run and
+// the ISA whose kernels would run it:
+// - forward and grad_weight: direct, except for strided layers with at least
+//   8 input channels per group that the direct kernels run with vectors over
+//   pixels: they read the input with strided loads, slower than im2col's
+//   contiguous GEMM. With vectors over output channels direct is faster.
+// - grad_input: direct when C_in/groups >= 8 and the stride is 1. Its kernels
+//   compute blocks of input channels, which first layers (1 or 3 input
+//   channels) and depthwise layers would mostly waste; with a stride they
+//   correlate a gradient spread out with zeros (3 of 4 taps wasted at stride
+//   2), while col2im scatters only the real ones.
+// - with 16 vector registers (AVX2, portable), grad_weight over padded rows
+//   (grad_weight_columns: 4 channels per step) with a long reduction: im2col.
+// - portable: grad_input with a long reduction (C_out/groups x taps), and
+//   grad_weight with a long one over planes of at least 64 outputs: im2col;
+//   AVX2: grad_input with a very long one.
+// The measurements behind each rule are in benchmarks/RESULTS.md.
+ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa) {
+  // Pointwise layers are one GEMM with no column copy (conv2d_im2col_kernel.cpp); the direct
+  // kernels' tiles reuse each input load across a kernel window, and 1 x 1 has none to reuse.
+  if (is_pointwise(p)) return ConvAlgo::Im2col;
+  if (family == Family::kDepthwise) return ConvAlgo::Direct;
+  const bool strided = p.stride_h > 1 || p.stride_w > 1;
+  switch (pass) {
+    case ConvPass::Forward:
+    case ConvPass::GradWeight: {
+      const bool channel_vectors = family == Family::kChannelVectors || family == Family::kGradWeightChannelVectors;
+      if (strided && p.in_per_group() >= 8 && !channel_vectors) return ConvAlgo::Im2col;
+      if (pass == ConvPass::Forward) return ConvAlgo::Direct;
+      if (isa != Isa::kAvx512 && family == Family::kGradWeightColumns && p.col_rows() >= kFewTaps)
+        return ConvAlgo::Im2col;
+      if (isa == Isa::kBaseline && p.col_rows() >= kLongReduction && p.out_plane() >= 64) return ConvAlgo::Im2col;
+      return ConvAlgo::Direct;
+    }
+    case ConvPass::GradInput:
+      if (p.out_per_group() * p.kernel_plane() >= (isa == Isa::kBaseline  ? kLongReduction
+                                                   : isa == Isa::kAvx2 ? kVeryLongReduction
+                                                                       : INT64_MAX))
+        return ConvAlgo::Im2col;
+      return p.in_per_group() >= 8 && !strided ? ConvAlgo::Direct : ConvAlgo::Im2col;
+  }
+  return ConvAlgo::Direct;
+}
+
+// CNNEXT_CONV_PLAN: comma-separated `algo=direct|im2col` and `family=<name>`
+// (one forward/grad_input family and one grad_weight family at most).
+struct Forced {
+  std::optional<ConvAlgo> algo;
+  std::optional<Family> correlation_family, grad_weight_family;
+  std::string text;
+};
+
+Forced parse_forced() {
+  Forced forced;
+  const char* env = std::getenv("CNNEXT_CONV_PLAN");
+  if (env == nullptr || *env == '\0') return forced;
+  forced.text = env;
+  std::stringstream items(forced.text);
+  std::string item;
+  while (std::getline(items, item, ',')) {
+    if (item.empty()) continue;
+    const auto eq = item.find('=');
+    const std::string key = item.substr(0, eq), value = eq == std::string::npos ? "" : item.substr(eq + 1);
+    if (key == "algo" && (value == "direct" || value == "im2col")) {
+      forced.algo = value == "direct" ? ConvAlgo::Direct : ConvAlgo::Im2col;
+      continue;
+    }
+    bool known = false;
+    for (const Family f : kAllFamilies) {
+      if (key == "family" && f != Family::kIm2col && value == family_name(f)) {
+        if (f == Family::kDepthwise || is_grad_weight_family(f)) forced.grad_weight_family = f;
+        if (f == Family::kDepthwise || !is_grad_weight_family(f)) forced.correlation_family = f;
+        known = true;
+      }
+    }
+    if (!known) {
+      std::string families;
+      for (const Family f : kAllFamilies)
+        if (f != Family::kIm2col) families += std::string(families.empty() ? "" : ", ") + family_name(f);
+      TORCH_CHECK_VALUE(false, "CNNEXT_CONV_PLAN: unknown entry '", item, "' in '", forced.text,
+                        "'; expected comma-separated algo=direct|im2col and family=<one of ", families, ">");
+    }
+  }
+  return forced;
+}
+
+std::atomic<int> last_run[3] = {};
+
+}  // namespace
+
+const char* family_name(Family family) {
+  switch (family) {
+    case Family::kIm2col:
+      return "im2col";
+    case Family::kRowsFirstLayer:
+      return "rows_first_layer";
+    case Family::kPixelVectorsFlat:
+      return "pixel_vectors_flat";
+    case Family::kPixelVectorsBlock:
+      return "pixel_vectors_block";
+    case Family::kChannelVectors:
+      return "channel_vectors";
+    case Family::kGradWeightColumnsInPlace:
+      return "grad_weight_columns_in_place";
+    case Family::kGradWeightColumns:
+      return "grad_weight_columns";
+    case Family::kGradWeightColumnsFlat:
+      return "grad_weight_columns_flat";
+    case Family::kGradWeightChannelVectors:
+      return "grad_weight_channel_vectors";
+    case Family::kDepthwise:
+      return "depthwise";
+  }
+  return "?";
+}
+
+const char* pass_name(ConvPass pass) {
+  switch (pass) {
+    case ConvPass::Forward:
+      return "forward";
+    case ConvPass::GradInput:
+      return "grad_input";
+    case ConvPass::GradWeight:
+      break;
+  }
+  return "grad_weight";
+}
+
+ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size, Isa isa,
+                     std::optional<ConvAlgo> algo) {
+  const Tiles tiles = tiles_for(isa);
+  const Geometry geometry{p, pass, tiles.lanes(element_size), element_size, tiles};
+  const Forced forced = parse_forced();
+  ConvPlan plan{ConvAlgo::Direct, geometry.family(), isa, tiles, forced.text};
+  const std::optional<Family> forced_family =
+      pass == ConvPass::GradWeight ? forced.grad_weight_family : forced.correlation_family;
+  if (forced_family) {
+    if (geometry.can_run(*forced_family)) {
+      plan.family = *forced_family;
+    } else {
+      plan.forced += std::string(" (") + family_name(*forced_family) + " cannot run this " + pass_name(pass) +
+                     ": " + family_name(plan.family) + " runs)";
+    }
+  }
+  // An explicit algo wins; then a forced one; a forced family means direct; else the auto rule.
+  plan.algo = algo ? *algo : forced.algo ? *forced.algo : forced_family ? ConvAlgo::Direct
+                                                                          : auto_algo(p, pass, plan.family, isa);
+  if (plan.algo == ConvAlgo::Im2col) plan.family = Family::kIm2col;
+  return plan;
+}
+
+Family last_family_run(ConvPass pass) {
+  return static_cast<Family>(last_run[static_cast<int>(pass)].load(std::memory_order_relaxed));
+}
+
+void note_family_run(ConvPass pass, Family family) {
+  last_run[static_cast<int>(pass)].store(static_cast<int>(family), std::memory_order_relaxed);
+}
+
+}  // namespace cpu
+}  // namespace cnnext

@@ -1,0 +1,64 @@
+// The one place that decides how a CPU convolution pass runs: which
+// algorithm (direct or im2col + GEMM), which direct kernel family and with
+// which tiles, per pass, element type and ISA. conv2d.cpp's algo="auto" and
+// the direct driver (conv2d_direct/driver.h) both read it, so what `auto`
+// predicts is what runs. Queryable from Python (cnnext._ops.conv2d_plan) and
+// forceable with the CNNEXT_CONV_PLAN environment variable (see README.md).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "../conv2d.h"
+#include "../params.h"
+#include "conv2d_direct/tiles.h"
+#include "isa.h"
+
+namespace cnnext {
+namespace cpu {
+
+enum class ConvPass { Forward, GradInput, GradWeight };
+
+// The direct kernel families (one header each in conv2d_direct/), and im2col.
+enum class Family {
+  kIm2col,                    // im2col + GEMM (conv2d_im2col_kernel.cpp)
+  kRowsFirstLayer,            // rows_first_layer.h: pixel vectors along rows, few taps
+  kPixelVectorsFlat,          // pixel_vectors_flat.h: pixel vectors over flattened rows, stride 1
+  kPixelVectorsBlock,         // pixel_vectors_block.h: pixel vectors per row, any stride
+  kChannelVectors,            // channel_vectors.h: vectors over output channels
+  kGradWeightColumnsInPlace,  // grad_weight_columns.h, grad_output read in place
+  kGradWeightColumns,         // grad_weight_columns.h, grad_output copied into padded rows
+  kGradWeightColumnsFlat,     // grad_weight_columns.h over flattened rows (stride 1, finite input)
+  kGradWeightChannelVectors,  // grad_weight_channel_vectors.h
+  kDepthwise,                 // depthwise.h: every pass of a depthwise layer (params.h, is_depthwise)
+};
+
+struct ConvPlan {
+  ConvAlgo algo;
+  Family family;  // kIm2col when algo is im2col
+  Isa isa;        // whose kernels run (conv2d_direct/variants.h)
+  Tiles tiles;
+  // What CNNEXT_CONV_PLAN forced, and whether a forced family could not run
+  // this shape (then the planned family runs); empty when nothing was forced.
+  std::string forced;
+};
+
+// The plan of `pass` for the convolution `p`, computed in elements of
+// `element_size` bytes (4 or 8: float16 and bfloat16 run in float32), with
+// the kernels of `isa`. `algo` is the caller's explicit choice (nullopt for
+// "auto"); CNNEXT_CONV_PLAN may force the algorithm of an "auto" call and the
+// family of any direct one. Throws c10::ValueError for a malformed CNNEXT_CONV_PLAN.
+ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size, Isa isa,
+                     std::optional<ConvAlgo> algo);
+
+const char* family_name(Family family);
+const char* pass_name(ConvPass pass);
+
+// The family the direct kernels last ran for `pass` (in any thread), for tests
+// that check the plan against what runs; kIm2col before any direct run.
+Family last_family_run(ConvPass pass);
+void note_family_run(ConvPass pass, Family family);
+
+}  // namespace cpu
+}  // namespace cnnext

@@ -1,0 +1,182 @@
+// Vector helpers of the per-ISA kernels, written with GCC/Clang vector
+// extensions over a vector width `Bytes` (64 for AVX-512, 32 for AVX2, 16
+// for SSE2 and NEON), so one source serves every ISA and the accumulators
+// provably live in registers.
+//
+// Include this only after a per-ISA translation unit switched the compiler
+// to its ISA (see conv2d_direct/conv2d_direct_avx2.cpp): everything here has
+// internal linkage, so each ISA's copy stays in its own translation unit and
+// none can serve the callers of another (the linker keeps one copy of an
+// inline function with external linkage, whichever ISA it was compiled for).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+namespace cnnext {
+namespace cpu {
+namespace {
+
+template <typename T, int64_t Bytes>
+struct VecOf {
+  typedef T type __attribute__((vector_size(Bytes)));
+};
+// One vector register of T.
+template <typename T, int64_t Bytes>
+using Vec = typename VecOf<T, Bytes>::type;
+
+// Lanes of T in a vector of `Bytes` bytes.
+template <typename T, int64_t Bytes>
+constexpr int64_t kLanes = Bytes / static_cast<int64_t>(sizeof(T));
+
+template <int64_t Bytes, typename T>
+inline Vec<T, Bytes> load_vec(const T* p) {
+  Vec<T, Bytes> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T, int64_t Bytes>
+inline void store_vec(T* p, const Vec<T, Bytes>& v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// Integer vectors as wide as Vec<T, Bytes>, for lane masks.
+template <typename T>
+struct BitsElement;
+template <>
+struct BitsElement<float> {
+  using type = int32_t;
+};
+template <>
+struct BitsElement<double> {
+  using type = int64_t;
+};
+template <typename T, int64_t Bytes>
+using Bits = Vec<typename BitsElement<T>::type, Bytes>;
+
+// All bits set in lanes [lo, hi), clear in the others.
+template <typename T, int64_t Bytes>
+inline Bits<T, Bytes> lane_mask(int64_t lo, int64_t hi) {
+  Bits<T, Bytes> lane, lo_v, hi_v;
+  for (int64_t i = 0; i < kLanes<T, Bytes>; ++i) {
+    lane[i] = i;
+    lo_v[i] = lo;
+    hi_v[i] = hi;
+  }
+  return (lane >= lo_v) & (lane < hi_v);
+}
+
+// v with the lanes outside `keep` set to +0 (bitwise, so it also clears inf and NaN).
+template <typename T, int64_t Bytes>
+inline Vec<T, Bytes> keep_lanes(const Vec<T, Bytes>& v, const Bits<T, Bytes>& keep) {
+  return reinterpret_cast<Vec<T, Bytes>>(reinterpret_cast<Bits<T, Bytes>>(v) & keep);
+}
+
+// p[0], p[stride], ..., p[(lanes - 1) * stride].
+template <int64_t Bytes, typename T>
+inline Vec<T, Bytes> load_strided(const T* p, int64_t stride) {
+  Vec<T, Bytes> v;
+  for (int64_t i = 0; i < kLanes<T, Bytes>; ++i) v[i] = p[i * stride];
+  return v;
+}
+
+// dst[i] = op(src[i]) for i < width, in vectors of `Bytes` bytes only: a row
+// that does not fill its last vector ends with one that overlaps the one
+// before (rewriting the same values), because a scalar tail of up to 15
+// elements costs more than the vectors of a 13 - 28-element row. Returns
+// false, touching nothing, when the row is narrower than one such vector.
+// src and dst must not overlap.
+template <int64_t Bytes, typename T, typename Op>
+inline bool transform_row_in(const T* src, int64_t width, T* dst, Op op) {
+  constexpr int64_t n = kLanes<T, Bytes>;
+  if (width < n) return false;
+  auto step = [&](int64_t i) {
+    Vec<T, Bytes> v = load_vec<Bytes>(src + i);
+    store_vec<T, Bytes>(dst + i, op(v));
+  };
+  int64_t i = 0;
+  for (; i + n <= width; i += n) step(i);
+  if (i < width) step(width - n);
+  return true;
+}
+
+// dst[i] = op(src[i]) for i < width with the widest vectors (up to `Bytes`)
+// the row fills; `op` is a generic lambda: it maps a vector of any width, or
+// a scalar for rows narrower than 16 bytes, to the same type.
+template <int64_t Bytes, typename T, typename Op>
+inline void transform_row(const T* src, int64_t width, T* dst, Op op) {
+  if constexpr (Bytes > 16) {
+    if (transform_row_in<Bytes>(src, width, dst, op)) return;
+    return transform_row<Bytes / 2>(src, width, dst, op);
+  } else {
+    if (transform_row_in<16>(src, width, dst, op)) return;
+    for (int64_t i = 0; i < width; ++i) dst[i] = op(src[i]);
+  }
+}
+
+// Calls f(std::integral_constant<int64_t, k>) with k = min(n, kMax), at least 1: for kernels
+// compiled for each number of vectors up to their tile's.
+template <int64_t kMax, typename F>
+inline void with_vector_count(int64_t n, F&& f) {
+  if constexpr (kMax > 1) {
+    if (n < kMax) return with_vector_count<kMax - 1>(n, f);
+  }
+  f(std::integral_constant<int64_t, kMax>());
+}
+
+// A vector of A from the lanes of x, converted element by element where T is not A.
+template <int64_t Bytes, typename A, typename T>
+inline Vec<A, Bytes> load_as(const T* x) {
+  if constexpr (std::is_same_v<A, T>) {
+    return load_vec<Bytes>(x);
+  } else {
+    Vec<A, Bytes> v;
+    for (int64_t l = 0; l < kLanes<A, Bytes>; ++l) v[l] = static_cast<A>(x[l]);
+    return v;
+  }
+}
+
+// The sum of x[0:n] in A (x converted element by element), in four
+// independent vector chains: one chain is bound by the add latency, not by
+// the loads.
+template <int64_t Bytes, typename A, typename T>
+inline A vector_sum(const T* x, int64_t n) {
+  constexpr int64_t V = kLanes<A, Bytes>;
+  if (n < V) {  // tiny planes (3 x 3): a vector's horizontal sum would cost more than the plane
+    A sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += static_cast<A>(x[i]);
+    return sum;
+  }
+  Vec<A, Bytes> acc[4] = {};
+  int64_t i = 0;
+  for (; i + 4 * V <= n; i += 4 * V)
+    for (int64_t u = 0; u < 4; ++u) acc[u] += load_as<Bytes, A>(x + i + u * V);
+  for (; i + V <= n; i += V) acc[0] += load_as<Bytes, A>(x + i);
+  const Vec<A, Bytes> all = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  A sum = 0;
+  for (int64_t l = 0; l < V; ++l) sum += all[l];
+  for (; i < n; ++i) sum += static_cast<A>(x[i]);
+  return sum;
+}
+
+// Whether x[0:n] holds no infinity or NaN: x * 0 is 0 for finite x and NaN
+// otherwise, so the sum of x * 0 tells, without a branch per element.
+template <int64_t Bytes, typename T>
+inline bool all_finite_range(const T* x, int64_t n) {
+  constexpr int64_t V = kLanes<T, Bytes>;
+  Vec<T, Bytes> acc[4] = {};
+  int64_t i = 0;
+  for (; i + 4 * V <= n; i += 4 * V)
+    for (int64_t u = 0; u < 4; ++u) acc[u] += load_vec<Bytes>(x + i + u * V) * T(0);
+  T sum = 0;
+  for (; i < n; ++i) sum += x[i] * T(0);
+  const Vec<T, Bytes> all = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  for (int64_t v = 0; v < V; ++v) sum += all[v];
+  return sum == T(0);
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace cnnext
