@@ -19,14 +19,20 @@ namespace {
 
 using Pass = cpu::ConvPass;
 
-// "direct" and "im2col" are taken as given; "auto" is the plan's choice
-// (cpu/conv2d_plan.h: per pass, dtype and the CPU's active ISA). CUDA tensors
-// follow the plan's AVX-512 rule until GPU benchmarks say otherwise.
-ConvAlgo parse_algo(c10::string_view algo, const Conv2dParams& p, Pass pass, const at::Tensor& t) {
+// The algorithm `algo` names, nullopt for "auto"; anything else is a ValueError.
+std::optional<ConvAlgo> explicit_algo(c10::string_view algo) {
   if (algo == "direct") return ConvAlgo::Direct;
   if (algo == "im2col") return ConvAlgo::Im2col;
   TORCH_CHECK_VALUE(algo == "auto", "cnnext conv2d: algo must be one of 'direct', 'im2col', 'auto', got '",
                     algo, "'");
+  return std::nullopt;
+}
+
+// "direct" and "im2col" are taken as given; "auto" is the plan's choice
+// (cpu/conv2d_plan.h: per pass, dtype and the CPU's active ISA). CUDA tensors
+// follow the plan's AVX-512 rule until GPU benchmarks say otherwise.
+ConvAlgo parse_algo(c10::string_view algo, const Conv2dParams& p, Pass pass, const at::Tensor& t) {
+  if (const std::optional<ConvAlgo> given = explicit_algo(algo)) return *given;
   const cpu::Isa isa = t.is_cpu() ? cpu::active_isa() : cpu::Isa::kAvx512;
   return cpu::conv2d_plan(p, pass, t.scalar_type() == at::kDouble ? 8 : 4, isa, std::nullopt).algo;
 }
@@ -283,9 +289,7 @@ std::string conv2d_plan_query(at::IntArrayRef input_size, at::IntArrayRef weight
   cpu::Isa target = cpu::active_isa();
   TORCH_CHECK_VALUE(isa.empty() || cpu::parse_isa(std::string(isa).c_str(), target), op,
                     ": isa must be one of 'avx512', 'avx2', 'baseline', got '", isa, "'");
-  std::optional<ConvAlgo> forced;
-  if (algo != "auto") forced = parse_algo(algo, p, *which, at::Tensor());
-  const cpu::ConvPlan plan = cpu::conv2d_plan(p, *which, element_size, target, forced);
+  const cpu::ConvPlan plan = cpu::conv2d_plan(p, *which, element_size, target, explicit_algo(algo));
   std::ostringstream out;
   out << "algo=" << (plan.algo == ConvAlgo::Direct ? "direct" : "im2col") << "\nfamily=" << cpu::family_name(plan.family)
       << "\nisa=" << cpu::isa_name(plan.isa) << "\nvec_bytes=" << plan.tiles.vec_bytes

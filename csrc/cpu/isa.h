@@ -1,10 +1,8 @@
-// Which x86 vector extensions the explicitly dispatched CPU kernels may use.
-//
-// Two mechanisms pick CPU code per machine: most kernels are compiled as
-// target_clones (kernel_utils.h) and the loader picks the clone, while
-// kernels written with intrinsics (max pooling) are chosen here at run time.
-// Only the latter can be narrowed on purpose, which the tests use to run the
-// AVX2 and baseline paths on an AVX-512 machine. Torch-free on purpose.
+// Which x86 vector extensions the CPU kernels may use. Every CPU kernel is
+// compiled once per ISA (variants.h; max pooling's intrinsics in their own
+// files) and the one active_isa() names runs, so narrowing the limit runs
+// the AVX2 and baseline code on an AVX-512 machine (the tests do).
+// Torch-free on purpose.
 #pragma once
 
 namespace cnnext {
