@@ -1,6 +1,6 @@
 """Interleaved training-step ratios of the standard architectures (issue 15's table).
 
-Usage: ``python -m benchmarks.arch_steps [--rounds 5] [--steps 2] [--threads 2] [NAME ...]``
+Usage: ``python -m benchmarks.arch_steps [--rounds 7] [--steps 1] [--threads 2] [NAME ...]``
 
 pytest-benchmark times one case after the other, so a change in the machine's load
 between the torch and the cnnext case moves their ratio. Here each round times
@@ -76,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="architectures (default: all of "
                         + ", ".join(a.name for a in ARCHITECTURES) + ")")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=2, help="steps per variant and round (median taken)")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=1, help="steps per variant and round (median taken)")
     parser.add_argument("--threads", type=int, default=machine.default_threads())
     args = parser.parse_args(argv)
     chosen = [a for a in ARCHITECTURES if not args.names or a.name in args.names]

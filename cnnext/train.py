@@ -102,7 +102,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line; exits with a usage message on invalid options."""
     p = argparse.ArgumentParser(
         prog="python -m cnnext.train",
-        description="Train a seed CNN on MNIST / Fashion-MNIST with cnnext layers "
+        description="Train a seed CNN or a standard architecture on MNIST / Fashion-MNIST with cnnext layers "
         "(and, with --compare, with PyTorch's layers side by side).",
     )
     p.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
@@ -110,8 +110,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help=f"seed model (default {DEFAULT_MODEL}) or standard architecture with 1 input "
                    "channel and 10 classes; the 28x28 images are fitted to it: padded to 32x32 for "
                    "resnet18_cifar (and cifar_bn, 3 channels), resized to 64x64 for resnet18, vgg11 and "
-                   "mobilenet_v2 (an epoch over the embedded sample takes minutes on 2 cores; "
-                   "use --limit-train for less)")
+                   "mobilenet_v2 (an epoch over the embedded sample is then 7 - 35 TFLOP of training, "
+                   "several minutes on 2 cores; use --limit-train for less)")
     p.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS)
     p.add_argument("--batch-size", type=_positive_int, help="per process (default: the model's seed batch size)")
     p.add_argument("--lr", type=_positive_float, help="learning rate (default: the model's seed value)")
