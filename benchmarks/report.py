@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.impls import ARCH_TRAIN_IMPLS, CHANNELS_LAST, CONV_IMPLS, POOL_IMPLS, TRAIN_IMPLS
+from benchmarks.impls import ARCH_TRAIN_IMPLS, CONV_IMPLS, POOL_IMPLS, TRAIN_IMPLS
 
 HERE = Path(__file__).parent
 CNNEXT_ALGOS = CONV_IMPLS[1:]
@@ -95,8 +95,8 @@ def ms(entry: Entry | None) -> str:
 
 
 def _sig3(value: float) -> str:
-    """Three significant digits, trailing zeros kept: 16.0, 0.584, 224."""
-    return f"{value:#.3g}".rstrip(".")
+    """Three significant digits, trailing zeros kept: 16.0, 0.584, 224; whole numbers from 1000 on."""
+    return f"{value:.0f}" if value >= 1000 else f"{value:#.3g}".rstrip(".")
 
 
 def ratio(reference: Entry | None, entry: Entry | None) -> float | None:
@@ -204,9 +204,10 @@ def architecture_train_section(table: Table) -> list[str]:
         return []
     peak = table.reference("mm")
     torch_, auto, torch_cl, auto_cl = ARCH_TRAIN_IMPLS
-    header = ["model", *(f"{SHORT.get(i, i.replace(CHANNELS_LAST, ' CL'))} ms" for i in ARCH_TRAIN_IMPLS),
+    labels = ("torch", "auto", "torch CL", "auto CL")  # ARCH_TRAIN_IMPLS, in order
+    header = ["model", *(f"{label} ms" for label in labels),
               "torch/auto NCHW", "torch/auto CL", "auto NCHW ÷ auto CL", "torch NCHW ÷ torch CL",
-              *(f"conv GFLOP/s {label} (of mm peak)" for label in ("torch", "auto", "torch CL", "auto CL")),
+              *(f"conv GFLOP/s {label} (of mm peak)" for label in labels),
               "page faults/call"]
     rows = []
     for (_, _, case), impls in rows_in:
