@@ -71,6 +71,13 @@ def device(request: pytest.FixtureRequest) -> torch.device:
 
 
 @pytest.fixture
+def smoke(benchmark: Any) -> bool:
+    """True in the smoke run (``--benchmark-disable``: every case once, untimed), where the
+    big cases (``smoke_batch``) run at a smaller batch."""
+    return not benchmark.enabled
+
+
+@pytest.fixture
 def measure(benchmark: Any, device: torch.device) -> Measure:
     """``measure(call, group=..., **info)``: warm up, then time ``call`` with pytest-benchmark.
 

@@ -8,6 +8,7 @@ cnnext implementation, so :func:`assert_matches` can compare them directly.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -17,11 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnext
-from benchmarks.impls import FUSED, algo_of
-from benchmarks.shapes import AvgPoolShape, ConvShape, PoolShape
+from benchmarks.impls import CHANNELS_LAST, FUSED, algo_of
+from benchmarks.shapes import NUM_CLASSES, Architecture, AvgPoolShape, ConvShape, PoolShape
 from cnnext.models import MODELS, build_model, make_optimizer
-
-NUM_CLASSES = 10
 
 CONV_RTOL = 1e-4
 """Float32 sums in another order: errors stay far below this fraction of the largest value."""
@@ -29,6 +28,13 @@ POOL_RTOL = 1e-6
 """Max is exact; only overlapping windows (stride < kernel) sum gradients in another order."""
 TRAIN_RTOL = 1e-3
 """Loss and parameter gradients after several layers of differently ordered float32 sums."""
+ARCH_RTOL = 1e-7
+"""The standard architectures' loss and gradients, checked in float64: through 10 to 50 layers
+with BatchNorm and ReLU, float32 rounding flips activations near zero, and gradients of float32
+runs part by up to ~1e-3 of their largest value, torch's own from float64 as much as cnnext's."""
+ARCH_CHECK_BATCH, ARCH_CHECK_SIZE = 2, 64
+"""The float64 check runs on 2 images of at most 64x64 (torch's float64 depthwise convolution
+is slow); every layer's float32 kernels are checked at full size by the per-layer cases."""
 
 Results = tuple[torch.Tensor, ...]
 Call = Callable[[], Results]
@@ -215,8 +221,48 @@ def loss_and_grads(model: nn.Module, images: torch.Tensor, labels: torch.Tensor)
     return (loss.detach(), *torch.autograd.grad(loss, params))
 
 
+def _memory_format(impl: str) -> torch.memory_format:
+    return torch.channels_last if impl.endswith(CHANNELS_LAST) else torch.contiguous_format
+
+
+def architecture_model(arch: Architecture, impl: str, device: torch.device) -> nn.Module:
+    """The architecture with torch layers (weights from seed 0), or converted to cnnext with the
+    impl's algo; in channels_last memory format for a ``+channels_last`` impl."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = arch.build()
+    if not impl.startswith("torch"):
+        model = cnnext.convert(model, algo=algo_of(impl))
+    return model.to(device, memory_format=_memory_format(impl)).train()
+
+
+def architecture_batch(arch: Architecture, impl: str, device: torch.device, batch: int,
+                       seed: int = 0, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random 3-channel images (in the impl's memory format; ``size``², default the
+    architecture's) and labels for ``arch``."""
+    gen = torch.Generator().manual_seed(seed)
+    size = size or arch.image_size
+    images = torch.randn(batch, 3, size, size, generator=gen)
+    labels = torch.randint(NUM_CLASSES, (batch,), generator=gen)
+    return images.to(device, memory_format=_memory_format(impl)), labels.to(device)
+
+
+def check_architecture(arch: Architecture, model: nn.Module, impl: str) -> None:
+    """Fail unless the converted ``model`` (of implementation ``impl``) has no torch conv or pool
+    layer left and, in float64 (on copies, a small batch in the impl's memory format), gives the
+    torch-layer model's loss and parameter gradients."""
+    assert not torch_layers_left(model)
+    device = next(model.parameters()).device
+    images, labels = architecture_batch(arch, impl, device, ARCH_CHECK_BATCH, seed=1,
+                                        size=min(arch.image_size, ARCH_CHECK_SIZE))
+    reference = architecture_model(arch, "torch", device).double()
+    assert_matches(loss_and_grads(copy.deepcopy(model).double(), images.double(), labels),
+                   loss_and_grads(reference, images.contiguous().double(), labels), ARCH_RTOL, common_scale=True)
+
+
 def train_step_call(name: str, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Call:
-    """One training step: zero grads, forward, loss, backward, optimizer step."""
+    """One training step: zero grads, forward, loss, backward, optimizer step; the optimizer is
+    the seed model's or, for any other ``name``, an optimizer name ("sgd": momentum 0.9, lr 0.01)."""
     optimizer = make_optimizer(name, model.parameters())
 
     def step() -> Results:

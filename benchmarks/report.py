@@ -5,7 +5,8 @@ Usage: ``python -m benchmarks.report BENCH.json [--out benchmarks/RESULTS.md]``
 One section per device: a summary of the ratios, the physical references
 (float32 ``torch.mm`` peak, memory copy bandwidth), then conv, pool and
 training-step tables with median times, the ratio torch/cnnext (> 1 means
-cnnext is faster), and GFLOP/s or GB/s with their fraction of the references.
+cnnext is faster), and GFLOP/s or GB/s with their fraction of the references;
+last the standard architectures' training steps, NCHW and channels_last.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.impls import CONV_IMPLS, POOL_IMPLS, TRAIN_IMPLS
+from benchmarks.impls import ARCH_TRAIN_IMPLS, CONV_IMPLS, POOL_IMPLS, TRAIN_IMPLS
 
 HERE = Path(__file__).parent
 CNNEXT_ALGOS = CONV_IMPLS[1:]
@@ -94,8 +95,8 @@ def ms(entry: Entry | None) -> str:
 
 
 def _sig3(value: float) -> str:
-    """Three significant digits, trailing zeros kept: 16.0, 0.584, 224."""
-    return f"{value:#.3g}".rstrip(".")
+    """Three significant digits, trailing zeros kept: 16.0, 0.584, 224; whole numbers from 1000 on."""
+    return f"{value:.0f}" if value >= 1000 else f"{value:#.3g}".rstrip(".")
 
 
 def ratio(reference: Entry | None, entry: Entry | None) -> float | None:
@@ -140,7 +141,8 @@ def conv_section(table: Table, kind: str = "conv", title: str = "conv2d") -> lis
     peak = table.reference("mm")
     header = ["layer", "pass", *(f"{SHORT[i]} ms" for i in CONV_IMPLS),
               *(f"torch/{SHORT[a]}" for a in CNNEXT_ALGOS), "auto ÷ best time",
-              "GFLOP/s torch (of mm peak)", "GFLOP/s best cnnext (of mm peak)", "page faults/call"]
+              "GFLOP/s torch (of mm peak)", "GFLOP/s best cnnext (of mm peak)", "GFLOP/s auto (of mm peak)",
+              "page faults/call"]
     rows = []
     for (_, phase, case), impls in table.rows(kind):
         torch_ = impls.get("torch")
@@ -151,6 +153,7 @@ def conv_section(table: Table, kind: str = "conv", title: str = "conv2d") -> lis
             fmt_ratio(ratio(impls.get("cnnext-auto"), best)),
             fmt_rate(torch_, peak),
             MISSING if best is None else f"{fmt_rate(best, peak)} {SHORT[best.impl]}",
+            fmt_rate(impls.get("cnnext-auto"), peak),
             faults(impls, CONV_IMPLS),
         ])
     note = ("best = the faster of direct and im2col; auto ÷ best time: auto's median over"
@@ -199,6 +202,33 @@ def train_section(table: Table) -> list[str]:
     title = ("training step (forward, loss, backward, optimizer step; torch vs `convert()`,"
              " and auto+fuse: `fuse(convert())`)")
     return section(title, header, rows, FAULTS_NOTE)
+
+
+def architecture_train_section(table: Table) -> list[str]:
+    """The standard architectures' training steps (issue 15), when the run measured any."""
+    rows_in = table.rows("train-arch")
+    if not rows_in:
+        return []
+    peak = table.reference("mm")
+    torch_, auto, torch_cl, auto_cl = ARCH_TRAIN_IMPLS
+    labels = ("torch", "auto", "torch CL", "auto CL")  # ARCH_TRAIN_IMPLS, in order
+    header = ["model", *(f"{label} ms" for label in labels),
+              "torch/auto NCHW", "torch/auto CL", "auto NCHW ÷ auto CL", "torch NCHW ÷ torch CL",
+              *(f"conv GFLOP/s {label} (of mm peak)" for label in labels),
+              "page faults/call"]
+    rows = []
+    for (_, _, case), impls in rows_in:
+        get = impls.get
+        rows.append([case, *(ms(get(i)) for i in ARCH_TRAIN_IMPLS),
+                     fmt_ratio(ratio(get(torch_), get(auto))), fmt_ratio(ratio(get(torch_cl), get(auto_cl))),
+                     fmt_ratio(ratio(get(auto), get(auto_cl))), fmt_ratio(ratio(get(torch_), get(torch_cl))),
+                     *(fmt_rate(get(i), peak) for i in ARCH_TRAIN_IMPLS), faults(impls, ARCH_TRAIN_IMPLS)])
+    note = ("Forward, cross-entropy, backward, SGD step; torch layers vs `convert()` (algo auto), CL ="
+            " model and batch in channels_last. Issue 15's targets: torch/auto >= 1.0 in both layouts, and"
+            " auto NCHW ÷ auto CL >= 1.0 (channels_last no slower). Conv GFLOP/s: the FLOPs of every"
+            " convolution of the step (forward, grad_weight, grad_input but for the first layer) over the"
+            " step's time. " + FAULTS_NOTE)
+    return section("training step of the standard architectures (issue 15)", header, rows, note)
 
 
 def reference_section(table: Table) -> list[str]:
@@ -271,7 +301,7 @@ def render(document: dict[str, Any], entries: list[Entry], source: str, scaling:
         table = Table(e for e in entries if e.device == device)
         lines += [f"## {device}", ""]
         for section in (summary_section, reference_section, conv_section, conv1d_section, pool_section, avg_pool_section,
-                        train_section):
+                        train_section, architecture_train_section):
             lines += section(table)
     if scaling:
         lines += ["## Scaling with batch size", ""]

@@ -1,4 +1,5 @@
-"""conv2d forward and forward+backward on every seed conv layer, torch vs each cnnext algo."""
+"""conv2d forward and forward+backward on every seed conv layer and each distinct conv layer of the
+standard architectures, torch vs each cnnext algo."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from benchmarks.shapes import ConvShape, conv_shapes
 @pytest.mark.parametrize("impl", CONV_IMPLS)
 @pytest.mark.parametrize("shape", conv_shapes(), ids=lambda shape: shape.name)
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
-def test_conv(measure: Measure, device: torch.device, backward: bool, shape: ConvShape, impl: str) -> None:
+def test_conv(measure: Measure, device: torch.device, smoke: bool, backward: bool, shape: ConvShape,
+              impl: str) -> None:
+    shape = shape.for_smoke() if smoke else shape
     problem = conv_problem(shape, device, backward)
     call = conv_call(problem, impl)
     if impl != "torch":

@@ -1,4 +1,5 @@
-"""max_pool2d forward and forward+backward on every seed pooling layer, torch vs cnnext."""
+"""max_pool2d forward and forward+backward on every seed pooling layer and each distinct max-pool of
+the standard architectures, torch vs cnnext."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from benchmarks.shapes import PoolShape, pool_shapes
 @pytest.mark.parametrize("impl", POOL_IMPLS)
 @pytest.mark.parametrize("shape", pool_shapes(), ids=lambda shape: shape.name)
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
-def test_pool(measure: Measure, device: torch.device, backward: bool, shape: PoolShape, impl: str) -> None:
+def test_pool(measure: Measure, device: torch.device, smoke: bool, backward: bool, shape: PoolShape,
+              impl: str) -> None:
+    shape = shape.for_smoke() if smoke else shape
     problem = pool_problem(shape, device, backward)
     call = pool_call(problem, impl)
     if impl != "torch":

@@ -7,7 +7,7 @@ import math
 import torch
 
 from benchmarks.conftest import Measure
-from benchmarks.shapes import FLOAT_BYTES, pool_shapes
+from benchmarks.shapes import FLOAT_BYTES, seed_pool_shapes
 
 MM_SIZE = 2048
 
@@ -21,7 +21,7 @@ def test_mm_peak(measure: Measure, device: torch.device) -> None:
 
 
 def test_copy_bandwidth(measure: Measure, device: torch.device) -> None:
-    shape = max(pool_shapes(), key=lambda pool: math.prod(pool.input_shape))
+    shape = max(seed_pool_shapes(), key=lambda pool: math.prod(pool.input_shape))
     source = torch.randn(shape.input_shape, device=device)
     target = torch.empty_like(source)
     measure(lambda: (target.copy_(source),), group="reference", kind="reference", phase="copy",

@@ -10,7 +10,7 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import cnnext
 from cnnext import functional as CF
-from cnnext.models import MODELS, build_model
+from cnnext.models import MODELS, SEEDS, build_model
 
 ops = torch.ops.cnnext
 f64 = dict(dtype=torch.float64)
@@ -144,7 +144,7 @@ def _assert_all_close(ours, theirs):
         torch.testing.assert_close(a, e, rtol=1e-7, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", SEEDS)
 def test_seed_hessian_vector_product(name):
     models, x, y = _seed_pair(name)
     v = [torch.randn(p.shape, generator=torch.Generator().manual_seed(i), **f64)
@@ -159,7 +159,7 @@ def test_seed_hessian_vector_product(name):
     _assert_all_close(hvp(models[0]), hvp(models[1]))
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", SEEDS)
 def test_seed_gradient_penalty(name):
     """WGAN-GP: the penalty on the input gradient's norm trains the parameters through d(dL/dx)/dW."""
     models, x, _ = _seed_pair(name)
@@ -178,7 +178,7 @@ def test_seed_gradient_penalty(name):
     assert ours[index].abs().sum() > 0  # the second-order term that used to be dropped
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", SEEDS)
 def test_seed_maml_inner_step(name):
     """One differentiable SGD step on a support batch, then the query loss's gradient w.r.t. the start."""
     models, x, y = _seed_pair(name)

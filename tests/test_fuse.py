@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import cnnext
-from cnnext.models import MODELS, build_model
+from cnnext.models import MODELS, SEEDS, build_model
 
 # Which layers fuse() turns into ReLUMaxPool2d in each seed model (cnn_pad pools before its ReLUs).
 SEED_FUSED = {"lenet": {"pool1", "pool2"}, "cnn_pad": set(), "cnn_small": {"pool"}, "cifar_bn": {"pool1", "pool2"}}
@@ -41,7 +41,7 @@ def assert_identical(actual: list[torch.Tensor], expected: list[torch.Tensor]) -
         torch.testing.assert_close(a, e, rtol=0, atol=0, equal_nan=True)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", SEEDS)
 @pytest.mark.parametrize("train", [True, False])
 def test_seed_models_fuse_with_identical_results(rng, name, train):
     spec = MODELS[name]

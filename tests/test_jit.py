@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import cnnext
-from cnnext.models import MODELS, build_model
+from cnnext.models import SEEDS, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def _inputs(name: str, batch: int) -> torch.Tensor:
 
 
 def _models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
-    models = {name: (build_model(name).eval(), _inputs(name, 3)) for name in MODELS}
+    models = {name: (build_model(name).eval(), _inputs(name, 3)) for name in SEEDS}
     torch.manual_seed(0)
     models["geometry"] = (cnnext.convert(Geometry()).eval(), torch.randn(2, 4, 11, 13))
     return models

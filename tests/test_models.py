@@ -11,7 +11,7 @@ from torch import nn
 
 import cnnext
 from cnnext.data import FashionMNIST, MNIST
-from cnnext.models import MODELS, ModelSpec, build_model, make_optimizer
+from cnnext.models import MODELS, SEEDS, ModelSpec, build_model, make_optimizer
 from cnnext.train import Dist, Run, adapt_input, epoch_batches, evaluate, train_epoch
 
 CPU = Dist(0, 1, torch.device("cpu"))
@@ -28,7 +28,7 @@ def _adapter(spec: ModelSpec):
     return lambda x: adapt_input(x, spec, background)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", SEEDS)
 def test_build_same_weights_and_layers(name):
     spec = MODELS[name]
     ref = build_model(name, layers="torch", seed=3)
@@ -176,7 +176,7 @@ def float32_errors():
 
 
 @pytest.mark.parametrize("algo", ["direct", "im2col"])
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", SEEDS)
 def test_training_parity_with_torch_layers(name, algo, parity_reference):
     """Same initial weights and batches, the seed's batch size and optimizer (Adam / RMSprop),
     dropout off, float64: the cnnext model's loss matches the torch model's at each of the
@@ -188,7 +188,7 @@ def test_training_parity_with_torch_layers(name, algo, parity_reference):
 
 
 @pytest.mark.parametrize("algo", ["direct", "im2col"])
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", SEEDS)
 def test_float32_training_parity_with_torch_layers(name, algo, float32_errors):
     """float32, the dtype users train in: at each of 20 SGD steps (momentum 0.9, lr 0.01) of
     float64 training, the cnnext model's float32 loss and gradients, from that step's weights

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -63,6 +64,20 @@ def test_cli_defaults_per_model(tmp_path):
     assert "batch 64/process, adam lr 0.001" in proc.stdout and "input padded to 3x32x32" in proc.stdout
     assert re.search(r"epoch 1/1 +cnnext\(auto\+fuse\): train loss", proc.stdout)
     assert re.search(r"final: cnnext\(auto\+fuse\) test accuracy [\d.]+%", proc.stdout)
+
+
+def test_cli_trains_resnet18_cifar(tmp_path):
+    """One short epoch of the CIFAR-style ResNet-18 on the embedded MNIST sample, padded to 32x32."""
+    proc = run_cli(["--model", "resnet18_cifar", "--epochs", "1", "--limit-train", "16", "--limit-test", "16",
+                    "--batch-size", "8", "--compare"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "resnet18_cifar on MNIST (embedded sample: 16 train / 16 test images)" in out
+    assert "batch 8/process, adam lr 0.001" in out and "input padded to 1x32x32" in out
+    losses = [float(v) for v in re.findall(r"epoch 1/1 +(?:cnnext\(auto\)|torch): train loss ([\d.]+)", out)]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    # same weights, batches and float32 kernels: the two runs' mean losses agree closely
+    assert abs(losses[0] - losses[1]) <= 1e-3 * losses[1]
 
 
 @pytest.mark.parametrize("args, message", [
