@@ -179,19 +179,20 @@ def _pair(value: int | Sequence[int]) -> list[int]:
 def conv2d_plan(input_shape: Sequence[int], weight_shape: Sequence[int], stride: int | Sequence[int] = 1,
                 padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1, groups: int = 1,
                 dtype: torch.dtype = torch.float32, pass_: str = "forward", isa: str | None = None,
-                algo: str = "auto") -> dict:
+                algo: str = "auto", channels_last: bool = False) -> dict:
     """How a CPU conv2d pass runs: ``dict(algo=, family=, isa=, tiles=dict(...), forced=)``.
 
     ``input_shape`` is (N, C, H, W), ``weight_shape`` (C_out, C_in/groups, kH, kW); ``padding`` an int, a
     pair (both sides) or four values (top, left, bottom, right). ``pass_`` is one of CONV_PASSES, ``isa``
-    one of CPU_ISAS (None: the active one), ``algo`` as for conv2d. ``family`` names the direct kernel
-    family (csrc/cpu/conv2d_direct/) or "im2col"; ``forced`` echoes CNNEXT_CONV_PLAN and says when a
-    forced family cannot run the shape. Raises ValueError for bad arguments, as the ops do.
+    one of CPU_ISAS (None: the active one), ``algo`` as for conv2d; ``channels_last``: the operands are
+    channels_last (auto then runs groups-1 layers with 8 or more input channels by im2col, in that layout).
+    ``family`` names the direct kernel family (csrc/cpu/conv2d_direct/) or "im2col"; ``forced`` echoes
+    CNNEXT_CONV_PLAN and says when a forced family cannot run the shape. Raises ValueError for bad arguments, as the ops do.
     """
     pad = _pair(padding)
     pad = pad * 2 if len(pad) == 2 else pad
     text = torch.ops.cnnext._conv2d_plan(list(input_shape), list(weight_shape), _pair(stride), pad, _pair(dilation),
-                                         groups, dtype, pass_, isa or "", algo)
+                                         groups, dtype, pass_, isa or "", algo, channels_last)
     fields = dict(line.split("=", 1) for line in text.splitlines())
     tiles = {key: int(fields.pop(key)) for key in ("vec_bytes", "oc_block", "pixel_vectors", "cv_vectors",
                                                    "cv_accumulators", "cv_max_pixels")}

@@ -31,16 +31,19 @@ std::optional<ConvAlgo> explicit_algo(c10::string_view algo) {
 // "direct" and "im2col" are taken as given; "auto" is the plan's choice
 // (cpu/conv2d_plan.h: per pass, dtype and the CPU's active ISA). CUDA tensors
 // follow the plan's AVX-512 rule until GPU benchmarks say otherwise.
-ConvAlgo parse_algo(c10::string_view algo, const Conv2dParams& p, Pass pass, const at::Tensor& t) {
+ConvAlgo parse_algo(c10::string_view algo, const Conv2dParams& p, Pass pass, const at::Tensor& t,
+                    at::MemoryFormat layout) {
   if (const std::optional<ConvAlgo> given = explicit_algo(algo)) return *given;
   const cpu::Isa isa = t.is_cpu() ? cpu::active_isa() : cpu::Isa::kAvx512;
-  return cpu::conv2d_plan(p, pass, t.scalar_type() == at::kDouble ? 8 : 4, isa, std::nullopt).algo;
+  const bool channels_last = t.is_cpu() && layout == at::MemoryFormat::ChannelsLast;
+  return cpu::conv2d_plan(p, pass, t.scalar_type() == at::kDouble ? 8 : 4, isa, std::nullopt, channels_last).algo;
 }
 
 // The forward algorithm for `algo` on tensors of `dtype`: integer convolution has one kernel per
 // algorithm and no measured rule to choose between them, so "auto" is the direct one.
-ConvAlgo forward_algo(c10::string_view algo, const Conv2dParams& p, const at::Tensor& input) {
-  const ConvAlgo chosen = parse_algo(algo, p, Pass::Forward, input);
+ConvAlgo forward_algo(c10::string_view algo, const Conv2dParams& p, const at::Tensor& input,
+                      at::MemoryFormat layout) {
+  const ConvAlgo chosen = parse_algo(algo, p, Pass::Forward, input, layout);
   return at::isIntegralType(input.scalar_type(), /*includeBool=*/false) && algo == "auto" ? ConvAlgo::Direct : chosen;
 }
 
@@ -128,13 +131,14 @@ at::MemoryFormat conv_layout(const at::Tensor& a, const at::Tensor& b) {
   return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
-// The layout the backend computes in: contiguous NCHW, except for pointwise
-// floating-point layers (groups 1) that im2col runs on the CPU in a
-// channels_last model: there each pass is one GEMM over the (N*H*W, C) pixel
-// matrix, and NCHW would cost a transpose of every operand and result.
+// The layout the backend computes in, weights and their gradient included:
+// contiguous NCHW, except for floating-point layers (groups 1) that im2col
+// runs on the CPU in a channels_last model: there each pass is GEMMs over the
+// (N*H*W, C) pixel matrices, and NCHW would cost a transpose of every operand
+// and result.
 at::MemoryFormat compute_layout(const Conv2dParams& p, ConvAlgo algo, at::MemoryFormat layout, const at::Tensor& t) {
   const bool nhwc = layout == at::MemoryFormat::ChannelsLast && t.is_cpu() && at::isFloatingType(t.scalar_type()) &&
-                    algo == ConvAlgo::Im2col && is_pointwise(p) && p.groups == 1;
+                    algo == ConvAlgo::Im2col && p.groups == 1;
   return nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
@@ -167,7 +171,8 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
   const Conv2dParams p = make_params(op, input.sizes(), weight.sizes(), stride, padding, dilation, groups,
                                      input.element_size());
   check_integer_dilation(op, input, p);
-  const ConvAlgo a = forward_algo(algo, p, input);
+  const at::MemoryFormat layout = conv_layout(input, weight);
+  const ConvAlgo a = forward_algo(algo, p, input, layout);
   at::Tensor bias;
   if (bias_opt.has_value() && bias_opt->defined()) {
     bias = *bias_opt;
@@ -177,11 +182,11 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
                       bias.sizes());
     bias = bias.contiguous();
   }
-  const at::MemoryFormat layout = conv_layout(input, weight), compute = compute_layout(p, a, layout, input);
+  const at::MemoryFormat compute = compute_layout(p, a, layout, input);
   at::Tensor output = at::empty(output_sizes(p), input.options().memory_format(compute));
   if (output.numel() == 0) return output.contiguous(layout);
   const at::Tensor x = input.contiguous(compute);
-  const at::Tensor w = weight.contiguous();
+  const at::Tensor w = weight.contiguous(compute);
   CNNEXT_BACKEND_CALL(input, conv2d_forward, a, p, x, w, bias, output);
   return output.contiguous(layout);
 }
@@ -195,14 +200,15 @@ at::Tensor conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& we
   check_same(op, "weight", weight, "grad_output", grad_output);
   const Conv2dParams p = make_params(op, input_size, weight.sizes(), stride, padding, dilation, groups,
                                      grad_output.element_size());
-  const ConvAlgo a = parse_algo(algo, p, Pass::GradInput, grad_output);
+  const at::MemoryFormat layout = conv_layout(grad_output, weight);
+  const ConvAlgo a = parse_algo(algo, p, Pass::GradInput, grad_output, layout);
   check_grad_output(op, grad_output, p);
-  const at::MemoryFormat layout = conv_layout(grad_output, weight), compute = compute_layout(p, a, layout, grad_output);
+  const at::MemoryFormat compute = compute_layout(p, a, layout, grad_output);
   at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(compute));
   if (grad_input.numel() == 0) return grad_input.contiguous(layout);
   if (p.out_channels == 0) return grad_input.zero_().contiguous(layout);
   const at::Tensor gy = grad_output.contiguous(compute);
-  const at::Tensor w = weight.contiguous();
+  const at::Tensor w = weight.contiguous(compute);
   CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_input, a, p, gy, w, grad_input);
   return grad_input.contiguous(layout);
 }
@@ -216,10 +222,11 @@ at::Tensor conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& i
   check_same(op, "input", input, "grad_output", grad_output);
   const Conv2dParams p = make_params(op, input.sizes(), weight_size, stride, padding, dilation, groups,
                                      grad_output.element_size());
-  const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight, grad_output);
+  const at::MemoryFormat layout = conv_layout(grad_output, input);
+  const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight, grad_output, layout);
   check_grad_output(op, grad_output, p);
-  const at::MemoryFormat layout = conv_layout(grad_output, input), compute = compute_layout(p, a, layout, input);
-  at::Tensor grad_weight = at::empty(weight_size, grad_output.options());
+  const at::MemoryFormat compute = compute_layout(p, a, layout, input);
+  at::Tensor grad_weight = at::empty(weight_size, grad_output.options().memory_format(compute));
   if (grad_weight.numel() == 0) return grad_weight.contiguous(layout);
   if (p.batch == 0) return grad_weight.zero_().contiguous(layout);
   const at::Tensor gy = grad_output.contiguous(compute);
@@ -241,10 +248,11 @@ std::tuple<at::Tensor, at::Tensor> conv2d_grad_weight_bias(const at::Tensor& gra
   check_same(op, "input", input, "grad_output", grad_output);
   const Conv2dParams p = make_params(op, input.sizes(), weight_size, stride, padding, dilation, groups,
                                      grad_output.element_size());
-  const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight, grad_output);
+  const at::MemoryFormat layout = conv_layout(grad_output, input);
+  const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight, grad_output, layout);
   check_grad_output(op, grad_output, p);
-  const at::MemoryFormat layout = conv_layout(grad_output, input), compute = compute_layout(p, a, layout, input);
-  at::Tensor grad_weight = at::empty(weight_size, grad_output.options());
+  const at::MemoryFormat compute = compute_layout(p, a, layout, input);
+  at::Tensor grad_weight = at::empty(weight_size, grad_output.options().memory_format(compute));
   at::Tensor grad_bias = at::empty({p.out_channels}, grad_output.options());
   if (p.batch == 0) return {grad_weight.zero_().contiguous(layout), grad_bias.zero_()};
   if (p.out_channels == 0) return {grad_weight.contiguous(layout), grad_bias};
@@ -272,11 +280,11 @@ at::Tensor conv2d_grad_bias(const at::Tensor& grad_output) {
 }
 
 // The CPU plan of one pass as "key=value" lines, for cnnext._ops.conv2d_plan (tests and benchmarks).
-// `isa` empty: the active one; `algo` as for the ops.
+// `isa` empty: the active one; `algo` as for the ops; `channels_last`: the operands' layout.
 std::string conv2d_plan_query(at::IntArrayRef input_size, at::IntArrayRef weight_size, at::IntArrayRef stride,
                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                               at::ScalarType dtype, c10::string_view pass, c10::string_view isa,
-                              c10::string_view algo) {
+                              c10::string_view algo, bool channels_last) {
   constexpr const char* op = "cnnext conv2d_plan";
   TORCH_CHECK_VALUE(at::isFloatingType(dtype), op, ": dtype must be a floating dtype, got ", dtype);
   const int64_t element_size = dtype == at::kDouble ? 8 : 4;  // float16 and bfloat16 run in float32
@@ -289,7 +297,7 @@ std::string conv2d_plan_query(at::IntArrayRef input_size, at::IntArrayRef weight
   cpu::Isa target = cpu::active_isa();
   TORCH_CHECK_VALUE(isa.empty() || cpu::parse_isa(std::string(isa).c_str(), target), op,
                     ": isa must be one of 'avx512', 'avx2', 'baseline', got '", isa, "'");
-  const cpu::ConvPlan plan = cpu::conv2d_plan(p, *which, element_size, target, explicit_algo(algo));
+  const cpu::ConvPlan plan = cpu::conv2d_plan(p, *which, element_size, target, explicit_algo(algo), channels_last);
   std::ostringstream out;
   out << "algo=" << (plan.algo == ConvAlgo::Direct ? "direct" : "im2col") << "\nfamily=" << cpu::family_name(plan.family)
       << "\nisa=" << cpu::isa_name(plan.isa) << "\nvec_bytes=" << plan.tiles.vec_bytes
@@ -314,7 +322,7 @@ TORCH_LIBRARY_FRAGMENT(cnnext, m) {
   m.def("conv2d_grad_bias(Tensor grad_output) -> Tensor");
   m.def(
       "_conv2d_plan(int[] input_size, int[] weight_size, int[2] stride, int[4] padding, int[2] dilation, "
-      "int groups, ScalarType dtype, str pass_, str isa, str algo) -> str",
+      "int groups, ScalarType dtype, str pass_, str isa, str algo, bool channels_last=False) -> str",
       &conv2d_plan_query);
   m.def(
       "conv2d_grad_weight_bias(Tensor grad_output, Tensor input, SymInt[4] weight_size, int[2] stride, "

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnext import functional as CF
+from cnnext import _ops, functional as CF
 
 from test_conv2d import assert_direct_matches_reference
 
@@ -183,3 +183,102 @@ def test_channels_last_pointwise_is_one_gemm_per_pass_and_thread_independent():
     want = (ref, *torch.autograd.grad(ref, (xc, w, b), grad.contiguous()))
     for a, c in zip(results[0], want):
         torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-4)
+
+
+def random_dense_config(rng: np.random.Generator) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
+    """Input shape, weight shape and kwargs of a random groups-1 convolution (any kernel, stride, dilation)."""
+    while True:
+        kernel = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+        dilation = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        padding = (int(rng.integers(0, 3)), int(rng.integers(0, 3)))
+        size = (int(rng.integers(1, 14)), int(rng.integers(1, 40)))
+        if any(s + 2 * p < d * (k - 1) + 1 for s, p, d, k in zip(size, padding, dilation, kernel)):
+            continue
+        cin, cout = int(rng.integers(1, 40)), int(rng.integers(1, 90))
+        kwargs = dict(stride=stride, padding=padding, dilation=dilation)
+        return (int(rng.integers(1, 12)), cin, *size), (cout, cin, *kernel), kwargs
+
+
+def assert_im2col_matches_reference(x, w, b, kwargs, gen, label):
+    """im2col's output and its input, weight and bias gradients equal the float64 F.conv2d's; results of a
+    channels_last input are channels_last."""
+    fmt = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+           else torch.contiguous_format)
+    out = CF.conv2d(x, w, b, **kwargs, algo="im2col")
+    grad = torch.randn(out.shape, dtype=x.dtype, generator=gen).contiguous(memory_format=fmt)
+    got = (out, *torch.autograd.grad(out, (x, w, b), grad))
+    leaves = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    ref = F.conv2d(*leaves, **kwargs)
+    want = (ref, *torch.autograd.grad(ref, leaves, grad.double()))
+    tol = dict(rtol=1e-4, atol=1e-4) if x.dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    for name, g, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, want):
+        torch.testing.assert_close(g.double(), r, **tol, msg=lambda m: f"{label} {name}: {m}")
+    if fmt == torch.channels_last:  # (x is not also contiguous)
+        assert out.is_contiguous(memory_format=fmt), label
+        if not grad.is_contiguous():  # grad_input's layout is grad's
+            assert got[1].is_contiguous(memory_format=fmt), label
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_im2col_matches_torch_on_random_configs(layout, dtype, rng):
+    """60 random groups-1 convolutions through im2col in each layout: NCHW (sample blocks, channel tiles, the
+    padded-plane gather for short rows and im2col's row copies for long ones) and channels_last (pixel-row
+    columns, tap-major weights, per-sample col2im): output and all gradients equal the float64 reference."""
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    for _ in range(60):
+        x_shape, w_shape, kwargs = random_dense_config(rng)
+        x = torch.randn(x_shape, dtype=dtype, generator=gen)
+        if layout == "channels_last":
+            x = x.to(memory_format=torch.channels_last)
+        x.requires_grad_()
+        w = torch.randn(w_shape, dtype=dtype, generator=gen, requires_grad=True)
+        b = torch.randn(w_shape[0], dtype=dtype, generator=gen, requires_grad=True)
+        assert_im2col_matches_reference(x, w, b, kwargs, gen, label=f"{layout} {x_shape} {w_shape} {kwargs}")
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize(
+    "x_shape,w_shape,kwargs",
+    [
+        ((3, 96, 5, 5), (80, 96, 3, 3), dict(padding=1)),  # few blocks: output/input channel tiles
+        ((2, 64, 4, 4), (300, 64, 3, 3), dict(padding=1)),  # large layer on a tiny plane (gather)
+        ((5, 24, 30, 33), (40, 24, 3, 3), dict(padding=1, stride=2)),  # long rows (row copies), strided
+        ((2, 3, 40, 40), (16, 3, 7, 7), dict(padding=3, stride=2)),  # a stem: kernel rows cut for grad_weight
+    ],
+)
+def test_im2col_large_layers_are_thread_independent(x_shape, w_shape, kwargs, layout):
+    """im2col's tasks follow from the shape alone: values and gradients are bitwise the same under 1, 2 and 3
+    threads, and equal the float64 reference."""
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(x_shape, generator=gen)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    w = torch.randn(w_shape, generator=gen, requires_grad=True)
+    b = torch.randn(w_shape[0], generator=gen, requires_grad=True)
+    out = CF.conv2d(x, w, b, **kwargs)
+    grad = torch.randn(out.shape, generator=gen).contiguous(memory_format=torch.channels_last if layout ==
+                                                            "channels_last" else torch.contiguous_format)
+    results = []
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            out = CF.conv2d(x, w, b, **kwargs, algo="im2col")
+            results.append((out, *torch.autograd.grad(out, (x, w, b), grad)))
+    finally:
+        torch.set_num_threads(previous)
+    for other in results[1:]:
+        for a, c in zip(results[0], other):
+            assert torch.equal(a, c)
+    assert_im2col_matches_reference(x, w, b, kwargs, gen, label=f"{layout} {x_shape} {w_shape}")
+
+
+def test_auto_runs_large_layers_as_im2col():
+    """Reductions of 2048 multiply-adds per output and more (256 channels of 3 x 3) run im2col in every pass."""
+    for pass_ in ("forward", "grad_input", "grad_weight"):
+        plan = _ops.conv2d_plan((8, 256, 14, 14), (256, 256, 3, 3), padding=1, pass_=pass_)
+        assert plan["algo"] == "im2col", (pass_, plan)
+    assert _ops.conv2d_plan((8, 64, 14, 14), (64, 64, 3, 3), padding=1)["algo"] == "direct"

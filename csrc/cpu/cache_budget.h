@@ -12,9 +12,11 @@ namespace cpu {
 // grad_output) that one thread's micro-kernels sweep over and over.
 constexpr int64_t kDirectStagingBytes = 768 << 10;
 
-// im2col: one chunk of the column matrix, written by im2col and read by the
-// GEMM right after, while it is still in cache.
-constexpr int64_t kColumnChunkBytes = 1 << 20;
+// im2col: the column matrix one task builds for a block of samples. Not an L2
+// budget: the GEMM reads it in cache-sized panels of its own; this bounds the
+// scratch per thread while leaving room for GEMMs wide enough to run at speed
+// (a 512-channel 3 x 3 layer has 4608 column rows).
+constexpr int64_t kColumnBlockBytes = 8 << 20;
 
 // Flat max pooling: the offset tables every plane reads; past this they
 // would push the planes themselves out of L2, and the rows loop wins.

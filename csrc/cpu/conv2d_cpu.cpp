@@ -33,7 +33,7 @@ void in_accumulation_type(at::Tensor& out, Fn compute, const Args&... args) {
     return;
   }
   auto up = [](const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; };
-  at::Tensor out32 = at::empty(out.sizes(), out.options().dtype(at::kFloat));
+  at::Tensor out32 = at::empty_like(out, out.options().dtype(at::kFloat));  // same strides: channels_last stays
   compute(out32, up(args)...);
   out.copy_(out32);
 }
@@ -84,7 +84,7 @@ void conv2d_forward(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& inpu
       output,
       [&](at::Tensor& y, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
         const ConvPlan plan = plan_for(algo, p, ConvPass::Forward, x);
-        if (plan.algo == ConvAlgo::Im2col && pointwise_nhwc(p, x, y)) return pointwise_nhwc_forward(p, x, w, b, y);
+        if (plan.algo == ConvAlgo::Im2col && im2col_nhwc(p, x, y)) return im2col_nhwc_forward(p, x, w, b, y);
         if (plan.algo == ConvAlgo::Im2col) return im2col_forward(p, x, w, b, y);
         AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cnnext_direct_forward", [&] {
           direct_kernels<scalar_t>(plan.isa).forward(p, plan, x.const_data_ptr<scalar_t>(),
@@ -101,7 +101,7 @@ void conv2d_grad_input(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& g
       grad_input,
       [&](at::Tensor& dx, const at::Tensor& dy, const at::Tensor& w) {
         const ConvPlan plan = plan_for(algo, p, ConvPass::GradInput, dy);
-        if (plan.algo == ConvAlgo::Im2col && pointwise_nhwc(p, dy, dx)) return pointwise_nhwc_grad_input(p, dy, w, dx);
+        if (plan.algo == ConvAlgo::Im2col && im2col_nhwc(p, dy, dx)) return im2col_nhwc_grad_input(p, dy, w, dx);
         if (plan.algo == ConvAlgo::Im2col) return im2col_grad_input(p, dy, w, dx);
         AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "cnnext_direct_grad_input", [&] {
           direct_kernels<scalar_t>(plan.isa).grad_input(p, plan, dy.const_data_ptr<scalar_t>(),
@@ -113,9 +113,9 @@ void conv2d_grad_input(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& g
 
 void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& grad_output,
                         const at::Tensor& input, at::Tensor& grad_weight, at::Tensor& grad_bias) {
-  // The direct kernel and the channels_last pointwise GEMMs sum the bias gradient while they have
+  // The direct kernel and the channels_last GEMMs sum the bias gradient while they have
   // grad_output in cache (float32/64 only).
-  const bool nhwc = algo == ConvAlgo::Im2col && pointwise_nhwc(p, grad_output, input);
+  const bool nhwc = algo == ConvAlgo::Im2col && im2col_nhwc(p, grad_output, input);
   const bool fused_bias = grad_bias.defined() && (algo == ConvAlgo::Direct || nhwc) && !is_reduced(grad_output);
   in_accumulation_type(
       grad_weight,
@@ -123,7 +123,7 @@ void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& 
         const ConvPlan plan = plan_for(algo, p, ConvPass::GradWeight, dy);
         if (nhwc) {
           at::Tensor no_bias;
-          return pointwise_nhwc_grad_weight(p, dy, x, dw, fused_bias ? grad_bias : no_bias);
+          return im2col_nhwc_grad_weight(p, dy, x, dw, fused_bias ? grad_bias : no_bias);
         }
         if (plan.algo == ConvAlgo::Im2col) return im2col_grad_weight(p, dy, x, dw);
         AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "cnnext_direct_grad_weight", [&] {

@@ -18,17 +18,19 @@ void im2col_grad_input(const Conv2dParams& p, const at::Tensor& grad_output, con
 void im2col_grad_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
                         at::Tensor& grad_weight);
 
-// Pointwise convolutions (params.h) with groups == 1 on channels_last tensors:
-// one GEMM over the (N*H*W, C) pixel matrices, no transposes. pointwise_nhwc
-// says whether a pass whose operand and result are `a` and `b` takes this path
-// (both channels_last-contiguous). grad_weight also sums grad_bias when it is defined.
-bool pointwise_nhwc(const Conv2dParams& p, const at::Tensor& a, const at::Tensor& b);
-void pointwise_nhwc_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
-                            const at::Tensor& bias, at::Tensor& output);
-void pointwise_nhwc_grad_input(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
-                               at::Tensor& grad_input);
-void pointwise_nhwc_grad_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
-                                at::Tensor& grad_weight, at::Tensor& grad_bias);
+// im2col + GEMM on channels_last tensors with groups == 1, weights and their
+// gradient channels_last too: GEMMs over the (N*H*W, C) pixel matrices, no
+// transposes (conv2d_im2col_nhwc_kernel.cpp).
+// im2col_nhwc says whether a pass whose operand and result are `a` and `b`
+// takes this path (both channels_last-contiguous). grad_weight also sums
+// grad_bias when it is defined.
+bool im2col_nhwc(const Conv2dParams& p, const at::Tensor& a, const at::Tensor& b);
+void im2col_nhwc_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
+                         const at::Tensor& bias, at::Tensor& output);
+void im2col_nhwc_grad_input(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
+                            at::Tensor& grad_input);
+void im2col_nhwc_grad_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
+                             at::Tensor& grad_weight, at::Tensor& grad_bias);
 
 }  // namespace cpu
 }  // namespace cnnext

@@ -133,8 +133,19 @@ constexpr int64_t kLongReduction = 4 * kFewTaps;
 // The same for AVX2's grad_input, on reductions this long (the large layer: 1.15x).
 constexpr int64_t kVeryLongReduction = 16 * kFewTaps;
 
+// Reductions (multiply-adds per output) from which im2col + MKL's GEMM wins
+// every pass on every ISA: 256 channels of 3 x 3 taps and up (ResNet-18's
+// and VGG's last stages: 2 - 4x).
+constexpr int64_t kLargeReduction = 2048;
+
+// Input channels from which a channels_last layer's columns (a copy of this
+// many values per tap) cost less than transposing its operands for the direct kernels.
+constexpr int64_t kNhwcMinChannels = 8;
+
 // The `auto` rule for a pass, given the direct family the plan would run and
 // the ISA whose kernels would run it:
+// - channels_last, groups 1, at least kNhwcMinChannels input channels: im2col.
+// - reductions of at least kLargeReduction: im2col.
 // - forward and grad_weight: direct, except for strided layers with at least
 //   8 input channels per group that the direct kernels run with vectors over
 //   pixels: they read the input with strided loads, slower than im2col's
@@ -150,11 +161,18 @@ constexpr int64_t kVeryLongReduction = 16 * kFewTaps;
 //   grad_weight with a long one over planes of at least 64 outputs: im2col;
 //   AVX2: grad_input with a very long one.
 // The measurements behind each rule are in benchmarks/RESULTS.md.
-ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa) {
+ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa, bool channels_last) {
   // Pointwise layers are one GEMM with no column copy (conv2d_im2col_kernel.cpp); the direct
   // kernels' tiles reuse each input load across a kernel window, and 1 x 1 has none to reuse.
   if (is_pointwise(p)) return ConvAlgo::Im2col;
   if (family == Family::kDepthwise) return ConvAlgo::Direct;
+  // channels_last: im2col's GEMMs run in the model's layout (conv2d_im2col_nhwc_kernel.cpp), where
+  // the direct kernels would transpose every operand and result; first layers (few input channels,
+  // a few values per tap to copy) stay direct.
+  if (channels_last && p.groups == 1 && p.in_per_group() >= kNhwcMinChannels) return ConvAlgo::Im2col;
+  // Large layers: the GEMM's cache blocking wins over the direct kernels' register tiles.
+  const int64_t reduction = pass == ConvPass::GradInput ? p.out_per_group() * p.kernel_plane() : p.col_rows();
+  if (reduction >= kLargeReduction) return ConvAlgo::Im2col;
   const bool strided = p.stride_h > 1 || p.stride_w > 1;
   switch (pass) {
     case ConvPass::Forward:
@@ -262,7 +280,7 @@ const char* pass_name(ConvPass pass) {
 }
 
 ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size, Isa isa,
-                     std::optional<ConvAlgo> algo) {
+                     std::optional<ConvAlgo> algo, bool channels_last) {
   const Tiles tiles = tiles_for(isa);
   const Geometry geometry{p, pass, tiles.lanes(element_size), element_size, tiles};
   const Forced forced = parse_forced();
@@ -279,7 +297,7 @@ ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size,
   }
   // An explicit algo wins; then a forced one; a forced family means direct; else the auto rule.
   plan.algo = algo ? *algo : forced.algo ? *forced.algo : forced_family ? ConvAlgo::Direct
-                                                                          : auto_algo(p, pass, plan.family, isa);
+                                                                          : auto_algo(p, pass, plan.family, isa, channels_last);
   if (plan.algo == ConvAlgo::Im2col) plan.family = Family::kIm2col;
   return plan;
 }

@@ -48,9 +48,11 @@ struct ConvPlan {
 // `element_size` bytes (4 or 8: float16 and bfloat16 run in float32), with
 // the kernels of `isa`. `algo` is the caller's explicit choice (nullopt for
 // "auto"); CNNEXT_CONV_PLAN may force the algorithm of an "auto" call and the
-// family of any direct one. Throws c10::ValueError for a malformed CNNEXT_CONV_PLAN.
+// family of any direct one. `channels_last`: the operands are channels_last
+// (then groups-1 layers compute in that layout under im2col). Throws
+// c10::ValueError for a malformed CNNEXT_CONV_PLAN.
 ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size, Isa isa,
-                     std::optional<ConvAlgo> algo);
+                     std::optional<ConvAlgo> algo, bool channels_last = false);
 
 const char* family_name(Family family);
 const char* pass_name(ConvPass pass);

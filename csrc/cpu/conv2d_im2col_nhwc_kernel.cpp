@@ -1,0 +1,166 @@
+// im2col + GEMM convolution on channels_last tensors (groups 1, floating types).
+//
+// In NHWC the input is a (N*H*W, C_in) matrix and the output a
+// (N*OH*OW, C_out) one, so each pass is a GEMM over the pixels with no
+// transposes: the column matrix has a row per output pixel (its window, tap
+// by tap, C_in values each; im2col.h), and with the weight reordered to
+// (C_out, KH*KW*C_in) (taps outer, as the columns),
+//   y (P x C_out) = col (P x K) * W^T,  dcol = dy * W (added back by
+//   col2im_nhwc_add),  dW += dy^T * col.
+// A pointwise convolution's column matrix is the input itself. The pixels are
+// cut into blocks fixed by the shape and every GEMM runs single-threaded in
+// tasks fixed by the shape (gemm_tasks.h), so that the results do not depend
+// on the thread count.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+
+#include "cache_budget.h"
+#include "conv2d_kernels.h"
+#include "gemm_tasks.h"
+#include "im2col.h"
+#include "kernel_utils.h"
+
+namespace cnnext {
+namespace cpu {
+namespace {
+
+using namespace gemm_tasks;
+
+// Most pixels per block: enough for the GEMM to run at speed.
+constexpr int64_t kMaxPixelBlock = 2048;
+
+// Pixels per block, for column rows of `row_bytes`: within the column budget.
+int64_t pixel_block(int64_t row_bytes) {
+  return std::clamp<int64_t>(kColumnBlockBytes / std::max<int64_t>(1, row_bytes), kMinGemmColumns, kMaxPixelBlock);
+}
+
+// The (N*H*W, C) view of a channels_last-contiguous tensor.
+at::Tensor pixel_matrix(const at::Tensor& t) { return t.permute({0, 2, 3, 1}).view({-1, t.size(1)}); }
+
+// A channels_last weight (or its gradient, which the GEMMs write through this view) as
+// (C_out, KH*KW*C_in), in the columns' order.
+at::Tensor tap_major(const at::Tensor& weight) { return weight.permute({0, 2, 3, 1}).view({weight.size(0), -1}); }
+
+// The columns of pixels px, taps ts, as (px.size(), ts.size() * C_in): for a
+// pointwise convolution rows of the input itself, otherwise built in `col`.
+template <typename T>
+at::Tensor columns(const Conv2dParams& p, const at::Tensor& input, Range px, Range ts, at::Tensor& col) {
+  if (is_pointwise(p)) return pixel_matrix(input).narrow(0, px.begin, px.size());
+  im2col_nhwc(p, input.const_data_ptr<T>(), px.begin, px.end, ts.begin, ts.end, col.mutable_data_ptr<T>(),
+              col.stride(0));
+  return col.narrow(0, 0, px.size()).narrow(1, 0, ts.size() * p.in_channels);
+}
+
+}  // namespace
+
+bool im2col_nhwc(const Conv2dParams& p, const at::Tensor& a, const at::Tensor& b) {
+  return p.groups == 1 && a.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+         b.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+void im2col_nhwc_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
+                         const at::Tensor& bias, at::Tensor& output) {
+  // Tasks: (pixel block, tile of output channels), tiles only where the blocks are too few.
+  const int64_t pixels = p.batch * p.out_plane(), K = p.col_rows();
+  const int64_t P = pixel_block(K * input.element_size()), blocks = ceil_div(pixels, P);
+  const int64_t tiles = tiles_for(blocks, p.out_channels, kMinTileRows);
+  const at::Tensor w = tap_major(weight);
+  at::Tensor y = pixel_matrix(output);  // a view: output is channels_last
+  const Range all_taps{0, p.kernel_plane()};
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cnnext_im2col_nhwc_forward", [&] {
+    parallel_gemms(blocks * tiles, [&](int64_t begin, int64_t end) {
+      at::Tensor col = is_pointwise(p) ? at::Tensor() : at::empty({P, K}, input.options());
+      at::Tensor cols;
+      int64_t built = -1;  // the block whose columns `cols` holds
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / tiles;
+        const Range px{b * P, std::min(pixels, (b + 1) * P)}, outs = part(p.out_channels, tiles, task % tiles);
+        if (built != b) {
+          cols = columns<scalar_t>(p, input, px, all_taps, col);
+          built = b;
+        }
+        at::Tensor out = y.narrow(0, px.begin, px.size()).narrow(1, outs.begin, outs.size());
+        const at::Tensor wt = w.narrow(0, outs.begin, outs.size()).t();
+        if (bias.defined()) {
+          at::addmm_out(out, bias.narrow(0, outs.begin, outs.size()).unsqueeze(0), cols, wt);
+        } else {
+          at::mm_out(out, cols, wt);
+        }
+      }
+    });
+  });
+}
+
+void im2col_nhwc_grad_input(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
+                            at::Tensor& grad_input) {
+  const int64_t pixels = p.batch * p.out_plane(), L = p.out_plane(), K = p.col_rows();
+  const at::Tensor w = tap_major(weight), dy = pixel_matrix(grad_output);
+  at::Tensor dx = pixel_matrix(grad_input);
+  const int64_t P = pixel_block(K * grad_output.element_size());
+  if (is_pointwise(p)) {  // the column gradient is the input gradient: blocks of pixels, one GEMM each
+    parallel_gemms(ceil_div(pixels, P), [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const Range px{b * P, std::min(pixels, (b + 1) * P)};
+        at::Tensor out = dx.narrow(0, px.begin, px.size());
+        at::mm_out(out, dy.narrow(0, px.begin, px.size()), w);
+      }
+    });
+    return;
+  }
+  // The windows of neighbouring pixels overlap, so each task owns whole samples of grad_input.
+  AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cnnext_im2col_nhwc_grad_input", [&] {
+    parallel_gemms(p.batch, [&](int64_t begin, int64_t end) {
+      at::Tensor dcol = at::empty({std::min(P, L), K}, grad_output.options());
+      for (int64_t n = begin; n < end; ++n) {
+        scalar_t* dx_data = grad_input.mutable_data_ptr<scalar_t>();
+        std::fill(dx_data + n * p.in_plane() * p.in_channels, dx_data + (n + 1) * p.in_plane() * p.in_channels,
+                  scalar_t(0));
+        for (int64_t first = n * L; first < (n + 1) * L; first += P) {
+          const Range px{first, std::min((n + 1) * L, first + P)};
+          at::Tensor d = dcol.narrow(0, 0, px.size());
+          at::mm_out(d, dy.narrow(0, px.begin, px.size()), w);
+          col2im_nhwc_add(p, d.const_data_ptr<scalar_t>(), K, px.begin, px.end, dx_data);
+        }
+      }
+    });
+  });
+}
+
+void im2col_nhwc_grad_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
+                             at::Tensor& grad_weight, at::Tensor& grad_bias) {
+  // Tiles of dW (output channels x taps); each task reduces its tile over every pixel, block after
+  // block, and the tasks of the first taps also sum their channels' grad_bias.
+  const int64_t pixels = p.batch * p.out_plane(), C = p.in_channels, taps = p.kernel_plane();
+  const int64_t tap_tiles = std::min(taps, kTargetTasks);
+  const int64_t out_tiles = tiles_for(tap_tiles, p.out_channels, kMinTileRows);
+  const int64_t max_taps = ceil_div(taps, tap_tiles);
+  const int64_t P = pixel_block(max_taps * C * input.element_size());
+  at::Tensor dw_taps = tap_major(grad_weight);
+  const at::Tensor dy = pixel_matrix(grad_output);
+  AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cnnext_im2col_nhwc_grad_weight", [&] {
+    parallel_gemms(out_tiles * tap_tiles, [&](int64_t begin, int64_t end) {
+      at::Tensor col = is_pointwise(p) ? at::Tensor() : at::empty({P, max_taps * C}, input.options());
+      for (int64_t task = begin; task < end; ++task) {
+        const Range outs = part(p.out_channels, out_tiles, task / tap_tiles), ts = part(taps, tap_tiles, task % tap_tiles);
+        at::Tensor dw = dw_taps.narrow(0, outs.begin, outs.size()).narrow(1, ts.begin * C, ts.size() * C);
+        const bool sums_bias = grad_bias.defined() && ts.begin == 0;
+        at::Tensor db = sums_bias ? grad_bias.narrow(0, outs.begin, outs.size()) : at::Tensor();
+        for (int64_t first = 0; first < pixels; first += P) {
+          const Range px{first, std::min(pixels, first + P)};
+          const at::Tensor cols = columns<scalar_t>(p, input, px, ts, col);
+          const at::Tensor gy = dy.narrow(0, px.begin, px.size()).narrow(1, outs.begin, outs.size());
+          if (first == 0) {
+            at::mm_out(dw, gy.t(), cols);
+            if (sums_bias) at::sum_out(db, gy, 0);
+          } else {
+            dw.addmm_(gy.t(), cols);
+            if (sums_bias) db.add_(gy.sum(0));
+          }
+        }
+      }
+    });
+  });
+}
+
+}  // namespace cpu
+}  // namespace cnnext
