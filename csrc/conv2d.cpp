@@ -131,15 +131,22 @@ at::MemoryFormat conv_layout(const at::Tensor& a, const at::Tensor& b) {
   return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
-// The layout the backend computes in, weights and their gradient included:
-// contiguous NCHW, except for floating-point layers (groups 1) that im2col
-// runs on the CPU in a channels_last model: there each pass is GEMMs over the
-// (N*H*W, C) pixel matrices, and NCHW would cost a transpose of every operand
-// and result.
-at::MemoryFormat compute_layout(const Conv2dParams& p, ConvAlgo algo, at::MemoryFormat layout, const at::Tensor& t) {
-  const bool nhwc = layout == at::MemoryFormat::ChannelsLast && t.is_cpu() && at::isFloatingType(t.scalar_type()) &&
-                    algo == ConvAlgo::Im2col && p.groups == 1;
-  return nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+// The layouts the backend computes in: contiguous NCHW, except for
+// floating-point layers (groups 1) that im2col runs on the CPU in a
+// channels_last model. There the GEMMs read and write the channels_last output
+// and grad_output in place, and the input, its gradient and the weights are
+// channels_last too where the columns are built from channels_last input
+// (cpu::nhwc_columns), NCHW otherwise (few input channels: a small copy).
+struct ComputeLayouts {
+  at::MemoryFormat input, output, weight;
+};
+
+ComputeLayouts compute_layouts(const Conv2dParams& p, ConvAlgo algo, at::MemoryFormat layout, const at::Tensor& t) {
+  constexpr at::MemoryFormat nchw = at::MemoryFormat::Contiguous, nhwc = at::MemoryFormat::ChannelsLast;
+  const bool channels_last = layout == nhwc && t.is_cpu() && at::isFloatingType(t.scalar_type()) &&
+                             algo == ConvAlgo::Im2col && p.groups == 1;
+  if (!channels_last) return {nchw, nchw, nchw};
+  return cpu::nhwc_columns(p) ? ComputeLayouts{nhwc, nhwc, nhwc} : ComputeLayouts{nchw, nhwc, nchw};
 }
 
 void check_grad_output(const char* op, const at::Tensor& grad_output, const Conv2dParams& p) {
@@ -182,11 +189,11 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
                       bias.sizes());
     bias = bias.contiguous();
   }
-  const at::MemoryFormat compute = compute_layout(p, a, layout, input);
-  at::Tensor output = at::empty(output_sizes(p), input.options().memory_format(compute));
+  const ComputeLayouts compute = compute_layouts(p, a, layout, input);
+  at::Tensor output = at::empty(output_sizes(p), input.options().memory_format(compute.output));
   if (output.numel() == 0) return output.contiguous(layout);
-  const at::Tensor x = input.contiguous(compute);
-  const at::Tensor w = weight.contiguous(compute);
+  const at::Tensor x = input.contiguous(compute.input);
+  const at::Tensor w = weight.contiguous(compute.weight);
   CNNEXT_BACKEND_CALL(input, conv2d_forward, a, p, x, w, bias, output);
   return output.contiguous(layout);
 }
@@ -203,12 +210,12 @@ at::Tensor conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& we
   const at::MemoryFormat layout = conv_layout(grad_output, weight);
   const ConvAlgo a = parse_algo(algo, p, Pass::GradInput, grad_output, layout);
   check_grad_output(op, grad_output, p);
-  const at::MemoryFormat compute = compute_layout(p, a, layout, grad_output);
-  at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(compute));
+  const ComputeLayouts compute = compute_layouts(p, a, layout, grad_output);
+  at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(compute.input));
   if (grad_input.numel() == 0) return grad_input.contiguous(layout);
   if (p.out_channels == 0) return grad_input.zero_().contiguous(layout);
-  const at::Tensor gy = grad_output.contiguous(compute);
-  const at::Tensor w = weight.contiguous(compute);
+  const at::Tensor gy = grad_output.contiguous(compute.output);
+  const at::Tensor w = weight.contiguous(compute.weight);
   CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_input, a, p, gy, w, grad_input);
   return grad_input.contiguous(layout);
 }
@@ -225,12 +232,12 @@ at::Tensor conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& i
   const at::MemoryFormat layout = conv_layout(grad_output, input);
   const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight, grad_output, layout);
   check_grad_output(op, grad_output, p);
-  const at::MemoryFormat compute = compute_layout(p, a, layout, input);
-  at::Tensor grad_weight = at::empty(weight_size, grad_output.options().memory_format(compute));
+  const ComputeLayouts compute = compute_layouts(p, a, layout, input);
+  at::Tensor grad_weight = at::empty(weight_size, grad_output.options().memory_format(compute.weight));
   if (grad_weight.numel() == 0) return grad_weight.contiguous(layout);
   if (p.batch == 0) return grad_weight.zero_().contiguous(layout);
-  const at::Tensor gy = grad_output.contiguous(compute);
-  const at::Tensor x = input.contiguous(compute);
+  const at::Tensor gy = grad_output.contiguous(compute.output);
+  const at::Tensor x = input.contiguous(compute.input);
   at::Tensor no_bias;
   CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_weight, a, p, gy, x, grad_weight, no_bias);
   return grad_weight.contiguous(layout);
@@ -251,17 +258,17 @@ std::tuple<at::Tensor, at::Tensor> conv2d_grad_weight_bias(const at::Tensor& gra
   const at::MemoryFormat layout = conv_layout(grad_output, input);
   const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight, grad_output, layout);
   check_grad_output(op, grad_output, p);
-  const at::MemoryFormat compute = compute_layout(p, a, layout, input);
-  at::Tensor grad_weight = at::empty(weight_size, grad_output.options().memory_format(compute));
+  const ComputeLayouts compute = compute_layouts(p, a, layout, input);
+  at::Tensor grad_weight = at::empty(weight_size, grad_output.options().memory_format(compute.weight));
   at::Tensor grad_bias = at::empty({p.out_channels}, grad_output.options());
   if (p.batch == 0) return {grad_weight.zero_().contiguous(layout), grad_bias.zero_()};
   if (p.out_channels == 0) return {grad_weight.contiguous(layout), grad_bias};
-  const at::Tensor gy = grad_output.contiguous(compute);
+  const at::Tensor gy = grad_output.contiguous(compute.output);
   if (grad_weight.numel() == 0) {  // no input channels: only the bias has a gradient
     CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_bias, gy, grad_bias);
     return {grad_weight.contiguous(layout), grad_bias};
   }
-  const at::Tensor x = input.contiguous(compute);
+  const at::Tensor x = input.contiguous(compute.input);
   CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_weight, a, p, gy, x, grad_weight, grad_bias);
   return {grad_weight.contiguous(layout), grad_bias};
 }

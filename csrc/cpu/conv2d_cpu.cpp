@@ -9,6 +9,8 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
+#include <vector>
+
 #include "../conv2d.h"
 #include "conv2d_integer.h"
 #include "conv2d_kernels.h"
@@ -36,6 +38,26 @@ void in_accumulation_type(at::Tensor& out, Fn compute, const Args&... args) {
   at::Tensor out32 = at::empty_like(out, out.options().dtype(at::kFloat));  // same strides: channels_last stays
   compute(out32, up(args)...);
   out.copy_(out32);
+}
+
+// channel_sums of a channels_last x (each pixel a row of channels): the same
+// sums per sample in the accumulation type, added in double.
+template <typename T>
+void pixel_channel_sums(const T* x, int64_t batch, int64_t channels, int64_t plane, T* sums) {
+  using acc_t = at::opmath_type<T>;
+  at::parallel_for(0, channels, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> total(end - begin, 0.0);
+    std::vector<acc_t> sample(end - begin);
+    for (int64_t n = 0; n < batch; ++n) {
+      std::fill(sample.begin(), sample.end(), acc_t(0));
+      for (int64_t i = 0; i < plane; ++i) {
+        const T* row = x + (n * plane + i) * channels + begin;
+        for (int64_t c = 0; c < end - begin; ++c) sample[c] += static_cast<acc_t>(row[c]);
+      }
+      for (int64_t c = 0; c < end - begin; ++c) total[c] += sample[c];
+    }
+    for (int64_t c = begin; c < end; ++c) sums[c] = static_cast<T>(total[c - begin]);
+  });
 }
 
 // The plan of a pass whose algorithm conv2d.cpp resolved: the direct family and the ISA whose
@@ -137,10 +159,14 @@ void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& 
 }
 
 void conv2d_grad_bias(const at::Tensor& grad_output, at::Tensor& grad_bias) {
-  const at::Tensor gy = grad_output.contiguous();  // the pointwise path's grad_output may be channels_last
+  // The im2col paths' grad_output may be channels_last.
+  const bool channels_last = !grad_output.is_contiguous() &&
+                             grad_output.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor gy = channels_last ? grad_output : grad_output.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gy.scalar_type(), "cnnext_grad_bias", [&] {
-    channel_sums(gy.const_data_ptr<scalar_t>(), gy.size(0), gy.size(1), gy.size(2) * gy.size(3),
-                 grad_bias.mutable_data_ptr<scalar_t>());
+    (channels_last ? pixel_channel_sums<scalar_t> : channel_sums<scalar_t>)(
+        gy.const_data_ptr<scalar_t>(), gy.size(0), gy.size(1), gy.size(2) * gy.size(3),
+        grad_bias.mutable_data_ptr<scalar_t>());
   });
 }
 

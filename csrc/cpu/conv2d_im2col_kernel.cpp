@@ -65,13 +65,23 @@ at::Tensor slice(const at::Tensor& t, int64_t groups, int64_t n, int64_t count, 
   return t.narrow(0, n, count).narrow(1, g * (t.size(1) / groups) + c.begin, c.size());
 }
 
-// The GEMM operand for samples [n, n + count), channels c of group g of an
-// NCHW tensor t, as (c.size(), count * H*W). For one sample that is a view of
-// t; for more it is `buffer` (holding at least that much), filled from t if `fill`.
+// The GEMM operand for samples [n, n + count), channels c of group g of t, as
+// (c.size(), count * H*W). t is the input (NCHW), or an output or grad_output,
+// which may be channels_last (conv2d_kernels.h). A channels_last operand is a
+// view (its pixels are rows of channels, evenly spaced: a transposed matrix),
+// as is an NCHW one of one sample; for more samples of an NCHW t it is
+// `buffer` (holding at least that much), filled from t if `fill`.
 at::Tensor gemm_operand(const at::Tensor& t, int64_t groups, int64_t n, int64_t count, int64_t g, Range c,
                         at::Tensor& buffer, bool fill) {
-  const at::Tensor s = slice(t, groups, n, count, g, c);
   const int64_t plane = t.size(2) * t.size(3);
+  if (!t.is_contiguous()) {
+    return t.permute({0, 2, 3, 1})
+        .view({-1, t.size(1)})
+        .narrow(0, n * plane, count * plane)
+        .narrow(1, g * (t.size(1) / groups) + c.begin, c.size())
+        .t();
+  }
+  const at::Tensor s = slice(t, groups, n, count, g, c);
   if (count == 1) return s.view({c.size(), plane});
   at::Tensor m = buffer.narrow(0, 0, c.size()).narrow(1, 0, count * plane);
   if (fill) m.view({c.size(), count, t.size(2), t.size(3)}).copy_(s.transpose(0, 1));
@@ -82,7 +92,7 @@ at::Tensor gemm_operand(const at::Tensor& t, int64_t groups, int64_t n, int64_t 
 // unless it already is a view of t.
 void scatter_operand(const at::Tensor& m, at::Tensor& t, int64_t groups, int64_t n, int64_t count, int64_t g,
                      Range c) {
-  if (count == 1) return;
+  if (count == 1 || !t.is_contiguous()) return;
   slice(t, groups, n, count, g, c).transpose(0, 1).copy_(m.view({c.size(), count, t.size(2), t.size(3)}));
 }
 
@@ -159,6 +169,47 @@ struct CorrelationTasks {
   int64_t group(int64_t task) const { return task / tiles % groups; }
   Range tile(int64_t task) const { return part(channels, tiles, task % tiles); }
 };
+
+// grad_weight of a layer whose weight is small (first layers): dW cut into tiles would give too
+// few tasks, each streaming all of grad_output for a few columns. The batch is cut into
+// BatchChunks instead, each with a partial dW over whole columns, summed in chunk order.
+constexpr int64_t kSmallWeight = 1 << 16;  // elements of one group's dW
+
+void grad_weight_by_chunks(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
+                           at::Tensor& grad_weight) {
+  const BatchChunks chunking(p.batch);
+  const int64_t chunks = chunking.count, L = p.out_plane();
+  const Range all_rows{0, p.in_per_group() * p.kernel_h}, all_out{0, p.out_per_group()};
+  const SampleBlocks blocks(chunking.max_size(), L, p.col_rows() * L * input.element_size());
+  const int64_t S = blocks.size;
+  at::Tensor partials = at::empty({chunks, p.groups, p.out_per_group(), p.col_rows()}, grad_output.options());
+  const std::vector<int64_t> offsets = column_offsets(p);
+  AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cnnext_im2col_grad_weight", [&] {
+    parallel_gemms(chunks, [&](int64_t begin, int64_t end) {
+      ColumnBuilder<scalar_t> builder(p, offsets, all_rows.size());
+      at::Tensor col = at::empty({p.col_rows(), S * L}, input.options());
+      at::Tensor dy_buffer = at::empty({p.out_per_group(), S * L}, grad_output.options());
+      for (int64_t chunk = begin; chunk < end; ++chunk) {
+        const int64_t first = chunking.begin(chunk), last = chunking.begin(chunk + 1);
+        for (int64_t g = 0; g < p.groups; ++g) {
+          at::Tensor dw = partials.select(0, chunk).select(0, g);
+          for (int64_t n = first; n < last; n += S) {
+            const int64_t count = std::min(S, last - n);
+            const at::Tensor cols = builder.build(input, n, count, g, all_rows, col);
+            const at::Tensor dy = gemm_operand(grad_output, p.groups, n, count, g, all_out, dy_buffer, /*fill=*/true);
+            if (n == first) {
+              at::mm_out(dw, dy, cols.t());
+            } else {
+              dw.addmm_(dy, cols.t());
+            }
+          }
+        }
+      }
+    });
+  });
+  at::Tensor flat = grad_weight.view({1, -1});
+  at::sum_out(flat, partials.view({chunks, -1}), 0, /*keepdim=*/true);
+}
 
 }  // namespace
 
@@ -240,6 +291,7 @@ void im2col_grad_input(const Conv2dParams& p, const at::Tensor& grad_output, con
 
 void im2col_grad_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
                         at::Tensor& grad_weight) {
+  if (p.out_per_group() * p.col_rows() <= kSmallWeight) return grad_weight_by_chunks(p, grad_output, input, grad_weight);
   // Tiles of dW: (output channels) x (kernel rows, im2col.h); each task reduces its tile over the
   // batch, block after block. Kernel rows are cut first: their columns are built once.
   const int64_t L = p.out_plane(), kernel_rows = p.in_per_group() * p.kernel_h;

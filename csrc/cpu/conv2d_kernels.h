@@ -10,7 +10,11 @@
 namespace cnnext {
 namespace cpu {
 
-// im2col + GEMM. These take tensors because the GEMM is ATen's (MKL).
+// im2col + GEMM. These take tensors because the GEMM is ATen's (MKL). The
+// input, grad_input and weights are contiguous NCHW; the output and
+// grad_output may also be channels_last (first layers of a channels_last
+// model: conv2d_plan.h, nhwc_columns), which the GEMMs then read and write in
+// place.
 void im2col_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
                     const at::Tensor& bias, at::Tensor& output);
 void im2col_grad_input(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,

@@ -138,8 +138,9 @@ constexpr int64_t kVeryLongReduction = 16 * kFewTaps;
 // and VGG's last stages: 2 - 4x).
 constexpr int64_t kLargeReduction = 2048;
 
-// Input channels from which a channels_last layer's columns (a copy of this
-// many values per tap) cost less than transposing its operands for the direct kernels.
+// Input channels from which a channels_last layer's columns are built from
+// the channels_last input: a copy of this many values per tap. Fewer are
+// copied faster from NCHW rows, the input being small (nhwc_columns).
 constexpr int64_t kNhwcMinChannels = 8;
 
 // The `auto` rule for a pass, given the direct family the plan would run and
@@ -150,6 +151,8 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   8 input channels per group that the direct kernels run with vectors over
 //   pixels: they read the input with strided loads, slower than im2col's
 //   contiguous GEMM. With vectors over output channels direct is faster.
+//   grad_weight of strided first layers (fewer than 8 input channels: the
+//   7 x 7 and 3 x 3 stride-2 stems) is im2col too, its batch cut into chunks.
 // - grad_input: direct when C_in/groups >= 8 and the stride is 1. Its kernels
 //   compute blocks of input channels, which first layers (1 or 3 input
 //   channels) and depthwise layers would mostly waste; with a stride they
@@ -166,10 +169,11 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
   // kernels' tiles reuse each input load across a kernel window, and 1 x 1 has none to reuse.
   if (is_pointwise(p)) return ConvAlgo::Im2col;
   if (family == Family::kDepthwise) return ConvAlgo::Direct;
-  // channels_last: im2col's GEMMs run in the model's layout (conv2d_im2col_nhwc_kernel.cpp), where
-  // the direct kernels would transpose every operand and result; first layers (few input channels,
-  // a few values per tap to copy) stay direct.
-  if (channels_last && p.groups == 1 && p.in_per_group() >= kNhwcMinChannels) return ConvAlgo::Im2col;
+  // channels_last: im2col's GEMMs read and write the model's layout where its columns come from
+  // the channels_last input (nhwc_columns); the direct kernels would transpose every operand and
+  // result. First layers (few input channels) stay direct: their columns are copied a few values
+  // per tap, and their outputs would be written through transposed GEMMs.
+  if (channels_last && nhwc_columns(p)) return ConvAlgo::Im2col;
   // Large layers: the GEMM's cache blocking wins over the direct kernels' register tiles.
   const int64_t reduction = pass == ConvPass::GradInput ? p.out_per_group() * p.kernel_plane() : p.col_rows();
   if (reduction >= kLargeReduction) return ConvAlgo::Im2col;
@@ -180,6 +184,7 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
       const bool channel_vectors = family == Family::kChannelVectors || family == Family::kGradWeightChannelVectors;
       if (strided && p.in_per_group() >= 8 && !channel_vectors) return ConvAlgo::Im2col;
       if (pass == ConvPass::Forward) return ConvAlgo::Direct;
+      if (strided && p.in_per_group() < 8) return ConvAlgo::Im2col;
       if (isa != Isa::kAvx512 && family == Family::kGradWeightColumns && p.col_rows() >= kFewTaps)
         return ConvAlgo::Im2col;
       if (isa == Isa::kBaseline && p.col_rows() >= kLongReduction && p.out_plane() >= 64) return ConvAlgo::Im2col;
@@ -240,6 +245,8 @@ Forced parse_forced() {
 std::atomic<int> last_run[3] = {};
 
 }  // namespace
+
+bool nhwc_columns(const Conv2dParams& p) { return p.groups == 1 && p.in_per_group() >= kNhwcMinChannels; }
 
 const char* family_name(Family family) {
   switch (family) {

@@ -54,6 +54,12 @@ struct ConvPlan {
 ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size, Isa isa,
                      std::optional<ConvAlgo> algo, bool channels_last = false);
 
+// Whether a groups-1 layer of a channels_last model that runs im2col builds
+// its columns from the channels_last input (conv2d_im2col_nhwc_kernel.cpp);
+// otherwise (few input channels: first layers) from an NCHW copy of it, its
+// output and grad_output staying channels_last (conv2d_im2col_kernel.cpp).
+bool nhwc_columns(const Conv2dParams& p);
+
 const char* family_name(Family family);
 const char* pass_name(ConvPass pass);
 
