@@ -53,17 +53,24 @@ Pool2dParams make_params(const at::Tensor& input, at::IntArrayRef kernel_size, a
   return p;
 }
 
+// The layout a backend computes in: channels_last where `layout` is and the
+// CPU pools it in place, contiguous NCHW otherwise.
+at::MemoryFormat compute_layout(const at::Tensor& t, at::MemoryFormat layout) {
+  return t.is_cpu() && layout == at::MemoryFormat::ChannelsLast ? layout : at::MemoryFormat::Contiguous;
+}
+
 std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size,
                                               at::IntArrayRef stride, at::IntArrayRef padding,
                                               at::IntArrayRef dilation, bool ceil_mode) {
   const Pool2dParams p = make_params(input, kernel_size, stride, padding, dilation, ceil_mode);
   const std::vector<int64_t> sizes{input.size(0), input.size(1), p.out_h, p.out_w};
-  // Backends compute contiguous NCHW; the results take the input's layout, as torch's pooling does.
-  const at::MemoryFormat layout = input.suggest_memory_format();
-  at::Tensor output = at::empty(sizes, input.options());
-  at::Tensor indices = at::empty(sizes, input.options().dtype(at::kLong));
+  // The results take the input's layout, as torch's pooling does. The CPU pools channels_last
+  // input in place; otherwise backends compute contiguous NCHW.
+  const at::MemoryFormat layout = input.suggest_memory_format(), compute = compute_layout(input, layout);
+  at::Tensor output = at::empty(sizes, input.options().memory_format(compute));
+  at::Tensor indices = at::empty(sizes, input.options().dtype(at::kLong).memory_format(compute));
   if (output.numel() != 0) {
-    const at::Tensor x = input.contiguous();
+    const at::Tensor x = input.contiguous(compute);
     CNNEXT_BACKEND_CALL(input, max_pool2d_forward, p, x, output, indices);
   }
   return {output.contiguous(layout), indices.contiguous(layout)};
@@ -92,11 +99,11 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   p.out_h = grad_output.size(2);
   p.out_w = grad_output.size(3);
   // The indices carry the forward input's layout (see max_pool2d); the gradient takes it too.
-  const at::MemoryFormat layout = indices.suggest_memory_format();
-  at::Tensor grad_input = at::empty(input_size, grad_output.options());
+  const at::MemoryFormat layout = indices.suggest_memory_format(), compute = compute_layout(grad_output, layout);
+  at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(compute));
   if (grad_input.numel() == 0) return grad_input;
-  const at::Tensor gy = grad_output.contiguous();
-  const at::Tensor idx = indices.contiguous();
+  const at::Tensor gy = grad_output.contiguous(compute);
+  const at::Tensor idx = indices.contiguous(compute);
   const bool inside = CNNEXT_BACKEND_CALL(grad_output, max_pool2d_backward, p, gy, idx, grad_input);
   TORCH_CHECK_VALUE(inside, op, ": indices must lie in [0, H*W) = [0, ", p.in_plane(),
                     ") for input_size ", input_size, "; got an index outside the input plane");

@@ -241,3 +241,49 @@ def test_set_cpu_isa_rejects_unknown_names():
         assert cnnext.build_info()["cpu_isa"] == "baseline"
     finally:
         cnnext.set_cpu_isa(previous)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int32])
+def test_channels_last_pools_in_place(dtype, rng):
+    """channels_last input is pooled in that layout (rows of channels, no transposes): 100 random configurations
+    with up to 40 channels and NaNs give F.max_pool2d's values and indices, the reference gradient, and
+    channels_last results."""
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    compared = 0
+    while compared < 100:
+        cfg = random_pool_config(rng)
+        shape = (int(rng.integers(1, 4)), int(rng.integers(2, 41)), int(rng.integers(2, 17)), int(rng.integers(2, 17)))
+        x = torch.randn(shape, generator=gen)
+        x[torch.rand(shape, generator=gen) < 0.02] = float("nan")
+        x = (x * 4).to(dtype) if dtype == torch.int32 else x.to(dtype)
+        x = x.to(memory_format=torch.channels_last)
+        try:
+            ref, ref_idx = F.max_pool2d(x, **cfg, return_indices=True)
+        except RuntimeError:
+            continue
+        out, idx = CF.max_pool2d(x, **cfg, return_indices=True)
+        assert torch.equal(out.isnan(), ref.isnan()) if dtype.is_floating_point else True
+        assert torch.equal(out.nan_to_num() if dtype.is_floating_point else out,
+                           ref.nan_to_num() if dtype.is_floating_point else ref), cfg
+        assert torch.equal(idx, ref_idx), cfg
+        if not (ref.is_contiguous() and ref.is_contiguous(memory_format=torch.channels_last)):
+            assert out.is_contiguous(memory_format=torch.channels_last) == ref.is_contiguous(
+                memory_format=torch.channels_last), cfg
+        if dtype.is_floating_point:
+            xf = x.nan_to_num().requires_grad_()
+            out, idx = CF.max_pool2d(xf, **cfg, return_indices=True)
+            grad = torch.randn(out.shape, generator=gen).to(dtype).to(memory_format=torch.channels_last)
+            (got,) = torch.autograd.grad(out, xf, grad)
+            want = reference_grad(idx, grad.float(), x.shape).to(dtype)
+            tol = dict(rtol=2e-2, atol=5e-2) if dtype == torch.bfloat16 else dict(rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(got.float(), want.float(), **tol, msg=lambda m: f"{cfg}: {m}")
+            assert got.is_contiguous(memory_format=torch.channels_last)
+        compared += 1
+
+
+def test_channels_last_backward_rejects_out_of_range_indices():
+    grad = torch.ones(1, 3, 2, 2).to(memory_format=torch.channels_last)
+    indices = torch.zeros(1, 3, 2, 2, dtype=torch.long).to(memory_format=torch.channels_last)
+    indices[0, 2, 1, 0] = 4
+    with pytest.raises(ValueError, match="indices"):
+        torch.ops.cnnext.max_pool2d_backward(grad, indices, [1, 3, 2, 2])
