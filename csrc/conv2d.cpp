@@ -132,8 +132,10 @@ at::MemoryFormat conv_layout(const at::Tensor& a, const at::Tensor& b) {
 }
 
 // The layouts the backend computes in: contiguous NCHW, except for
-// floating-point layers (groups 1) that im2col runs on the CPU in a
-// channels_last model. There the GEMMs read and write the channels_last output
+// floating-point layers of a channels_last model on the CPU that have
+// channels_last kernels: depthwise layers with one output per group that
+// the direct algorithm runs with its depthwise family, and groups-1 layers
+// that im2col runs. There the GEMMs read and write the channels_last output
 // and grad_output in place, and the input, its gradient and the weights are
 // channels_last too where the columns are built from channels_last input
 // (cpu::nhwc_columns), NCHW otherwise (few input channels: a small copy).
@@ -141,11 +143,16 @@ struct ComputeLayouts {
   at::MemoryFormat input, output, weight;
 };
 
-ComputeLayouts compute_layouts(const Conv2dParams& p, ConvAlgo algo, at::MemoryFormat layout, const at::Tensor& t) {
+ComputeLayouts compute_layouts(const Conv2dParams& p, Pass pass, ConvAlgo algo, at::MemoryFormat layout,
+                               const at::Tensor& t) {
   constexpr at::MemoryFormat nchw = at::MemoryFormat::Contiguous, nhwc = at::MemoryFormat::ChannelsLast;
-  const bool channels_last = layout == nhwc && t.is_cpu() && at::isFloatingType(t.scalar_type()) &&
-                             algo == ConvAlgo::Im2col && p.groups == 1;
-  if (!channels_last) return {nchw, nchw, nchw};
+  if (layout != nhwc || !t.is_cpu() || !at::isFloatingType(t.scalar_type())) return {nchw, nchw, nchw};
+  if (algo == ConvAlgo::Direct && p.in_per_group() == 1 && p.out_per_group() == 1) {
+    const int64_t element_size = t.scalar_type() == at::kDouble ? 8 : 4;
+    const cpu::Family family = cpu::conv2d_plan(p, pass, element_size, cpu::active_isa(), algo).family;
+    if (family == cpu::Family::kDepthwise) return {nhwc, nhwc, nchw};
+  }
+  if (algo != ConvAlgo::Im2col || p.groups != 1) return {nchw, nchw, nchw};
   return cpu::nhwc_columns(p) ? ComputeLayouts{nhwc, nhwc, nhwc} : ComputeLayouts{nchw, nhwc, nchw};
 }
 
@@ -189,7 +196,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
                       bias.sizes());
     bias = bias.contiguous();
   }
-  const ComputeLayouts compute = compute_layouts(p, a, layout, input);
+  const ComputeLayouts compute = compute_layouts(p, Pass::Forward, a, layout, input);
   at::Tensor output = at::empty(output_sizes(p), input.options().memory_format(compute.output));
   if (output.numel() == 0) return output.contiguous(layout);
   const at::Tensor x = input.contiguous(compute.input);
@@ -210,7 +217,7 @@ at::Tensor conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& we
   const at::MemoryFormat layout = conv_layout(grad_output, weight);
   const ConvAlgo a = parse_algo(algo, p, Pass::GradInput, grad_output, layout);
   check_grad_output(op, grad_output, p);
-  const ComputeLayouts compute = compute_layouts(p, a, layout, grad_output);
+  const ComputeLayouts compute = compute_layouts(p, Pass::GradInput, a, layout, grad_output);
   at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(compute.input));
   if (grad_input.numel() == 0) return grad_input.contiguous(layout);
   if (p.out_channels == 0) return grad_input.zero_().contiguous(layout);
@@ -232,7 +239,7 @@ at::Tensor conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& i
   const at::MemoryFormat layout = conv_layout(grad_output, input);
   const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight, grad_output, layout);
   check_grad_output(op, grad_output, p);
-  const ComputeLayouts compute = compute_layouts(p, a, layout, input);
+  const ComputeLayouts compute = compute_layouts(p, Pass::GradWeight, a, layout, input);
   at::Tensor grad_weight = at::empty(weight_size, grad_output.options().memory_format(compute.weight));
   if (grad_weight.numel() == 0) return grad_weight.contiguous(layout);
   if (p.batch == 0) return grad_weight.zero_().contiguous(layout);
@@ -258,7 +265,7 @@ std::tuple<at::Tensor, at::Tensor> conv2d_grad_weight_bias(const at::Tensor& gra
   const at::MemoryFormat layout = conv_layout(grad_output, input);
   const ConvAlgo a = parse_algo(algo, p, Pass::GradWeight, grad_output, layout);
   check_grad_output(op, grad_output, p);
-  const ComputeLayouts compute = compute_layouts(p, a, layout, input);
+  const ComputeLayouts compute = compute_layouts(p, Pass::GradWeight, a, layout, input);
   at::Tensor grad_weight = at::empty(weight_size, grad_output.options().memory_format(compute.weight));
   at::Tensor grad_bias = at::empty({p.out_channels}, grad_output.options());
   if (p.batch == 0) return {grad_weight.zero_().contiguous(layout), grad_bias.zero_()};

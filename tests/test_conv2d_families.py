@@ -282,3 +282,48 @@ def test_auto_runs_large_layers_as_im2col():
         plan = _ops.conv2d_plan((8, 256, 14, 14), (256, 256, 3, 3), padding=1, pass_=pass_)
         assert plan["algo"] == "im2col", (pass_, plan)
     assert _ops.conv2d_plan((8, 64, 14, 14), (64, 64, 3, 3), padding=1)["algo"] == "direct"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_channels_last_depthwise_runs_in_place(dtype, rng):
+    """Depthwise layers with one output per group in channels_last run their own channels_last kernels (rows of
+    channels per tap): 60 random configurations (strides, dilations, padding, up to 40 channels) give the float64
+    reference's output and gradients, in channels_last, the same under 1 and 3 threads."""
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    for _ in range(60):
+        x_shape, w_shape, kwargs = random_depthwise_config(rng)
+        channels = int(rng.integers(2, 41))
+        x_shape = (x_shape[0], channels, *x_shape[2:])
+        w_shape = (channels, 1, *w_shape[2:])
+        kwargs["groups"] = channels
+        x = torch.randn(x_shape, dtype=dtype, generator=gen).to(memory_format=torch.channels_last).requires_grad_()
+        w = torch.randn(w_shape, dtype=dtype, generator=gen, requires_grad=True)
+        b = torch.randn(channels, dtype=dtype, generator=gen, requires_grad=True)
+        label = f"{x_shape} {w_shape} {kwargs}"
+        assert _ops.conv2d_plan(x_shape, w_shape, **{k: v for k, v in kwargs.items()}, dtype=dtype)["family"] == \
+            "depthwise", label
+        results = []
+        previous = torch.get_num_threads()
+        try:
+            for threads in (1, 3):
+                torch.set_num_threads(threads)
+                out = CF.conv2d(x, w, b, **kwargs)
+                grad = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(1)).contiguous(
+                    memory_format=torch.channels_last)
+                results.append((out, *torch.autograd.grad(out, (x, w, b), grad)))
+        finally:
+            torch.set_num_threads(previous)
+        assert _ops.last_conv2d_family("forward") == "depthwise", label
+        for a, c in zip(*results):
+            assert torch.equal(a, c), label
+        out, gx = results[0][:2]
+        if not out.is_contiguous():
+            assert out.is_contiguous(memory_format=torch.channels_last), label
+        if not gx.is_contiguous():
+            assert gx.is_contiguous(memory_format=torch.channels_last), label
+        leaves = [t.detach().double().requires_grad_() for t in (x, w, b)]
+        ref = F.conv2d(*leaves, **kwargs)
+        want = (ref, *torch.autograd.grad(ref, leaves, grad.double()))
+        tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+        for name, g, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), results[0], want):
+            torch.testing.assert_close(g.double(), r, **tol, msg=lambda m: f"{label} {name}: {m}")

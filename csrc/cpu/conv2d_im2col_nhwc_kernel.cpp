@@ -28,6 +28,8 @@ using namespace gemm_tasks;
 
 // Most pixels per block: enough for the GEMM to run at speed.
 constexpr int64_t kMaxPixelBlock = 2048;
+// Elements of a dW small enough to keep one partial sum per BatchChunk.
+constexpr int64_t kSmallWeight = 1 << 16;
 
 // Pixels per block, for column rows of `row_bytes`: within the column budget.
 int64_t pixel_block(int64_t row_bytes) {
@@ -128,15 +130,47 @@ void im2col_nhwc_grad_input(const Conv2dParams& p, const at::Tensor& grad_output
 
 void im2col_nhwc_grad_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
                              at::Tensor& grad_weight, at::Tensor& grad_bias) {
+  const int64_t pixels = p.batch * p.out_plane(), C = p.in_channels, taps = p.kernel_plane(), K = taps * C;
+  at::Tensor dw_taps = tap_major(grad_weight);
+  const at::Tensor dy = pixel_matrix(grad_output);
+  if (p.out_channels * K <= kSmallWeight) {
+    // A small dW: cut into tiles it would give too few tasks. The batch is cut into BatchChunks
+    // instead, each with partial sums over whole rows, added in chunk order.
+    const BatchChunks chunking(p.batch);
+    const int64_t chunks = chunking.count, L = p.out_plane(), P = pixel_block(K * input.element_size());
+    at::Tensor partials = at::empty({chunks, p.out_channels, K}, grad_output.options());
+    at::Tensor bias_partials = at::empty({chunks, p.out_channels}, grad_output.options());
+    AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cnnext_im2col_nhwc_grad_weight", [&] {
+      parallel_gemms(chunks, [&](int64_t begin, int64_t end) {
+        at::Tensor col = is_pointwise(p) ? at::Tensor() : at::empty({P, K}, input.options());
+        for (int64_t chunk = begin; chunk < end; ++chunk) {
+          at::Tensor dw = partials.select(0, chunk), db = bias_partials.select(0, chunk);
+          const int64_t first = chunking.begin(chunk) * L, last = chunking.begin(chunk + 1) * L;
+          for (int64_t q = first; q < last; q += P) {
+            const Range px{q, std::min(last, q + P)};
+            const at::Tensor cols = columns<scalar_t>(p, input, px, {0, taps}, col);
+            const at::Tensor gy = dy.narrow(0, px.begin, px.size());
+            if (q == first) {
+              at::mm_out(dw, gy.t(), cols);
+              if (grad_bias.defined()) at::sum_out(db, gy, 0);
+            } else {
+              dw.addmm_(gy.t(), cols);
+              if (grad_bias.defined()) db.add_(gy.sum(0));
+            }
+          }
+        }
+      });
+    });
+    dw_taps.copy_(partials.sum(0));
+    if (grad_bias.defined()) grad_bias.copy_(bias_partials.sum(0));
+    return;
+  }
   // Tiles of dW (output channels x taps); each task reduces its tile over every pixel, block after
   // block, and the tasks of the first taps also sum their channels' grad_bias.
-  const int64_t pixels = p.batch * p.out_plane(), C = p.in_channels, taps = p.kernel_plane();
   const int64_t tap_tiles = std::min(taps, kTargetTasks);
   const int64_t out_tiles = tiles_for(tap_tiles, p.out_channels, kMinTileRows);
   const int64_t max_taps = ceil_div(taps, tap_tiles);
   const int64_t P = pixel_block(max_taps * C * input.element_size());
-  at::Tensor dw_taps = tap_major(grad_weight);
-  const at::Tensor dy = pixel_matrix(grad_output);
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cnnext_im2col_nhwc_grad_weight", [&] {
     parallel_gemms(out_tiles * tap_tiles, [&](int64_t begin, int64_t end) {
       at::Tensor col = is_pointwise(p) ? at::Tensor() : at::empty({P, max_taps * C}, input.options());
