@@ -295,7 +295,10 @@ void im2col_grad_weight(const Conv2dParams& p, const at::Tensor& grad_output, co
   // Tiles of dW: (output channels) x (kernel rows, im2col.h); each task reduces its tile over the
   // batch, block after block. Kernel rows are cut first: their columns are built once.
   const int64_t L = p.out_plane(), kernel_rows = p.in_per_group() * p.kernel_h;
-  const int64_t in_tiles = std::min<int64_t>(kernel_rows, ceil_div(kTargetTasks, p.groups));
+  // Tiles of at least kMinTileRows * 2 columns of dW where there are enough: a thin tile's GEMM streams
+  // all of grad_output for a few columns (pointwise layers with few input channels).
+  const int64_t in_tiles = std::clamp<int64_t>(std::min(ceil_div(kTargetTasks, p.groups), p.col_rows() / (2 * kMinTileRows)),
+                                               1, kernel_rows);
   const int64_t out_tiles = tiles_for(p.groups * in_tiles, p.out_per_group(), kMinTileRows);
   const int64_t max_in_tile = ceil_div(kernel_rows, in_tiles);
   const SampleBlocks blocks(p.batch, L, max_in_tile * p.kernel_w * L * input.element_size());

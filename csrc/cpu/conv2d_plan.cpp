@@ -133,6 +133,14 @@ constexpr int64_t kLongReduction = 4 * kFewTaps;
 // The same for AVX2's grad_input, on reductions this long (the large layer: 1.15x).
 constexpr int64_t kVeryLongReduction = 16 * kFewTaps;
 
+// Output channels per group from which strided layers run im2col even where
+// the direct kernels would use channel vectors (ResNet-18's shortcuts and
+// stride-2 3 x 3 layers, 64 - 512 channels: 1.1 - 1.7x).
+constexpr int64_t kWideLayer = 64;
+// Reductions from which grad_weight over pixel rows (the columns families)
+// loses to im2col on AVX-512 too (64 and more channels of 3 x 3).
+constexpr int64_t kWideReduction = 512;
+
 // Reductions (multiply-adds per output) from which im2col + MKL's GEMM wins
 // every pass on every ISA: 256 channels of 3 x 3 taps and up (ResNet-18's
 // and VGG's last stages: 2 - 4x).
@@ -150,7 +158,8 @@ constexpr int64_t kNhwcMinChannels = 8;
 // - forward and grad_weight: direct, except for strided layers with at least
 //   8 input channels per group that the direct kernels run with vectors over
 //   pixels: they read the input with strided loads, slower than im2col's
-//   contiguous GEMM. With vectors over output channels direct is faster.
+//   contiguous GEMM. With vectors over output channels direct is faster,
+//   up to kWideLayer output channels per group.
 //   grad_weight of strided first layers (fewer than 8 input channels: the
 //   7 x 7 and 3 x 3 stride-2 stems) is im2col too, its batch cut into chunks.
 // - grad_input: direct when C_in/groups >= 8 and the stride is 1. Its kernels
@@ -158,8 +167,10 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   channels) and depthwise layers would mostly waste; with a stride they
 //   correlate a gradient spread out with zeros (3 of 4 taps wasted at stride
 //   2), while col2im scatters only the real ones.
-// - with 16 vector registers (AVX2, portable), grad_weight over padded rows
-//   (grad_weight_columns: 4 channels per step) with a long reduction: im2col.
+// - grad_weight over pixel rows (the grad_weight_columns families) with a
+//   reduction of kWideReduction or more: im2col; with 16 vector registers
+//   (AVX2, portable) over padded rows (grad_weight_columns: 4 channels per
+//   step) from kFewTaps on.
 // - portable: grad_input with a long reduction (C_out/groups x taps), and
 //   grad_weight with a long one over planes of at least 64 outputs: im2col;
 //   AVX2: grad_input with a very long one.
@@ -182,11 +193,13 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
     case ConvPass::Forward:
     case ConvPass::GradWeight: {
       const bool channel_vectors = family == Family::kChannelVectors || family == Family::kGradWeightChannelVectors;
-      if (strided && p.in_per_group() >= 8 && !channel_vectors) return ConvAlgo::Im2col;
+      if (strided && p.in_per_group() >= 8 && (!channel_vectors || p.out_per_group() >= kWideLayer))
+        return ConvAlgo::Im2col;
       if (pass == ConvPass::Forward) return ConvAlgo::Direct;
       if (strided && p.in_per_group() < 8) return ConvAlgo::Im2col;
-      if (isa != Isa::kAvx512 && family == Family::kGradWeightColumns && p.col_rows() >= kFewTaps)
+      if (family == Family::kGradWeightColumns && p.col_rows() >= (isa == Isa::kAvx512 ? kWideReduction : kFewTaps))
         return ConvAlgo::Im2col;
+      if (family == Family::kGradWeightColumnsFlat && p.col_rows() >= kWideReduction) return ConvAlgo::Im2col;
       if (isa == Isa::kBaseline && p.col_rows() >= kLongReduction && p.out_plane() >= 64) return ConvAlgo::Im2col;
       return ConvAlgo::Direct;
     }
