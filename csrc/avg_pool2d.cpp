@@ -9,6 +9,7 @@
 
 #include "backend.h"
 #include "checks.h"
+#include "layout.h"
 #include "pooling.h"
 
 namespace cnnext {
@@ -85,10 +86,10 @@ AvgPool2dParams adaptive_params(const char* op, int64_t planes, at::IntArrayRef 
 at::Tensor pool_forward(const AvgPool2dParams& p, const at::Tensor& input) {
   at::Tensor output = at::empty({input.size(0), input.size(1), p.h.out, p.w.out}, input.options());
   if (output.numel() != 0) {
-    const at::Tensor x = input.contiguous();
+    const at::Tensor x = contiguous_as(input, at::MemoryFormat::Contiguous);
     CNNEXT_BACKEND_CALL(input, avg_pool2d_forward, p, x, output);
   }
-  return output.contiguous(input.suggest_memory_format());
+  return contiguous_as(output, input.suggest_memory_format());
 }
 
 at::Tensor pool_backward(const AvgPool2dParams& p, const char* op, const at::Tensor& grad_output,
@@ -98,10 +99,10 @@ at::Tensor pool_backward(const AvgPool2dParams& p, const char* op, const at::Ten
                     " of an input of size ", input_size);
   at::Tensor grad_input = at::empty(input_size, grad_output.options());
   if (grad_input.numel() != 0) {
-    const at::Tensor gy = grad_output.contiguous();
+    const at::Tensor gy = contiguous_as(grad_output, at::MemoryFormat::Contiguous);
     CNNEXT_BACKEND_CALL(grad_output, avg_pool2d_backward, p, gy, grad_input);
   }
-  return grad_input.contiguous(grad_output.suggest_memory_format());
+  return contiguous_as(grad_input, grad_output.suggest_memory_format());
 }
 
 at::Tensor avg_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,

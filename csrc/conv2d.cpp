@@ -11,6 +11,7 @@
 
 #include "backend.h"
 #include "checks.h"
+#include "layout.h"
 #include "cpu/conv2d_plan.h"
 #include "cpu/isa.h"
 
@@ -198,11 +199,11 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
   }
   const ComputeLayouts compute = compute_layouts(p, Pass::Forward, a, layout, input);
   at::Tensor output = at::empty(output_sizes(p), input.options().memory_format(compute.output));
-  if (output.numel() == 0) return output.contiguous(layout);
-  const at::Tensor x = input.contiguous(compute.input);
-  const at::Tensor w = weight.contiguous(compute.weight);
+  if (output.numel() == 0) return contiguous_as(output, layout);
+  const at::Tensor x = contiguous_as(input, compute.input);
+  const at::Tensor w = contiguous_as(weight, compute.weight);
   CNNEXT_BACKEND_CALL(input, conv2d_forward, a, p, x, w, bias, output);
-  return output.contiguous(layout);
+  return contiguous_as(output, layout);
 }
 
 at::Tensor conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& weight, at::IntArrayRef input_size,
@@ -219,12 +220,12 @@ at::Tensor conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& we
   check_grad_output(op, grad_output, p);
   const ComputeLayouts compute = compute_layouts(p, Pass::GradInput, a, layout, grad_output);
   at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(compute.input));
-  if (grad_input.numel() == 0) return grad_input.contiguous(layout);
-  if (p.out_channels == 0) return grad_input.zero_().contiguous(layout);
-  const at::Tensor gy = grad_output.contiguous(compute.output);
-  const at::Tensor w = weight.contiguous(compute.weight);
+  if (grad_input.numel() == 0) return contiguous_as(grad_input, layout);
+  if (p.out_channels == 0) return contiguous_as(grad_input.zero_(), layout);
+  const at::Tensor gy = contiguous_as(grad_output, compute.output);
+  const at::Tensor w = contiguous_as(weight, compute.weight);
   CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_input, a, p, gy, w, grad_input);
-  return grad_input.contiguous(layout);
+  return contiguous_as(grad_input, layout);
 }
 
 at::Tensor conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef weight_size,
@@ -241,13 +242,13 @@ at::Tensor conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& i
   check_grad_output(op, grad_output, p);
   const ComputeLayouts compute = compute_layouts(p, Pass::GradWeight, a, layout, input);
   at::Tensor grad_weight = at::empty(weight_size, grad_output.options().memory_format(compute.weight));
-  if (grad_weight.numel() == 0) return grad_weight.contiguous(layout);
-  if (p.batch == 0) return grad_weight.zero_().contiguous(layout);
-  const at::Tensor gy = grad_output.contiguous(compute.output);
-  const at::Tensor x = input.contiguous(compute.input);
+  if (grad_weight.numel() == 0) return contiguous_as(grad_weight, layout);
+  if (p.batch == 0) return contiguous_as(grad_weight.zero_(), layout);
+  const at::Tensor gy = contiguous_as(grad_output, compute.output);
+  const at::Tensor x = contiguous_as(input, compute.input);
   at::Tensor no_bias;
   CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_weight, a, p, gy, x, grad_weight, no_bias);
-  return grad_weight.contiguous(layout);
+  return contiguous_as(grad_weight, layout);
 }
 
 // grad_weight and grad_bias together: backends that can sum the bias
@@ -268,16 +269,16 @@ std::tuple<at::Tensor, at::Tensor> conv2d_grad_weight_bias(const at::Tensor& gra
   const ComputeLayouts compute = compute_layouts(p, Pass::GradWeight, a, layout, input);
   at::Tensor grad_weight = at::empty(weight_size, grad_output.options().memory_format(compute.weight));
   at::Tensor grad_bias = at::empty({p.out_channels}, grad_output.options());
-  if (p.batch == 0) return {grad_weight.zero_().contiguous(layout), grad_bias.zero_()};
-  if (p.out_channels == 0) return {grad_weight.contiguous(layout), grad_bias};
-  const at::Tensor gy = grad_output.contiguous(compute.output);
+  if (p.batch == 0) return {contiguous_as(grad_weight.zero_(), layout), grad_bias.zero_()};
+  if (p.out_channels == 0) return {contiguous_as(grad_weight, layout), grad_bias};
+  const at::Tensor gy = contiguous_as(grad_output, compute.output);
   if (grad_weight.numel() == 0) {  // no input channels: only the bias has a gradient
     CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_bias, gy, grad_bias);
-    return {grad_weight.contiguous(layout), grad_bias};
+    return {contiguous_as(grad_weight, layout), grad_bias};
   }
-  const at::Tensor x = input.contiguous(compute.input);
+  const at::Tensor x = contiguous_as(input, compute.input);
   CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_weight, a, p, gy, x, grad_weight, grad_bias);
-  return {grad_weight.contiguous(layout), grad_bias};
+  return {contiguous_as(grad_weight, layout), grad_bias};
 }
 
 at::Tensor conv2d_grad_bias(const at::Tensor& grad_output) {

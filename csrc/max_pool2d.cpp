@@ -8,6 +8,7 @@
 
 #include "backend.h"
 #include "checks.h"
+#include "layout.h"
 #include "pooling.h"
 
 namespace cnnext {
@@ -70,10 +71,10 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
   at::Tensor output = at::empty(sizes, input.options().memory_format(compute));
   at::Tensor indices = at::empty(sizes, input.options().dtype(at::kLong).memory_format(compute));
   if (output.numel() != 0) {
-    const at::Tensor x = input.contiguous(compute);
+    const at::Tensor x = contiguous_as(input, compute);
     CNNEXT_BACKEND_CALL(input, max_pool2d_forward, p, x, output, indices);
   }
-  return {output.contiguous(layout), indices.contiguous(layout)};
+  return {contiguous_as(output, layout), contiguous_as(indices, layout)};
 }
 
 at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices,
@@ -102,12 +103,12 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   const at::MemoryFormat layout = indices.suggest_memory_format(), compute = compute_layout(grad_output, layout);
   at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(compute));
   if (grad_input.numel() == 0) return grad_input;
-  const at::Tensor gy = grad_output.contiguous(compute);
-  const at::Tensor idx = indices.contiguous(compute);
+  const at::Tensor gy = contiguous_as(grad_output, compute);
+  const at::Tensor idx = contiguous_as(indices, compute);
   const bool inside = CNNEXT_BACKEND_CALL(grad_output, max_pool2d_backward, p, gy, idx, grad_input);
   TORCH_CHECK_VALUE(inside, op, ": indices must lie in [0, H*W) = [0, ", p.in_plane(),
                     ") for input_size ", input_size, "; got an index outside the input plane");
-  return grad_input.contiguous(layout);
+  return contiguous_as(grad_input, layout);
 }
 
 }  // namespace
