@@ -28,6 +28,8 @@ using namespace gemm_tasks;
 
 // Most pixels per block: enough for the GEMM to run at speed.
 constexpr int64_t kMaxPixelBlock = 2048;
+// Fewest output channels of a forward tile: the GEMM's narrow side.
+constexpr int64_t kWideTile = 128;
 // Elements of a dW small enough to keep one partial sum per BatchChunk.
 constexpr int64_t kSmallWeight = 1 << 16;
 
@@ -64,8 +66,12 @@ void im2col_nhwc_forward(const Conv2dParams& p, const at::Tensor& input, const a
                          const at::Tensor& bias, at::Tensor& output) {
   // Tasks: (pixel block, tile of output channels), tiles only where the blocks are too few.
   const int64_t pixels = p.batch * p.out_plane(), K = p.col_rows();
-  const int64_t P = pixel_block(K * input.element_size()), blocks = ceil_div(pixels, P);
-  const int64_t tiles = tiles_for(blocks, p.out_channels, kMinTileRows);
+  // Blocks of pixels first (each GEMM keeps every output channel: its narrow side); output channels
+  // are cut only where the blocks are too few and the tiles stay kWideTile wide.
+  const int64_t P = std::min(pixel_block(K * input.element_size()),
+                             std::max(kMinGemmColumns, ceil_div(pixels, kTargetTasks)));
+  const int64_t blocks = ceil_div(pixels, P);
+  const int64_t tiles = tiles_for(blocks, p.out_channels, kWideTile);
   const at::Tensor w = tap_major(weight);
   at::Tensor y = pixel_matrix(output);  // a view: output is channels_last
   const Range all_taps{0, p.kernel_plane()};
