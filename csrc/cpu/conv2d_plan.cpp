@@ -137,6 +137,10 @@ constexpr int64_t kVeryLongReduction = 16 * kFewTaps;
 // the direct kernels would use channel vectors (ResNet-18's shortcuts and
 // stride-2 3 x 3 layers, 64 - 512 channels: 1.1 - 1.7x).
 constexpr int64_t kWideLayer = 64;
+// Output planes from which strided first layers that the direct kernels run
+// with vectors over pixels run im2col (MobileNetV2's 3 x 3 stride-2 stem on
+// 112 x 112 outputs: 0.36 -> 0.65 at AVX-512; 16 x 16 outputs stay direct).
+constexpr int64_t kLargePlane = 1024;
 // Reductions from which grad_weight over pixel rows (the columns families)
 // loses to im2col on AVX-512 too (64 and more channels of 3 x 3).
 constexpr int64_t kWideReduction = 512;
@@ -162,7 +166,8 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   8 input channels per group that the direct kernels run with vectors over
 //   pixels: they read the input with strided loads, slower than im2col's
 //   contiguous GEMM. With vectors over output channels direct is faster,
-//   up to kWideLayer output channels per group.
+//   up to kWideLayer output channels per group. With fewer input channels
+//   (stems), from kLargePlane output pixels on.
 //   grad_weight of strided first layers (fewer than 8 input channels: the
 //   7 x 7 and 3 x 3 stride-2 stems) is im2col too, its batch cut into chunks.
 // - grad_input: direct when C_in/groups >= 8, the stride is 1 and the output
@@ -199,6 +204,7 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
       const bool channel_vectors = family == Family::kChannelVectors || family == Family::kGradWeightChannelVectors;
       if (strided && p.in_per_group() >= 8 && (!channel_vectors || p.out_per_group() >= kWideLayer))
         return ConvAlgo::Im2col;
+      if (strided && !channel_vectors && p.out_plane() >= kLargePlane) return ConvAlgo::Im2col;
       if (pass == ConvPass::Forward) return ConvAlgo::Direct;
       if (strided && p.in_per_group() < 8) return ConvAlgo::Im2col;
       if (family == Family::kGradWeightColumns && p.col_rows() >= (isa == Isa::kAvx512 ? kWideReduction : kFewTaps))
