@@ -30,6 +30,21 @@ inline void multiply_add(T* __restrict acc, const T* __restrict a, const T* __re
   for (int64_t c = 0; c < channels; ++c) acc[c] += a[c] * b[c];
 }
 
+// fn(tap, pixel) for every tap (kh * KW + kw) of output pixel (n, oh, ow)
+// that lands inside the input, at input pixel (n * H + ih) * W + iw.
+template <typename Fn>
+inline void for_each_tap_inside(const Conv2dParams& p, int64_t n, int64_t oh, int64_t ow, const Fn& fn) {
+  for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
+    const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
+    if (ih < 0 || ih >= p.in_h) continue;
+    for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+      const int64_t iw = ow * p.stride_w - p.pad_left + kw * p.dilation_w;
+      if (iw < 0 || iw >= p.in_w) continue;
+      fn(kh * p.kernel_w + kw, (n * p.in_h + ih) * p.in_w + iw);
+    }
+  }
+}
+
 }  // namespace
 
 bool depthwise_nhwc(const Conv2dParams& p, const at::Tensor& a, const at::Tensor& b) {
@@ -56,15 +71,9 @@ void depthwise_nhwc_forward(const Conv2dParams& p, const at::Tensor& input, cons
           } else {
             std::fill(acc, acc + C, scalar_t(0));
           }
-          for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
-            const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
-            if (ih < 0 || ih >= p.in_h) continue;
-            for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
-              const int64_t iw = ow * p.stride_w - p.pad_left + kw * p.dilation_w;
-              if (iw < 0 || iw >= p.in_w) continue;
-              multiply_add(acc, x + ((n * p.in_h + ih) * p.in_w + iw) * C, wt + (kh * p.kernel_w + kw) * C, C);
-            }
-          }
+          for_each_tap_inside(p, n, oh, ow, [&](int64_t tap, int64_t pixel) {
+            multiply_add(acc, x + pixel * C, wt + tap * C, C);
+          });
         }
       }
     });
@@ -121,15 +130,9 @@ void depthwise_nhwc_grad_weight(const Conv2dParams& p, const at::Tensor& grad_ou
             for (int64_t ow = 0; ow < p.out_w; ++ow) {
               const scalar_t* g = dy + ((n * p.out_h + oh) * p.out_w + ow) * C;
               for (int64_t c = 0; c < C; ++c) db[c] += g[c];
-              for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
-                const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
-                if (ih < 0 || ih >= p.in_h) continue;
-                for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
-                  const int64_t iw = ow * p.stride_w - p.pad_left + kw * p.dilation_w;
-                  if (iw < 0 || iw >= p.in_w) continue;
-                  multiply_add(dw + (kh * p.kernel_w + kw) * C, g, x + ((n * p.in_h + ih) * p.in_w + iw) * C, C);
-                }
-              }
+              for_each_tap_inside(p, n, oh, ow, [&](int64_t tap, int64_t pixel) {
+                multiply_add(dw + tap * C, g, x + pixel * C, C);
+              });
             }
           }
         }
