@@ -159,8 +159,10 @@ def test_auto_runs_the_plans_algorithm():
     the active ISA. On AVX-512 that is the documented rule: forward and grad_weight direct, except im2col for
     strided layers with >= 8 input channels per group that the direct kernels would run with vectors over pixels
     (output channels per group not a multiple of 16, or fewer than 32 on planes whose rows fill their vectors well)
-    and for grad_weight of strided layers with fewer; grad_input direct iff C_in/groups >= 8 and stride 1; every
-    pass im2col from reductions of 2048 on (256 channels of 3 x 3)."""
+    and for grad_weight of strided layers with fewer; grad_input direct where it scatters (input channels per group
+    in whole vectors, >= 16 output channels per group, a gradient plane at most 9/10 of the input's: strided and
+    unpadded layers), else iff C_in/groups >= 8 and stride 1; every pass im2col from reductions of 2048 on (256
+    channels of 3 x 3)."""
     ops = torch.ops.cnnext
 
     def passes(algo, x, w, gy, stride):
@@ -173,11 +175,12 @@ def test_auto_runs_the_plans_algorithm():
     cases = [  # (cin, cout, size, stride): algos on AVX-512 for forward, grad_input, grad_weight
         ((4, 8, 12, 1), (D, I, D)), ((16, 8, 12, 1), (D, D, D)), ((16, 8, 5, 1), (D, D, D)),
         ((4, 8, 20, 2), (D, I, I)),  # strided, few input channels
-        ((16, 32, 20, 2), (D, I, D)),  # 32 output channels: channel vectors
-        ((16, 16, 14, 2), (D, I, D)),  # 16 output channels on 7 x 7 outputs: channel vectors
-        ((16, 24, 14, 2), (I, I, I)),  # 24 output channels: pixel vectors
-        ((16, 16, 20, 2), (D, I, D)),  # 10 x 10 outputs would fill 10 of 16 pixel lanes: channel vectors
-        ((16, 16, 32, 2), (I, I, I)),  # 16 output channels on 16 x 16 outputs: pixel vectors
+        ((16, 32, 20, 2), (D, D, D)),  # 32 output channels: channel vectors; grad_input scatters
+        ((16, 16, 14, 2), (D, D, D)),  # 16 output channels on 7 x 7 outputs: channel vectors
+        ((16, 24, 14, 2), (I, D, I)),  # 24 output channels: pixel vectors
+        ((16, 16, 20, 2), (D, D, D)),  # 10 x 10 outputs would fill 10 of 16 pixel lanes: channel vectors
+        ((16, 16, 32, 2), (I, D, I)),  # 16 output channels on 16 x 16 outputs: pixel vectors
+        ((8, 16, 20, 2), (D, I, D)),  # 8 input channels: no whole vector to scatter
         ((256, 16, 6, 1), (I, D, I)),  # long reductions (forward, grad_weight: 256 x 9 taps)
         ((16, 256, 6, 1), (D, I, D)),  # long reduction (grad_input: 256 x 9)
     ]

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import cnnext
 from cnnext import _ops, functional as CF
 
 from test_conv2d import assert_direct_matches_reference
@@ -327,3 +328,62 @@ def test_channels_last_depthwise_runs_in_place(dtype, rng):
         tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
         for name, g, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), results[0], want):
             torch.testing.assert_close(g.double(), r, **tol, msg=lambda m: f"{label} {name}: {m}")
+
+
+def random_scatter_config(rng: np.random.Generator) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
+    """A random convolution whose grad_input the plan scatters (channel_vectors_scatter): input channels per group
+    in whole vectors (multiples of 16), 16 - 80 output channels per group, and a gradient plane at most 9/10 of the
+    input plane (strides, dilations, little or no padding)."""
+    while True:
+        groups = int(rng.choice([1, 1, 2]))
+        kernel = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+        dilation = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        padding = (int(rng.integers(0, 2)), int(rng.integers(0, 2)))
+        size = (int(rng.integers(1, 16)), int(rng.integers(1, 30)))
+        if any(s + 2 * p < d * (k - 1) + 1 for s, p, d, k in zip(size, padding, dilation, kernel)):
+            continue
+        cin, cout = groups * 16 * int(rng.integers(1, 4)), groups * int(rng.integers(16, 81))
+        kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+        x_shape, w_shape = (int(rng.integers(1, 5)), cin, *size), (cout, cin // groups, *kernel)
+        if _ops.conv2d_plan(x_shape, w_shape, **kwargs, pass_="grad_input")["family"] == "channel_vectors_scatter":
+            return x_shape, w_shape, kwargs
+
+
+@pytest.mark.parametrize("isa", _ops.CPU_ISAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_scattered_grad_input_matches_torch(isa, dtype, rng):
+    """grad_input scattered over real gradient values (channel_vectors_scatter) on 25 random strided, dilated,
+    grouped and unpadded convolutions per ISA: auto runs it, the input gradient equals the float64 reference's,
+    bitwise the same under 1 and 3 threads; channels_last operands give the same values."""
+    if isa not in _ops.CPU_ISAS[_ops.CPU_ISAS.index(cnnext.build_info()["cpu_isa_detected"]):]:
+        pytest.skip(f"this CPU has no {isa}")
+    previous_isa, previous_threads = cnnext.set_cpu_isa(isa), torch.get_num_threads()
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    ops = torch.ops.cnnext
+    try:
+        for _ in range(25):
+            x_shape, w_shape, kwargs = random_scatter_config(rng)
+            x = torch.randn(x_shape, dtype=dtype, generator=gen)
+            w = torch.randn(w_shape, dtype=dtype, generator=gen)
+            gy = torch.randn(F.conv2d(x, w, **kwargs).shape, dtype=dtype, generator=gen)
+            ph, pw = kwargs["padding"]
+            geometry = (list(kwargs["stride"]), [ph, pw, ph, pw], list(kwargs["dilation"]), kwargs["groups"])
+            results = []
+            for threads in (1, 3):
+                torch.set_num_threads(threads)
+                results.append(ops.conv2d_grad_input(gy, w, list(x_shape), *geometry, "auto"))
+                assert _ops.last_conv2d_family("grad_input") == "channel_vectors_scatter"
+            assert torch.equal(results[0], results[1])
+            ref = torch.ops.aten.convolution_backward(gy.double(), x.double(), w.double(), None, kwargs["stride"],
+                                                      kwargs["padding"], kwargs["dilation"], False, [0, 0],
+                                                      kwargs["groups"], [True, False, False])[0]
+            tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+            label = f"{isa} {x_shape} {w_shape} {kwargs}"
+            torch.testing.assert_close(results[0].double(), ref, **tol, msg=lambda m: f"{label}: {m}")
+            cl = ops.conv2d_grad_input(gy.to(memory_format=torch.channels_last), w.to(memory_format=torch.channels_last),
+                                       list(x_shape), *geometry, "direct")
+            torch.testing.assert_close(cl.double(), ref, **tol, msg=lambda m: f"{label} channels_last: {m}")
+    finally:
+        cnnext.set_cpu_isa(previous_isa)
+        torch.set_num_threads(previous_threads)

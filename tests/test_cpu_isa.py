@@ -22,7 +22,8 @@ from cnnext._ops import CONV_PASSES, CPU_ISAS, conv2d_plan, last_conv2d_family
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL_TESTS = ["test_conv2d.py", "test_pool.py", "test_avg_pool.py", "test_conv1d.py"]
-CORRELATION_FAMILIES = ["rows_first_layer", "pixel_vectors_flat", "pixel_vectors_block", "channel_vectors"]
+CORRELATION_FAMILIES = ["rows_first_layer", "pixel_vectors_flat", "pixel_vectors_block", "channel_vectors",
+                        "channel_vectors_scatter"]
 GRAD_WEIGHT_FAMILIES = ["grad_weight_columns_in_place", "grad_weight_columns", "grad_weight_columns_flat",
                         "grad_weight_channel_vectors"]
 
@@ -47,7 +48,7 @@ def _random_conv(gen: torch.Generator) -> dict:
         return int(torch.randint(lo, hi + 1, (1,), generator=gen))
 
     groups = [1, 1, 2][draw(0, 2)]
-    cin = groups * [1, 3, 5, 8][draw(0, 3)]
+    cin = groups * [1, 3, 5, 8, 16][draw(0, 4)]
     cout = groups * [2, 5, 8, 16, 32][draw(0, 4)]
     kh, kw = draw(1, 4), draw(1, 4)
     stride = (draw(1, 3), draw(1, 3)) if draw(0, 1) else (1, 1)

@@ -14,9 +14,10 @@ namespace cnnext {
 namespace cpu {
 namespace {
 
-constexpr std::array<Family, 10> kAllFamilies = {
+constexpr std::array<Family, 11> kAllFamilies = {
     Family::kIm2col,          Family::kRowsFirstLayer,          Family::kPixelVectorsFlat,
-    Family::kPixelVectorsBlock, Family::kChannelVectors,        Family::kGradWeightColumnsInPlace,
+    Family::kPixelVectorsBlock, Family::kChannelVectors,        Family::kChannelVectorsScatter,
+    Family::kGradWeightColumnsInPlace,
     Family::kGradWeightColumns, Family::kGradWeightColumnsFlat, Family::kGradWeightChannelVectors,
     Family::kDepthwise};
 
@@ -24,6 +25,10 @@ constexpr std::array<Family, 10> kAllFamilies = {
 // kernel taps), moving outputs through scratch or staging buffers costs more
 // than the lanes that direct row access wastes (first layers: 9 and 27).
 constexpr int64_t kFewTaps = 64;
+
+// Output channels from which grad_input's scattered channel vectors reduce
+// long enough between two updates of their scratch tile.
+constexpr int64_t kScatterMinOutputs = 16;
 
 // What the direct kernels can do for one pass of one shape, with vectors of `lanes` elements.
 struct Geometry {
@@ -50,7 +55,27 @@ struct Geometry {
     return tiny || (outs >= 2 * lanes && c.taps() >= kFewTaps);
   }
 
+  // grad_input: the scattered channel vectors (channel_vectors_scatter.h) keep a scratch tile of
+  // the padded input plane for a block of input channels in the staging budget.
+  bool scatter_tile_fits() const {
+    const int64_t rows = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
+    const int64_t cols = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
+    const int64_t plane = saturating_product(rows, cols, 1);
+    return plane < kDirectStagingBytes &&
+           saturating_product(plane + lanes, tiles.cv_vectors, tiles.vec_bytes) <= kDirectStagingBytes;
+  }
+
+  // They multiply out_plane x taps real gradient values per input channel, the correlation
+  // in_plane x taps values of the gradient padded by kernel - 1 (and spread out by the stride):
+  // they win where at least a tenth of those are zeros, with a reduction (output channels)
+  // long enough to pay for adding each step's sums into the tile.
+  bool scatter_wins() const {
+    return p.in_per_group() % lanes == 0 && p.out_per_group() >= kScatterMinOutputs && p.out_plane() > 0 &&
+           scatter_tile_fits() && 10 * p.out_plane() <= 9 * p.in_plane();
+  }
+
   Family correlation_family() const {
+    if (pass == ConvPass::GradInput && scatter_wins()) return Family::kChannelVectorsScatter;
     const Correlation c = correlation();
     if (channel_vectors_win(c, outs())) return Family::kChannelVectors;
     // Few taps: rows stored straight into the output beat the flat kernel's scratch round trip.
@@ -104,6 +129,8 @@ struct Geometry {
         return true;
       case Family::kChannelVectors:
         return outs() % lanes == 0;
+      case Family::kChannelVectorsScatter:
+        return pass == ConvPass::GradInput && p.in_per_group() % lanes == 0 && p.out_plane() > 0 && scatter_tile_fits();
       case Family::kGradWeightColumnsInPlace:
         return p.out_w >= lanes && p.out_per_group() % tiles.oc_block == 0;
       case Family::kGradWeightColumns:
@@ -170,7 +197,9 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   (stems), from kLargePlane output pixels on.
 //   grad_weight of strided first layers (fewer than 8 input channels: the
 //   7 x 7 and 3 x 3 stride-2 stems) is im2col too, its batch cut into chunks.
-// - grad_input: direct when C_in/groups >= 8, the stride is 1 and the output
+// - grad_input: direct where the plan scatters it (channel_vectors_scatter:
+//   strided and unpadded layers, only real gradient values multiplied);
+//   otherwise direct when C_in/groups >= 8, the stride is 1 and the output
 //   plane has at least kTinyPlane pixels. Its kernels
 //   compute blocks of input channels, which first layers (1 or 3 input
 //   channels) and depthwise layers would mostly waste; with a stride they
@@ -220,6 +249,7 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
         return ConvAlgo::Im2col;
       // A gradient of fewer than kTinyPlane pixels padded out to the input's size is mostly zeros to
       // the direct kernels; col2im adds only the real values (lenet.conv3's 3 x 3: 1.1 - 1.6x).
+      if (family == Family::kChannelVectorsScatter) return ConvAlgo::Direct;
       if (p.out_plane() < kTinyPlane) return ConvAlgo::Im2col;
       return p.in_per_group() >= 8 && !strided ? ConvAlgo::Direct : ConvAlgo::Im2col;
   }
@@ -286,6 +316,8 @@ const char* family_name(Family family) {
       return "pixel_vectors_block";
     case Family::kChannelVectors:
       return "channel_vectors";
+    case Family::kChannelVectorsScatter:
+      return "channel_vectors_scatter";
     case Family::kGradWeightColumnsInPlace:
       return "grad_weight_columns_in_place";
     case Family::kGradWeightColumns:

@@ -27,6 +27,7 @@ enum class Family {
   kPixelVectorsFlat,          // pixel_vectors_flat.h: pixel vectors over flattened rows, stride 1
   kPixelVectorsBlock,         // pixel_vectors_block.h: pixel vectors per row, any stride
   kChannelVectors,            // channel_vectors.h: vectors over output channels
+  kChannelVectorsScatter,     // channel_vectors_scatter.h: grad_input, vectors over input channels
   kGradWeightColumnsInPlace,  // grad_weight_columns.h, grad_output read in place
   kGradWeightColumns,         // grad_weight_columns.h, grad_output copied into padded rows
   kGradWeightColumnsFlat,     // grad_weight_columns.h over flattened rows (stride 1, finite input)

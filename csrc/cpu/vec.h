@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 namespace cnnext {
 namespace cpu {
@@ -175,6 +176,29 @@ inline bool all_finite_range(const T* x, int64_t n) {
   const Vec<T, Bytes> all = (acc[0] + acc[1]) + (acc[2] + acc[3]);
   for (int64_t v = 0; v < V; ++v) sum += all[v];
   return sum == T(0);
+}
+
+// Swaps the off-diagonal blocks of s lanes of rows a and b: lane l of a becomes
+// (l & s) ? b[l - s] : a[l], lane l of b becomes (l & s) ? b[l] : a[l + s].
+template <int64_t s, typename T, int64_t Bytes, size_t... L>
+inline void swap_lane_blocks(Vec<T, Bytes>& a, Vec<T, Bytes>& b, std::index_sequence<L...>) {
+  using M = Bits<T, Bytes>;
+  constexpr int64_t V = kLanes<T, Bytes>;
+  constexpr M to_a{((L & s) ? V + int64_t(L) - s : int64_t(L))...};
+  constexpr M to_b{((L & s) ? V + int64_t(L) : int64_t(L) + s)...};
+  const Vec<T, Bytes> new_a = __builtin_shuffle(a, b, to_a);
+  b = __builtin_shuffle(a, b, to_b);
+  a = new_a;
+}
+
+// rows[0..V) transposed in place (V = lanes): after it, lane l of rows[k] is
+// what lane k of rows[l] was. log2(V) rounds of two-register shuffles, each
+// swapping the off-diagonal blocks of half the size of the round before.
+template <typename T, int64_t Bytes, int64_t s = kLanes<T, Bytes> / 2>
+inline void transpose_square(Vec<T, Bytes>* rows) {
+  for (int64_t i = 0; i < kLanes<T, Bytes>; ++i)
+    if (!(i & s)) swap_lane_blocks<s, T, Bytes>(rows[i], rows[i + s], std::make_index_sequence<kLanes<T, Bytes>>());
+  if constexpr (s > 1) transpose_square<T, Bytes, s / 2>(rows);
 }
 
 }  // namespace

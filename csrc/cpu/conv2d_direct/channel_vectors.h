@@ -9,6 +9,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstring>
 #include <type_traits>
 
 #include "../vec.h"
@@ -24,13 +25,25 @@ constexpr int64_t cv_width(int64_t vectors) {
   return std::min<int64_t>(Arch::kTiles.cv_max_pixels, Arch::kTiles.cv_accumulators / vectors);
 }
 
-// out[j*V + v][i] = bias[j*V + v] + sum_t w[t][j*V + v] * staged[base[i] + tap_offset[t]]
-// for kCoVecs vectors of channels (planes out_plane apart) and kPix pixels; w rows w_stride apart.
+// Output pixels per tile. A block computes a tile's pixels into a scratch
+// tile holding the channels of each pixel side by side (whole-vector stores
+// of the accumulators), then transposes it into the output planes V x V
+// lanes at a time: scattering every lane of the accumulators on its own
+// costs a store per output. A multiple of the lanes and of every step width.
+constexpr int64_t kChannelVectorTilePixels = 96;
+
+// Elements of the scratch tile of one thread.
+template <typename T, class Arch>
+constexpr int64_t channel_vector_tile_size() {
+  return kChannelVectorTilePixels * Arch::kTiles.cv_vectors * kLanes<T, Arch::kTiles.vec_bytes>;
+}
+
+// tile[i][j*V + v] = sum_t w[t][j*V + v] * staged[base[i] + tap_offset[t]]
+// for kCoVecs vectors of channels and kPix pixels; w rows w_stride apart, tile rows tile_row apart.
 template <typename T, class Arch, int64_t kCoVecs, int64_t kPix>
 __attribute__((always_inline)) inline void channel_vector_step(const T* staged, const int64_t* base,
                                                                const int64_t* tap_offset, int64_t taps, const T* w,
-                                                               int64_t w_stride, const T* bias, T* out,
-                                                               int64_t out_plane) {
+                                                               int64_t w_stride, T* tile, int64_t tile_row) {
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
   Vec<T, B> acc[kCoVecs][kPix] = {};
   const T* x[kPix];
@@ -44,35 +57,62 @@ __attribute__((always_inline)) inline void channel_vector_step(const T* staged, 
       for (int64_t j = 0; j < kCoVecs; ++j) acc[j][i] += wv[j] * xs;
     }
   }
-  for (int64_t j = 0; j < kCoVecs; ++j) {
-    for (int64_t v = 0; v < V; ++v) {
-      const T b = bias ? bias[j * V + v] : T(0);
-      T* dst = out + (j * V + v) * out_plane;
-      for (int64_t i = 0; i < kPix; ++i) dst[i] = acc[j][i][v] + b;
+  for (int64_t i = 0; i < kPix; ++i)
+    for (int64_t j = 0; j < kCoVecs; ++j) store_vec<T, B>(tile + i * tile_row + j * V, acc[j][i]);
+}
+
+// Pixels [p, pixels) into tile rows [p, pixels): steps of kPix pixels, then of kPix / 2, ... down to 1.
+template <typename T, class Arch, int64_t kCoVecs, int64_t kPix>
+__attribute__((always_inline)) inline void channel_vector_pixels(const T* staged, const int64_t* base,
+                                                                 const int64_t* tap_offset, int64_t taps, const T* w,
+                                                                 int64_t w_stride, T* tile, int64_t tile_row,
+                                                                 int64_t p, int64_t pixels) {
+  for (; p + kPix <= pixels; p += kPix)
+    channel_vector_step<T, Arch, kCoVecs, kPix>(staged, base + p, tap_offset, taps, w, w_stride,
+                                                tile + p * tile_row, tile_row);
+  if constexpr (kPix > 1)
+    channel_vector_pixels<T, Arch, kCoVecs, kPix / 2>(staged, base, tap_offset, taps, w, w_stride, tile, tile_row, p,
+                                                      pixels);
+}
+
+// out[c][q] = bias[c] (0 without bias) + tile[q][c] for q < pixels, c < channels (whole
+// vectors); output planes out_plane apart. Reads the tile in whole squares of V rows.
+template <typename T, int64_t B>
+void store_transposed(const T* tile, int64_t tile_row, int64_t pixels, int64_t channels, const T* bias, T* out,
+                      int64_t out_plane) {
+  constexpr int64_t V = kLanes<T, B>;
+  for (int64_t c0 = 0; c0 < channels; c0 += V) {
+    for (int64_t q0 = 0; q0 < pixels; q0 += V) {
+      Vec<T, B> rows[V];
+      for (int64_t k = 0; k < V; ++k) rows[k] = load_vec<B>(tile + (q0 + k) * tile_row + c0);
+      transpose_square<T, B>(rows);
+      const int64_t n = std::min(V, pixels - q0);
+      for (int64_t k = 0; k < V; ++k) {
+        const Vec<T, B> v = rows[k] + (bias ? bias[c0 + k] : T(0));
+        T* dst = out + (c0 + k) * out_plane + q0;
+        if (n == V) {
+          store_vec<T, B>(dst, v);
+        } else {
+          std::memcpy(dst, &v, n * sizeof(T));
+        }
+      }
     }
   }
 }
 
-// Pixels [p, pixels) of one block: steps of kPix pixels, then of kPix / 2, ... down to 1.
-template <typename T, class Arch, int64_t kCoVecs, int64_t kPix>
-__attribute__((always_inline)) inline void channel_vector_pixels(const Correlation& c, const T* staged,
-                                                                 const int64_t* base, const int64_t* tap_offset,
-                                                                 const T* w, int64_t w_stride, const T* bias, T* out,
-                                                                 int64_t p) {
-  const int64_t pixels = c.out_h * c.out_w, taps = c.taps();
-  for (; p + kPix <= pixels; p += kPix)
-    channel_vector_step<T, Arch, kCoVecs, kPix>(staged, base + p, tap_offset, taps, w, w_stride, bias, out + p,
-                                                pixels);
-  if constexpr (kPix > 1)
-    channel_vector_pixels<T, Arch, kCoVecs, kPix / 2>(c, staged, base, tap_offset, w, w_stride, bias, out, p);
-}
-
-// All pixels of one block of kCoVecs vectors of output channels.
+// All pixels of one block of kCoVecs vectors of output channels (planes c.out_h * c.out_w
+// apart), through `tile` (channel_vector_tile_size elements).
 template <typename T, class Arch, int64_t kCoVecs>
 void channel_vector_block(const Correlation& c, const T* staged, const int64_t* base, const int64_t* tap_offset,
-                          const T* w, int64_t w_stride, const T* bias, T* out) {
-  channel_vector_pixels<T, Arch, kCoVecs, cv_width<Arch>(kCoVecs)>(c, staged, base, tap_offset, w, w_stride, bias,
-                                                                   out, 0);
+                          const T* w, int64_t w_stride, const T* bias, T* out, T* tile) {
+  constexpr int64_t B = Arch::kTiles.vec_bytes, tile_row = kCoVecs * kLanes<T, B>;
+  const int64_t pixels = c.out_h * c.out_w, taps = c.taps();
+  for (int64_t p0 = 0; p0 < pixels; p0 += kChannelVectorTilePixels) {
+    const int64_t n = std::min(kChannelVectorTilePixels, pixels - p0);
+    channel_vector_pixels<T, Arch, kCoVecs, cv_width<Arch>(kCoVecs)>(staged, base + p0, tap_offset, taps, w,
+                                                                     w_stride, tile, tile_row, 0, n);
+    store_transposed<T, B>(tile, tile_row, n, tile_row, bias, out + p0, pixels);
+  }
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 #include "../variants.h"
 #include "../vec.h"
 #include "channel_vectors.h"
+#include "channel_vectors_scatter.h"
 #include "depthwise.h"
 #include "geometry.h"
 #include "grad_weight_channel_vectors.h"
@@ -94,6 +95,7 @@ void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, i
   const int64_t* tap_offset = offsets.tap.data();
   at::parallel_for(0, batch * groups * blocks, 1, [&](int64_t begin, int64_t end) {
     AlignedBuffer<T> staged(staged_size(c, V));
+    AlignedBuffer<T> tile(channel_vector_tile_size<T, Arch>());
     int64_t staged_plane_set = -1;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t set = task / blocks;  // = n * groups + g
@@ -107,7 +109,8 @@ void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, i
       const T* b = bias ? bias + g * outs + oc0 : nullptr;
       T* out = dst + (set * outs + oc0) * out_plane;
       with_vector_count<Arch::kTiles.cv_vectors>((outs - oc0) / V, [&](auto vectors) {
-        channel_vector_block<T, Arch, decltype(vectors)::value>(c, staged.data(), base, tap_offset, w, outs, b, out);
+        channel_vector_block<T, Arch, decltype(vectors)::value>(c, staged.data(), base, tap_offset, w, outs, b, out,
+                                                                tile.data());
       });
     }
   });
@@ -239,12 +242,51 @@ void direct_forward(const Conv2dParams& p, const ConvPlan& plan, const T* input,
                          weight_at, bias, output);
 }
 
+// grad_input with the scattered channel vectors (channel_vectors_scatter.h), for
+// every (sample, group, block of cv_vectors vectors of input channels).
+template <typename T, class Arch>
+void scatter_grad_input(const Conv2dParams& p, const T* grad_output, const T* weight, T* grad_input) {
+  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
+  constexpr int64_t block_ins = Arch::kTiles.cv_vectors * V;
+  const int64_t cin = p.in_per_group(), cout = p.out_per_group(), taps = p.kernel_plane();
+  const int64_t blocks = (cin + block_ins - 1) / block_ins;
+  // [g][output channel][kh][kw][input channel]: the weights as they are, input channels innermost.
+  const auto packed = pack_channel_vector_weights<T>(
+      p.groups, cin, cout, p.kernel_h, p.kernel_w, [&](int64_t g, int64_t ci, int64_t co, int64_t kh, int64_t kw) {
+        return weight[((g * cout + co) * cin + ci) * taps + kh * p.kernel_w + kw];
+      });
+  const ScatterPlane plane(p);
+  at::parallel_for(0, p.batch * p.groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    AlignedBuffer<T> tile(scatter_tile_size<T, Arch>(plane));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t set = task / blocks;  // = n * groups + g
+      const int64_t g = set % p.groups, ci0 = task % blocks * block_ins;
+      with_vector_count<Arch::kTiles.cv_vectors>((cin - ci0) / V, [&](auto vectors) {
+        constexpr int64_t kCoVecs = decltype(vectors)::value;
+        const ScatterBlock<T> b{grad_output + set * cout * p.out_plane(),
+                                p.out_plane(),
+                                cout,
+                                packed.data() + g * cout * taps * cin + ci0,
+                                taps * cin,
+                                plane.window.data(),
+                                tile.data(),
+                                kCoVecs * V};
+        scatter_block<T, Arch, kCoVecs>(p, plane, b, cin, grad_input + (set * cin + ci0) * p.in_plane());
+      });
+    }
+  });
+}
+
 template <typename T, class Arch>
 void direct_grad_input(const Conv2dParams& p, const ConvPlan& plan, const T* grad_output, const T* weight,
                        T* grad_input) {
   if (plan.family == Family::kDepthwise) {
     note_family_run(ConvPass::GradInput, plan.family);
     return depthwise_grad_input<T, Arch>(p, grad_output, weight, grad_input);
+  }
+  if (plan.family == Family::kChannelVectorsScatter) {
+    note_family_run(ConvPass::GradInput, plan.family);
+    return scatter_grad_input<T, Arch>(p, grad_output, weight, grad_input);
   }
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
   const int64_t cin = p.in_per_group(), cout = p.out_per_group();

@@ -1,0 +1,123 @@
+// Channel vectors, scattered: grad_input as the adjoint of the forward
+// correlation instead of a correlation of the zero-padded gradient. A step
+// holds kCoVecs vectors of input channels for kPix grad_output pixels and one
+// kernel tap: over the output channels it loads kCoVecs weight vectors and
+// broadcasts one grad_output value per pixel, then adds its sums into the
+// input pixels that tap of those windows reads, in a scratch tile of the
+// padded input plane with the channels of each pixel side by side. Only real
+// gradient values are multiplied, where the correlation (channel_vectors.h)
+// multiplies the zeros around the gradient too: a layer without padding
+// pads it by kernel - 1 on each side (lenet.conv3's 5 x 5 input: 25 windows
+// of 9 taps over a 3 x 3 gradient), and a stride spreads it out with zeros.
+// Needs input channels in whole vectors; the plan (conv2d_plan.cpp) says
+// where it wins.
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "../../params.h"
+#include "../vec.h"
+#include "channel_vectors.h"
+
+namespace cnnext {
+namespace cpu {
+namespace {
+
+// The padded input plane that the windows cover (every window whole: rows from
+// -pad_top, columns from -pad_left), and where each grad_output pixel's window starts in it.
+struct ScatterPlane {
+  int64_t rows, cols;
+  std::vector<int64_t> window;  // [oh * out_w + ow]: the tile pixel of tap (0, 0)
+
+  explicit ScatterPlane(const Conv2dParams& p)
+      : rows((p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1),
+        cols((p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1),
+        window(p.out_plane()) {
+    for (int64_t oh = 0; oh < p.out_h; ++oh)
+      for (int64_t ow = 0; ow < p.out_w; ++ow) window[oh * p.out_w + ow] = oh * p.stride_h * cols + ow * p.stride_w;
+  }
+  int64_t pixels() const { return rows * cols; }
+};
+
+// Elements of the scratch tile of one thread: the plane, plus the rows past
+// its end that store_transposed's whole squares read.
+template <typename T, class Arch>
+int64_t scatter_tile_size(const ScatterPlane& plane) {
+  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
+  return (plane.pixels() + V) * Arch::kTiles.cv_vectors * V;
+}
+
+// The operands of one block of input channels of one sample and group.
+template <typename T>
+struct ScatterBlock {
+  const T* gy;          // the group's grad_output planes
+  int64_t out_plane;    // elements between them
+  int64_t outs;         // output channels of the group: the reduction of every step
+  const T* w;           // packed [output channel][kh][kw][input channel], at the block's first input channel
+  int64_t w_out;        // elements between output channels of `w`
+  const int64_t* window;  // ScatterPlane::window
+  T* tile;              // the padded plane, channels of a pixel side by side
+  int64_t tile_row;     // elements between pixels of the tile
+};
+
+// tile[window[q] + tap][j*V + v] += sum_co w[co][j*V + v] * gy[co][q] for grad_output pixels
+// q in [q0, q0 + kPix) and kCoVecs vectors of channels (`w` at the tap).
+template <typename T, class Arch, int64_t kCoVecs, int64_t kPix>
+__attribute__((always_inline)) inline void scatter_step(const ScatterBlock<T>& b, const T* w, int64_t tap,
+                                                        int64_t q0) {
+  constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
+  Vec<T, B> acc[kCoVecs][kPix] = {};
+  const T* x = b.gy + q0;
+  const int64_t out_plane = b.out_plane, w_out = b.w_out;
+  for (int64_t co = 0; co < b.outs; ++co, x += out_plane, w += w_out) {
+    Vec<T, B> wv[kCoVecs];
+    for (int64_t j = 0; j < kCoVecs; ++j) wv[j] = load_vec<B>(w + j * V);
+    for (int64_t i = 0; i < kPix; ++i) {
+      const T xs = x[i];
+      for (int64_t j = 0; j < kCoVecs; ++j) acc[j][i] += wv[j] * xs;
+    }
+  }
+  for (int64_t i = 0; i < kPix; ++i) {
+    T* dst = b.tile + (b.window[q0 + i] + tap) * b.tile_row;
+    for (int64_t j = 0; j < kCoVecs; ++j) store_vec<T, B>(dst + j * V, load_vec<B>(dst + j * V) + acc[j][i]);
+  }
+}
+
+// grad_output pixels [q, out_plane) at one tap: steps of kPix pixels, then of kPix / 2, ... down to 1.
+template <typename T, class Arch, int64_t kCoVecs, int64_t kPix>
+__attribute__((always_inline)) inline void scatter_pixels(const ScatterBlock<T>& b, const T* w, int64_t tap,
+                                                          int64_t q) {
+  for (; q + kPix <= b.out_plane; q += kPix) scatter_step<T, Arch, kCoVecs, kPix>(b, w, tap, q);
+  if constexpr (kPix > 1) scatter_pixels<T, Arch, kCoVecs, kPix / 2>(b, w, tap, q);
+}
+
+// kCoVecs vectors of input channels of one sample and group: every tap of every window
+// into the tile, then the tile cropped to the input plane into `dx` (planes in_plane apart).
+template <typename T, class Arch, int64_t kCoVecs>
+void scatter_block(const Conv2dParams& p, const ScatterPlane& plane, const ScatterBlock<T>& b, int64_t w_tap,
+                   T* dx) {
+  constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
+  std::fill(b.tile, b.tile + plane.pixels() * b.tile_row, T(0));
+  for (int64_t kh = 0; kh < p.kernel_h; ++kh)
+    for (int64_t kw = 0; kw < p.kernel_w; ++kw)
+      scatter_pixels<T, Arch, kCoVecs, cv_width<Arch>(kCoVecs)>(
+          b, b.w + (kh * p.kernel_w + kw) * w_tap, kh * p.dilation_h * plane.cols + kw * p.dilation_w, 0);
+  // Input rows and columns past the plane's end are read by no window: their gradient is zero.
+  const int64_t width = std::clamp<int64_t>(plane.cols - p.pad_left, 0, p.in_w);
+  for (int64_t ih = 0; ih < p.in_h; ++ih) {
+    const int64_t r = ih + p.pad_top;
+    const int64_t filled = r < plane.rows ? width : 0;
+    if (filled > 0)
+      store_transposed<T, B>(b.tile + (r * plane.cols + p.pad_left) * b.tile_row, b.tile_row, filled, kCoVecs * V,
+                             nullptr, dx + ih * p.in_w, p.in_plane());
+    if (filled < p.in_w)
+      for (int64_t c = 0; c < kCoVecs * V; ++c)
+        std::fill(dx + c * p.in_plane() + ih * p.in_w + filled, dx + c * p.in_plane() + (ih + 1) * p.in_w, T(0));
+  }
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace cnnext
