@@ -178,6 +178,17 @@ inline bool all_finite_range(const T* x, int64_t n) {
   return sum == T(0);
 }
 
+// dst[0:n] = the first n lanes of v (n < lanes), in at most log2(lanes)
+// fixed-size copies: a copy of variable size would be a library call.
+template <typename T, int64_t Bytes, int64_t kPart = kLanes<T, Bytes> / 2>
+inline void store_first(T* dst, const Vec<T, Bytes>& v, int64_t n, int64_t at = 0) {
+  if (n & kPart) {
+    std::memcpy(dst + at, reinterpret_cast<const char*>(&v) + at * sizeof(T), kPart * sizeof(T));
+    at += kPart;
+  }
+  if constexpr (kPart > 1) store_first<T, Bytes, kPart / 2>(dst, v, n, at);
+}
+
 // Swaps the off-diagonal blocks of s lanes of rows a and b: lane l of a becomes
 // (l & s) ? b[l - s] : a[l], lane l of b becomes (l & s) ? b[l] : a[l + s].
 template <int64_t s, typename T, int64_t Bytes, size_t... L>

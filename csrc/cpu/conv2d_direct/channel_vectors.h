@@ -9,7 +9,6 @@
 #pragma once
 
 #include <algorithm>
-#include <cstring>
 #include <type_traits>
 
 #include "../vec.h"
@@ -93,7 +92,7 @@ void store_transposed(const T* tile, int64_t tile_row, int64_t pixels, int64_t c
         if (n == V) {
           store_vec<T, B>(dst, v);
         } else {
-          std::memcpy(dst, &v, n * sizeof(T));
+          store_first<T, B>(dst, v, n);
         }
       }
     }

@@ -14,7 +14,6 @@
 #pragma once
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "../../params.h"
@@ -106,6 +105,15 @@ void scatter_block(const Conv2dParams& p, const ScatterPlane& plane, const Scatt
           b, b.w + (kh * p.kernel_w + kw) * w_tap, kh * p.dilation_h * plane.cols + kw * p.dilation_w, 0);
   // Input rows and columns past the plane's end are read by no window: their gradient is zero.
   const int64_t width = std::clamp<int64_t>(plane.cols - p.pad_left, 0, p.in_w);
+  if (p.pad_left == 0 && plane.cols == p.in_w) {  // rows whole and side by side in both: one run of pixels
+    const int64_t rows = std::clamp<int64_t>(plane.rows - p.pad_top, 0, p.in_h);
+    if (rows > 0)
+      store_transposed<T, B>(b.tile + p.pad_top * plane.cols * b.tile_row, b.tile_row, rows * p.in_w, kCoVecs * V,
+                             nullptr, dx, p.in_plane());
+    for (int64_t c = 0; c < kCoVecs * V && rows < p.in_h; ++c)
+      std::fill(dx + c * p.in_plane() + rows * p.in_w, dx + (c + 1) * p.in_plane(), T(0));
+    return;
+  }
   for (int64_t ih = 0; ih < p.in_h; ++ih) {
     const int64_t r = ih + p.pad_top;
     const int64_t filled = r < plane.rows ? width : 0;
