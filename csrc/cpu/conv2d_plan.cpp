@@ -198,7 +198,8 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   grad_weight of strided first layers (fewer than 8 input channels: the
 //   7 x 7 and 3 x 3 stride-2 stems) is im2col too, its batch cut into chunks.
 // - grad_input: direct where the plan scatters it (channel_vectors_scatter:
-//   strided and unpadded layers, only real gradient values multiplied);
+//   strided and unpadded layers, only real gradient values multiplied),
+//   but for 1 x 1 kernels, whose im2col is one GEMM with no zeros either;
 //   otherwise direct when C_in/groups >= 8, the stride is 1 and the output
 //   plane has at least kTinyPlane pixels. Its kernels
 //   compute blocks of input channels, which first layers (1 or 3 input
@@ -249,7 +250,8 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
         return ConvAlgo::Im2col;
       // A gradient of fewer than kTinyPlane pixels padded out to the input's size is mostly zeros to
       // the direct kernels; col2im adds only the real values (lenet.conv3's 3 x 3: 1.1 - 1.6x).
-      if (family == Family::kChannelVectorsScatter) return ConvAlgo::Direct;
+      // A 1 x 1 kernel's columns hold only real gradient values too: then im2col's GEMM is the whole pass.
+      if (family == Family::kChannelVectorsScatter) return p.kernel_plane() > 1 ? ConvAlgo::Direct : ConvAlgo::Im2col;
       if (p.out_plane() < kTinyPlane) return ConvAlgo::Im2col;
       return p.in_per_group() >= 8 && !strided ? ConvAlgo::Direct : ConvAlgo::Im2col;
   }

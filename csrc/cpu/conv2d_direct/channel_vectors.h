@@ -40,7 +40,7 @@ constexpr int64_t channel_vector_tile_size() {
 // tile[i][j*V + v] = sum_t w[t][j*V + v] * staged[base[i] + tap_offset[t]]
 // for kCoVecs vectors of channels and kPix pixels; w rows w_stride apart, tile rows tile_row apart.
 template <typename T, class Arch, int64_t kCoVecs, int64_t kPix>
-__attribute__((always_inline)) inline void channel_vector_step(const T* staged, const int64_t* base,
+__attribute__((noinline)) void channel_vector_step(const T* staged, const int64_t* base,
                                                                const int64_t* tap_offset, int64_t taps, const T* w,
                                                                int64_t w_stride, T* tile, int64_t tile_row) {
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
@@ -56,8 +56,8 @@ __attribute__((always_inline)) inline void channel_vector_step(const T* staged, 
       for (int64_t j = 0; j < kCoVecs; ++j) acc[j][i] += wv[j] * xs;
     }
   }
-  for (int64_t i = 0; i < kPix; ++i)
-    for (int64_t j = 0; j < kCoVecs; ++j) store_vec<T, B>(tile + i * tile_row + j * V, acc[j][i]);
+  for (int64_t j = 0; j < kCoVecs; ++j)
+    for (int64_t i = 0; i < kPix; ++i) store_vec<T, B>(tile + i * tile_row + j * V, acc[j][i]);
 }
 
 // Pixels [p, pixels) into tile rows [p, pixels): steps of kPix pixels, then of kPix / 2, ... down to 1.
