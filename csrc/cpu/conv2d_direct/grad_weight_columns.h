@@ -74,21 +74,27 @@ void weight_grad_block(const Correlation& c, const WeightGradBatch<T>& b, int64_
         for (int64_t oh = 0; oh < c.out_h; ++oh) {
           const T* row = plane + (oh * c.stride_h + kh * c.dilation_h) * cols + kw0 * c.dilation_w;
           const T* g = b.gy + s * gy_sample + oh * gy_cols;
-          for (int64_t ow0 = 0; ow0 < c.out_w; ow0 += V) {
-            const bool tail = ow0 == last;
-            const int64_t start = kInPlace && tail ? c.out_w - V : ow0;
+          // The row's vectors, the last one apart: only it needs its lanes kept to the row.
+          const auto step = [&](int64_t start, auto tail) {
+            constexpr bool kTail = decltype(tail)::value;
             Vec<T, B> xv[kTaps];
             for (int64_t k = 0; k < kTaps; ++k) {
               const T* x = row + k * c.dilation_w;
               xv[k] = kUnitStride ? load_vec<B>(x + start) : load_strided<B>(x + start * x_step, x_step);
-              if (kRows != GyRows::kCopied && tail) xv[k] = keep_lanes<T, B>(xv[k], last_keep);
+              if constexpr (kRows != GyRows::kCopied && kTail) xv[k] = keep_lanes<T, B>(xv[k], last_keep);
             }
             for (int64_t j = 0; j < kOcBlock; ++j) {
               Vec<T, B> gv = load_vec<B>(g + j * gy_plane + start);
-              gv = kInPlace && tail ? keep_lanes<T, B>(gv, last_keep) : gv + opaque_zero;
+              if constexpr (kInPlace && kTail) {
+                gv = keep_lanes<T, B>(gv, last_keep);
+              } else {
+                gv += opaque_zero;
+              }
               for (int64_t k = 0; k < kTaps; ++k) acc[j][k] += gv * xv[k];
             }
-          }
+          };
+          for (int64_t ow0 = 0; ow0 < last; ow0 += V) step(ow0, std::false_type());
+          step(kInPlace ? c.out_w - V : last, std::true_type());
         }
       }
       for (int64_t j = 0; j < valid; ++j) {
