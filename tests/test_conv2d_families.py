@@ -387,3 +387,16 @@ def test_scattered_grad_input_matches_torch(isa, dtype, rng):
     finally:
         cnnext.set_cpu_isa(previous_isa)
         torch.set_num_threads(previous_threads)
+
+
+@pytest.mark.parametrize("kwargs", [dict(stride=2), dict(dilation=(2, 1), groups=2)])
+def test_scattered_grad_input_gradcheck(kwargs):
+    """gradcheck and gradgradcheck in float64 through a layer whose grad_input scatters (its plan says so)."""
+    x = torch.randn(2, 16, 9, 8, dtype=torch.float64, requires_grad=True)
+    groups = kwargs.get("groups", 1)
+    w = torch.randn(16 * groups, 16 // groups, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(16 * groups, dtype=torch.float64, requires_grad=True)
+    plan = _ops.conv2d_plan(tuple(x.shape), tuple(w.shape), **kwargs, dtype=torch.float64, pass_="grad_input")
+    assert plan["family"] == "channel_vectors_scatter", plan
+    assert torch.autograd.gradcheck(lambda *t: CF.conv2d(*t, **kwargs), (x, w, b))
+    assert torch.autograd.gradgradcheck(lambda *t: CF.conv2d(*t, **kwargs), (x, w, b))
