@@ -15,10 +15,16 @@ namespace cpu {
 namespace {
 
 constexpr std::array<Family, 11> kAllFamilies = {
-    Family::kIm2col,          Family::kRowsFirstLayer,          Family::kPixelVectorsFlat,
-    Family::kPixelVectorsBlock, Family::kChannelVectors,        Family::kChannelVectorsScatter,
+    Family::kIm2col,
+    Family::kRowsFirstLayer,
+    Family::kPixelVectorsFlat,
+    Family::kPixelVectorsBlock,
+    Family::kChannelVectors,
+    Family::kChannelVectorsScatter,
     Family::kGradWeightColumnsInPlace,
-    Family::kGradWeightColumns, Family::kGradWeightColumnsFlat, Family::kGradWeightChannelVectors,
+    Family::kGradWeightColumns,
+    Family::kGradWeightColumnsFlat,
+    Family::kGradWeightChannelVectors,
     Family::kDepthwise};
 
 // Below this many multiply-adds per output element (reduction channels x

@@ -193,12 +193,17 @@ inline void store_first(T* dst, const Vec<T, Bytes>& v, int64_t n, int64_t at = 
 // (l & s) ? b[l - s] : a[l], lane l of b becomes (l & s) ? b[l] : a[l + s].
 template <int64_t s, typename T, int64_t Bytes, size_t... L>
 inline void swap_lane_blocks(Vec<T, Bytes>& a, Vec<T, Bytes>& b, std::index_sequence<L...>) {
-  using M = Bits<T, Bytes>;
   constexpr int64_t V = kLanes<T, Bytes>;
-  constexpr M to_a{((L & s) ? V + int64_t(L) - s : int64_t(L))...};
-  constexpr M to_b{((L & s) ? V + int64_t(L) : int64_t(L) + s)...};
+  // Lane indices into the concatenation of a and b.
+#if defined(__clang__) || __GNUC__ >= 12
+  const Vec<T, Bytes> new_a = __builtin_shufflevector(a, b, ((L & s) ? V + int64_t(L) - s : int64_t(L))...);
+  b = __builtin_shufflevector(a, b, ((L & s) ? V + int64_t(L) : int64_t(L) + s)...);
+#else  // GCC before 12 has only its own form, with a vector of indices
+  constexpr Bits<T, Bytes> to_a{((L & s) ? V + int64_t(L) - s : int64_t(L))...};
+  constexpr Bits<T, Bytes> to_b{((L & s) ? V + int64_t(L) : int64_t(L) + s)...};
   const Vec<T, Bytes> new_a = __builtin_shuffle(a, b, to_a);
   b = __builtin_shuffle(a, b, to_b);
+#endif
   a = new_a;
 }
 

@@ -28,8 +28,10 @@ constexpr int64_t cv_width(int64_t vectors) {
 // tile holding the channels of each pixel side by side (whole-vector stores
 // of the accumulators), then transposes it into the output planes V x V
 // lanes at a time: scattering every lane of the accumulators on its own
-// costs a store per output. A multiple of the lanes and of every step width.
+// costs a store per output. A multiple of the lanes (the transposes read
+// whole squares) and of the step widths (12, 8, 6: no step cut at a tile's end).
 constexpr int64_t kChannelVectorTilePixels = 96;
+static_assert(kChannelVectorTilePixels % 16 == 0 && kChannelVectorTilePixels % 12 == 0);
 
 // Elements of the scratch tile of one thread.
 template <typename T, class Arch>
@@ -39,10 +41,12 @@ constexpr int64_t channel_vector_tile_size() {
 
 // tile[i][j*V + v] = sum_t w[t][j*V + v] * staged[base[i] + tap_offset[t]]
 // for kCoVecs vectors of channels and kPix pixels; w rows w_stride apart, tile rows tile_row apart.
+// Not inlined: inside the block's loops GCC kept loop state in vector registers
+// and spilled accumulators of the FMA loop to the stack; on its own it holds all 24.
 template <typename T, class Arch, int64_t kCoVecs, int64_t kPix>
-__attribute__((noinline)) void channel_vector_step(const T* staged, const int64_t* base,
-                                                               const int64_t* tap_offset, int64_t taps, const T* w,
-                                                               int64_t w_stride, T* tile, int64_t tile_row) {
+__attribute__((noinline)) void channel_vector_step(const T* staged, const int64_t* base, const int64_t* tap_offset,
+                                                   int64_t taps, const T* w, int64_t w_stride, T* tile,
+                                                   int64_t tile_row) {
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
   Vec<T, B> acc[kCoVecs][kPix] = {};
   const T* x[kPix];
