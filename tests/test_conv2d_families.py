@@ -186,19 +186,26 @@ def test_channels_last_pointwise_is_one_gemm_per_pass_and_thread_independent():
         torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-4)
 
 
-def random_dense_config(rng: np.random.Generator) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
-    """Input shape, weight shape and kwargs of a random groups-1 convolution (any kernel, stride, dilation)."""
+def random_window(rng: np.random.Generator, max_padding: int, max_size: tuple[int, int]) -> tuple[tuple[int, int], dict]:
+    """Kernel size (kH, kW) and the stride, padding (up to max_padding) and dilation kwargs of a random 2-d window,
+    with an input size (H, W) up to max_size, drawn again until the dilated window fits the padded input.
+    Returns ((kH, kW), kwargs | dict(size=(H, W)))."""
     while True:
         kernel = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
         dilation = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
         stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
-        padding = (int(rng.integers(0, 3)), int(rng.integers(0, 3)))
-        size = (int(rng.integers(1, 14)), int(rng.integers(1, 40)))
-        if any(s + 2 * p < d * (k - 1) + 1 for s, p, d, k in zip(size, padding, dilation, kernel)):
-            continue
-        cin, cout = int(rng.integers(1, 40)), int(rng.integers(1, 90))
-        kwargs = dict(stride=stride, padding=padding, dilation=dilation)
-        return (int(rng.integers(1, 12)), cin, *size), (cout, cin, *kernel), kwargs
+        padding = (int(rng.integers(0, max_padding + 1)), int(rng.integers(0, max_padding + 1)))
+        size = (int(rng.integers(1, max_size[0] + 1)), int(rng.integers(1, max_size[1] + 1)))
+        if all(s + 2 * p >= d * (k - 1) + 1 for s, p, d, k in zip(size, padding, dilation, kernel)):
+            return kernel, dict(size=size, stride=stride, padding=padding, dilation=dilation)
+
+
+def random_dense_config(rng: np.random.Generator) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
+    """Input shape, weight shape and kwargs of a random groups-1 convolution (any kernel, stride, dilation)."""
+    kernel, kwargs = random_window(rng, max_padding=2, max_size=(13, 39))
+    size = kwargs.pop("size")
+    cin, cout = int(rng.integers(1, 40)), int(rng.integers(1, 90))
+    return (int(rng.integers(1, 12)), cin, *size), (cout, cin, *kernel), kwargs
 
 
 def assert_im2col_matches_reference(x, w, b, kwargs, gen, label):
@@ -336,15 +343,10 @@ def random_scatter_config(rng: np.random.Generator) -> tuple[tuple[int, ...], tu
     input plane (strides, dilations, little or no padding)."""
     while True:
         groups = int(rng.choice([1, 1, 2]))
-        kernel = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
-        dilation = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
-        stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
-        padding = (int(rng.integers(0, 2)), int(rng.integers(0, 2)))
-        size = (int(rng.integers(1, 16)), int(rng.integers(1, 30)))
-        if any(s + 2 * p < d * (k - 1) + 1 for s, p, d, k in zip(size, padding, dilation, kernel)):
-            continue
+        kernel, kwargs = random_window(rng, max_padding=1, max_size=(15, 29))
+        size = kwargs.pop("size")
         cin, cout = groups * 16 * int(rng.integers(1, 4)), groups * int(rng.integers(16, 81))
-        kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+        kwargs["groups"] = groups
         x_shape, w_shape = (int(rng.integers(1, 5)), cin, *size), (cout, cin // groups, *kernel)
         if _ops.conv2d_plan(x_shape, w_shape, **kwargs, pass_="grad_input")["family"] == "channel_vectors_scatter":
             return x_shape, w_shape, kwargs

@@ -64,20 +64,21 @@ struct Geometry {
   // grad_input: the scattered channel vectors (channel_vectors_scatter.h) keep a scratch tile of
   // the padded input plane for a block of input channels in the staging budget.
   bool scatter_tile_fits() const {
-    const int64_t rows = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
-    const int64_t cols = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
-    const int64_t plane = saturating_product(rows, cols, 1);
+    const PaddedPlanes padded(p);
+    const int64_t plane = saturating_product(padded.rows, padded.cols, 1);
     return plane < kDirectStagingBytes &&
            saturating_product(plane + lanes, tiles.cv_vectors, tiles.vec_bytes) <= kDirectStagingBytes;
   }
+
+  // Whole vectors of input channels, a gradient to scatter, and a tile that fits.
+  bool scatter_can_run() const { return p.in_per_group() % lanes == 0 && p.out_plane() > 0 && scatter_tile_fits(); }
 
   // They multiply out_plane x taps real gradient values per input channel, the correlation
   // in_plane x taps values of the gradient padded by kernel - 1 (and spread out by the stride):
   // they win where at least a tenth of those are zeros, with a reduction (output channels)
   // long enough to pay for adding each step's sums into the tile.
   bool scatter_wins() const {
-    return p.in_per_group() % lanes == 0 && p.out_per_group() >= kScatterMinOutputs && p.out_plane() > 0 &&
-           scatter_tile_fits() && 10 * p.out_plane() <= 9 * p.in_plane();
+    return scatter_can_run() && p.out_per_group() >= kScatterMinOutputs && 10 * p.out_plane() <= 9 * p.in_plane();
   }
 
   Family correlation_family() const {
@@ -136,7 +137,7 @@ struct Geometry {
       case Family::kChannelVectors:
         return outs() % lanes == 0;
       case Family::kChannelVectorsScatter:
-        return pass == ConvPass::GradInput && p.in_per_group() % lanes == 0 && p.out_plane() > 0 && scatter_tile_fits();
+        return pass == ConvPass::GradInput && scatter_can_run();
       case Family::kGradWeightColumnsInPlace:
         return p.out_w >= lanes && p.out_per_group() % tiles.oc_block == 0;
       case Family::kGradWeightColumns:

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "../params.h"
+#include "conv2d_direct/geometry.h"
 
 namespace cnnext {
 namespace cpu {
@@ -71,19 +72,7 @@ void col2im(const Conv2dParams& p, const T* col, int64_t ld, T* x, int64_t c_beg
 // costs more than its copies, while here the planes are padded once and
 // every column row is then the same gather, one table of offsets (one per
 // output pixel) read from a different origin, with no bounds to check.
-struct PaddedPlanes {
-  int64_t rows, cols;  // every window whole: rows from -pad_top, columns from -pad_left
-  explicit PaddedPlanes(const Conv2dParams& p)
-      : rows((p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1),
-        cols((p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1) {}
-  int64_t plane() const { return rows * cols; }
-};
-
-// offsets[oh * OW + ow]: where output pixel (oh, ow) reads a padded plane at tap (0, 0).
-inline void gather_offsets(const Conv2dParams& p, const PaddedPlanes& pp, int64_t* offsets) {
-  for (int64_t oh = 0; oh < p.out_h; ++oh)
-    for (int64_t ow = 0; ow < p.out_w; ++ow) offsets[oh * p.out_w + ow] = oh * p.stride_h * pp.cols + ow * p.stride_w;
-}
+// (PaddedPlanes and gather_offsets: conv2d_direct/geometry.h.)
 
 // The input rows and columns a padded plane holds: [lo, hi) of the input and where they start in the plane.
 struct PaddedSpan {

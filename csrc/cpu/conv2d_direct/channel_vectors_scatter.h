@@ -14,38 +14,22 @@
 #pragma once
 
 #include <algorithm>
-#include <vector>
 
 #include "../../params.h"
 #include "../vec.h"
 #include "channel_vectors.h"
+#include "geometry.h"
 
 namespace cnnext {
 namespace cpu {
 namespace {
 
-// The padded input plane that the windows cover (every window whole: rows from
-// -pad_top, columns from -pad_left), and where each grad_output pixel's window starts in it.
-struct ScatterPlane {
-  int64_t rows, cols;
-  std::vector<int64_t> window;  // [oh * out_w + ow]: the tile pixel of tap (0, 0)
-
-  explicit ScatterPlane(const Conv2dParams& p)
-      : rows((p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1),
-        cols((p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1),
-        window(p.out_plane()) {
-    for (int64_t oh = 0; oh < p.out_h; ++oh)
-      for (int64_t ow = 0; ow < p.out_w; ++ow) window[oh * p.out_w + ow] = oh * p.stride_h * cols + ow * p.stride_w;
-  }
-  int64_t pixels() const { return rows * cols; }
-};
-
 // Elements of the scratch tile of one thread: the plane, plus the rows past
 // its end that store_transposed's whole squares read.
 template <typename T, class Arch>
-int64_t scatter_tile_size(const ScatterPlane& plane) {
+int64_t scatter_tile_size(const PaddedPlanes& plane) {
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
-  return (plane.pixels() + V) * Arch::kTiles.cv_vectors * V;
+  return (plane.plane() + V) * Arch::kTiles.cv_vectors * V;
 }
 
 // The operands of one block of input channels of one sample and group.
@@ -56,7 +40,7 @@ struct ScatterBlock {
   int64_t outs;         // output channels of the group: the reduction of every step
   const T* w;           // packed [output channel][kh][kw][input channel], at the block's first input channel
   int64_t w_out;        // elements between output channels of `w`
-  const int64_t* window;  // ScatterPlane::window
+  const int64_t* window;  // the tile pixel of each grad_output pixel's tap (0, 0) (gather_offsets)
   T* tile;              // the padded plane, channels of a pixel side by side
   int64_t tile_row;     // elements between pixels of the tile
 };
@@ -95,10 +79,10 @@ __attribute__((always_inline)) inline void scatter_pixels(const ScatterBlock<T>&
 // kCoVecs vectors of input channels of one sample and group: every tap of every window
 // into the tile, then the tile cropped to the input plane into `dx` (planes in_plane apart).
 template <typename T, class Arch, int64_t kCoVecs>
-void scatter_block(const Conv2dParams& p, const ScatterPlane& plane, const ScatterBlock<T>& b, int64_t w_tap,
+void scatter_block(const Conv2dParams& p, const PaddedPlanes& plane, const ScatterBlock<T>& b, int64_t w_tap,
                    T* dx) {
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
-  std::fill(b.tile, b.tile + plane.pixels() * b.tile_row, T(0));
+  std::fill(b.tile, b.tile + plane.plane() * b.tile_row, T(0));
   for (int64_t kh = 0; kh < p.kernel_h; ++kh)
     for (int64_t kw = 0; kw < p.kernel_w; ++kw)
       scatter_pixels<T, Arch, kCoVecs, cv_width<Arch>(kCoVecs)>(

@@ -255,7 +255,9 @@ void scatter_grad_input(const Conv2dParams& p, const T* grad_output, const T* we
       p.groups, cin, cout, p.kernel_h, p.kernel_w, [&](int64_t g, int64_t ci, int64_t co, int64_t kh, int64_t kw) {
         return weight[((g * cout + co) * cin + ci) * taps + kh * p.kernel_w + kw];
       });
-  const ScatterPlane plane(p);
+  const PaddedPlanes plane(p);
+  std::vector<int64_t> window(p.out_plane());
+  gather_offsets(p, plane, window.data());
   at::parallel_for(0, p.batch * p.groups * blocks, 1, [&](int64_t begin, int64_t end) {
     AlignedBuffer<T> tile(scatter_tile_size<T, Arch>(plane));
     for (int64_t task = begin; task < end; ++task) {
@@ -268,7 +270,7 @@ void scatter_grad_input(const Conv2dParams& p, const T* grad_output, const T* we
                                 cout,
                                 packed.data() + g * cout * taps * cin + ci0,
                                 taps * cin,
-                                plane.window.data(),
+                                window.data(),
                                 tile.data(),
                                 kCoVecs * V};
         scatter_block<T, Arch, kCoVecs>(p, plane, b, cin, grad_input + (set * cin + ci0) * p.in_plane());

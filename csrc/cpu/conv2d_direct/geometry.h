@@ -143,5 +143,22 @@ struct WindowOffsets {
   }
 };
 
+// The zero-padded planes in which every window of a pass lies whole (rows from
+// -pad_top, columns from -pad_left): im2col's padded-plane gather (im2col.h)
+// and grad_input's scattered channel vectors (channel_vectors_scatter.h).
+struct PaddedPlanes {
+  int64_t rows, cols;
+  explicit PaddedPlanes(const Conv2dParams& p)
+      : rows((p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1),
+        cols((p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1) {}
+  int64_t plane() const { return rows * cols; }
+};
+
+// offsets[oh * OW + ow]: where output pixel (oh, ow) reads a padded plane at tap (0, 0).
+inline void gather_offsets(const Conv2dParams& p, const PaddedPlanes& pp, int64_t* offsets) {
+  for (int64_t oh = 0; oh < p.out_h; ++oh)
+    for (int64_t ow = 0; ow < p.out_w; ++ow) offsets[oh * p.out_w + ow] = oh * p.stride_h * pp.cols + ow * p.stride_w;
+}
+
 }  // namespace cpu
 }  // namespace cnnext
