@@ -180,14 +180,16 @@ def conv2d_plan(input_shape: Sequence[int], weight_shape: Sequence[int], stride:
                 padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1, groups: int = 1,
                 dtype: torch.dtype = torch.float32, pass_: str = "forward", isa: str | None = None,
                 algo: str = "auto", channels_last: bool = False) -> dict:
-    """How a CPU conv2d pass runs: ``dict(algo=, family=, isa=, tiles=dict(...), forced=)``.
+    """How a CPU conv2d pass runs: ``dict(algo=, family=, isa=, tiles=dict(...), channels_last=, forced=)``.
 
     ``input_shape`` is (N, C, H, W), ``weight_shape`` (C_out, C_in/groups, kH, kW); ``padding`` an int, a
     pair (both sides) or four values (top, left, bottom, right). ``pass_`` is one of CONV_PASSES, ``isa``
     one of CPU_ISAS (None: the active one), ``algo`` as for conv2d; ``channels_last``: the operands are
-    channels_last (auto then runs groups-1 layers with 8 or more input channels by im2col, in that layout).
-    ``family`` names the direct kernel family (csrc/cpu/conv2d_direct/) or "im2col"; ``forced`` echoes
-    CNNEXT_CONV_PLAN and says when a forced family cannot run the shape. Raises ValueError for bad arguments, as the ops do.
+    channels_last (auto then runs groups-1 layers with 8 or more input channels by im2col, in that layout,
+    unless the direct family runs channels_last itself). ``family`` names the direct kernel family
+    (csrc/cpu/conv2d_direct/) or "im2col"; the returned ``channels_last`` (a bool) says whether that direct
+    family computes in place on channels_last activations; ``forced`` echoes CNNEXT_CONV_PLAN and says when
+    a forced family cannot run the shape. Raises ValueError for bad arguments, as the ops do.
     """
     pad = _pair(padding)
     pad = pad * 2 if len(pad) == 2 else pad
@@ -196,7 +198,7 @@ def conv2d_plan(input_shape: Sequence[int], weight_shape: Sequence[int], stride:
     fields = dict(line.split("=", 1) for line in text.splitlines())
     tiles = {key: int(fields.pop(key)) for key in ("vec_bytes", "oc_block", "pixel_vectors", "cv_vectors",
                                                    "cv_accumulators", "cv_max_pixels")}
-    return dict(fields, tiles=tiles)
+    return dict(fields, tiles=tiles, channels_last=fields.pop("channels_last") == "1")
 
 
 def last_conv2d_family(pass_: str) -> str:

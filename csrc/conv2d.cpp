@@ -134,12 +134,13 @@ at::MemoryFormat conv_layout(const at::Tensor& a, const at::Tensor& b) {
 
 // The layouts the backend computes in: contiguous NCHW, except for
 // floating-point layers of a channels_last model on the CPU that have
-// channels_last kernels: depthwise layers with one output per group that
-// the direct algorithm runs with its depthwise family, and groups-1 layers
-// that im2col runs. There the GEMMs read and write the channels_last output
-// and grad_output in place, and the input, its gradient and the weights are
-// channels_last too where the columns are built from channels_last input
-// (cpu::nhwc_columns), NCHW otherwise (few input channels: a small copy).
+// channels_last kernels: direct families that run in that layout
+// (cpu::runs_channels_last: channel vectors, depthwise; the weights stay
+// NCHW), and groups-1 layers that im2col runs. There the GEMMs read and write
+// the channels_last output and grad_output in place, and the input, its
+// gradient and the weights are channels_last too where the columns are built
+// from channels_last input (cpu::nhwc_columns), NCHW otherwise (few input
+// channels: a small copy).
 struct ComputeLayouts {
   at::MemoryFormat input, output, weight;
 };
@@ -148,12 +149,12 @@ ComputeLayouts compute_layouts(const Conv2dParams& p, Pass pass, ConvAlgo algo, 
                                const at::Tensor& t) {
   constexpr at::MemoryFormat nchw = at::MemoryFormat::Contiguous, nhwc = at::MemoryFormat::ChannelsLast;
   if (layout != nhwc || !t.is_cpu() || !at::isFloatingType(t.scalar_type())) return {nchw, nchw, nchw};
-  if (algo == ConvAlgo::Direct && p.in_per_group() == 1 && p.out_per_group() == 1) {
+  if (algo == ConvAlgo::Direct) {
     const int64_t element_size = t.scalar_type() == at::kDouble ? 8 : 4;
-    const cpu::Family family = cpu::conv2d_plan(p, pass, element_size, cpu::active_isa(), algo).family;
-    if (family == cpu::Family::kDepthwise) return {nhwc, nhwc, nchw};
+    const bool in_place = cpu::conv2d_plan(p, pass, element_size, cpu::active_isa(), algo, true).channels_last;
+    return in_place ? ComputeLayouts{nhwc, nhwc, nchw} : ComputeLayouts{nchw, nchw, nchw};
   }
-  if (algo != ConvAlgo::Im2col || p.groups != 1) return {nchw, nchw, nchw};
+  if (p.groups != 1) return {nchw, nchw, nchw};
   return cpu::nhwc_columns(p) ? ComputeLayouts{nhwc, nhwc, nhwc} : ComputeLayouts{nchw, nhwc, nchw};
 }
 
@@ -202,7 +203,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
   if (output.numel() == 0) return contiguous_as(output, layout);
   const at::Tensor x = contiguous_as(input, compute.input);
   const at::Tensor w = contiguous_as(weight, compute.weight);
-  CNNEXT_BACKEND_CALL(input, conv2d_forward, a, p, x, w, bias, output);
+  CNNEXT_BACKEND_CALL(input, conv2d_forward, a, p, layout == at::MemoryFormat::ChannelsLast, x, w, bias, output);
   return contiguous_as(output, layout);
 }
 
@@ -224,7 +225,8 @@ at::Tensor conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& we
   if (p.out_channels == 0) return contiguous_as(grad_input.zero_(), layout);
   const at::Tensor gy = contiguous_as(grad_output, compute.output);
   const at::Tensor w = contiguous_as(weight, compute.weight);
-  CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_input, a, p, gy, w, grad_input);
+  CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_input, a, p, layout == at::MemoryFormat::ChannelsLast, gy, w,
+                      grad_input);
   return contiguous_as(grad_input, layout);
 }
 
@@ -247,7 +249,8 @@ at::Tensor conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& i
   const at::Tensor gy = contiguous_as(grad_output, compute.output);
   const at::Tensor x = contiguous_as(input, compute.input);
   at::Tensor no_bias;
-  CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_weight, a, p, gy, x, grad_weight, no_bias);
+  CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_weight, a, p, layout == at::MemoryFormat::ChannelsLast, gy, x,
+                      grad_weight, no_bias);
   return contiguous_as(grad_weight, layout);
 }
 
@@ -277,7 +280,8 @@ std::tuple<at::Tensor, at::Tensor> conv2d_grad_weight_bias(const at::Tensor& gra
     return {contiguous_as(grad_weight, layout), grad_bias};
   }
   const at::Tensor x = contiguous_as(input, compute.input);
-  CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_weight, a, p, gy, x, grad_weight, grad_bias);
+  CNNEXT_BACKEND_CALL(grad_output, conv2d_grad_weight, a, p, layout == at::MemoryFormat::ChannelsLast, gy, x,
+                      grad_weight, grad_bias);
   return {contiguous_as(grad_weight, layout), grad_bias};
 }
 
@@ -318,7 +322,8 @@ std::string conv2d_plan_query(at::IntArrayRef input_size, at::IntArrayRef weight
       << "\nisa=" << cpu::isa_name(plan.isa) << "\nvec_bytes=" << plan.tiles.vec_bytes
       << "\noc_block=" << plan.tiles.oc_block << "\npixel_vectors=" << plan.tiles.pixel_vectors
       << "\ncv_vectors=" << plan.tiles.cv_vectors << "\ncv_accumulators=" << plan.tiles.cv_accumulators
-      << "\ncv_max_pixels=" << plan.tiles.cv_max_pixels << "\nforced=" << plan.forced;
+      << "\ncv_max_pixels=" << plan.tiles.cv_max_pixels << "\nchannels_last=" << (plan.channels_last ? 1 : 0)
+      << "\nforced=" << plan.forced;
   return out.str();
 }
 

@@ -337,6 +337,90 @@ def test_channels_last_depthwise_runs_in_place(dtype, rng):
             torch.testing.assert_close(g.double(), r, **tol, msg=lambda m: f"{label} {name}: {m}")
 
 
+def random_channel_vector_config(rng: np.random.Generator) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
+    """A random convolution whose channels_last plan runs every direct pass with channel vectors: output channels
+    per group in whole vectors (multiples of 16), any input channels (first layers with 1 - 3 of them too),
+    strides, dilations and padding."""
+    while True:
+        groups = int(rng.choice([1, 1, 2]))
+        kernel, kwargs = random_window(rng, max_padding=2, max_size=(15, 29))
+        size = kwargs.pop("size")
+        cin, cout = groups * int(rng.choice([1, 3, 5, 16, 32])), groups * 16 * int(rng.integers(1, 4))
+        kwargs["groups"] = groups
+        x_shape, w_shape = (int(rng.integers(1, 5)), cin, *size), (cout, cin // groups, *kernel)
+        if _ops.conv2d_plan(x_shape, w_shape, **kwargs, channels_last=True)["channels_last"]:
+            return x_shape, w_shape, kwargs
+
+
+def test_channels_last_prefers_channel_vectors():
+    """In a channels_last model the direct passes run with channel vectors wherever they can (whole vectors of
+    outputs), in place: a first layer's forward and grad_weight too, which NCHW runs over rows of pixels."""
+    first = dict(input_shape=(8, 1, 28, 28), weight_shape=(32, 1, 3, 3))
+    for pass_, nchw, family in (("forward", "rows_first_layer", "channel_vectors"),
+                                ("grad_weight", "grad_weight_columns_in_place", "grad_weight_channel_vectors")):
+        assert _ops.conv2d_plan(**first, pass_=pass_)["family"] == nchw
+        plan = _ops.conv2d_plan(**first, pass_=pass_, channels_last=True)
+        assert (plan["algo"], plan["family"], plan["channels_last"]) == ("direct", family, True)
+    # Output channels not in whole vectors: no channel vectors, and the NCHW family runs on transposed copies.
+    plan = _ops.conv2d_plan((8, 3, 28, 28), (10, 3, 3, 3), channels_last=True)
+    assert (plan["family"], plan["channels_last"]) == ("rows_first_layer", False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_channels_last_channel_vectors_run_in_place(dtype, rng):
+    """40 random channels_last convolutions that auto runs with channel vectors in place (forward, grad_input
+    with or without scattering, grad_weight): the families the plan names run, the output and input gradient
+    stay channels_last, the values and all gradients equal the float64 reference, bitwise the same under 1 and 3
+    threads."""
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    previous = torch.get_num_threads()
+    for _ in range(40):
+        x_shape, w_shape, kwargs = random_channel_vector_config(rng)
+        label = f"{x_shape} {w_shape} {kwargs}"
+        x = torch.randn(x_shape, dtype=dtype, generator=gen).to(memory_format=torch.channels_last).requires_grad_()
+        w = torch.randn(w_shape, dtype=dtype, generator=gen, requires_grad=True)
+        b = torch.randn(w_shape[0], dtype=dtype, generator=gen, requires_grad=True)
+        results = []
+        try:
+            for threads in (1, 3):
+                torch.set_num_threads(threads)
+                out = CF.conv2d(x, w, b, **kwargs)
+                grad = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(1)).contiguous(
+                    memory_format=torch.channels_last)
+                results.append((out, *torch.autograd.grad(out, (x, w, b), grad)))
+        finally:
+            torch.set_num_threads(previous)
+        for pass_ in _ops.CONV_PASSES:
+            assert _ops.last_conv2d_family(pass_) == \
+                _ops.conv2d_plan(x_shape, w_shape, **kwargs, dtype=dtype, pass_=pass_, channels_last=True)["family"]
+        for a, c in zip(*results):
+            assert torch.equal(a, c), label
+        out, gx = results[0][:2]
+        assert out.is_contiguous(memory_format=torch.channels_last), label
+        assert gx.is_contiguous(memory_format=torch.channels_last), label
+        leaves = [t.detach().double().requires_grad_() for t in (x, w, b)]
+        ref = F.conv2d(*leaves, **kwargs)
+        want = (ref, *torch.autograd.grad(ref, leaves, grad.double()))
+        tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+        for name, g, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), results[0], want):
+            torch.testing.assert_close(g.double(), r, **tol, msg=lambda m: f"{label} {name}: {m}")
+
+
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, groups=2)])
+def test_channels_last_channel_vectors_gradcheck(kwargs):
+    """gradcheck and gradgradcheck in float64 through channels_last layers that run with channel vectors in place
+    (a 3-channel first layer; a strided grouped one whose grad_input scatters)."""
+    groups = kwargs.get("groups", 1)
+    cin = 3 if groups == 1 else 32
+    x = torch.randn(2, cin, 7, 9, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(16 * groups, cin // groups, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(16 * groups, dtype=torch.float64, requires_grad=True)
+    assert _ops.conv2d_plan(x.shape, w.shape, **kwargs, dtype=torch.float64, channels_last=True)["channels_last"]
+    fn = lambda *t: CF.conv2d(*t, **kwargs)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+    assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
 def random_scatter_config(rng: np.random.Generator) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
     """A random convolution whose grad_input the plan scatters (channel_vectors_scatter): input channels per group
     in whole vectors (multiples of 16), 16 - 80 output channels per group, and a gradient plane at most 9/10 of the

@@ -60,24 +60,28 @@ def _random_conv(gen: torch.Generator) -> dict:
                 dilation=dilation, groups=groups)
 
 
-def _plan(conv: dict, pass_: str, dtype: torch.dtype, algo: str = "direct") -> dict:
+def _plan(conv: dict, pass_: str, dtype: torch.dtype, algo: str = "direct", channels_last: bool = False) -> dict:
     return conv2d_plan(conv["input"], conv["weight"], conv["stride"], conv["padding"], conv["dilation"],
-                       conv["groups"], dtype, pass_, algo=algo)
+                       conv["groups"], dtype, pass_, algo=algo, channels_last=channels_last)
 
 
-def _check_against_torch(conv: dict, dtype: torch.dtype, gen: torch.Generator, algo: str) -> None:
-    """conv2d's output and both gradients against torch's, and every pass ran the family its plan names."""
-    x = torch.randn(conv["input"], dtype=dtype, generator=gen, requires_grad=True)
+def _check_against_torch(conv: dict, dtype: torch.dtype, gen: torch.Generator, algo: str,
+                         channels_last: bool = False) -> None:
+    """conv2d's output and both gradients against torch's, and every pass ran the family its plan names;
+    ``channels_last``: the input is, and so must be the output and the input's gradient."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(conv["input"], dtype=dtype, generator=gen).to(memory_format=layout).requires_grad_()
     w = torch.randn(conv["weight"], dtype=dtype, generator=gen, requires_grad=True)
     b = torch.randn(conv["weight"][0], dtype=dtype, generator=gen, requires_grad=True)
     args = dict(stride=conv["stride"], padding=conv["padding"], dilation=conv["dilation"], groups=conv["groups"])
     y = cnnext.functional.conv2d(x, w, b, algo=algo, **args)
     ran = {"forward": last_conv2d_family("forward")}
-    g = torch.randn(y.shape, dtype=dtype, generator=gen)
+    g = torch.randn(y.shape, dtype=dtype, generator=gen).to(memory_format=layout)  # as the next layer's gradient
     gx, gw, gb = torch.autograd.grad(y, (x, w, b), g)
     ran.update({p: last_conv2d_family(p) for p in ("grad_input", "grad_weight")})
     for pass_ in CONV_PASSES:
-        assert ran[pass_] == _plan(conv, pass_, dtype, algo)["family"], (pass_, conv)
+        assert ran[pass_] == _plan(conv, pass_, dtype, algo, channels_last)["family"], (pass_, conv)
+    assert y.is_contiguous(memory_format=layout) and gx.is_contiguous(memory_format=layout)
     ref = F.conv2d(x, w, b, **args)
     rgx, rgw, rgb = torch.autograd.grad(ref, (x, w, b), g)
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
@@ -93,6 +97,7 @@ def test_every_family_of_every_isa_matches_torch(isa, family, dtype, monkeypatch
     says it falls back, and the fallback runs)."""
     monkeypatch.setenv("CNNEXT_CONV_PLAN", f"family={family}")
     gen = torch.Generator().manual_seed(zlib.crc32(f"{isa} {family} {dtype}".encode()))
+    in_place = family in ("channel_vectors", "channel_vectors_scatter", "grad_weight_channel_vectors")
     passes = ("forward", "grad_input") if family in CORRELATION_FAMILIES else ("grad_weight",)
     ran, fell_back = 0, 0
     for _ in range(200):
@@ -105,7 +110,11 @@ def test_every_family_of_every_isa_matches_torch(isa, family, dtype, monkeypatch
             assert all("cannot run" in _plan(conv, p, dtype)["forced"] for p in passes)
         else:
             continue
-        _check_against_torch(conv, dtype, gen, "direct")
+        for channels_last in (False, True):
+            _check_against_torch(conv, dtype, gen, "direct", channels_last)
+        if runs:  # in a channels_last model, the family runs in place where it has kernels for that layout
+            assert all(_plan(conv, p, dtype, channels_last=True)["channels_last"] == in_place
+                       for p in passes if _plan(conv, p, dtype)["family"] == family)
         if ran == 3 and fell_back == 1:
             break
     assert ran == 3, f"no random shape runs {family} on {isa}"
@@ -113,10 +122,11 @@ def test_every_family_of_every_isa_matches_torch(isa, family, dtype, monkeypatch
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_auto_runs_what_the_plan_says(isa, dtype):
-    """`auto` on random shapes: the algorithm and family each pass runs are the plan's, and the results torch's."""
+    """`auto` on random shapes, NCHW and channels_last: the algorithm and family each pass runs are the plan's,
+    and the results torch's."""
     gen = torch.Generator().manual_seed(zlib.crc32(f"{isa} {dtype}".encode()))
-    for _ in range(8):
-        _check_against_torch(_random_conv(gen), dtype, gen, "auto")
+    for i in range(16):
+        _check_against_torch(_random_conv(gen), dtype, gen, "auto", channels_last=i % 2 == 1)
 
 
 def test_set_cpu_isa_narrows_the_convolution():

@@ -60,10 +60,13 @@ void pixel_channel_sums(const T* x, int64_t batch, int64_t channels, int64_t pla
   });
 }
 
-// The plan of a pass whose algorithm conv2d.cpp resolved: the direct family and the ISA whose
-// kernels run it. Elements are float32 or float64 here (in_accumulation_type).
-ConvPlan plan_for(ConvAlgo algo, const Conv2dParams& p, ConvPass pass, const at::Tensor& t) {
-  const ConvPlan plan = conv2d_plan(p, pass, t.scalar_type() == at::kDouble ? 8 : 4, active_isa(), algo);
+// The plan of a pass whose algorithm conv2d.cpp resolved, in a model of the given layout: the
+// direct family, the ISA whose kernels run it, and whether they run on channels_last activations
+// (conv2d.cpp's compute_layouts laid the tensors out by the same plan). Elements are float32 or
+// float64 here (in_accumulation_type).
+ConvPlan plan_for(ConvAlgo algo, const Conv2dParams& p, ConvPass pass, bool channels_last, const at::Tensor& t) {
+  const ConvPlan plan =
+      conv2d_plan(p, pass, t.scalar_type() == at::kDouble ? 8 : 4, active_isa(), algo, channels_last);
   if (plan.algo == ConvAlgo::Im2col) note_family_run(pass, Family::kIm2col);
   return plan;
 }
@@ -98,17 +101,17 @@ void channel_sums(const T* x, int64_t batch, int64_t channels, int64_t plane, T*
 
 }  // namespace
 
-void conv2d_forward(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
-                    const at::Tensor& bias, at::Tensor& output) {
+void conv2d_forward(ConvAlgo algo, const Conv2dParams& p, bool channels_last, const at::Tensor& input,
+                    const at::Tensor& weight, const at::Tensor& bias, at::Tensor& output) {
   if (at::isIntegralType(input.scalar_type(), /*includeBool=*/false))
     return integer_conv2d_forward(algo, p, input, weight, bias, output);
   in_accumulation_type(
       output,
       [&](at::Tensor& y, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-        const ConvPlan plan = plan_for(algo, p, ConvPass::Forward, x);
+        const ConvPlan plan = plan_for(algo, p, ConvPass::Forward, channels_last, x);
         if (plan.algo == ConvAlgo::Im2col && im2col_nhwc(p, x, y)) return im2col_nhwc_forward(p, x, w, b, y);
         if (plan.algo == ConvAlgo::Im2col) return im2col_forward(p, x, w, b, y);
-        if (plan.family == Family::kDepthwise && depthwise_nhwc(p, x, y)) {
+        if (plan.family == Family::kDepthwise && plan.channels_last) {
           note_family_run(ConvPass::Forward, Family::kDepthwise);
           return depthwise_nhwc_forward(p, x, w, b, y);
         }
@@ -121,15 +124,15 @@ void conv2d_forward(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& inpu
       input, weight, bias);
 }
 
-void conv2d_grad_input(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& grad_output,
+void conv2d_grad_input(ConvAlgo algo, const Conv2dParams& p, bool channels_last, const at::Tensor& grad_output,
                        const at::Tensor& weight, at::Tensor& grad_input) {
   in_accumulation_type(
       grad_input,
       [&](at::Tensor& dx, const at::Tensor& dy, const at::Tensor& w) {
-        const ConvPlan plan = plan_for(algo, p, ConvPass::GradInput, dy);
+        const ConvPlan plan = plan_for(algo, p, ConvPass::GradInput, channels_last, dy);
         if (plan.algo == ConvAlgo::Im2col && im2col_nhwc(p, dy, dx)) return im2col_nhwc_grad_input(p, dy, w, dx);
         if (plan.algo == ConvAlgo::Im2col) return im2col_grad_input(p, dy, w, dx);
-        if (plan.family == Family::kDepthwise && depthwise_nhwc(p, dy, dx)) {
+        if (plan.family == Family::kDepthwise && plan.channels_last) {
           note_family_run(ConvPass::GradInput, Family::kDepthwise);
           return depthwise_nhwc_grad_input(p, dy, w, dx);
         }
@@ -141,7 +144,7 @@ void conv2d_grad_input(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& g
       grad_output, weight);
 }
 
-void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& grad_output,
+void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p, bool channels_last, const at::Tensor& grad_output,
                         const at::Tensor& input, at::Tensor& grad_weight, at::Tensor& grad_bias) {
   // The direct kernel and the channels_last GEMMs sum the bias gradient while they have
   // grad_output in cache (float32/64 only).
@@ -150,13 +153,13 @@ void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& 
   in_accumulation_type(
       grad_weight,
       [&](at::Tensor& dw, const at::Tensor& dy, const at::Tensor& x) {
-        const ConvPlan plan = plan_for(algo, p, ConvPass::GradWeight, dy);
+        const ConvPlan plan = plan_for(algo, p, ConvPass::GradWeight, channels_last, dy);
         if (nhwc) {
           at::Tensor no_bias;
           return im2col_nhwc_grad_weight(p, dy, x, dw, fused_bias ? grad_bias : no_bias);
         }
         if (plan.algo == ConvAlgo::Im2col) return im2col_grad_weight(p, dy, x, dw);
-        if (plan.family == Family::kDepthwise && depthwise_nhwc(p, dy, x)) {
+        if (plan.family == Family::kDepthwise && plan.channels_last) {
           note_family_run(ConvPass::GradWeight, Family::kDepthwise);
           at::Tensor no_bias;
           return depthwise_nhwc_grad_weight(p, dy, x, dw, fused_bias ? grad_bias : no_bias);

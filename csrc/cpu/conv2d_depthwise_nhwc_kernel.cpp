@@ -47,11 +47,6 @@ inline void for_each_tap_inside(const Conv2dParams& p, int64_t n, int64_t oh, in
 
 }  // namespace
 
-bool depthwise_nhwc(const Conv2dParams& p, const at::Tensor& a, const at::Tensor& b) {
-  return p.in_per_group() == 1 && p.out_per_group() == 1 && a.is_contiguous(at::MemoryFormat::ChannelsLast) &&
-         b.is_contiguous(at::MemoryFormat::ChannelsLast);
-}
-
 void depthwise_nhwc_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
                             const at::Tensor& bias, at::Tensor& output) {
   const int64_t C = p.out_channels;

@@ -39,9 +39,8 @@ void im2col_nhwc_grad_weight(const Conv2dParams& p, const at::Tensor& grad_outpu
 // Depthwise convolutions with one output channel per group on channels_last
 // tensors: rows of channels multiplied and added per tap, no transposes
 // (conv2d_depthwise_nhwc_kernel.cpp; the direct algorithm's kernels for this
-// layout). depthwise_nhwc says whether a pass whose operand and result are `a`
-// and `b` takes this path. grad_weight also sums grad_bias when it is defined.
-bool depthwise_nhwc(const Conv2dParams& p, const at::Tensor& a, const at::Tensor& b);
+// layout), where the plan says the depthwise family runs channels_last
+// (ConvPlan::channels_last). grad_weight also sums grad_bias when it is defined.
 void depthwise_nhwc_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
                             const at::Tensor& bias, at::Tensor& output);
 void depthwise_nhwc_grad_input(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,

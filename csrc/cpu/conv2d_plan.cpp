@@ -43,6 +43,9 @@ struct Geometry {
   int64_t lanes;
   int64_t element_size;
   Tiles tiles;
+  // The activations are channels_last: the channel-vector families run in that layout, every other
+  // direct family on NCHW copies (a transpose of the operand and of the result).
+  bool channels_last;
 
   // Forward and grad_input: the correlation and the outputs per pixel.
   Correlation correlation() const {
@@ -84,7 +87,9 @@ struct Geometry {
   Family correlation_family() const {
     if (pass == ConvPass::GradInput && scatter_wins()) return Family::kChannelVectorsScatter;
     const Correlation c = correlation();
-    if (channel_vectors_win(c, outs())) return Family::kChannelVectors;
+    // channels_last: wherever they can run, as the transposes cost more than they lose (first layers:
+    // the output is the layer's largest tensor).
+    if (channel_vectors_win(c, outs()) || (channels_last && outs() % lanes == 0)) return Family::kChannelVectors;
     // Few taps: rows stored straight into the output beat the flat kernel's scratch round trip.
     if (c.flat && c.out_w >= lanes && c.taps() < kFewTaps) return Family::kRowsFirstLayer;
     return c.flat ? Family::kPixelVectorsFlat : Family::kPixelVectorsBlock;
@@ -95,15 +100,16 @@ struct Geometry {
     const bool unit_stride = p.stride_h == 1 && p.stride_w == 1;
     const Correlation rows = grad_weight_correlation(p, lanes, false);
     const Correlation flat = grad_weight_correlation(p, lanes, unit_stride);
-    // Channel vectors where they win for the better of the pixel layouts, and two staged samples with
-    // their grad_output fit in the staging budget: the taps are passed over once per group of staged
-    // samples (a layer with large planes loses).
+    // Channel vectors where they win for the better of the pixel layouts (channels_last: wherever they
+    // can run, as for the correlation), and two staged samples with their grad_output fit in the
+    // staging budget: the taps are passed over once per group of staged samples (a layer with large
+    // planes loses).
     const Correlation cv = grad_weight_correlation(p, lanes, true);
     const int64_t budget = kDirectStagingBytes;
     const int64_t cv_planes = saturating_product(cin, cv.staging.rows, cv.staging.cols);
     const int64_t cv_sample = cv_planes > budget ? budget : cv_planes + p.out_plane() * cout;
-    if (channel_vectors_win(rows, cout) && (!flat.flat || channel_vectors_win(flat, cout)) &&
-        2 * cv_sample * element_size <= budget)
+    const bool win = channel_vectors_win(rows, cout) && (!flat.flat || channel_vectors_win(flat, cout));
+    if ((win || (channels_last && cout % lanes == 0)) && 2 * cv_sample * element_size <= budget)
       return Family::kGradWeightChannelVectors;
     // grad_output is copied into rows padded to whole vectors (so no load crosses a row) and
     // channels padded to whole blocks, except where there is little work per element to hide the
@@ -194,7 +200,8 @@ constexpr int64_t kNhwcMinChannels = 8;
 
 // The `auto` rule for a pass, given the direct family the plan would run and
 // the ISA whose kernels would run it:
-// - channels_last, groups 1, at least kNhwcMinChannels input channels: im2col.
+// - channels_last, groups 1, at least kNhwcMinChannels input channels: im2col,
+//   unless the direct family runs channels_last in place (runs_channels_last).
 // - reductions of at least kLargeReduction: im2col.
 // - forward and grad_weight: direct, except for strided layers with at least
 //   8 input channels per group that the direct kernels run with vectors over
@@ -227,10 +234,11 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
   if (is_pointwise(p)) return ConvAlgo::Im2col;
   if (family == Family::kDepthwise) return ConvAlgo::Direct;
   // channels_last: im2col's GEMMs read and write the model's layout where its columns come from
-  // the channels_last input (nhwc_columns); the direct kernels would transpose every operand and
-  // result. First layers (few input channels) stay direct: their columns are copied a few values
-  // per tap, and their outputs would be written through transposed GEMMs.
-  if (channels_last && nhwc_columns(p)) return ConvAlgo::Im2col;
+  // the channels_last input (nhwc_columns); the direct families without channels_last kernels
+  // would transpose every operand and result. First layers (few input channels) stay direct:
+  // their columns are copied a few values per tap, and their outputs would be written through
+  // transposed GEMMs.
+  if (channels_last && nhwc_columns(p) && !runs_channels_last(family, p)) return ConvAlgo::Im2col;
   // Large layers: the GEMM's cache blocking wins over the direct kernels' register tiles.
   const int64_t reduction = pass == ConvPass::GradInput ? p.out_per_group() * p.kernel_plane() : p.col_rows();
   if (reduction >= kLargeReduction) return ConvAlgo::Im2col;
@@ -313,6 +321,19 @@ std::atomic<int> last_run[3] = {};
 
 bool nhwc_columns(const Conv2dParams& p) { return p.groups == 1 && p.in_per_group() >= kNhwcMinChannels; }
 
+bool runs_channels_last(Family family, const Conv2dParams& p) {
+  switch (family) {
+    case Family::kChannelVectors:
+    case Family::kChannelVectorsScatter:
+    case Family::kGradWeightChannelVectors:
+      return true;
+    case Family::kDepthwise:
+      return p.in_per_group() == 1 && p.out_per_group() == 1;
+    default:
+      return false;
+  }
+}
+
 const char* family_name(Family family) {
   switch (family) {
     case Family::kIm2col:
@@ -356,9 +377,9 @@ const char* pass_name(ConvPass pass) {
 ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size, Isa isa,
                      std::optional<ConvAlgo> algo, bool channels_last) {
   const Tiles tiles = tiles_for(isa);
-  const Geometry geometry{p, pass, tiles.lanes(element_size), element_size, tiles};
+  const Geometry geometry{p, pass, tiles.lanes(element_size), element_size, tiles, channels_last};
   const Forced forced = parse_forced();
-  ConvPlan plan{ConvAlgo::Direct, geometry.family(), isa, tiles, forced.text};
+  ConvPlan plan{ConvAlgo::Direct, geometry.family(), isa, tiles, false, forced.text};
   const std::optional<Family> forced_family =
       pass == ConvPass::GradWeight ? forced.grad_weight_family : forced.correlation_family;
   if (forced_family) {
@@ -373,6 +394,7 @@ ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size,
   plan.algo = algo ? *algo : forced.algo ? *forced.algo : forced_family ? ConvAlgo::Direct
                                                                           : auto_algo(p, pass, plan.family, isa, channels_last);
   if (plan.algo == ConvAlgo::Im2col) plan.family = Family::kIm2col;
+  plan.channels_last = channels_last && plan.algo == ConvAlgo::Direct && runs_channels_last(plan.family, p);
   return plan;
 }
 

@@ -40,6 +40,9 @@ struct ConvPlan {
   Family family;  // kIm2col when algo is im2col
   Isa isa;        // whose kernels run (conv2d_direct/variants.h)
   Tiles tiles;
+  // The activations (input, output, their gradients) are channels_last and the
+  // family runs on them in place (runs_channels_last); the weights stay NCHW.
+  bool channels_last;
   // What CNNEXT_CONV_PLAN forced, and whether a forced family could not run
   // this shape (then the planned family runs); empty when nothing was forced.
   std::string forced;
@@ -50,10 +53,17 @@ struct ConvPlan {
 // the kernels of `isa`. `algo` is the caller's explicit choice (nullopt for
 // "auto"); CNNEXT_CONV_PLAN may force the algorithm of an "auto" call and the
 // family of any direct one. `channels_last`: the operands are channels_last
-// (then groups-1 layers compute in that layout under im2col). Throws
-// c10::ValueError for a malformed CNNEXT_CONV_PLAN.
+// (then direct families with channels_last kernels and groups-1 layers under
+// im2col compute in that layout). Throws c10::ValueError for a malformed
+// CNNEXT_CONV_PLAN.
 ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size, Isa isa,
                      std::optional<ConvAlgo> algo, bool channels_last = false);
+
+// Whether the direct `family` runs `p` on channels_last activations in place:
+// the channel-vector families (their staging reads channels_last pixels, their
+// accumulators hold channels side by side), and depthwise layers with one
+// output per group (conv2d_depthwise_nhwc_kernel.cpp).
+bool runs_channels_last(Family family, const Conv2dParams& p);
 
 // Whether a groups-1 layer of a channels_last model that runs im2col builds
 // its columns from the channels_last input (conv2d_im2col_nhwc_kernel.cpp);

@@ -100,8 +100,14 @@ inline int64_t staged_source(const Gather& g, int64_t i, int64_t off, int64_t up
   return v >= 0 && v % up == 0 && v / up < src_size ? v / up : -1;
 }
 
+// `src` holds `channels` planes of src_h x src_w: NCHW planes (pixel_stride 1),
+// or channels_last pixels pixel_stride elements apart with the channels side by
+// side (element (c, y, x) at src[(y * src_w + x) * pixel_stride + c]), which
+// staging transposes into planes.
 template <typename T>
-void stage_planes(const T* src, int64_t channels, int64_t src_h, int64_t src_w, const Staging& s, T* dst) {
+void stage_planes(const T* src, int64_t channels, int64_t src_h, int64_t src_w, const Staging& s, T* dst,
+                  int64_t pixel_stride = 1) {
+  const int64_t channel_stride = pixel_stride == 1 ? src_h * src_w : 1;
   std::fill(dst, dst + channels * s.rows * s.cols, T(0));
   if (s.gather_y.taps != 0 || s.gather_x.taps != 0) {
     // Gathered (windows far apart): element by element, at most what the kernels read anyway.
@@ -111,10 +117,10 @@ void stage_planes(const T* src, int64_t channels, int64_t src_h, int64_t src_w, 
       for (int64_t y = 0; y < s.rows; ++y) {
         const int64_t sy = staged_source(s.gather_y, y, s.off_y, s.up_y, src_h);
         if (sy < 0) continue;
-        const T* in = src + (c * src_h + sy) * src_w;
+        const T* in = src + c * channel_stride + sy * src_w * pixel_stride;
         T* out = dst + (c * s.rows + y) * s.cols;
         for (int64_t x = 0; x < s.cols; ++x) {
-          if (src_x[x] >= 0) out[x] = in[src_x[x]];
+          if (src_x[x] >= 0) out[x] = in[src_x[x] * pixel_stride];
         }
       }
     }
@@ -125,12 +131,12 @@ void stage_planes(const T* src, int64_t channels, int64_t src_h, int64_t src_w, 
   staged_source_range(src_w, s.off_x, s.up_x, s.cols, x_lo, x_hi);
   for (int64_t c = 0; c < channels; ++c) {
     for (int64_t sy = y_lo; sy < y_hi; ++sy) {
-      const T* in = src + (c * src_h + sy) * src_w;
+      const T* in = src + c * channel_stride + sy * src_w * pixel_stride;
       T* out = dst + (c * s.rows + sy * s.up_y + s.off_y) * s.cols + s.off_x;
-      if (s.up_x == 1) {
+      if (s.up_x == 1 && pixel_stride == 1) {
         std::memcpy(out + x_lo, in + x_lo, (x_hi - x_lo) * sizeof(T));
       } else {
-        for (int64_t sx = x_lo; sx < x_hi; ++sx) out[sx * s.up_x] = in[sx];
+        for (int64_t sx = x_lo; sx < x_hi; ++sx) out[sx * s.up_x] = in[sx * pixel_stride];
       }
     }
   }

@@ -7,7 +7,7 @@
 // updated in one branch-free pass (compare, then select value and tap), so
 // padding never reaches the inner loop. Planes are split across threads;
 // backward scatters into the thread's own planes only. channels_last input
-// pools in place, every window's taps a row of channels (max_pool2d_nhwc).
+// pools in place, every window's taps a row of channels (pool_loops.h).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -120,52 +120,6 @@ bool max_pool2d_simd_forward(const Pool2dParams& p, const T* x, T* y, int64_t* i
   return false;
 }
 
-// channels_last: output pixel (n, oh, ow) takes, channel by channel, the
-// maximum over its window's in-bounds input pixels, each a row of channels,
-// in PyTorch's order (rows, then columns; NaN wins; ties keep the first), and
-// PyTorch's index where no tap is taken (only lowest values): the first
-// in-bounds row and column. Output rows are split across threads.
-template <typename T>
-void max_pool2d_nhwc(const Pool2dParams& p, int64_t batch, int64_t channels, const T* x, T* y, int64_t* idx) {
-  using acc_t = at::opmath_type<T>;
-  at::parallel_for(0, batch * p.out_h, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> best_buffer(channels);
-    std::vector<int32_t> at_buffer(channels);  // input planes below 2^31 elements (nhwc_pools)
-    acc_t* __restrict best = best_buffer.data();
-    int32_t* __restrict where = at_buffer.data();
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t n = row / p.out_h, oh = row % p.out_h, h0 = oh * p.stride_h - p.pad_h;
-      const int64_t kh0 = first_inside(h0, p.dilation_h);
-      for (int64_t ow = 0; ow < p.out_w; ++ow) {
-        const int64_t w0 = ow * p.stride_w - p.pad_w, kw0 = first_inside(w0, p.dilation_w);
-        const auto first = static_cast<int32_t>((h0 + kh0 * p.dilation_h) * p.in_w + w0 + kw0 * p.dilation_w);
-        for (int64_t c = 0; c < channels; ++c) {
-          best[c] = lowest_value<acc_t>();
-          where[c] = first;
-        }
-        for (int64_t kh = kh0; kh < p.kernel_h && h0 + kh * p.dilation_h < p.in_h; ++kh) {
-          for (int64_t kw = kw0; kw < p.kernel_w && w0 + kw * p.dilation_w < p.in_w; ++kw) {
-            const auto at = static_cast<int32_t>((h0 + kh * p.dilation_h) * p.in_w + w0 + kw * p.dilation_w);
-            const T* __restrict src = x + (n * p.in_plane() + at) * channels;
-            for (int64_t c = 0; c < channels; ++c) {
-              const acc_t v = static_cast<acc_t>(src[c]);
-              const bool take = (v > best[c]) | (v != v);  // NaN wins, as in PyTorch (floating types)
-              best[c] = take ? v : best[c];
-              where[c] = take ? at : where[c];
-            }
-          }
-        }
-        T* __restrict out = y + (row * p.out_w + ow) * channels;
-        int64_t* __restrict arg = idx + (row * p.out_w + ow) * channels;
-        for (int64_t c = 0; c < channels; ++c) {
-          out[c] = static_cast<T>(best[c]);
-          arg[c] = where[c];
-        }
-      }
-    }
-  });
-}
-
 // Whether max pooling of planes of `plane` elements runs in place on t:
 // t is channels_last (and not also contiguous NCHW: C == 1 or 1 x 1 planes),
 // and the planes' indices fit the kernel's int32 taps.
@@ -182,9 +136,13 @@ void max_pool2d_forward(const Pool2dParams& p, const at::Tensor& input, at::Tens
     const scalar_t* x = input.const_data_ptr<scalar_t>();
     scalar_t* y = output.mutable_data_ptr<scalar_t>();
     int64_t* idx = indices.mutable_data_ptr<int64_t>();
-    if (nhwc_pools(input, p.in_plane())) return max_pool2d_nhwc(p, input.size(0), input.size(1), x, y, idx);
-    if (max_pool2d_simd_forward(p, x, y, idx)) return;
     const auto& loops = pool_loops<scalar_t>(active_isa());
+    if (nhwc_pools(input, p.in_plane())) {  // output rows (n, oh) split across threads
+      return at::parallel_for(0, input.size(0) * p.out_h, 1, [&](int64_t begin, int64_t end) {
+        loops.max_forward_nhwc(p, input.size(1), x, begin, end, y, idx);
+      });
+    }
+    if (max_pool2d_simd_forward(p, x, y, idx)) return;
     at::parallel_for(0, p.planes, 1, [&](int64_t begin, int64_t end) {
       loops.max_forward(p, x + begin * p.in_plane(), end - begin, y + begin * p.out_plane(),
                         idx + begin * p.out_plane());

@@ -1,6 +1,7 @@
 // The pooling loops that are compiled once per ISA (pool_loops_<isa>.cpp,
-// variants.h): average pooling (avg_pool2d_kernel.cpp says how) and the
-// max-pool loop that pools one output row at a time (max_pool2d_kernel.cpp).
+// variants.h): average pooling (avg_pool2d_kernel.cpp says how), the max-pool
+// loop that pools one output row at a time (max_pool2d_kernel.cpp), and the
+// channels_last max pooling.
 // Plain C++ that the compiler vectorizes for the ISA of the translation unit
 // that includes it, after its target pragma: everything here has internal
 // linkage.
@@ -258,10 +259,57 @@ void max_forward(const Pool2dParams& p, const T* x, int64_t planes, T* y, int64_
   }
 }
 
+// channels_last max pooling of output rows [row_begin, row_end) (row = n * out_h + oh):
+// output pixel (n, oh, ow) takes, channel by channel, the maximum over its
+// window's in-bounds input pixels, each a row of `channels` values, in PyTorch's
+// order (rows, then columns; NaN wins; ties keep the first), and PyTorch's index
+// where no tap is taken (only lowest values): the first in-bounds row and
+// column. The loops over a pixel's channels vectorize for the unit's ISA.
+template <typename T, class Arch>
+void max_forward_nhwc(const Pool2dParams& p, int64_t channels, const T* x, int64_t row_begin, int64_t row_end, T* y,
+                      int64_t* idx) {
+  using acc_t = at::opmath_type<T>;
+  std::vector<acc_t> best_buffer(channels);
+  std::vector<int32_t> at_buffer(channels);  // input planes below 2^31 elements (max_pool2d_kernel.cpp)
+  acc_t* __restrict best = best_buffer.data();
+  int32_t* __restrict where = at_buffer.data();
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    const int64_t n = row / p.out_h, oh = row % p.out_h, h0 = oh * p.stride_h - p.pad_h;
+    const int64_t kh0 = first_inside(h0, p.dilation_h);
+    for (int64_t ow = 0; ow < p.out_w; ++ow) {
+      const int64_t w0 = ow * p.stride_w - p.pad_w, kw0 = first_inside(w0, p.dilation_w);
+      const auto first = static_cast<int32_t>((h0 + kh0 * p.dilation_h) * p.in_w + w0 + kw0 * p.dilation_w);
+      for (int64_t c = 0; c < channels; ++c) {
+        best[c] = lowest_value<acc_t>();
+        where[c] = first;
+      }
+      for (int64_t kh = kh0; kh < p.kernel_h && h0 + kh * p.dilation_h < p.in_h; ++kh) {
+        for (int64_t kw = kw0; kw < p.kernel_w && w0 + kw * p.dilation_w < p.in_w; ++kw) {
+          const auto at = static_cast<int32_t>((h0 + kh * p.dilation_h) * p.in_w + w0 + kw * p.dilation_w);
+          const T* __restrict src = x + (n * p.in_plane() + at) * channels;
+          for (int64_t c = 0; c < channels; ++c) {
+            const acc_t v = static_cast<acc_t>(src[c]);
+            const bool take = (v > best[c]) | (v != v);  // NaN wins, as in PyTorch (floating types)
+            best[c] = take ? v : best[c];
+            where[c] = take ? at : where[c];
+          }
+        }
+      }
+      T* __restrict out = y + (row * p.out_w + ow) * channels;
+      int64_t* __restrict arg = idx + (row * p.out_w + ow) * channels;
+      for (int64_t c = 0; c < channels; ++c) {
+        out[c] = static_cast<T>(best[c]);
+        arg[c] = where[c];
+      }
+    }
+  }
+}
+
 // The entry points of one architecture's loops, for variants.h's table.
 template <typename T, class Arch>
 const PoolLoops<T>& pool_loops_of() {
-  static constexpr PoolLoops<T> loops{&avg_forward<T, Arch>, &avg_backward<T, Arch>, &max_forward<T, Arch>};
+  static constexpr PoolLoops<T> loops{&avg_forward<T, Arch>, &avg_backward<T, Arch>, &max_forward<T, Arch>,
+                                      &max_forward_nhwc<T, Arch>};
   return loops;
 }
 

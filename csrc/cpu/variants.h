@@ -44,6 +44,9 @@ struct PoolLoops {
   // Max pooling one output row at a time (any geometry, any type); the flat
   // and rows loops of max_pool2d_simd.h are the faster x86 ones.
   void (*max_forward)(const Pool2dParams& p, const T* x, int64_t planes, T* y, int64_t* idx);
+  // Max pooling of channels_last output rows [row_begin, row_end) of (n, oh), `channels` per pixel.
+  void (*max_forward_nhwc)(const Pool2dParams& p, int64_t channels, const T* x, int64_t row_begin, int64_t row_end,
+                           T* y, int64_t* idx);
 };
 
 // The variant for `isa` (the portable one where that ISA is not built).

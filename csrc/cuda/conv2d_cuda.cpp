@@ -137,8 +137,9 @@ void grad_weight_im2col(const Conv2dParams& p, const at::Tensor& grad_output, co
 // ---------------------------------------------------------------------------
 // entry points (declared in csrc/conv2d.h)
 
-void conv2d_forward(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
-                    const at::Tensor& bias, at::Tensor& output) {
+// `channels_last`: the model's layout; CUDA tensors reach the backend NCHW whatever it is.
+void conv2d_forward(ConvAlgo algo, const Conv2dParams& p, bool /*channels_last*/, const at::Tensor& input,
+                    const at::Tensor& weight, const at::Tensor& bias, at::Tensor& output) {
   const c10::cuda::CUDAGuard guard(input.device());
   const cudaStream_t stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "cnnext_conv2d_forward_cuda", [&] {
@@ -151,8 +152,8 @@ void conv2d_forward(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& inpu
   });
 }
 
-void conv2d_grad_input(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
-                       at::Tensor& grad_input) {
+void conv2d_grad_input(ConvAlgo algo, const Conv2dParams& p, bool /*channels_last*/, const at::Tensor& grad_output,
+                       const at::Tensor& weight, at::Tensor& grad_input) {
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const cudaStream_t stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
@@ -166,8 +167,8 @@ void conv2d_grad_input(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& g
       });
 }
 
-void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
-                        at::Tensor& grad_weight, at::Tensor& grad_bias) {
+void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p, bool /*channels_last*/, const at::Tensor& grad_output,
+                        const at::Tensor& input, at::Tensor& grad_weight, at::Tensor& grad_bias) {
   const c10::cuda::CUDAGuard guard(grad_output.device());
   const cudaStream_t stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(

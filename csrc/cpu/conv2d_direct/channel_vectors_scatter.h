@@ -76,38 +76,60 @@ __attribute__((always_inline)) inline void scatter_pixels(const ScatterBlock<T>&
   if constexpr (kPix > 1) scatter_pixels<T, Arch, kCoVecs, kPix / 2>(b, w, tap, q);
 }
 
+// The tile cropped to the input plane, `channels` per pixel: into channels_last
+// pixels of `dx` pixel_stride elements apart, the channels side by side as in
+// the tile; or (pixel_stride 1) transposed into NCHW planes in_plane apart.
+// Input rows and columns past the padded plane's end are read by no window:
+// their gradient is zero.
+template <typename T, int64_t B>
+void store_tile(const Conv2dParams& p, const PaddedPlanes& plane, const T* tile, int64_t tile_row, int64_t channels,
+                T* dx, int64_t pixel_stride) {
+  const int64_t width = std::clamp<int64_t>(plane.cols - p.pad_left, 0, p.in_w);
+  const int64_t rows = std::clamp<int64_t>(plane.rows - p.pad_top, 0, p.in_h);
+  if (pixel_stride != 1) {
+    for (int64_t ih = 0; ih < p.in_h; ++ih) {
+      const int64_t filled = ih < rows ? width : 0;
+      T* dst = dx + ih * p.in_w * pixel_stride;
+      for (int64_t iw = 0; iw < filled; ++iw) {
+        const T* src = tile + ((ih + p.pad_top) * plane.cols + p.pad_left + iw) * tile_row;
+        std::copy(src, src + channels, dst + iw * pixel_stride);
+      }
+      for (int64_t iw = filled; iw < p.in_w; ++iw)
+        std::fill(dst + iw * pixel_stride, dst + iw * pixel_stride + channels, T(0));
+    }
+    return;
+  }
+  if (p.pad_left == 0 && plane.cols == p.in_w) {  // rows whole and side by side in both: one run of pixels
+    if (rows > 0)
+      store_transposed<T, B>(tile + p.pad_top * plane.cols * tile_row, tile_row, rows * p.in_w, channels, dx,
+                             p.in_plane());
+    for (int64_t c = 0; c < channels && rows < p.in_h; ++c)
+      std::fill(dx + c * p.in_plane() + rows * p.in_w, dx + (c + 1) * p.in_plane(), T(0));
+    return;
+  }
+  for (int64_t ih = 0; ih < p.in_h; ++ih) {
+    const int64_t filled = ih < rows ? width : 0;
+    if (filled > 0)
+      store_transposed<T, B>(tile + ((ih + p.pad_top) * plane.cols + p.pad_left) * tile_row, tile_row, filled,
+                             channels, dx + ih * p.in_w, p.in_plane());
+    if (filled < p.in_w)
+      for (int64_t c = 0; c < channels; ++c)
+        std::fill(dx + c * p.in_plane() + ih * p.in_w + filled, dx + c * p.in_plane() + (ih + 1) * p.in_w, T(0));
+  }
+}
+
 // kCoVecs vectors of input channels of one sample and group: every tap of every window
-// into the tile, then the tile cropped to the input plane into `dx` (planes in_plane apart).
+// into the tile, then the tile cropped to the input plane into `dx` (store_tile).
 template <typename T, class Arch, int64_t kCoVecs>
 void scatter_block(const Conv2dParams& p, const PaddedPlanes& plane, const ScatterBlock<T>& b, int64_t w_tap,
-                   T* dx) {
+                   T* dx, int64_t pixel_stride) {
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
   std::fill(b.tile, b.tile + plane.plane() * b.tile_row, T(0));
   for (int64_t kh = 0; kh < p.kernel_h; ++kh)
     for (int64_t kw = 0; kw < p.kernel_w; ++kw)
       scatter_pixels<T, Arch, kCoVecs, cv_width<Arch>(kCoVecs)>(
           b, b.w + (kh * p.kernel_w + kw) * w_tap, kh * p.dilation_h * plane.cols + kw * p.dilation_w, 0);
-  // Input rows and columns past the plane's end are read by no window: their gradient is zero.
-  const int64_t width = std::clamp<int64_t>(plane.cols - p.pad_left, 0, p.in_w);
-  if (p.pad_left == 0 && plane.cols == p.in_w) {  // rows whole and side by side in both: one run of pixels
-    const int64_t rows = std::clamp<int64_t>(plane.rows - p.pad_top, 0, p.in_h);
-    if (rows > 0)
-      store_transposed<T, B>(b.tile + p.pad_top * plane.cols * b.tile_row, b.tile_row, rows * p.in_w, kCoVecs * V,
-                             nullptr, dx, p.in_plane());
-    for (int64_t c = 0; c < kCoVecs * V && rows < p.in_h; ++c)
-      std::fill(dx + c * p.in_plane() + rows * p.in_w, dx + (c + 1) * p.in_plane(), T(0));
-    return;
-  }
-  for (int64_t ih = 0; ih < p.in_h; ++ih) {
-    const int64_t r = ih + p.pad_top;
-    const int64_t filled = r < plane.rows ? width : 0;
-    if (filled > 0)
-      store_transposed<T, B>(b.tile + (r * plane.cols + p.pad_left) * b.tile_row, b.tile_row, filled, kCoVecs * V,
-                             nullptr, dx + ih * p.in_w, p.in_plane());
-    if (filled < p.in_w)
-      for (int64_t c = 0; c < kCoVecs * V; ++c)
-        std::fill(dx + c * p.in_plane() + ih * p.in_w + filled, dx + c * p.in_plane() + (ih + 1) * p.in_w, T(0));
-  }
+  store_tile<T, B>(p, plane, b.tile, b.tile_row, kCoVecs * V, dx, pixel_stride);
 }
 
 }  // namespace

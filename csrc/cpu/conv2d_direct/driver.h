@@ -82,34 +82,38 @@ void correlate_batch(Family family, const Correlation& c, int64_t batch, int64_t
   });
 }
 
-// The channel-vector family for every (sample, group, block of cv_vectors vectors of outputs).
+// The channel-vector family for every (sample, group, block of cv_vectors vectors of outputs),
+// on NCHW or channels_last activations (`channels_last`: both src and dst).
 template <typename T, class Arch>
 void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, int64_t outs, const T* src,
-                          int64_t src_h, int64_t src_w, const std::vector<T>& packed, const T* bias, T* dst) {
+                          int64_t src_h, int64_t src_w, const std::vector<T>& packed, const T* bias, T* dst,
+                          bool channels_last) {
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
   constexpr int64_t block_outs = Arch::kTiles.cv_vectors * V;
   const int64_t blocks = (outs + block_outs - 1) / block_outs;
   const int64_t taps = c.taps(), out_plane = c.out_h * c.out_w;
+  const Activations from{groups, c.channels, src_h * src_w, channels_last}, to{groups, outs, out_plane, channels_last};
   const WindowOffsets offsets(c);
   const int64_t* base = offsets.base.data();
   const int64_t* tap_offset = offsets.tap.data();
   at::parallel_for(0, batch * groups * blocks, 1, [&](int64_t begin, int64_t end) {
     AlignedBuffer<T> staged(staged_size(c, V));
-    AlignedBuffer<T> tile(channel_vector_tile_size<T, Arch>());
+    AlignedBuffer<T> tile(channels_last ? 0 : channel_vector_tile_size<T, Arch>());
     int64_t staged_plane_set = -1;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t set = task / blocks;  // = n * groups + g
       const int64_t oc0 = task % blocks * block_outs;
       if (set != staged_plane_set) {
-        stage_planes(src + set * c.channels * src_h * src_w, c.channels, src_h, src_w, c.staging, staged.data());
+        stage_planes(src + from.offset(set, 0), c.channels, src_h, src_w, c.staging, staged.data(),
+                     from.pixel_stride());
         staged_plane_set = set;
       }
       const int64_t g = set % groups;
       const T* w = packed.data() + g * taps * outs + oc0;
       const T* b = bias ? bias + g * outs + oc0 : nullptr;
-      T* out = dst + (set * outs + oc0) * out_plane;
       with_vector_count<Arch::kTiles.cv_vectors>((outs - oc0) / V, [&](auto vectors) {
-        channel_vector_block<T, Arch, decltype(vectors)::value>(c, staged.data(), base, tap_offset, w, outs, b, out,
+        channel_vector_block<T, Arch, decltype(vectors)::value>(c, staged.data(), base, tap_offset, w, outs, b,
+                                                                dst + to.offset(set, oc0), to.pixel_stride(),
                                                                 tile.data());
       });
     }
@@ -117,15 +121,18 @@ void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, i
 }
 
 // Every (sample, group) of dst = the correlation of src with the weights `at`
-// gives (as for pack.h), with the plan's family: forward and grad_input both run this.
+// gives (as for pack.h), with the plan's family, on the plan's layout:
+// forward and grad_input both run this.
 template <typename T, class Arch, typename Fn>
-void correlate_all(ConvPass pass, Family family, const Correlation& c, int64_t batch, int64_t groups, int64_t outs,
-                   const T* src, int64_t src_h, int64_t src_w, Fn at, const T* bias, T* dst) {
+void correlate_all(ConvPass pass, const ConvPlan& plan, const Correlation& c, int64_t batch, int64_t groups,
+                   int64_t outs, const T* src, int64_t src_h, int64_t src_w, Fn at, const T* bias, T* dst) {
+  const Family family = plan.family;
   note_family_run(pass, family);
   if (family == Family::kChannelVectors) {
     const auto packed = pack_channel_vector_weights<T>(groups, outs, c.channels, c.kernel_h, c.kernel_w, at);
-    channel_vector_batch<T, Arch>(c, batch, groups, outs, src, src_h, src_w, packed, bias, dst);
+    channel_vector_batch<T, Arch>(c, batch, groups, outs, src, src_h, src_w, packed, bias, dst, plan.channels_last);
   } else {
+    TORCH_INTERNAL_ASSERT(!plan.channels_last, "cnnext: ", family_name(family), " has no channels_last kernel");
     const auto packed = pack_pixel_vector_weights<T>(Arch::kTiles.oc_block, groups, outs, c.channels, c.kernel_h,
                                                      c.kernel_w, at);
     correlate_batch<T, Arch>(family, c, batch, groups, outs, src, src_h, src_w, packed, bias, dst);
@@ -182,16 +189,33 @@ void add_plane_sums(const Conv2dParams& p, const T* gy, int64_t count, double* b
                                                                 p.out_plane());
 }
 
+// The same for channels_last grad_output: `count` samples of pixels `stride` elements apart.
+template <typename T>
+void add_pixel_sums(const Conv2dParams& p, const T* gy, int64_t count, int64_t stride, double* bias_partial) {
+  std::vector<T> sums(p.out_per_group());
+  for (int64_t s = 0; s < count; ++s) {
+    std::fill(sums.begin(), sums.end(), T(0));
+    for (int64_t q = 0; q < p.out_plane(); ++q) {
+      const T* row = gy + (s * p.out_plane() + q) * stride;
+      for (int64_t oc = 0; oc < p.out_per_group(); ++oc) sums[oc] += row[oc];
+    }
+    for (int64_t oc = 0; oc < p.out_per_group(); ++oc) bias_partial[oc] += sums[oc];
+  }
+}
+
 // grad_weight with channel vectors (grad_weight_channel_vectors.h) on the
 // plan's correlation `cv` (rows only as wide as the windows read).
+// NCHW or channels_last activations (grad_output and input, `channels_last`): the
+// latter's grad_output already holds the channels of a pixel side by side.
 template <typename T, class Arch>
 void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, const T* grad_output, const T* input,
-                                T* grad_weight, T* grad_bias) {
+                                T* grad_weight, T* grad_bias, bool channels_last) {
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
   constexpr int64_t block_outs = Arch::kTiles.cv_vectors * V;
   const int64_t cin = p.in_per_group(), cout = p.out_per_group(), pixels = p.out_plane();
   const int64_t taps = cv.taps();
   const int64_t staged_sample = cin * cv.staging.rows * cv.staging.cols, gy_sample = pixels * cout;
+  const Activations x{p.groups, cin, p.in_plane(), channels_last}, dy{p.groups, cout, pixels, channels_last};
   const WindowOffsets offsets(cv);
   // Samples staged together: as many as fit in the staging budget, so each pass over the taps
   // reads them from cache; up to 32, for long reductions per partial-sum update.
@@ -199,23 +223,32 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
       kDirectStagingBytes / ((staged_sample + gy_sample) * static_cast<int64_t>(sizeof(T))), 1, 32);
   sum_over_batch_chunks(p, grad_weight, grad_bias, [&](int64_t first, int64_t last, T* partial, double* bias_partial) {
     AlignedBuffer<T> staged(stage_samples * staged_sample);
-    AlignedBuffer<T> gyT(stage_samples * gy_sample);
+    AlignedBuffer<T> gyT(channels_last ? 0 : stage_samples * gy_sample);
     for (int64_t n0 = first; n0 < last; n0 += stage_samples) {
       const int64_t count = std::min(stage_samples, last - n0);
       for (int64_t g = 0; g < p.groups; ++g) {
-        const T* group_gy = grad_output + (n0 * p.out_channels + g * cout) * pixels;
-        if (bias_partial) add_plane_sums<T, Arch>(p, group_gy, count, bias_partial + g * cout);
+        const T* group_gy = grad_output + dy.offset(n0 * p.groups + g, 0);
+        if (bias_partial && channels_last) {
+          add_pixel_sums(p, group_gy, count, p.out_channels, bias_partial + g * cout);
+        } else if (bias_partial) {
+          add_plane_sums<T, Arch>(p, group_gy, count, bias_partial + g * cout);
+        }
         for (int64_t s = 0; s < count; ++s) {
-          stage_planes(input + ((n0 + s) * p.in_channels + g * cin) * p.in_plane(), cin, p.in_h, p.in_w, cv.staging,
-                       staged.data() + s * staged_sample);
+          stage_planes(input + x.offset((n0 + s) * p.groups + g, 0), cin, p.in_h, p.in_w, cv.staging,
+                       staged.data() + s * staged_sample, x.pixel_stride());
+          if (channels_last) continue;
           for (int64_t oc = 0; oc < cout; ++oc)
             for (int64_t q = 0; q < pixels; ++q)
               gyT.data()[s * gy_sample + q * cout + oc] = group_gy[(s * p.out_channels + oc) * pixels + q];
         }
+        // grad_output with the channels of a pixel side by side: channels_last as it is, else gyT.
+        const T* rows = channels_last ? group_gy : gyT.data();
+        const int64_t row_pixel = channels_last ? p.out_channels : cout;
+        const int64_t row_sample = channels_last ? pixels * p.out_channels : gy_sample;
         for (int64_t oc0 = 0; oc0 < cout; oc0 += block_outs) {
-          const ChannelVectorWeightBatch<T> b{staged.data(), staged_sample, gyT.data() + oc0, cout,
-                                              gy_sample,     count,         offsets.base.data(), pixels,
-                                              offsets.tap.data(), taps,     partial + (g * cout + oc0) * taps};
+          const ChannelVectorWeightBatch<T> b{staged.data(),       staged_sample, rows + oc0, row_pixel,
+                                              row_sample,          count,         offsets.base.data(), pixels,
+                                              offsets.tap.data(), taps,          partial + (g * cout + oc0) * taps};
           with_vector_count<Arch::kTiles.cv_vectors>((cout - oc0) / V, [&](auto vectors) {
             channel_vector_weight_block<T, Arch, decltype(vectors)::value>(b);
           });
@@ -238,14 +271,17 @@ void direct_forward(const Conv2dParams& p, const ConvPlan& plan, const T* input,
   const auto weight_at = [&](int64_t g, int64_t oc, int64_t ch, int64_t kh, int64_t kw) {
     return weight[((g * cout + oc) * cin + ch) * p.kernel_plane() + kh * p.kernel_w + kw];
   };
-  correlate_all<T, Arch>(ConvPass::Forward, plan.family, c, p.batch, p.groups, cout, input, p.in_h, p.in_w,
-                         weight_at, bias, output);
+  correlate_all<T, Arch>(ConvPass::Forward, plan, c, p.batch, p.groups, cout, input, p.in_h, p.in_w, weight_at,
+                         bias, output);
 }
 
 // grad_input with the scattered channel vectors (channel_vectors_scatter.h), for
-// every (sample, group, block of cv_vectors vectors of input channels).
+// every (sample, group, block of cv_vectors vectors of input channels), on NCHW
+// or channels_last activations (a channels_last grad_output is transposed into
+// planes, once per sample and group and thread).
 template <typename T, class Arch>
-void scatter_grad_input(const Conv2dParams& p, const T* grad_output, const T* weight, T* grad_input) {
+void scatter_grad_input(const Conv2dParams& p, const T* grad_output, const T* weight, T* grad_input,
+                        bool channels_last) {
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
   constexpr int64_t block_ins = Arch::kTiles.cv_vectors * V;
   const int64_t cin = p.in_per_group(), cout = p.out_per_group(), taps = p.kernel_plane();
@@ -258,14 +294,23 @@ void scatter_grad_input(const Conv2dParams& p, const T* grad_output, const T* we
   const PaddedPlanes plane(p);
   std::vector<int64_t> window(p.out_plane());
   gather_offsets(p, plane, window.data());
+  const Activations dy{p.groups, cout, p.out_plane(), channels_last}, dx{p.groups, cin, p.in_plane(), channels_last};
+  const Staging as_planes{p.out_h, p.out_w, 0, 0, 1, 1};
   at::parallel_for(0, p.batch * p.groups * blocks, 1, [&](int64_t begin, int64_t end) {
     AlignedBuffer<T> tile(scatter_tile_size<T, Arch>(plane));
+    AlignedBuffer<T> gy_planes(channels_last ? cout * p.out_plane() : 0);
+    int64_t gy_set = -1;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t set = task / blocks;  // = n * groups + g
       const int64_t g = set % p.groups, ci0 = task % blocks * block_ins;
+      const T* gy = grad_output + dy.offset(set, 0);
+      if (channels_last && set != gy_set) {
+        stage_planes(gy, cout, p.out_h, p.out_w, as_planes, gy_planes.data(), dy.pixel_stride());
+        gy_set = set;
+      }
       with_vector_count<Arch::kTiles.cv_vectors>((cin - ci0) / V, [&](auto vectors) {
         constexpr int64_t kCoVecs = decltype(vectors)::value;
-        const ScatterBlock<T> b{grad_output + set * cout * p.out_plane(),
+        const ScatterBlock<T> b{channels_last ? gy_planes.data() : gy,
                                 p.out_plane(),
                                 cout,
                                 packed.data() + g * cout * taps * cin + ci0,
@@ -273,7 +318,7 @@ void scatter_grad_input(const Conv2dParams& p, const T* grad_output, const T* we
                                 window.data(),
                                 tile.data(),
                                 kCoVecs * V};
-        scatter_block<T, Arch, kCoVecs>(p, plane, b, cin, grad_input + (set * cin + ci0) * p.in_plane());
+        scatter_block<T, Arch, kCoVecs>(p, plane, b, cin, grad_input + dx.offset(set, ci0), dx.pixel_stride());
       });
     }
   });
@@ -288,7 +333,7 @@ void direct_grad_input(const Conv2dParams& p, const ConvPlan& plan, const T* gra
   }
   if (plan.family == Family::kChannelVectorsScatter) {
     note_family_run(ConvPass::GradInput, plan.family);
-    return scatter_grad_input<T, Arch>(p, grad_output, weight, grad_input);
+    return scatter_grad_input<T, Arch>(p, grad_output, weight, grad_input, plan.channels_last);
   }
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
   const int64_t cin = p.in_per_group(), cout = p.out_per_group();
@@ -298,8 +343,8 @@ void direct_grad_input(const Conv2dParams& p, const ConvPlan& plan, const T* gra
                   (p.kernel_w - 1 - kw)];
   };
   const T* no_bias = nullptr;
-  correlate_all<T, Arch>(ConvPass::GradInput, plan.family, c, p.batch, p.groups, cin, grad_output, p.out_h,
-                         p.out_w, weight_at, no_bias, grad_input);
+  correlate_all<T, Arch>(ConvPass::GradInput, plan, c, p.batch, p.groups, cin, grad_output, p.out_h, p.out_w,
+                         weight_at, no_bias, grad_input);
 }
 
 template <typename T, class Arch>
@@ -313,9 +358,10 @@ void direct_grad_weight(const Conv2dParams& p, const ConvPlan& plan, const T* gr
   if (plan.family == Family::kGradWeightChannelVectors) {
     note_family_run(ConvPass::GradWeight, plan.family);
     channel_vector_grad_weight<T, Arch>(p, grad_weight_correlation(p, V, true), grad_output, input, grad_weight,
-                                        grad_bias);
+                                        grad_bias, plan.channels_last);
     return;
   }
+  TORCH_INTERNAL_ASSERT(!plan.channels_last, "cnnext: ", family_name(plan.family), " has no channels_last kernel");
   const int64_t cin = p.in_per_group(), cout = p.out_per_group();
   const int64_t blocks = (cout + kOcBlock - 1) / kOcBlock;
   const bool in_place = plan.family == Family::kGradWeightColumnsInPlace;

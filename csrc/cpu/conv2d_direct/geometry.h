@@ -143,6 +143,22 @@ struct WindowOffsets {
   }
 };
 
+// A batch of activations (an input, an output or a gradient of one) with
+// `channels` channels per group: where channel ch of sample-and-group set
+// (n * groups + g) begins, and how far apart its pixels are. NCHW planes
+// (pixel stride 1), or channels_last: pixels of groups * channels elements,
+// which the channel-vector kernels read through their staging (stage_planes
+// transposes) and write as rows of whole vectors.
+struct Activations {
+  int64_t groups, channels, plane;
+  bool channels_last;
+
+  int64_t pixel_stride() const { return channels_last ? groups * channels : 1; }
+  int64_t offset(int64_t set, int64_t ch) const {
+    return channels_last ? (set / groups * plane * groups + set % groups) * channels + ch : (set * channels + ch) * plane;
+  }
+};
+
 // The zero-padded planes in which every window of a pass lies whole (rows from
 // -pad_top, columns from -pad_left): im2col's padded-plane gather (im2col.h)
 // and grad_input's scattered channel vectors (channel_vectors_scatter.h).
