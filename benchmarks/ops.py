@@ -188,24 +188,25 @@ def avg_pool_call(problem: PoolProblem, impl: str) -> Call:
 
 
 def train_model(name: str, impl: str, device: torch.device) -> nn.Module:
-    """The seed model with torch layers, or converted to cnnext with the impl's algo (and fused)."""
+    """The seed model with torch layers, or converted to cnnext with the impl's algo (and fused);
+    in channels_last memory format for a ``+channels_last`` impl."""
     model = build_model(name, layers="torch", seed=0)
-    if impl != "torch":
+    if not impl.startswith("torch"):
         model = cnnext.convert(model, algo=algo_of(impl))
     if impl.endswith(FUSED):
         model = cnnext.fuse(model)
-    return model.to(device).train()
+    return model.to(device, memory_format=_memory_format(impl)).train()
 
 
-def train_batch(name: str, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A random image batch and labels at the model's seed batch size."""
+def train_batch(name: str, device: torch.device, seed: int = 0, impl: str = "torch") -> tuple[torch.Tensor, torch.Tensor]:
+    """A random image batch and labels at the model's seed batch size (images in the impl's memory format)."""
     spec = MODELS[name]
     size = spec.image_size
     height, width = (size, size) if isinstance(size, int) else size
     gen = torch.Generator().manual_seed(seed)
     images = torch.randn(spec.batch_size, spec.in_channels, height, width, generator=gen)
     labels = torch.randint(NUM_CLASSES, (spec.batch_size,), generator=gen)
-    return images.to(device), labels.to(device)
+    return images.to(device, memory_format=_memory_format(impl)), labels.to(device)
 
 
 def _loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
