@@ -111,10 +111,6 @@ void conv2d_forward(ConvAlgo algo, const Conv2dParams& p, bool channels_last, co
         const ConvPlan plan = plan_for(algo, p, ConvPass::Forward, channels_last, x);
         if (plan.algo == ConvAlgo::Im2col && im2col_nhwc(p, x, y)) return im2col_nhwc_forward(p, x, w, b, y);
         if (plan.algo == ConvAlgo::Im2col) return im2col_forward(p, x, w, b, y);
-        if (plan.family == Family::kDepthwise && plan.channels_last) {
-          note_family_run(ConvPass::Forward, Family::kDepthwise);
-          return depthwise_nhwc_forward(p, x, w, b, y);
-        }
         AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cnnext_direct_forward", [&] {
           direct_kernels<scalar_t>(plan.isa).forward(p, plan, x.const_data_ptr<scalar_t>(),
                                                      w.const_data_ptr<scalar_t>(), optional_data<scalar_t>(b),
@@ -132,10 +128,6 @@ void conv2d_grad_input(ConvAlgo algo, const Conv2dParams& p, bool channels_last,
         const ConvPlan plan = plan_for(algo, p, ConvPass::GradInput, channels_last, dy);
         if (plan.algo == ConvAlgo::Im2col && im2col_nhwc(p, dy, dx)) return im2col_nhwc_grad_input(p, dy, w, dx);
         if (plan.algo == ConvAlgo::Im2col) return im2col_grad_input(p, dy, w, dx);
-        if (plan.family == Family::kDepthwise && plan.channels_last) {
-          note_family_run(ConvPass::GradInput, Family::kDepthwise);
-          return depthwise_nhwc_grad_input(p, dy, w, dx);
-        }
         AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "cnnext_direct_grad_input", [&] {
           direct_kernels<scalar_t>(plan.isa).grad_input(p, plan, dy.const_data_ptr<scalar_t>(),
                                                         w.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>());
@@ -159,11 +151,6 @@ void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p, bool channels_last
           return im2col_nhwc_grad_weight(p, dy, x, dw, fused_bias ? grad_bias : no_bias);
         }
         if (plan.algo == ConvAlgo::Im2col) return im2col_grad_weight(p, dy, x, dw);
-        if (plan.family == Family::kDepthwise && plan.channels_last) {
-          note_family_run(ConvPass::GradWeight, Family::kDepthwise);
-          at::Tensor no_bias;
-          return depthwise_nhwc_grad_weight(p, dy, x, dw, fused_bias ? grad_bias : no_bias);
-        }
         AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "cnnext_direct_grad_weight", [&] {
           direct_kernels<scalar_t>(plan.isa).grad_weight(p, plan, dy.const_data_ptr<scalar_t>(),
                                                          x.const_data_ptr<scalar_t>(), dw.mutable_data_ptr<scalar_t>(),

@@ -36,17 +36,5 @@ void im2col_nhwc_grad_input(const Conv2dParams& p, const at::Tensor& grad_output
 void im2col_nhwc_grad_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
                              at::Tensor& grad_weight, at::Tensor& grad_bias);
 
-// Depthwise convolutions with one output channel per group on channels_last
-// tensors: rows of channels multiplied and added per tap, no transposes
-// (conv2d_depthwise_nhwc_kernel.cpp; the direct algorithm's kernels for this
-// layout), where the plan says the depthwise family runs channels_last
-// (ConvPlan::channels_last). grad_weight also sums grad_bias when it is defined.
-void depthwise_nhwc_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
-                            const at::Tensor& bias, at::Tensor& output);
-void depthwise_nhwc_grad_input(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
-                               at::Tensor& grad_input);
-void depthwise_nhwc_grad_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
-                                at::Tensor& grad_weight, at::Tensor& grad_bias);
-
 }  // namespace cpu
 }  // namespace cnnext

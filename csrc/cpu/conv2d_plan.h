@@ -62,7 +62,7 @@ ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size,
 // Whether the direct `family` runs `p` on channels_last activations in place:
 // the channel-vector families (their staging reads channels_last pixels, their
 // accumulators hold channels side by side), and depthwise layers with one
-// output per group (conv2d_depthwise_nhwc_kernel.cpp).
+// output per group (conv2d_direct/depthwise_nhwc.h).
 bool runs_channels_last(Family family, const Conv2dParams& p);
 
 // Whether a groups-1 layer of a channels_last model that runs im2col builds

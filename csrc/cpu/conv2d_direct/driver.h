@@ -25,6 +25,7 @@
 #include "channel_vectors.h"
 #include "channel_vectors_scatter.h"
 #include "depthwise.h"
+#include "depthwise_nhwc.h"
 #include "geometry.h"
 #include "grad_weight_channel_vectors.h"
 #include "grad_weight_columns.h"
@@ -263,6 +264,7 @@ void direct_forward(const Conv2dParams& p, const ConvPlan& plan, const T* input,
                     T* output) {
   if (plan.family == Family::kDepthwise) {
     note_family_run(ConvPass::Forward, plan.family);
+    if (plan.channels_last) return depthwise_nhwc_forward<T, Arch>(p, input, weight, bias, output);
     return depthwise_forward<T, Arch>(p, input, weight, bias, output);
   }
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
@@ -329,6 +331,7 @@ void direct_grad_input(const Conv2dParams& p, const ConvPlan& plan, const T* gra
                        T* grad_input) {
   if (plan.family == Family::kDepthwise) {
     note_family_run(ConvPass::GradInput, plan.family);
+    if (plan.channels_last) return depthwise_nhwc_grad_input<T, Arch>(p, grad_output, weight, grad_input);
     return depthwise_grad_input<T, Arch>(p, grad_output, weight, grad_input);
   }
   if (plan.family == Family::kChannelVectorsScatter) {
@@ -353,6 +356,7 @@ void direct_grad_weight(const Conv2dParams& p, const ConvPlan& plan, const T* gr
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>, kOcBlock = Arch::kTiles.oc_block;
   if (plan.family == Family::kDepthwise) {
     note_family_run(ConvPass::GradWeight, plan.family);
+    if (plan.channels_last) return depthwise_nhwc_grad_weight<T, Arch>(p, grad_output, input, grad_weight, grad_bias);
     return depthwise_grad_weight<T, Arch>(p, grad_output, input, grad_weight, grad_bias);
   }
   if (plan.family == Family::kGradWeightChannelVectors) {
