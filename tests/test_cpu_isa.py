@@ -121,6 +121,31 @@ def test_every_family_of_every_isa_matches_torch(isa, family, dtype, monkeypatch
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_channels_last_depthwise_of_every_isa_matches_torch(isa, dtype):
+    """Depthwise layers with one output per group in a channels_last model run each ISA's kernels of that layout
+    (the plan says so): random shapes, channel counts in and out of whole vectors, against torch."""
+    gen = torch.Generator().manual_seed(zlib.crc32(f"depthwise {isa} {dtype}".encode()))
+
+    def draw(lo: int, hi: int) -> int:
+        return int(torch.randint(lo, hi + 1, (1,), generator=gen))
+
+    checked = 0
+    while checked < 6:
+        channels, kernel = draw(1, 40), (draw(1, 5), draw(1, 5))
+        dilation, padding = (draw(1, 2), draw(1, 2)), (draw(0, 2), draw(0, 2))
+        spans = [d * (k - 1) + 1 for d, k in zip(dilation, kernel)]
+        stride = tuple(draw(1, min(2, span)) for span in spans)
+        size = (draw(1, 20), draw(1, 30))
+        if any(s + 2 * p < span for s, p, span in zip(size, padding, spans)):
+            continue
+        conv = dict(input=(draw(1, 3), channels, *size), weight=(channels, 1, *kernel), stride=stride,
+                    padding=padding, dilation=dilation, groups=channels)
+        assert all(_plan(conv, p, dtype, "auto", True)["channels_last"] for p in CONV_PASSES), conv
+        _check_against_torch(conv, dtype, gen, "auto", channels_last=True)
+        checked += 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_auto_runs_what_the_plan_says(isa, dtype):
     """`auto` on random shapes, NCHW and channels_last: the algorithm and family each pass runs are the plan's,
     and the results torch's."""
