@@ -44,33 +44,47 @@ struct RowPairs {
   int64_t count;
 };
 
-// out[c] = init[c] (0 without init) + sum_i a[rows.a_off[i] + c] * b[rows.b_off[i] + c] for c < C.
-template <typename T, class Arch>
-void sum_of_products(const T* a, const T* b, const RowPairs& rows, const T* init, T* out, int64_t C) {
+// out[c0 + c] = init[c0 + c] (0 without init) + sum_i a[rows.a_off[i] + c0 + c] * b[rows.b_off[i] + c0 + c]
+// for c < kVecs vectors; kTaps: rows.count where the caller knows it (0: not known).
+template <typename T, class Arch, int64_t kVecs, int64_t kTaps>
+__attribute__((always_inline)) inline void sum_of_products_step(const T* a, const T* b, const RowPairs& rows,
+                                                                const T* init, T* out, int64_t c0) {
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
+  const int64_t count = kTaps > 0 ? kTaps : rows.count;
+  Vec<T, B> acc[kVecs] = {};
+  if (init)
+    for (int64_t j = 0; j < kVecs; ++j) acc[j] = load_vec<B>(init + c0 + j * V);
+  for (int64_t i = 0; i < count; ++i) {
+    const T* x = a + rows.a_off[i] + c0;
+    const T* y = b + rows.b_off[i] + c0;
+    for (int64_t j = 0; j < kVecs; ++j) acc[j] += load_vec<B>(x + j * V) * load_vec<B>(y + j * V);
+  }
+  for (int64_t j = 0; j < kVecs; ++j) store_vec<T, B>(out + c0 + j * V, acc[j]);
+}
+
+// out[c] = init[c] (0 without init) + sum_i a[rows.a_off[i] + c] * b[rows.b_off[i] + c] for c < C:
+// kNhwcDepthwiseVectors vectors of channels at a time, then 2, then 1, then single channels.
+// kTaps: rows.count where the caller knows it (0: not known), so the loop over the rows unrolls.
+template <typename T, class Arch, int64_t kTaps = 0>
+void sum_of_products(const T* a, const T* b, const RowPairs& rows, const T* init, T* out, int64_t C) {
+  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
   int64_t c = 0;
-  for (; c + kNhwcDepthwiseVectors * V <= C; c += kNhwcDepthwiseVectors * V) {
-    Vec<T, B> acc[kNhwcDepthwiseVectors] = {};
-    if (init)
-      for (int64_t j = 0; j < kNhwcDepthwiseVectors; ++j) acc[j] = load_vec<B>(init + c + j * V);
-    for (int64_t i = 0; i < rows.count; ++i) {
-      const T* x = a + rows.a_off[i] + c;
-      const T* y = b + rows.b_off[i] + c;
-      for (int64_t j = 0; j < kNhwcDepthwiseVectors; ++j) acc[j] += load_vec<B>(x + j * V) * load_vec<B>(y + j * V);
-    }
-    for (int64_t j = 0; j < kNhwcDepthwiseVectors; ++j) store_vec<T, B>(out + c + j * V, acc[j]);
-  }
-  for (; c + V <= C; c += V) {
-    Vec<T, B> acc = {};
-    if (init) acc = load_vec<B>(init + c);
-    for (int64_t i = 0; i < rows.count; ++i) acc += load_vec<B>(a + rows.a_off[i] + c) * load_vec<B>(b + rows.b_off[i] + c);
-    store_vec<T, B>(out + c, acc);
-  }
+  for (; c + kNhwcDepthwiseVectors * V <= C; c += kNhwcDepthwiseVectors * V)
+    sum_of_products_step<T, Arch, kNhwcDepthwiseVectors, kTaps>(a, b, rows, init, out, c);
+  for (; c + 2 * V <= C; c += 2 * V) sum_of_products_step<T, Arch, 2, kTaps>(a, b, rows, init, out, c);
+  for (; c + V <= C; c += V) sum_of_products_step<T, Arch, 1, kTaps>(a, b, rows, init, out, c);
   for (; c < C; ++c) {
     T acc = init ? init[c] : T(0);
     for (int64_t i = 0; i < rows.count; ++i) acc += a[rows.a_off[i] + c] * b[rows.b_off[i] + c];
     out[c] = acc;
   }
+}
+
+// sum_of_products over a window wholly in bounds: unrolled over the taps of a 3 x 3 kernel.
+template <typename T, class Arch>
+void window_sum_of_products(const T* a, const T* b, const RowPairs& rows, const T* init, T* out, int64_t C) {
+  if (rows.count == 9) return sum_of_products<T, Arch, 9>(a, b, rows, init, out, C);
+  sum_of_products<T, Arch>(a, b, rows, init, out, C);
 }
 
 // acc[c] += a[c] * b[c] for c < C.
@@ -120,7 +134,8 @@ void depthwise_nhwc_forward(const Conv2dParams& p, const T* x, const T* weight, 
         const int64_t iw0 = ow * p.stride_w - p.pad_left;
         T* out = y + (row * p.out_w + ow) * C;
         if (rows_inside && iw0 >= 0 && iw0 + (p.kernel_w - 1) * p.dilation_w < p.in_w) {
-          sum_of_products<T, Arch>(x + ((n * p.in_h + ih0) * p.in_w + iw0) * C, wt.data(), interior, bias, out, C);
+          window_sum_of_products<T, Arch>(x + ((n * p.in_h + ih0) * p.in_w + iw0) * C, wt.data(), interior, bias,
+                                          out, C);
           continue;
         }
         RowPairs rows{border_a.data(), border_b.data(), 0};
@@ -159,8 +174,8 @@ void depthwise_nhwc_grad_input(const Conv2dParams& p, const T* dy, const T* weig
       for (int64_t iw = 0; iw < p.in_w; ++iw) {
         const int64_t ow0 = iw + p.pad_left;
         if (rows_inside && ow0 - reach_w >= 0 && ow0 < p.out_w) {
-          sum_of_products<T, Arch>(dy + ((n * p.out_h + oh0) * p.out_w + ow0) * C, wt.data(), interior, no_init,
-                                   dx + (row * p.in_w + iw) * C, C);
+          window_sum_of_products<T, Arch>(dy + ((n * p.out_h + oh0) * p.out_w + ow0) * C, wt.data(), interior,
+                                          no_init, dx + (row * p.in_w + iw) * C, C);
           continue;
         }
         RowPairs rows{rows_a.data(), rows_b.data(), 0};
@@ -182,28 +197,107 @@ void depthwise_nhwc_grad_input(const Conv2dParams& p, const T* dy, const T* weig
   });
 }
 
+// dw[t][c] += sum of g[c] * x[c] over the pixel pairs of tap t, and db[c] += sum of g[c], for
+// channels [c_lo, c_hi) of samples [n_begin, n_end); dw and db in memory (rows of C).
+template <typename T, class Arch>
+void weight_sums_rows(const Conv2dParams& p, const T* dy, const T* x, int64_t n_begin, int64_t n_end, int64_t c_lo,
+                      int64_t c_hi, T* dw, T* db) {
+  const int64_t C = p.out_channels;
+  for (int64_t n = n_begin; n < n_end; ++n)
+    for (int64_t oh = 0; oh < p.out_h; ++oh)
+      for (int64_t ow = 0; ow < p.out_w; ++ow) {
+        const T* g = dy + ((n * p.out_h + oh) * p.out_w + ow) * C;
+        for (int64_t c = c_lo; c < c_hi; ++c) db[c] += g[c];
+        for_each_tap_inside(p, n, oh, ow, [&](int64_t tap, int64_t pixel) {
+          multiply_add_row<T, Arch>(dw + tap * C + c_lo, g + c_lo, x + pixel * C + c_lo, c_hi - c_lo);
+        });
+      }
+}
+
+// The same for kVecs vectors of channels from c0, a kernel of kTaps taps and output row (n, oh):
+// over the pixels whose window is wholly in bounds (`window`: its taps' rows relative to its
+// corner) the sums stay in registers, taken from and put back into `inner` (rows of C, like dw)
+// once per row; the other pixels add into dw in memory.
+template <typename T, class Arch, int64_t kTaps, int64_t kVecs>
+void weight_sums_block(const Conv2dParams& p, const T* dy, const T* x, int64_t n, int64_t oh, int64_t c0,
+                       const int64_t* window, T* inner, T* dw, T* db) {
+  constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
+  const int64_t C = p.out_channels;
+  Vec<T, B> acc[kTaps][kVecs], bias[kVecs];
+  for (int64_t t = 0; t < kTaps; ++t)
+    for (int64_t j = 0; j < kVecs; ++j) acc[t][j] = load_vec<B>(inner + t * C + c0 + j * V);
+  for (int64_t j = 0; j < kVecs; ++j) bias[j] = load_vec<B>(db + c0 + j * V);
+  const int64_t ih0 = oh * p.stride_h - p.pad_top;
+  const bool rows_inside = ih0 >= 0 && ih0 + (p.kernel_h - 1) * p.dilation_h < p.in_h;
+  for (int64_t ow = 0; ow < p.out_w; ++ow) {
+    const T* g = dy + ((n * p.out_h + oh) * p.out_w + ow) * C + c0;
+    Vec<T, B> gv[kVecs];
+    for (int64_t j = 0; j < kVecs; ++j) {
+      gv[j] = load_vec<B>(g + j * V);
+      bias[j] += gv[j];
+    }
+    const int64_t iw0 = ow * p.stride_w - p.pad_left;
+    if (rows_inside && iw0 >= 0 && iw0 + (p.kernel_w - 1) * p.dilation_w < p.in_w) {
+      const T* corner = x + ((n * p.in_h + ih0) * p.in_w + iw0) * C + c0;
+      for (int64_t t = 0; t < kTaps; ++t)
+        for (int64_t j = 0; j < kVecs; ++j) acc[t][j] += gv[j] * load_vec<B>(corner + window[t] + j * V);
+      continue;
+    }
+    for_each_tap_inside(p, n, oh, ow, [&](int64_t tap, int64_t pixel) {
+      T* d = dw + tap * C + c0;
+      const T* xs = x + pixel * C + c0;
+      for (int64_t j = 0; j < kVecs; ++j)
+        store_vec<T, B>(d + j * V, load_vec<B>(d + j * V) + gv[j] * load_vec<B>(xs + j * V));
+    });
+  }
+  for (int64_t t = 0; t < kTaps; ++t)
+    for (int64_t j = 0; j < kVecs; ++j) store_vec<T, B>(inner + t * C + c0 + j * V, acc[t][j]);
+  for (int64_t j = 0; j < kVecs; ++j) store_vec<T, B>(db + c0 + j * V, bias[j]);
+}
+
+// Samples [n_begin, n_end) into dw and db. Kernels of kTaps taps (3 x 3) keep their sums in
+// registers, kBlock vectors of channels at a time (as many as the registers hold) and then one
+// vector, each output row's channel blocks one after the other (the rows they read stay in cache);
+// other kernels, and the channels past the last whole vector, add in memory.
+template <typename T, class Arch>
+void weight_sums(const Conv2dParams& p, const T* dy, const T* x, int64_t n_begin, int64_t n_end,
+                 const int64_t* window, T* dw, T* db) {
+  constexpr int64_t kTaps = 9, V = kLanes<T, Arch::kTiles.vec_bytes>;
+  constexpr int64_t kBlock = Arch::kTiles.vec_bytes == 64 ? 2 : 1;  // 9 x 2 accumulators of AVX-512's 32 registers
+  const int64_t C = p.out_channels;
+  const int64_t vectors = p.kernel_plane() == kTaps ? C / V : 0;
+  if (vectors > 0) {
+    std::vector<T> inner(kTaps * C, T(0));
+    for (int64_t n = n_begin; n < n_end; ++n)
+      for (int64_t oh = 0; oh < p.out_h; ++oh) {
+        int64_t v = 0;
+        for (; v + kBlock <= vectors; v += kBlock)
+          weight_sums_block<T, Arch, kTaps, kBlock>(p, dy, x, n, oh, v * V, window, inner.data(), dw, db);
+        for (; v < vectors; ++v)
+          weight_sums_block<T, Arch, kTaps, 1>(p, dy, x, n, oh, v * V, window, inner.data(), dw, db);
+      }
+    for (int64_t i = 0; i < kTaps * C; ++i) dw[i] += inner[i];
+  }
+  if (vectors * V < C) weight_sums_rows<T, Arch>(p, dy, x, n_begin, n_end, vectors * V, C, dw, db);
+}
+
 // grad_weight, and grad_bias where it is not null.
 template <typename T, class Arch>
 void depthwise_nhwc_grad_weight(const Conv2dParams& p, const T* dy, const T* x, T* grad_weight, T* grad_bias) {
   const int64_t C = p.out_channels, taps = p.kernel_plane();
   const BatchChunks chunking(p.batch);
+  // A window wholly in bounds: its taps' rows relative to its corner pixel.
+  std::vector<int64_t> window(taps);
+  for (int64_t kh = 0; kh < p.kernel_h; ++kh)
+    for (int64_t kw = 0; kw < p.kernel_w; ++kw)
+      window[kh * p.kernel_w + kw] = (kh * p.dilation_h * p.in_w + kw * p.dilation_w) * C;
   // Per chunk: (taps, C) weight gradient, then C bias gradient.
   std::vector<T> partials(chunking.count * (taps + 1) * C, T(0));
   at::parallel_for(0, chunking.count, 1, [&](int64_t begin, int64_t end) {
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       T* dw = partials.data() + chunk * (taps + 1) * C;
-      T* db = dw + taps * C;
-      for (int64_t n = chunking.begin(chunk); n < chunking.begin(chunk + 1); ++n) {
-        for (int64_t oh = 0; oh < p.out_h; ++oh) {
-          for (int64_t ow = 0; ow < p.out_w; ++ow) {
-            const T* g = dy + ((n * p.out_h + oh) * p.out_w + ow) * C;
-            for (int64_t c = 0; c < C; ++c) db[c] += g[c];
-            for_each_tap_inside(p, n, oh, ow, [&](int64_t tap, int64_t pixel) {
-              multiply_add_row<T, Arch>(dw + tap * C, g, x + pixel * C, C);
-            });
-          }
-        }
-      }
+      weight_sums<T, Arch>(p, dy, x, chunking.begin(chunk), chunking.begin(chunk + 1), window.data(), dw,
+                           dw + taps * C);
     }
   });
   // Chunk order, fixed by the shape.
