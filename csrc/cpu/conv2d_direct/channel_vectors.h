@@ -4,8 +4,10 @@
 // column), loads kCoVecs weight vectors (packed [group][tap][output channel],
 // pack.h) and broadcasts one staged input value per pixel: more FMAs per load
 // than the pixel-vector families, and every lane is an output however narrow
-// the plane. Needs output channels in whole vectors; the plan
-// (conv2d_plan.cpp) says where it wins.
+// the plane. Its accumulators hold each pixel's channels side by side: the
+// layout of a channels_last output, which takes them as they are (NCHW goes
+// through a tile and transposes). Needs output channels in whole vectors; the
+// plan (conv2d_plan.cpp) says where it wins.
 #pragma once
 
 #include <algorithm>

@@ -3,8 +3,11 @@
 // channel has its own kernel, so each pass is, per tap, an elementwise
 // multiply-add of rows of channels, vectorized over the channels with no
 // transposes. The kernel is read tap-major, (KH*KW, C). Forward and
-// grad_input keep a pixel's sums for kNhwcDepthwiseVectors vectors of channels in
-// registers over all its taps, so each output is stored once. Work is split
+// grad_input keep a pixel's sums for up to kNhwcDepthwiseVectors vectors of
+// channels in registers over all its taps, so each output is stored once;
+// grad_weight of a 3 x 3 kernel keeps its taps' sums in registers over an
+// output row. Windows wholly in bounds read their taps through one offset
+// table, the ones at a border through a list of their in-bounds taps. Work is split
 // over output rows (forward), input rows (grad_input, gathering from the
 // outputs that read each input pixel) and BatchChunks (grad_weight's partial
 // sums, added in chunk order), so the results do not depend on the thread
