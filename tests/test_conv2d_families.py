@@ -292,6 +292,32 @@ def test_auto_runs_large_layers_as_im2col():
     assert _ops.conv2d_plan((8, 64, 14, 14), (64, 64, 3, 3), padding=1)["algo"] == "direct"
 
 
+def run_channels_last_against_reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, kwargs: dict,
+                                        dtype: torch.dtype, label: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """conv2d of channels_last x (and w, b) and its three gradients under 1 and 3 threads: bitwise the same,
+    and equal to the float64 reference. Returns the output and the input's gradient (1 thread)."""
+    results = []
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            out = CF.conv2d(x, w, b, **kwargs)
+            grad = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(1)).contiguous(
+                memory_format=torch.channels_last)
+            results.append((out, *torch.autograd.grad(out, (x, w, b), grad)))
+    finally:
+        torch.set_num_threads(previous)
+    for a, c in zip(*results):
+        assert torch.equal(a, c), label
+    leaves = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    ref = F.conv2d(*leaves, **kwargs)
+    want = (ref, *torch.autograd.grad(ref, leaves, grad.double()))
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    for name, g, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), results[0], want):
+        torch.testing.assert_close(g.double(), r, **tol, msg=lambda m: f"{label} {name}: {m}")
+    return results[0][0], results[0][1]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_channels_last_depthwise_runs_in_place(dtype, rng):
     """Depthwise layers with one output per group in channels_last run their own channels_last kernels (rows of
@@ -310,31 +336,12 @@ def test_channels_last_depthwise_runs_in_place(dtype, rng):
         label = f"{x_shape} {w_shape} {kwargs}"
         assert _ops.conv2d_plan(x_shape, w_shape, **{k: v for k, v in kwargs.items()}, dtype=dtype)["family"] == \
             "depthwise", label
-        results = []
-        previous = torch.get_num_threads()
-        try:
-            for threads in (1, 3):
-                torch.set_num_threads(threads)
-                out = CF.conv2d(x, w, b, **kwargs)
-                grad = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(1)).contiguous(
-                    memory_format=torch.channels_last)
-                results.append((out, *torch.autograd.grad(out, (x, w, b), grad)))
-        finally:
-            torch.set_num_threads(previous)
+        out, gx = run_channels_last_against_reference(x, w, b, kwargs, dtype, label)
         assert _ops.last_conv2d_family("forward") == "depthwise", label
-        for a, c in zip(*results):
-            assert torch.equal(a, c), label
-        out, gx = results[0][:2]
         if not out.is_contiguous():
             assert out.is_contiguous(memory_format=torch.channels_last), label
         if not gx.is_contiguous():
             assert gx.is_contiguous(memory_format=torch.channels_last), label
-        leaves = [t.detach().double().requires_grad_() for t in (x, w, b)]
-        ref = F.conv2d(*leaves, **kwargs)
-        want = (ref, *torch.autograd.grad(ref, leaves, grad.double()))
-        tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
-        for name, g, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), results[0], want):
-            torch.testing.assert_close(g.double(), r, **tol, msg=lambda m: f"{label} {name}: {m}")
 
 
 def random_channel_vector_config(rng: np.random.Generator) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
@@ -373,37 +380,18 @@ def test_channels_last_channel_vectors_run_in_place(dtype, rng):
     stay channels_last, the values and all gradients equal the float64 reference, bitwise the same under 1 and 3
     threads."""
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    previous = torch.get_num_threads()
     for _ in range(40):
         x_shape, w_shape, kwargs = random_channel_vector_config(rng)
         label = f"{x_shape} {w_shape} {kwargs}"
         x = torch.randn(x_shape, dtype=dtype, generator=gen).to(memory_format=torch.channels_last).requires_grad_()
         w = torch.randn(w_shape, dtype=dtype, generator=gen, requires_grad=True)
         b = torch.randn(w_shape[0], dtype=dtype, generator=gen, requires_grad=True)
-        results = []
-        try:
-            for threads in (1, 3):
-                torch.set_num_threads(threads)
-                out = CF.conv2d(x, w, b, **kwargs)
-                grad = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(1)).contiguous(
-                    memory_format=torch.channels_last)
-                results.append((out, *torch.autograd.grad(out, (x, w, b), grad)))
-        finally:
-            torch.set_num_threads(previous)
+        out, gx = run_channels_last_against_reference(x, w, b, kwargs, dtype, label)
         for pass_ in _ops.CONV_PASSES:
             assert _ops.last_conv2d_family(pass_) == \
                 _ops.conv2d_plan(x_shape, w_shape, **kwargs, dtype=dtype, pass_=pass_, channels_last=True)["family"]
-        for a, c in zip(*results):
-            assert torch.equal(a, c), label
-        out, gx = results[0][:2]
         assert out.is_contiguous(memory_format=torch.channels_last), label
         assert gx.is_contiguous(memory_format=torch.channels_last), label
-        leaves = [t.detach().double().requires_grad_() for t in (x, w, b)]
-        ref = F.conv2d(*leaves, **kwargs)
-        want = (ref, *torch.autograd.grad(ref, leaves, grad.double()))
-        tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
-        for name, g, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), results[0], want):
-            torch.testing.assert_close(g.double(), r, **tol, msg=lambda m: f"{label} {name}: {m}")
 
 
 @pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, groups=2)])

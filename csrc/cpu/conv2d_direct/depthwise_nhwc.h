@@ -47,6 +47,30 @@ struct RowPairs {
   int64_t count;
 };
 
+// The taps of a window wholly in bounds, for a kernel over channels_last rows `row_pixels` pixels
+// wide: rows[t], where tap t's pixel row lies from the window's corner (`sign` -1: grad_input, which
+// walks back from an output pixel to the windows that read it), and weights[t], tap t's weight row.
+struct InBoundsWindow {
+  std::vector<int64_t> rows, weights;
+
+  InBoundsWindow(const Conv2dParams& p, int64_t row_pixels, int64_t sign)
+      : rows(p.kernel_plane()), weights(p.kernel_plane()) {
+    const int64_t C = p.out_channels;
+    for (int64_t kh = 0; kh < p.kernel_h; ++kh)
+      for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+        const int64_t t = kh * p.kernel_w + kw;
+        rows[t] = sign * (kh * p.dilation_h * row_pixels + kw * p.dilation_w) * C;
+        weights[t] = t * C;
+      }
+  }
+  RowPairs pairs() const { return {rows.data(), weights.data(), static_cast<int64_t>(rows.size())}; }
+};
+
+// Whether a window from `start` along an axis of `size`, `kernel` taps `dilation` apart, lies in bounds.
+inline bool window_inside(int64_t start, int64_t kernel, int64_t dilation, int64_t size) {
+  return start >= 0 && start + (kernel - 1) * dilation < size;
+}
+
 // out[c0 + c] = init[c0 + c] (0 without init) + sum_i a[rows.a_off[i] + c0 + c] * b[rows.b_off[i] + c0 + c]
 // for c < kVecs vectors; kTaps: rows.count where the caller knows it (0: not known).
 template <typename T, class Arch, int64_t kVecs, int64_t kTaps>
@@ -119,24 +143,17 @@ template <typename T, class Arch>
 void depthwise_nhwc_forward(const Conv2dParams& p, const T* x, const T* weight, const T* bias, T* y) {
   const int64_t C = p.out_channels, taps = p.kernel_plane();
   const std::vector<T> wt = taps_by_channel(p, weight);
-  // A window wholly in bounds: its taps' rows relative to its corner pixel, and the weight rows.
-  std::vector<int64_t> window_a(taps), window_b(taps);
-  for (int64_t kh = 0; kh < p.kernel_h; ++kh)
-    for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
-      const int64_t t = kh * p.kernel_w + kw;
-      window_a[t] = (kh * p.dilation_h * p.in_w + kw * p.dilation_w) * C;
-      window_b[t] = t * C;
-    }
-  const RowPairs interior{window_a.data(), window_b.data(), taps};
+  const InBoundsWindow window(p, p.in_w, 1);
+  const RowPairs interior = window.pairs();
   at::parallel_for(0, p.batch * p.out_h, 1, [&](int64_t begin, int64_t end) {
     std::vector<int64_t> border_a(taps), border_b(taps);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / p.out_h, oh = row % p.out_h, ih0 = oh * p.stride_h - p.pad_top;
-      const bool rows_inside = ih0 >= 0 && ih0 + (p.kernel_h - 1) * p.dilation_h < p.in_h;
+      const bool rows_inside = window_inside(ih0, p.kernel_h, p.dilation_h, p.in_h);
       for (int64_t ow = 0; ow < p.out_w; ++ow) {
         const int64_t iw0 = ow * p.stride_w - p.pad_left;
         T* out = y + (row * p.out_w + ow) * C;
-        if (rows_inside && iw0 >= 0 && iw0 + (p.kernel_w - 1) * p.dilation_w < p.in_w) {
+        if (rows_inside && window_inside(iw0, p.kernel_w, p.dilation_w, p.in_w)) {
           window_sum_of_products<T, Arch>(x + ((n * p.in_h + ih0) * p.in_w + iw0) * C, wt.data(), interior, bias,
                                           out, C);
           continue;
@@ -159,24 +176,18 @@ void depthwise_nhwc_grad_input(const Conv2dParams& p, const T* dy, const T* weig
   // At stride 1, an input pixel whose taps all read outputs in bounds (oh = ih + pad - kh * dilation):
   // the gradient rows relative to output pixel (ih + pad_top, iw + pad_left), and the weight rows.
   const bool unit_stride = p.stride_h == 1 && p.stride_w == 1;
-  std::vector<int64_t> window_a(taps), window_b(taps);
-  for (int64_t kh = 0; kh < p.kernel_h; ++kh)
-    for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
-      const int64_t t = kh * p.kernel_w + kw;
-      window_a[t] = -(kh * p.dilation_h * p.out_w + kw * p.dilation_w) * C;
-      window_b[t] = t * C;
-    }
-  const RowPairs interior{window_a.data(), window_b.data(), taps};
+  const InBoundsWindow window(p, p.out_w, -1);
+  const RowPairs interior = window.pairs();
   const int64_t reach_h = (p.kernel_h - 1) * p.dilation_h, reach_w = (p.kernel_w - 1) * p.dilation_w;
   at::parallel_for(0, p.batch * p.in_h, 1, [&](int64_t begin, int64_t end) {
     std::vector<int64_t> rows_a(taps), rows_b(taps);
     const T* no_init = nullptr;
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / p.in_h, ih = row % p.in_h, oh0 = ih + p.pad_top;
-      const bool rows_inside = unit_stride && oh0 - reach_h >= 0 && oh0 < p.out_h;
+      const bool rows_inside = unit_stride && window_inside(oh0 - reach_h, p.kernel_h, p.dilation_h, p.out_h);
       for (int64_t iw = 0; iw < p.in_w; ++iw) {
         const int64_t ow0 = iw + p.pad_left;
-        if (rows_inside && ow0 - reach_w >= 0 && ow0 < p.out_w) {
+        if (rows_inside && window_inside(ow0 - reach_w, p.kernel_w, p.dilation_w, p.out_w)) {
           window_sum_of_products<T, Arch>(dy + ((n * p.out_h + oh0) * p.out_w + ow0) * C, wt.data(), interior,
                                           no_init, dx + (row * p.in_w + iw) * C, C);
           continue;
@@ -231,7 +242,7 @@ void weight_sums_block(const Conv2dParams& p, const T* dy, const T* x, int64_t n
     for (int64_t j = 0; j < kVecs; ++j) acc[t][j] = load_vec<B>(inner + t * C + c0 + j * V);
   for (int64_t j = 0; j < kVecs; ++j) bias[j] = load_vec<B>(db + c0 + j * V);
   const int64_t ih0 = oh * p.stride_h - p.pad_top;
-  const bool rows_inside = ih0 >= 0 && ih0 + (p.kernel_h - 1) * p.dilation_h < p.in_h;
+  const bool rows_inside = window_inside(ih0, p.kernel_h, p.dilation_h, p.in_h);
   for (int64_t ow = 0; ow < p.out_w; ++ow) {
     const T* g = dy + ((n * p.out_h + oh) * p.out_w + ow) * C + c0;
     Vec<T, B> gv[kVecs];
@@ -240,7 +251,7 @@ void weight_sums_block(const Conv2dParams& p, const T* dy, const T* x, int64_t n
       bias[j] += gv[j];
     }
     const int64_t iw0 = ow * p.stride_w - p.pad_left;
-    if (rows_inside && iw0 >= 0 && iw0 + (p.kernel_w - 1) * p.dilation_w < p.in_w) {
+    if (rows_inside && window_inside(iw0, p.kernel_w, p.dilation_w, p.in_w)) {
       const T* corner = x + ((n * p.in_h + ih0) * p.in_w + iw0) * C + c0;
       for (int64_t t = 0; t < kTaps; ++t)
         for (int64_t j = 0; j < kVecs; ++j) acc[t][j] += gv[j] * load_vec<B>(corner + window[t] + j * V);
@@ -289,17 +300,13 @@ template <typename T, class Arch>
 void depthwise_nhwc_grad_weight(const Conv2dParams& p, const T* dy, const T* x, T* grad_weight, T* grad_bias) {
   const int64_t C = p.out_channels, taps = p.kernel_plane();
   const BatchChunks chunking(p.batch);
-  // A window wholly in bounds: its taps' rows relative to its corner pixel.
-  std::vector<int64_t> window(taps);
-  for (int64_t kh = 0; kh < p.kernel_h; ++kh)
-    for (int64_t kw = 0; kw < p.kernel_w; ++kw)
-      window[kh * p.kernel_w + kw] = (kh * p.dilation_h * p.in_w + kw * p.dilation_w) * C;
+  const InBoundsWindow window(p, p.in_w, 1);
   // Per chunk: (taps, C) weight gradient, then C bias gradient.
   std::vector<T> partials(chunking.count * (taps + 1) * C, T(0));
   at::parallel_for(0, chunking.count, 1, [&](int64_t begin, int64_t end) {
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       T* dw = partials.data() + chunk * (taps + 1) * C;
-      weight_sums<T, Arch>(p, dy, x, chunking.begin(chunk), chunking.begin(chunk + 1), window.data(), dw,
+      weight_sums<T, Arch>(p, dy, x, chunking.begin(chunk), chunking.begin(chunk + 1), window.rows.data(), dw,
                            dw + taps * C);
     }
   });
