@@ -285,11 +285,65 @@ def test_im2col_large_layers_are_thread_independent(x_shape, w_shape, kwargs, la
 
 
 def test_auto_runs_large_layers_as_im2col():
-    """Reductions of 2048 multiply-adds per output and more (256 channels of 3 x 3) run im2col in every pass."""
-    for pass_ in ("forward", "grad_input", "grad_weight"):
-        plan = _ops.conv2d_plan((8, 256, 14, 14), (256, 256, 3, 3), padding=1, pass_=pass_)
-        assert plan["algo"] == "im2col", (pass_, plan)
-    assert _ops.conv2d_plan((8, 64, 14, 14), (64, 64, 3, 3), padding=1)["algo"] == "direct"
+    """Reductions of 2048 multiply-adds per output and more (256 channels of 3 x 3) run im2col in grad_weight and
+    strided layers; stride-1 forward and grad_input, which channel vectors run blocked for the cache, from 4096
+    (512 channels of 3 x 3) on. Strided forward runs channel vectors at any width below that, but for 1 x 1
+    kernels (shortcuts)."""
+    def plan(x_shape, w_shape, pass_="forward", **kwargs):
+        return _ops.conv2d_plan(x_shape, w_shape, pass_=pass_, **kwargs)
+
+    for pass_, algo in (("forward", "direct"), ("grad_input", "direct"), ("grad_weight", "im2col")):
+        got = plan((8, 256, 14, 14), (256, 256, 3, 3), pass_, padding=1)
+        assert got["algo"] == algo, (pass_, got)
+        if algo == "direct":
+            assert got["family"] == "channel_vectors", (pass_, got)
+    for pass_ in _ops.CONV_PASSES:
+        assert plan((8, 512, 7, 7), (512, 512, 3, 3), pass_, padding=1)["algo"] == "im2col", pass_
+    assert plan((8, 256, 14, 14), (512, 256, 3, 3), stride=2, padding=1)["algo"] == "im2col"
+    assert plan((8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1)["algo"] == "direct"
+    assert plan((8, 64, 56, 56), (128, 64, 1, 1), stride=2)["algo"] == "im2col"
+    assert plan((8, 64, 14, 14), (64, 64, 3, 3), padding=1)["algo"] == "direct"
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_channel_vectors_blocked_for_cache_match_torch(layout, dtype):
+    """Channel vectors whose reduction is cut into parts (weights of a block larger than the part budget), over
+    sets of samples staged together, with steps across the samples' pixels: output and input gradient equal the
+    float64 reference, bitwise the same under 1 and 3 threads, NCHW and channels_last, grouped and strided."""
+    gen = torch.Generator().manual_seed(7)
+    ops = torch.ops.cnnext
+    memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    for x_shape, w_shape, stride, padding, groups in (((7, 600, 5, 5), (48, 600, 3, 3), 1, 1, 1),
+                                                     ((5, 1040, 4, 3), (64, 520, 3, 3), 1, (1, 0), 2),
+                                                     ((3, 300, 9, 8), (32, 300, 5, 3), 2, 2, 1)):
+        x = torch.randn(x_shape, dtype=dtype, generator=gen).to(memory_format=memory_format)
+        w = torch.randn(w_shape, dtype=dtype, generator=gen)
+        b = torch.randn(w_shape[0], dtype=dtype, generator=gen)
+        ph, pw = (padding, padding) if isinstance(padding, int) else padding
+        geometry = ([stride, stride], [ph, pw, ph, pw], [1, 1], groups)
+        y = F.conv2d(x.double(), w.double(), b.double(), stride, (ph, pw), 1, groups)
+        gy = torch.randn(y.shape, dtype=dtype, generator=gen).to(memory_format=memory_format)
+        gx_ref = torch.ops.aten.convolution_backward(gy.double(), x.double(), w.double(), None, [stride] * 2,
+                                                     [ph, pw], [1, 1], False, [0, 0], groups,
+                                                     [True, False, False])[0]
+        results = []
+        previous = torch.get_num_threads()
+        try:
+            for threads in (1, 3):
+                torch.set_num_threads(threads)
+                out = ops.conv2d(x, w, b, *geometry, "direct")
+                assert _ops.last_conv2d_family("forward") == "channel_vectors"
+                gx = ops.conv2d_grad_input(gy, w, list(x_shape), *geometry, "direct")
+                results.append((out, gx))
+        finally:
+            torch.set_num_threads(previous)
+        label = f"{layout} {x_shape} {w_shape} stride {stride} padding {padding} groups {groups}"
+        for a, c in zip(*results):
+            assert torch.equal(a, c), label
+        tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(results[0][0].double(), y, **tol, msg=lambda m: f"{label} output: {m}")
+        torch.testing.assert_close(results[0][1].double(), gx_ref, **tol, msg=lambda m: f"{label} grad_input: {m}")
 
 
 def run_channels_last_against_reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, kwargs: dict,

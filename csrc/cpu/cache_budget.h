@@ -12,6 +12,10 @@ namespace cpu {
 // grad_output) that one thread's micro-kernels sweep over and over.
 constexpr int64_t kDirectStagingBytes = 768 << 10;
 
+// Direct convolution, channel vectors: the packed weights of one part of a
+// block's reduction, which every staged sample's pixels sweep.
+constexpr int64_t kChannelVectorWeightBytes = 512 << 10;
+
 // im2col: the column matrix one task builds for a block of samples. Not an L2
 // budget: the GEMM reads it in cache-sized panels of its own; this bounds the
 // scratch per thread while leaving room for GEMMs wide enough to run at speed

@@ -173,9 +173,9 @@ constexpr int64_t kLongReduction = 4 * kFewTaps;
 // The same for AVX2's grad_input, on reductions this long (the large layer: 1.15x).
 constexpr int64_t kVeryLongReduction = 16 * kFewTaps;
 
-// Output channels per group from which strided layers run im2col even where
-// the direct kernels would use channel vectors (ResNet-18's shortcuts and
-// stride-2 3 x 3 layers, 64 - 512 channels: 1.1 - 1.7x).
+// Output channels per group from which strided layers' grad_weight, and the
+// forward of strided 1 x 1 kernels (ResNet-18's shortcuts), run im2col even
+// where the direct kernels would use channel vectors.
 constexpr int64_t kWideLayer = 64;
 // Output planes from which strided first layers that the direct kernels run
 // with vectors over pixels run im2col (MobileNetV2's 3 x 3 stride-2 stem on
@@ -189,9 +189,11 @@ constexpr int64_t kWideReduction = 512;
 constexpr int64_t kTinyPlane = 16;
 
 // Reductions (multiply-adds per output) from which im2col + MKL's GEMM wins
-// every pass on every ISA: 256 channels of 3 x 3 taps and up (ResNet-18's
-// and VGG's last stages: 2 - 4x).
+// grad_weight and strided layers on every ISA: 256 channels of 3 x 3 taps and up.
 constexpr int64_t kLargeReduction = 2048;
+// The same for stride-1 forward and grad_input that channel vectors run
+// (blocked for the cache, channel_vector_blocking): 512 channels of 3 x 3.
+constexpr int64_t kBlockedReduction = 4096;
 
 // Input channels from which a channels_last layer's columns are built from
 // the channels_last input: a copy of this many values per tap. Fewer are
@@ -202,12 +204,14 @@ constexpr int64_t kNhwcMinChannels = 8;
 // the ISA whose kernels would run it:
 // - channels_last, groups 1, at least kNhwcMinChannels input channels: im2col,
 //   unless the direct family runs channels_last in place (runs_channels_last).
-// - reductions of at least kLargeReduction: im2col.
+// - reductions of at least kLargeReduction: im2col; of at least
+//   kBlockedReduction for stride-1 channel vectors (forward, grad_input).
 // - forward and grad_weight: direct, except for strided layers with at least
 //   8 input channels per group that the direct kernels run with vectors over
 //   pixels: they read the input with strided loads, slower than im2col's
-//   contiguous GEMM. With vectors over output channels direct is faster,
-//   up to kWideLayer output channels per group. With fewer input channels
+//   contiguous GEMM. With vectors over output channels direct is faster:
+//   forward at any width but for 1 x 1 kernels (one GEMM), grad_weight up to
+//   kWideLayer output channels per group. With fewer input channels
 //   (stems), from kLargePlane output pixels on.
 //   grad_weight of strided first layers (fewer than 8 input channels: the
 //   7 x 7 and 3 x 3 stride-2 stems) is im2col too, its batch cut into chunks.
@@ -240,14 +244,18 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
   // transposed GEMMs.
   if (channels_last && nhwc_columns(p) && !runs_channels_last(family, p)) return ConvAlgo::Im2col;
   // Large layers: the GEMM's cache blocking wins over the direct kernels' register tiles.
-  const int64_t reduction = pass == ConvPass::GradInput ? p.out_per_group() * p.kernel_plane() : p.col_rows();
-  if (reduction >= kLargeReduction) return ConvAlgo::Im2col;
   const bool strided = p.stride_h > 1 || p.stride_w > 1;
+  const int64_t reduction = pass == ConvPass::GradInput ? p.out_per_group() * p.kernel_plane() : p.col_rows();
+  const bool blocked = family == Family::kChannelVectors && !strided;
+  if (reduction >= (blocked ? kBlockedReduction : kLargeReduction)) return ConvAlgo::Im2col;
   switch (pass) {
     case ConvPass::Forward:
     case ConvPass::GradWeight: {
       const bool channel_vectors = family == Family::kChannelVectors || family == Family::kGradWeightChannelVectors;
-      if (strided && p.in_per_group() >= 8 && (!channel_vectors || p.out_per_group() >= kWideLayer))
+      // Forward channel vectors of wide strided layers stay direct but for 1 x 1 kernels (shortcuts).
+      const bool wide_direct = family == Family::kChannelVectors && p.kernel_plane() > 1;
+      if (strided && p.in_per_group() >= 8 &&
+          (!channel_vectors || (p.out_per_group() >= kWideLayer && !wide_direct)))
         return ConvAlgo::Im2col;
       if (strided && !channel_vectors && p.out_plane() >= kLargePlane) return ConvAlgo::Im2col;
       if (pass == ConvPass::Forward) return ConvAlgo::Direct;

@@ -83,8 +83,10 @@ void correlate_batch(Family family, const Correlation& c, int64_t batch, int64_t
   });
 }
 
-// The channel-vector family for every (sample, group, block of cv_vectors vectors of outputs),
-// on NCHW or channels_last activations (`channels_last`: both src and dst).
+// The channel-vector family for every (samples, group, block of cv_vectors vectors of outputs),
+// blocked as channel_vector_blocking says, on NCHW or channels_last activations (`channels_last`:
+// both src and dst). Each sum runs over the taps in order whatever the blocking: the result does
+// not depend on it, nor on the thread count.
 template <typename T, class Arch>
 void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, int64_t outs, const T* src,
                           int64_t src_h, int64_t src_w, const std::vector<T>& packed, const T* bias, T* dst,
@@ -92,50 +94,82 @@ void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, i
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
   constexpr int64_t block_outs = Arch::kTiles.cv_vectors * V;
   const int64_t blocks = (outs + block_outs - 1) / block_outs;
-  const int64_t taps = c.taps(), out_plane = c.out_h * c.out_w;
-  const Activations from{groups, c.channels, src_h * src_w, channels_last}, to{groups, outs, out_plane, channels_last};
+  const int64_t taps = c.taps(), pixels = c.out_h * c.out_w;
+  const ChannelVectorBlocking blocking =
+      channel_vector_blocking<T, Arch>(c, batch, groups, outs, channels_last, at::get_num_threads());
+  const int64_t samples = blocking.samples, parts = blocking.parts(taps);
+  const int64_t sample_sets = (batch + samples - 1) / samples;
+  const int64_t staged_sample = staged_size(c, V);
+  const Activations from{groups, c.channels, src_h * src_w, channels_last}, to{groups, outs, pixels, channels_last};
+  // The window offsets of a run of `samples` staged samples (PixelRun).
   const WindowOffsets offsets(c);
-  const int64_t* base = offsets.base.data();
-  const int64_t* tap_offset = offsets.tap.data();
-  at::parallel_for(0, batch * groups * blocks, 1, [&](int64_t begin, int64_t end) {
-    AlignedBuffer<T> staged(staged_size(c, V));
+  std::vector<int64_t> run_base(samples * pixels);
+  for (int64_t s = 0; s < samples; ++s)
+    for (int64_t q = 0; q < pixels; ++q) run_base[s * pixels + q] = s * staged_sample + offsets.base[q];
+  at::parallel_for(0, sample_sets * groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    AlignedBuffer<T> staged(samples * staged_sample);
     AlignedBuffer<T> tile(channels_last ? 0 : channel_vector_tile_size<T, Arch>());
-    int64_t staged_plane_set = -1;
+    AlignedBuffer<T> partial(channels_last || parts == 1 ? 0 : samples * pixels * block_outs);
+    std::vector<T*> planes(samples);
+    int64_t staged_key = -1;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t set = task / blocks;  // = n * groups + g
+      const int64_t key = task / blocks;  // = sample set * groups + g
+      const int64_t g = key % groups, n0 = key / groups * samples, count = std::min(samples, batch - n0);
       const int64_t oc0 = task % blocks * block_outs;
-      if (set != staged_plane_set) {
-        stage_planes(src + from.offset(set, 0), c.channels, src_h, src_w, c.staging, staged.data(),
-                     from.pixel_stride());
-        staged_plane_set = set;
+      if (key != staged_key) {
+        for (int64_t s = 0; s < count; ++s)
+          stage_planes(src + from.offset((n0 + s) * groups + g, 0), c.channels, src_h, src_w, c.staging,
+                       staged.data() + s * staged_sample, from.pixel_stride());
+        staged_key = key;
       }
-      const int64_t g = set % groups;
-      const T* w = packed.data() + g * taps * outs + oc0;
-      const T* b = bias ? bias + g * outs + oc0 : nullptr;
+      const PixelRun run{run_base.data(), pixels, count};
+      const TapSpan<T> all{offsets.tap.data(), packed.data() + (g * outs + oc0) * taps,
+                           std::min(block_outs, outs - oc0), taps};
+      const StartSums<T> bias_row{bias ? bias + g * outs + oc0 : nullptr, 0};
+      // channels_last: the run's samples are one run of rows of the output.
+      T* rows = dst + to.offset(n0 * groups + g, oc0);
+      for (int64_t s = 0; s < count; ++s) planes[s] = dst + to.offset((n0 + s) * groups + g, oc0);
       with_vector_count<Arch::kTiles.cv_vectors>((outs - oc0) / V, [&](auto vectors) {
-        channel_vector_block<T, Arch, decltype(vectors)::value>(c, staged.data(), base, tap_offset, w, outs, b,
-                                                                dst + to.offset(set, oc0), to.pixel_stride(),
-                                                                tile.data());
+        constexpr int64_t kCoVecs = decltype(vectors)::value, row = kCoVecs * V;
+        for (int64_t t0 = 0; t0 < std::max<int64_t>(taps, 1); t0 += blocking.part_taps) {
+          const TapSpan<T> part = all.part(t0, std::min(blocking.part_taps, taps - t0));
+          const bool first = t0 == 0, last = t0 + part.count >= taps;
+          if (channels_last) {
+            const int64_t stride = to.pixel_stride();
+            channel_vector_rows<T, Arch, kCoVecs>(staged.data(), run, part,
+                                                  first ? bias_row : StartSums<T>{rows, stride}, rows, stride);
+          } else if (last) {
+            channel_vector_planes<T, Arch, kCoVecs>(staged.data(), run, part,
+                                                    first ? bias_row : StartSums<T>{partial.data(), row},
+                                                    planes.data(), tile.data());
+          } else {
+            channel_vector_rows<T, Arch, kCoVecs>(staged.data(), run, part,
+                                                  first ? bias_row : StartSums<T>{partial.data(), row},
+                                                  partial.data(), row);
+          }
+        }
       });
     }
   });
 }
 
-// Every (sample, group) of dst = the correlation of src with the weights `at`
-// gives (as for pack.h), with the plan's family, on the plan's layout:
-// forward and grad_input both run this.
-template <typename T, class Arch, typename Fn>
+// Every (sample, group) of dst = the correlation of src with the weights `w`
+// shows (pack.h), with the plan's family, on the plan's layout: forward and
+// grad_input both run this.
+template <typename T, class Arch>
 void correlate_all(ConvPass pass, const ConvPlan& plan, const Correlation& c, int64_t batch, int64_t groups,
-                   int64_t outs, const T* src, int64_t src_h, int64_t src_w, Fn at, const T* bias, T* dst) {
+                   int64_t outs, const T* src, int64_t src_h, int64_t src_w, const WeightView<T>& w, const T* bias,
+                   T* dst) {
+  const int64_t kernel = c.kernel_h * c.kernel_w;
   const Family family = plan.family;
   note_family_run(pass, family);
   if (family == Family::kChannelVectors) {
-    const auto packed = pack_channel_vector_weights<T>(groups, outs, c.channels, c.kernel_h, c.kernel_w, at);
+    const auto packed = pack_channel_vector_weights<T, Arch::kTiles.vec_bytes>(Arch::kTiles.cv_vectors * kLanes<T, Arch::kTiles.vec_bytes>,
+                                                       groups, outs, c.channels, kernel, w);
     channel_vector_batch<T, Arch>(c, batch, groups, outs, src, src_h, src_w, packed, bias, dst, plan.channels_last);
   } else {
     TORCH_INTERNAL_ASSERT(!plan.channels_last, "cnnext: ", family_name(family), " has no channels_last kernel");
-    const auto packed = pack_pixel_vector_weights<T>(Arch::kTiles.oc_block, groups, outs, c.channels, c.kernel_h,
-                                                     c.kernel_w, at);
+    const auto packed = pack_pixel_vector_weights<T>(Arch::kTiles.oc_block, groups, outs, c.channels, kernel, w);
     correlate_batch<T, Arch>(family, c, batch, groups, outs, src, src_h, src_w, packed, bias, dst);
   }
 }
@@ -270,11 +304,10 @@ void direct_forward(const Conv2dParams& p, const ConvPlan& plan, const T* input,
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
   const int64_t cin = p.in_per_group(), cout = p.out_per_group();
   const Correlation c = forward_correlation(p, V, plan.family != Family::kPixelVectorsBlock);
-  const auto weight_at = [&](int64_t g, int64_t oc, int64_t ch, int64_t kh, int64_t kw) {
-    return weight[((g * cout + oc) * cin + ch) * p.kernel_plane() + kh * p.kernel_w + kw];
-  };
-  correlate_all<T, Arch>(ConvPass::Forward, plan, c, p.batch, p.groups, cout, input, p.in_h, p.in_w, weight_at,
-                         bias, output);
+  const int64_t kernel = p.kernel_plane();
+  const WeightView<T> w{weight, cout * cin * kernel, cin * kernel, kernel, 1};
+  correlate_all<T, Arch>(ConvPass::Forward, plan, c, p.batch, p.groups, cout, input, p.in_h, p.in_w, w, bias,
+                         output);
 }
 
 // grad_input with the scattered channel vectors (channel_vectors_scatter.h), for
@@ -288,11 +321,9 @@ void scatter_grad_input(const Conv2dParams& p, const T* grad_output, const T* we
   constexpr int64_t block_ins = Arch::kTiles.cv_vectors * V;
   const int64_t cin = p.in_per_group(), cout = p.out_per_group(), taps = p.kernel_plane();
   const int64_t blocks = (cin + block_ins - 1) / block_ins;
-  // [g][output channel][kh][kw][input channel]: the weights as they are, input channels innermost.
-  const auto packed = pack_channel_vector_weights<T>(
-      p.groups, cin, cout, p.kernel_h, p.kernel_w, [&](int64_t g, int64_t ci, int64_t co, int64_t kh, int64_t kw) {
-        return weight[((g * cout + co) * cin + ci) * taps + kh * p.kernel_w + kw];
-      });
+  // Blocks of input channels, each [output channel][kh][kw][input channel]: the weights as they are.
+  const WeightView<T> w{weight, cout * cin * taps, taps, cin * taps, 1};
+  const auto packed = pack_channel_vector_weights<T, Arch::kTiles.vec_bytes>(block_ins, p.groups, cin, cout, taps, w);
   const PaddedPlanes plane(p);
   std::vector<int64_t> window(p.out_plane());
   gather_offsets(p, plane, window.data());
@@ -310,17 +341,18 @@ void scatter_grad_input(const Conv2dParams& p, const T* grad_output, const T* we
         stage_planes(gy, cout, p.out_h, p.out_w, as_planes, gy_planes.data(), dy.pixel_stride());
         gy_set = set;
       }
-      with_vector_count<Arch::kTiles.cv_vectors>((cin - ci0) / V, [&](auto vectors) {
+      const int64_t width = std::min(block_ins, cin - ci0);
+      with_vector_count<Arch::kTiles.cv_vectors>(width / V, [&](auto vectors) {
         constexpr int64_t kCoVecs = decltype(vectors)::value;
         const ScatterBlock<T> b{channels_last ? gy_planes.data() : gy,
                                 p.out_plane(),
                                 cout,
-                                packed.data() + g * cout * taps * cin + ci0,
-                                taps * cin,
+                                packed.data() + (g * cin + ci0) * cout * taps,
+                                taps * width,
                                 window.data(),
                                 tile.data(),
                                 kCoVecs * V};
-        scatter_block<T, Arch, kCoVecs>(p, plane, b, cin, grad_input + dx.offset(set, ci0), dx.pixel_stride());
+        scatter_block<T, Arch, kCoVecs>(p, plane, b, width, grad_input + dx.offset(set, ci0), dx.pixel_stride());
       });
     }
   });
@@ -341,13 +373,12 @@ void direct_grad_input(const Conv2dParams& p, const ConvPlan& plan, const T* gra
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
   const int64_t cin = p.in_per_group(), cout = p.out_per_group();
   const Correlation c = grad_input_correlation(p, V, plan.family != Family::kPixelVectorsBlock);
-  const auto weight_at = [&](int64_t g, int64_t ci, int64_t co, int64_t kh, int64_t kw) {
-    return weight[((g * cout + co) * cin + ci) * p.kernel_plane() + (p.kernel_h - 1 - kh) * p.kernel_w +
-                  (p.kernel_w - 1 - kw)];
-  };
+  // Output channel ci, reduction channel co, taps flipped: (KH-1-kh) * KW + (KW-1-kw) = kernel - 1 - k.
+  const int64_t kernel = p.kernel_plane();
+  const WeightView<T> w{weight + kernel - 1, cout * cin * kernel, kernel, cin * kernel, -1};
   const T* no_bias = nullptr;
-  correlate_all<T, Arch>(ConvPass::GradInput, plan, c, p.batch, p.groups, cin, grad_output, p.out_h, p.out_w,
-                         weight_at, no_bias, grad_input);
+  correlate_all<T, Arch>(ConvPass::GradInput, plan, c, p.batch, p.groups, cin, grad_output, p.out_h, p.out_w, w,
+                         no_bias, grad_input);
 }
 
 template <typename T, class Arch>

@@ -1,49 +1,97 @@
-// Weight packing for the two kernel layouts. `at(g, oc, ch, kh, kw)` reads
-// the source weight of output channel oc (within group g) for reduction
-// channel ch and tap (kh, kw); forward reads the weights as they are,
-// grad_input flipped and channel-transposed (driver.h).
+// Weight packing for the two kernel layouts. A WeightView says where a pass
+// reads the weight of output channel oc (within group g) for reduction
+// channel ch and kernel tap k = kh * kernel_w + kw: forward reads the weights
+// as they are, grad_input flipped and channel-transposed (driver.h).
 #pragma once
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <vector>
+
+#include "../vec.h"
 
 namespace cnnext {
 namespace cpu {
 namespace {
 
-// For the pixel-vector families: packed[g][block][ch][kh][kw][j], blocks of
+// Weight (g, oc, ch, k) of a pass is data[g * group + oc * out + ch * channel + k * tap].
+template <typename T>
+struct WeightView {
+  const T* data;
+  int64_t group, out, channel, tap;
+
+  const T* at(int64_t g, int64_t oc, int64_t ch) const { return data + g * group + oc * out + ch * channel; }
+};
+
+// For the pixel-vector families: packed[g][block][ch][k][j], blocks of
 // `oc_block` output channels, zero for channels past the end of the last block.
-template <typename T, typename Fn>
+template <typename T>
 std::vector<T> pack_pixel_vector_weights(int64_t oc_block, int64_t groups, int64_t outs, int64_t channels,
-                                         int64_t kernel_h, int64_t kernel_w, Fn at) {
+                                         int64_t kernel, const WeightView<T>& w) {
   const int64_t blocks = (outs + oc_block - 1) / oc_block;
-  const int64_t taps = kernel_h * kernel_w;
-  std::vector<T> packed(groups * blocks * channels * taps * oc_block, T(0));
+  std::vector<T> packed(groups * blocks * channels * kernel * oc_block, T(0));
   for (int64_t g = 0; g < groups; ++g)
     for (int64_t oc = 0; oc < outs; ++oc)
-      for (int64_t ch = 0; ch < channels; ++ch)
-        for (int64_t kh = 0; kh < kernel_h; ++kh)
-          for (int64_t kw = 0; kw < kernel_w; ++kw) {
-            const int64_t block = g * blocks + oc / oc_block;
-            packed[((block * channels + ch) * taps + kh * kernel_w + kw) * oc_block + oc % oc_block] =
-                at(g, oc, ch, kh, kw);
-          }
+      for (int64_t ch = 0; ch < channels; ++ch) {
+        const T* src = w.at(g, oc, ch);
+        T* dst = packed.data() + ((g * blocks + oc / oc_block) * channels + ch) * kernel * oc_block + oc % oc_block;
+        for (int64_t k = 0; k < kernel; ++k) dst[k * oc_block] = src[k * w.tap];
+      }
   return packed;
 }
 
-// For the channel-vector family: packed[g][ch][kh][kw][oc].
-template <typename T, typename Fn>
-std::vector<T> pack_channel_vector_weights(int64_t groups, int64_t outs, int64_t channels, int64_t kernel_h,
-                                           int64_t kernel_w, Fn at) {
-  const int64_t taps = channels * kernel_h * kernel_w;
+// dst[t * dst_row + j] = src[j * src_row + t] for j < rows, t < cols: a
+// transpose in squares of V x V through registers, the edges one by one.
+template <typename T, int64_t B>
+void transpose_rows(const T* src, int64_t src_row, int64_t rows, int64_t cols, T* dst, int64_t dst_row) {
+  constexpr int64_t V = kLanes<T, B>;
+  int64_t j0 = 0;
+  for (; j0 + V <= rows; j0 += V) {
+    int64_t t0 = 0;
+    for (; t0 + V <= cols; t0 += V) {
+      Vec<T, B> square[V];
+      for (int64_t k = 0; k < V; ++k) square[k] = load_vec<B>(src + (j0 + k) * src_row + t0);
+      transpose_square<T, B>(square);
+      for (int64_t k = 0; k < V; ++k) store_vec<T, B>(dst + (t0 + k) * dst_row + j0, square[k]);
+    }
+    for (int64_t j = j0; j < j0 + V; ++j)
+      for (int64_t t = t0; t < cols; ++t) dst[t * dst_row + j] = src[j * src_row + t];
+  }
+  for (int64_t j = j0; j < rows; ++j)
+    for (int64_t t = 0; t < cols; ++t) dst[t * dst_row + j] = src[j * src_row + t];
+}
+
+// For the channel-vector families: blocks of `block_outs` output channels
+// (the last one narrower), each [ch][k][oc] over its own channels only, so
+// that a block's weights are one contiguous run: block (g, oc0) begins at
+// (g * outs + oc0) * channels * kernel, rows of min(block_outs, outs - oc0)
+// elements. A transpose of the weights where an output channel's taps lie
+// side by side (forward), else one reduction channel's kernels at a time.
+template <typename T, int64_t B>
+std::vector<T> pack_channel_vector_weights(int64_t block_outs, int64_t groups, int64_t outs, int64_t channels,
+                                           int64_t kernel, const WeightView<T>& w) {
+  const int64_t taps = channels * kernel, blocks = (outs + block_outs - 1) / block_outs;
+  const bool rows = w.tap == 1 && w.channel == kernel;
   std::vector<T> packed(groups * taps * outs);
-  for (int64_t g = 0; g < groups; ++g)
-    for (int64_t ch = 0; ch < channels; ++ch)
-      for (int64_t kh = 0; kh < kernel_h; ++kh)
-        for (int64_t kw = 0; kw < kernel_w; ++kw)
-          for (int64_t oc = 0; oc < outs; ++oc)
-            packed[((g * channels + ch) * kernel_h * kernel_w + kh * kernel_w + kw) * outs + oc] =
-                at(g, oc, ch, kh, kw);
+  at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t g = task / blocks, oc0 = task % blocks * block_outs;
+      const int64_t width = std::min(block_outs, outs - oc0);
+      T* block = packed.data() + (g * outs + oc0) * taps;
+      if (rows) {
+        transpose_rows<T, B>(w.at(g, oc0, 0), w.out, width, taps, block, width);
+        continue;
+      }
+      for (int64_t ch = 0; ch < channels; ++ch)
+        for (int64_t oc = 0; oc < width; ++oc) {
+          const T* src = w.at(g, oc0 + oc, ch);
+          T* dst = block + ch * kernel * width + oc;
+          for (int64_t k = 0; k < kernel; ++k) dst[k * width] = src[k * w.tap];
+        }
+    }
+  });
   return packed;
 }
 
