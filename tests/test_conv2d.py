@@ -162,7 +162,7 @@ def test_auto_runs_the_plans_algorithm():
     and for grad_weight of strided layers with fewer; grad_input direct where it scatters (input channels per group
     in whole vectors, >= 16 output channels per group, a gradient plane at most 9/10 of the input's: strided and
     unpadded layers), else iff C_in/groups >= 8 and stride 1; every pass im2col from reductions of 2048 on (256
-    channels of 3 x 3)."""
+    channels of 3 x 3), but stride-1 channel vectors (forward, grad_input) from 4096 on."""
     ops = torch.ops.cnnext
 
     def passes(algo, x, w, gy, stride):

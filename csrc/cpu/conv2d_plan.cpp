@@ -205,13 +205,14 @@ constexpr int64_t kNhwcMinChannels = 8;
 // - channels_last, groups 1, at least kNhwcMinChannels input channels: im2col,
 //   unless the direct family runs channels_last in place (runs_channels_last).
 // - reductions of at least kLargeReduction: im2col; of at least
-//   kBlockedReduction for stride-1 channel vectors (forward, grad_input).
+//   kBlockedReduction for AVX-512's stride-1 channel vectors (forward,
+//   grad_input).
 // - forward and grad_weight: direct, except for strided layers with at least
 //   8 input channels per group that the direct kernels run with vectors over
 //   pixels: they read the input with strided loads, slower than im2col's
 //   contiguous GEMM. With vectors over output channels direct is faster:
-//   forward at any width but for 1 x 1 kernels (one GEMM), grad_weight up to
-//   kWideLayer output channels per group. With fewer input channels
+//   AVX-512's NCHW forward at any width but for 1 x 1 kernels (one GEMM),
+//   otherwise up to kWideLayer output channels per group. With fewer input channels
 //   (stems), from kLargePlane output pixels on.
 //   grad_weight of strided first layers (fewer than 8 input channels: the
 //   7 x 7 and 3 x 3 stride-2 stems) is im2col too, its batch cut into chunks.
@@ -246,14 +247,18 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
   // Large layers: the GEMM's cache blocking wins over the direct kernels' register tiles.
   const bool strided = p.stride_h > 1 || p.stride_w > 1;
   const int64_t reduction = pass == ConvPass::GradInput ? p.out_per_group() * p.kernel_plane() : p.col_rows();
-  const bool blocked = family == Family::kChannelVectors && !strided;
+  // AVX-512's channel vectors (4 vectors x 6 pixels per step); AVX2's (3 x 4) measured even with
+  // im2col on 256-channel layers and slower on wider ones.
+  const bool wide_channel_vectors = family == Family::kChannelVectors && isa == Isa::kAvx512;
+  const bool blocked = wide_channel_vectors && !strided;
   if (reduction >= (blocked ? kBlockedReduction : kLargeReduction)) return ConvAlgo::Im2col;
   switch (pass) {
     case ConvPass::Forward:
     case ConvPass::GradWeight: {
       const bool channel_vectors = family == Family::kChannelVectors || family == Family::kGradWeightChannelVectors;
-      // Forward channel vectors of wide strided layers stay direct but for 1 x 1 kernels (shortcuts).
-      const bool wide_direct = family == Family::kChannelVectors && p.kernel_plane() > 1;
+      // NCHW forward channel vectors of wide strided layers stay direct but for 1 x 1 kernels
+      // (shortcuts); channels_last im2col has no transposes to pay and wins there.
+      const bool wide_direct = wide_channel_vectors && p.kernel_plane() > 1 && !channels_last;
       if (strided && p.in_per_group() >= 8 &&
           (!channel_vectors || (p.out_per_group() >= kWideLayer && !wide_direct)))
         return ConvAlgo::Im2col;
