@@ -6,8 +6,11 @@
 // than the pixel-vector families, and every lane is an output however narrow
 // the plane. Its accumulators hold each pixel's channels side by side: the
 // layout of a channels_last output, which takes them as they are (NCHW goes
-// through a tile and transposes). Needs output channels in whole vectors; the
-// plan (conv2d_plan.cpp) says where it wins.
+// through a tile and transposes). For the cache it is blocked as a GEMM is
+// (channel_vector_blocking): weights packed per block of output channels,
+// samples staged in sets, the reduction cut into parts that every pixel of a
+// set sweeps in turn. Needs output channels in whole vectors; the plan
+// (conv2d_plan.cpp) says where it wins.
 #pragma once
 
 #include <algorithm>
@@ -198,10 +201,14 @@ ChannelVectorBlocking channel_vector_blocking(const Correlation& c, int64_t batc
   const int64_t staged_bytes = std::min(staged_size(c, V), kDirectStagingBytes) * static_cast<int64_t>(sizeof(T));
   const int64_t partial_bytes =
       channels_last || parts == 1 ? 0 : c.out_h * c.out_w * tap_bytes;
-  // As many samples as fit, but enough (samples, group, block) tasks for every thread twice;
+  // Weights that stay in cache as a whole: one sample at a time, whose staged planes then stay
+  // in L1 (the seed layers; sets of samples would move them out to L2).
+  const int64_t blocks = (outs + block_outs - 1) / block_outs;
+  if (taps * outs * static_cast<int64_t>(sizeof(T)) <= kChannelVectorWeightBytes)
+    return {1, part_taps};
+  // Else as many samples as fit, but enough (samples, group, block) tasks for every thread twice;
   // then the batch cut into sets of even size (a last set of a few samples would leave the
   // threads that run it idle for the rest).
-  const int64_t blocks = (outs + block_outs - 1) / block_outs;
   const int64_t spread = batch * groups * blocks / (2 * std::max<int64_t>(threads, 1));
   const int64_t fit = kDirectStagingBytes / (staged_bytes + partial_bytes);
   const int64_t most = std::clamp<int64_t>(std::min(fit, spread), 1, std::max<int64_t>(batch, 1));
