@@ -287,9 +287,9 @@ def test_im2col_large_layers_are_thread_independent(x_shape, w_shape, kwargs, la
 def test_auto_runs_large_layers_as_im2col():
     """Reductions of 2048 multiply-adds per output and more (256 channels of 3 x 3) run im2col in grad_weight and
     strided layers; on AVX-512, stride-1 forward and grad_input, which channel vectors run blocked for the cache,
-    from 4096 (512 channels of 3 x 3) on. AVX-512's NCHW strided forward runs channel vectors at any width below
-    that, but for 1 x 1 kernels (shortcuts); channels_last strided forward of 64 or more output channels runs
-    im2col, as every ISA's does where its channel vectors are not AVX-512's."""
+    from 4096 (512 channels of 3 x 3) on. AVX-512's NCHW strided forward runs channel vectors at any width for
+    reductions below 1024, but for 1 x 1 kernels (shortcuts); channels_last strided forward of 64 or more output
+    channels runs im2col, as every ISA's does where its channel vectors are not AVX-512's."""
     def plan(x_shape, w_shape, pass_="forward", isa="avx512", **kwargs):
         return _ops.conv2d_plan(x_shape, w_shape, pass_=pass_, isa=isa, **kwargs)
 
@@ -302,6 +302,7 @@ def test_auto_runs_large_layers_as_im2col():
         assert plan((8, 512, 7, 7), (512, 512, 3, 3), pass_, padding=1)["algo"] == "im2col", pass_
     assert plan((8, 256, 14, 14), (512, 256, 3, 3), stride=2, padding=1)["algo"] == "im2col"
     assert plan((8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1)["algo"] == "direct"
+    assert plan((8, 128, 28, 28), (256, 128, 3, 3), stride=2, padding=1)["algo"] == "im2col"
     assert plan((8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1, channels_last=True)["algo"] == "im2col"
     assert plan((8, 64, 56, 56), (128, 64, 1, 1), stride=2)["algo"] == "im2col"
     assert plan((8, 64, 14, 14), (64, 64, 3, 3), padding=1)["algo"] == "direct"

@@ -194,6 +194,10 @@ constexpr int64_t kLargeReduction = 2048;
 // The same for stride-1 forward and grad_input that channel vectors run
 // (blocked for the cache, channel_vector_blocking): 512 channels of 3 x 3.
 constexpr int64_t kBlockedReduction = 4096;
+// Reductions up to which AVX-512's forward channel vectors of wide strided
+// layers beat im2col (ResNet-18's 64 -> 128 stride-2 3 x 3; its 128 -> 256
+// one is even).
+constexpr int64_t kStridedReduction = 1024;
 
 // Input channels from which a channels_last layer's columns are built from
 // the channels_last input: a copy of this many values per tap. Fewer are
@@ -211,8 +215,9 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   8 input channels per group that the direct kernels run with vectors over
 //   pixels: they read the input with strided loads, slower than im2col's
 //   contiguous GEMM. With vectors over output channels direct is faster:
-//   AVX-512's NCHW forward at any width but for 1 x 1 kernels (one GEMM),
-//   otherwise up to kWideLayer output channels per group. With fewer input channels
+//   AVX-512's NCHW forward at any width for reductions below
+//   kStridedReduction but for 1 x 1 kernels (one GEMM), otherwise up to
+//   kWideLayer output channels per group. With fewer input channels
 //   (stems), from kLargePlane output pixels on.
 //   grad_weight of strided first layers (fewer than 8 input channels: the
 //   7 x 7 and 3 x 3 stride-2 stems) is im2col too, its batch cut into chunks.
@@ -258,7 +263,8 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
       const bool channel_vectors = family == Family::kChannelVectors || family == Family::kGradWeightChannelVectors;
       // NCHW forward channel vectors of wide strided layers stay direct but for 1 x 1 kernels
       // (shortcuts); channels_last im2col has no transposes to pay and wins there.
-      const bool wide_direct = wide_channel_vectors && p.kernel_plane() > 1 && !channels_last;
+      const bool wide_direct =
+          wide_channel_vectors && p.kernel_plane() > 1 && p.col_rows() < kStridedReduction && !channels_last;
       if (strided && p.in_per_group() >= 8 &&
           (!channel_vectors || (p.out_per_group() >= kWideLayer && !wide_direct)))
         return ConvAlgo::Im2col;
