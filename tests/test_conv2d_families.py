@@ -306,7 +306,7 @@ def test_auto_runs_large_layers_as_im2col():
     assert plan((8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1, channels_last=True)["algo"] == "im2col"
     assert plan((8, 64, 56, 56), (128, 64, 1, 1), stride=2)["algo"] == "im2col"
     assert plan((8, 64, 14, 14), (64, 64, 3, 3), padding=1)["algo"] == "direct"
-    # AVX2's channel vectors (3 vectors x 4 pixels) keep the 2048 rule and im2col for wide strided layers.
+    # AVX2's channel vectors (2 vectors x 6 pixels) keep the 2048 rule and im2col for wide strided layers.
     for isa in ("avx2", "baseline"):
         assert plan((8, 256, 14, 14), (256, 256, 3, 3), padding=1, isa=isa)["algo"] == "im2col", isa
         assert plan((8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1, isa=isa)["algo"] == "im2col", isa

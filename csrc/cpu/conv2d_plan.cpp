@@ -252,7 +252,7 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
   // Large layers: the GEMM's cache blocking wins over the direct kernels' register tiles.
   const bool strided = p.stride_h > 1 || p.stride_w > 1;
   const int64_t reduction = pass == ConvPass::GradInput ? p.out_per_group() * p.kernel_plane() : p.col_rows();
-  // AVX-512's channel vectors (4 vectors x 6 pixels per step); AVX2's (3 x 4) measured even with
+  // AVX-512's channel vectors (4 vectors x 6 pixels per step); AVX2's (2 x 6) measured even with
   // im2col on 256-channel layers and slower on wider ones.
   const bool wide_channel_vectors = family == Family::kChannelVectors && isa == Isa::kAvx512;
   const bool blocked = wide_channel_vectors && !strided;
