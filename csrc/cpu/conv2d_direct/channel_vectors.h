@@ -1,7 +1,7 @@
 // Channel vectors: vectors over output channels instead of pixels, for
 // forward and grad_input. A step holds kCoVecs vectors of output channels for
 // kPix pixels and, per reduction tap (input channel, kernel row, kernel
-// column), loads kCoVecs weight vectors (packed [group][tap][output channel],
+// column), loads kCoVecs weight vectors (a block's [tap][output channel],
 // pack.h) and broadcasts one staged input value per pixel: more FMAs per load
 // than the pixel-vector families, and every lane is an output however narrow
 // the plane. Its accumulators hold each pixel's channels side by side: the
