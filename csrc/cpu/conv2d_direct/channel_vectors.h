@@ -30,6 +30,12 @@ constexpr int64_t cv_width(int64_t vectors) {
   return std::min<int64_t>(Arch::kTiles.cv_max_pixels, Arch::kTiles.cv_accumulators / vectors);
 }
 
+// Channels per block: the width of a block's packed weights (pack.h) and of its steps' rows.
+template <typename T, class Arch>
+constexpr int64_t cv_block_channels() {
+  return Arch::kTiles.cv_vectors * kLanes<T, Arch::kTiles.vec_bytes>;
+}
+
 // Output pixels per tile. A block computes a tile's pixels into a scratch
 // tile holding the channels of each pixel side by side (whole-vector stores
 // of the accumulators), then transposes it into the output planes V x V
@@ -193,18 +199,19 @@ struct ChannelVectorBlocking {
 template <typename T, class Arch>
 ChannelVectorBlocking channel_vector_blocking(const Correlation& c, int64_t batch, int64_t groups, int64_t outs,
                                               bool channels_last, int64_t threads) {
-  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
-  const int64_t block_outs = std::min(outs, Arch::kTiles.cv_vectors * V);
-  const int64_t taps = std::max<int64_t>(c.taps(), 1), tap_bytes = block_outs * static_cast<int64_t>(sizeof(T));
+  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>, element = sizeof(T);
+  const int64_t block_outs = std::min(outs, cv_block_channels<T, Arch>());
+  const int64_t taps = std::max<int64_t>(c.taps(), 1), tap_bytes = block_outs * element;
   const int64_t parts = (taps * tap_bytes + kChannelVectorWeightBytes - 1) / kChannelVectorWeightBytes;
   const int64_t part_taps = (taps + parts - 1) / parts;
-  const int64_t staged_bytes = std::min(staged_size(c, V), kDirectStagingBytes) * static_cast<int64_t>(sizeof(T));
+  // Capped at the budget first: a staging too large for it is one sample a set, and must not overflow.
+  const int64_t staged_bytes = std::min(staged_size(c, V), kDirectStagingBytes / element) * element;
   const int64_t partial_bytes =
       channels_last || parts == 1 ? 0 : c.out_h * c.out_w * tap_bytes;
   // Weights that stay in cache as a whole: one sample at a time, whose staged planes then stay
   // in L1 (the seed layers; sets of samples would move them out to L2).
   const int64_t blocks = (outs + block_outs - 1) / block_outs;
-  if (taps * outs * static_cast<int64_t>(sizeof(T)) <= kChannelVectorWeightBytes)
+  if (taps * outs * element <= kChannelVectorWeightBytes)
     return {1, part_taps};
   // Else as many samples as fit, but enough (samples, group, block) tasks for every thread twice;
   // then the batch cut into sets of even size (a last set of a few samples would leave the

@@ -92,7 +92,7 @@ void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, i
                           int64_t src_h, int64_t src_w, const std::vector<T>& packed, const T* bias, T* dst,
                           bool channels_last) {
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
-  constexpr int64_t block_outs = Arch::kTiles.cv_vectors * V;
+  constexpr int64_t block_outs = cv_block_channels<T, Arch>();
   const int64_t blocks = (outs + block_outs - 1) / block_outs;
   const int64_t taps = c.taps(), pixels = c.out_h * c.out_w;
   const ChannelVectorBlocking blocking =
@@ -164,8 +164,8 @@ void correlate_all(ConvPass pass, const ConvPlan& plan, const Correlation& c, in
   const Family family = plan.family;
   note_family_run(pass, family);
   if (family == Family::kChannelVectors) {
-    const auto packed = pack_channel_vector_weights<T, Arch::kTiles.vec_bytes>(Arch::kTiles.cv_vectors * kLanes<T, Arch::kTiles.vec_bytes>,
-                                                       groups, outs, c.channels, kernel, w);
+    const auto packed = pack_channel_vector_weights<T, Arch::kTiles.vec_bytes>(cv_block_channels<T, Arch>(), groups,
+                                                                               outs, c.channels, kernel, w);
     channel_vector_batch<T, Arch>(c, batch, groups, outs, src, src_h, src_w, packed, bias, dst, plan.channels_last);
   } else {
     TORCH_INTERNAL_ASSERT(!plan.channels_last, "cnnext: ", family_name(family), " has no channels_last kernel");
@@ -246,7 +246,7 @@ template <typename T, class Arch>
 void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, const T* grad_output, const T* input,
                                 T* grad_weight, T* grad_bias, bool channels_last) {
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
-  constexpr int64_t block_outs = Arch::kTiles.cv_vectors * V;
+  constexpr int64_t block_outs = cv_block_channels<T, Arch>();
   const int64_t cin = p.in_per_group(), cout = p.out_per_group(), pixels = p.out_plane();
   const int64_t taps = cv.taps();
   const int64_t staged_sample = cin * cv.staging.rows * cv.staging.cols, gy_sample = pixels * cout;
@@ -318,12 +318,13 @@ template <typename T, class Arch>
 void scatter_grad_input(const Conv2dParams& p, const T* grad_output, const T* weight, T* grad_input,
                         bool channels_last) {
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
-  constexpr int64_t block_ins = Arch::kTiles.cv_vectors * V;
+  constexpr int64_t block_ins = cv_block_channels<T, Arch>();
   const int64_t cin = p.in_per_group(), cout = p.out_per_group(), taps = p.kernel_plane();
   const int64_t blocks = (cin + block_ins - 1) / block_ins;
   // Blocks of input channels, each [output channel][kh][kw][input channel]: the weights as they are.
   const WeightView<T> w{weight, cout * cin * taps, taps, cin * taps, 1};
-  const auto packed = pack_channel_vector_weights<T, Arch::kTiles.vec_bytes>(block_ins, p.groups, cin, cout, taps, w);
+  const auto packed =
+      pack_channel_vector_weights<T, Arch::kTiles.vec_bytes>(block_ins, p.groups, cin, cout, taps, w);
   const PaddedPlanes plane(p);
   std::vector<int64_t> window(p.out_plane());
   gather_offsets(p, plane, window.data());
