@@ -84,11 +84,12 @@ def main() -> None:
     parser.add_argument("--layers", default="", help="comma-separated layer names (default: every seed conv)")
     args = parser.parse_args()
     machine.configure_torch(machine.default_threads())
+    malloc = machine.configure_malloc(machine.default_malloc())
     shapes = [s for s in conv_shapes() if not args.layers or s.name in args.layers.split(",")]
     info = cnnext.build_info()
     clock = "thread CPU time" if torch.get_num_threads() == 1 else "wall time"
     print(f"cnnext ISA {info['cpu_isa']}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-          f"{machine.cpu_model()}, {torch.get_num_threads()} threads, {clock}\n")
+          f"{machine.cpu_model()}, {torch.get_num_threads()} threads, {clock}, malloc {malloc}\n")
     print("| layer | pass | torch ms | direct | im2col | auto (plan) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for shape in shapes:

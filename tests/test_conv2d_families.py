@@ -353,6 +353,71 @@ def test_channel_vectors_blocked_for_cache_match_torch(layout, dtype):
         torch.testing.assert_close(results[0][1].double(), gx_ref, **tol, msg=lambda m: f"{label} grad_input: {m}")
 
 
+@pytest.mark.parametrize("isa", _ops.CPU_ISAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shifted_planes_match_torch(isa, dtype):
+    """First layers over shifted planes (planes_first_layer) per ISA: one band per plane and planes cut into
+    several bands (the last taking the rows left over), planes not in whole vectors (the last vector overlaps the
+    one before: grad_weight must not count those pixels twice), padding, dilation, groups, 5 x 5 and 1 x 3
+    kernels, output channels not in whole blocks (forward). The plan runs the family for forward and grad_weight;
+    output and weight gradient equal the float64 reference, bitwise the same under 1 and 3 threads."""
+    if isa not in _ops.CPU_ISAS[_ops.CPU_ISAS.index(cnnext.build_info()["cpu_isa_detected"]):]:
+        pytest.skip(f"this CPU has no {isa}")
+    gen = torch.Generator().manual_seed(11)
+    ops = torch.ops.cnnext
+    previous_isa, previous_threads = cnnext.set_cpu_isa(isa), torch.get_num_threads()
+    cases = [((5, 1, 28, 28), (32, 1, 3, 3), (1, 1), (1, 1), 1),
+             ((3, 3, 32, 30), (16, 3, 3, 3), (0, 0), (1, 1), 1),
+             ((2, 3, 150, 230), (8, 3, 3, 3), (1, 1), (1, 1), 1),  # several bands
+             ((3, 2, 9, 15), (10, 2, 5, 5), (2, 1), (1, 1), 1),  # 10 outputs: a partial block
+             ((2, 4, 12, 20), (16, 2, 1, 3), (0, 0), (1, 2), 2),
+             ((4, 1, 21, 19), (8, 1, 3, 3), (2, 2), (2, 2), 1)]
+    try:
+        for x_shape, w_shape, padding, dilation, groups in cases:
+            label = f"{isa} {x_shape} {w_shape} padding {padding} dilation {dilation} groups {groups}"
+            x = torch.randn(x_shape, dtype=dtype, generator=gen)
+            w = torch.randn(w_shape, dtype=dtype, generator=gen)
+            b = torch.randn(w_shape[0], dtype=dtype, generator=gen)
+            y = F.conv2d(x.double(), w.double(), b.double(), 1, padding, dilation, groups)
+            gy = torch.randn(y.shape, dtype=dtype, generator=gen)
+            gw_ref = torch.ops.aten.convolution_backward(gy.double(), x.double(), w.double(), None, [1, 1],
+                                                         list(padding), list(dilation), False, [0, 0], groups,
+                                                         [False, True, False])[1]
+            whole_blocks = {}
+            for pass_ in ("forward", "grad_weight"):
+                plan = _ops.conv2d_plan(x_shape, w_shape, 1, padding, dilation, groups, dtype, pass_)
+                whole_blocks[pass_] = pass_ == "forward" or w_shape[0] // groups % plan["tiles"]["oc_block"] == 0
+                assert (plan["family"] == "planes_first_layer") == whole_blocks[pass_], (label, pass_, plan)
+            geometry = ([1, 1], [padding[0], padding[1], padding[0], padding[1]], list(dilation), groups)
+            results = []
+            for threads in (1, 3):
+                torch.set_num_threads(threads)
+                out = ops.conv2d(x, w, b, *geometry, "auto")
+                assert _ops.last_conv2d_family("forward") == "planes_first_layer", label
+                gw = ops.conv2d_grad_weight(gy, x, list(w_shape), *geometry, "direct")
+                results.append((out, gw))
+            for a, c in zip(*results):
+                assert torch.equal(a, c), label
+            tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(results[0][0].double(), y, **tol, msg=lambda m: f"{label} output: {m}")
+            torch.testing.assert_close(results[0][1].double(), gw_ref, **tol, msg=lambda m: f"{label} grad_weight: {m}")
+    finally:
+        cnnext.set_cpu_isa(previous_isa)
+        torch.set_num_threads(previous_threads)
+
+
+def test_shifted_planes_gradcheck():
+    """gradcheck and gradgradcheck in float64 through a first layer that runs over shifted planes."""
+    x = torch.randn(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(8, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    for pass_ in ("forward", "grad_weight"):
+        plan = _ops.conv2d_plan(tuple(x.shape), tuple(w.shape), padding=(1, 1), dtype=torch.float64, pass_=pass_)
+        assert plan["family"] == "planes_first_layer", plan
+    assert torch.autograd.gradcheck(lambda *t: CF.conv2d(*t, padding=1, algo="direct"), (x, w, b))
+    assert torch.autograd.gradgradcheck(lambda *t: CF.conv2d(*t, padding=1, algo="direct"), (x, w, b))
+
+
 def run_channels_last_against_reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, kwargs: dict,
                                         dtype: torch.dtype, label: str) -> tuple[torch.Tensor, torch.Tensor]:
     """conv2d of channels_last x (and w, b) and its three gradients under 1 and 3 threads: bitwise the same,
@@ -422,16 +487,16 @@ def random_channel_vector_config(rng: np.random.Generator) -> tuple[tuple[int, .
 
 def test_channels_last_prefers_channel_vectors():
     """In a channels_last model the direct passes run with channel vectors wherever they can (whole vectors of
-    outputs), in place: a first layer's forward and grad_weight too, which NCHW runs over rows of pixels."""
+    outputs), in place: a first layer's forward and grad_weight too, which NCHW runs over shifted planes."""
     first = dict(input_shape=(8, 1, 28, 28), weight_shape=(32, 1, 3, 3))
-    for pass_, nchw, family in (("forward", "rows_first_layer", "channel_vectors"),
-                                ("grad_weight", "grad_weight_columns_in_place", "grad_weight_channel_vectors")):
+    for pass_, nchw, family in (("forward", "planes_first_layer", "channel_vectors"),
+                                ("grad_weight", "planes_first_layer", "grad_weight_channel_vectors")):
         assert _ops.conv2d_plan(**first, pass_=pass_)["family"] == nchw
         plan = _ops.conv2d_plan(**first, pass_=pass_, channels_last=True)
         assert (plan["algo"], plan["family"], plan["channels_last"]) == ("direct", family, True)
     # Output channels not in whole vectors: no channel vectors, and the NCHW family runs on transposed copies.
     plan = _ops.conv2d_plan((8, 3, 28, 28), (10, 3, 3, 3), channels_last=True)
-    assert (plan["family"], plan["channels_last"]) == ("rows_first_layer", False)
+    assert (plan["family"], plan["channels_last"]) == ("planes_first_layer", False)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -22,10 +22,10 @@ from cnnext._ops import CONV_PASSES, CPU_ISAS, conv2d_plan, last_conv2d_family
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL_TESTS = ["test_conv2d.py", "test_pool.py", "test_avg_pool.py", "test_conv1d.py"]
-CORRELATION_FAMILIES = ["rows_first_layer", "pixel_vectors_flat", "pixel_vectors_block", "channel_vectors",
-                        "channel_vectors_scatter"]
+CORRELATION_FAMILIES = ["pixel_vectors_flat", "pixel_vectors_block", "channel_vectors", "channel_vectors_scatter"]
 GRAD_WEIGHT_FAMILIES = ["grad_weight_columns_in_place", "grad_weight_columns", "grad_weight_columns_flat",
                         "grad_weight_channel_vectors"]
+EVERY_PASS_FAMILIES = ["planes_first_layer"]
 
 
 def _supported() -> list[str]:
@@ -91,14 +91,15 @@ def _check_against_torch(conv: dict, dtype: torch.dtype, gen: torch.Generator, a
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("family", CORRELATION_FAMILIES + GRAD_WEIGHT_FAMILIES)
+@pytest.mark.parametrize("family", CORRELATION_FAMILIES + GRAD_WEIGHT_FAMILIES + EVERY_PASS_FAMILIES)
 def test_every_family_of_every_isa_matches_torch(isa, family, dtype, monkeypatch):
     """Each family forced on random shapes it can run (the plan says so), then a shape it cannot run (the plan
     says it falls back, and the fallback runs)."""
     monkeypatch.setenv("CNNEXT_CONV_PLAN", f"family={family}")
     gen = torch.Generator().manual_seed(zlib.crc32(f"{isa} {family} {dtype}".encode()))
     in_place = family in ("channel_vectors", "channel_vectors_scatter", "grad_weight_channel_vectors")
-    passes = ("forward", "grad_input") if family in CORRELATION_FAMILIES else ("grad_weight",)
+    passes = (("forward", "grad_input") if family in CORRELATION_FAMILIES
+              else ("grad_weight",) if family in GRAD_WEIGHT_FAMILIES else CONV_PASSES)
     ran, fell_back = 0, 0
     for _ in range(200):
         conv = _random_conv(gen)

@@ -16,6 +16,11 @@ constexpr int64_t kDirectStagingBytes = 768 << 10;
 // block's reduction, which every staged sample's pixels sweep.
 constexpr int64_t kChannelVectorWeightBytes = 512 << 10;
 
+// Direct convolution, planes of first layers (planes_first_layer.h): the
+// shifted copies of one band of rows, which every block of output channels
+// sweeps.
+constexpr int64_t kShiftedBandBytes = 256 << 10;
+
 // im2col: the column matrix one task builds for a block of samples. Not an L2
 // budget: the GEMM reads it in cache-sized panels of its own; this bounds the
 // scratch per thread while leaving room for GEMMs wide enough to run at speed

@@ -16,7 +16,7 @@ namespace {
 
 constexpr std::array<Family, 11> kAllFamilies = {
     Family::kIm2col,
-    Family::kRowsFirstLayer,
+    Family::kPlanesFirstLayer,
     Family::kPixelVectorsFlat,
     Family::kPixelVectorsBlock,
     Family::kChannelVectors,
@@ -28,8 +28,10 @@ constexpr std::array<Family, 11> kAllFamilies = {
     Family::kDepthwise};
 
 // Below this many multiply-adds per output element (reduction channels x
-// kernel taps), moving outputs through scratch or staging buffers costs more
-// than the lanes that direct row access wastes (first layers: 9 and 27).
+// kernel taps), copying each input value once per kernel column into shifted
+// planes (planes_first_layer.h) costs less than the lanes and unaligned
+// stores of rows of pixel vectors, or a round trip of the outputs through
+// scratch (first layers: 9 and 27).
 constexpr int64_t kFewTaps = 64;
 
 // Output channels from which grad_input's scattered channel vectors reduce
@@ -52,6 +54,15 @@ struct Geometry {
     return pass == ConvPass::Forward ? forward_correlation(p, lanes, true) : grad_input_correlation(p, lanes, true);
   }
   int64_t outs() const { return pass == ConvPass::Forward ? p.out_per_group() : p.in_per_group(); }
+
+  // The shifted planes (planes_first_layer.h) need stride 1 (an ungathered, flat staging) and a
+  // plane of at least one vector; grad_weight reads the forward correlation's copies and
+  // grad_output in place by whole blocks.
+  bool planes_can_run() const {
+    const bool grad_weight = pass == ConvPass::GradWeight;
+    const Correlation c = grad_weight ? forward_correlation(p, lanes, true) : correlation();
+    return c.flat && c.out_h * c.out_w >= lanes && (!grad_weight || p.out_per_group() % tiles.oc_block == 0);
+  }
 
   // Channel vectors pay where the pixel-vector families would compute over
   // 4/3 of the outputs (flat positions or padded rows: tiny planes), or, with
@@ -90,8 +101,7 @@ struct Geometry {
     // channels_last: wherever they can run, as the transposes cost more than they lose (first layers:
     // the output is the layer's largest tensor).
     if (channel_vectors_win(c, outs()) || (channels_last && outs() % lanes == 0)) return Family::kChannelVectors;
-    // Few taps: rows stored straight into the output beat the flat kernel's scratch round trip.
-    if (c.flat && c.out_w >= lanes && c.taps() < kFewTaps) return Family::kRowsFirstLayer;
+    if (c.taps() < kFewTaps && planes_can_run()) return Family::kPlanesFirstLayer;
     return c.flat ? Family::kPixelVectorsFlat : Family::kPixelVectorsBlock;
   }
 
@@ -111,9 +121,11 @@ struct Geometry {
     const bool win = channel_vectors_win(rows, cout) && (!flat.flat || channel_vectors_win(flat, cout));
     if ((win || (channels_last && cout % lanes == 0)) && 2 * cv_sample * element_size <= budget)
       return Family::kGradWeightChannelVectors;
+    if (rows.taps() < kFewTaps && planes_can_run()) return Family::kPlanesFirstLayer;
     // grad_output is copied into rows padded to whole vectors (so no load crosses a row) and
     // channels padded to whole blocks, except where there is little work per element to hide the
-    // copy behind: few input channels, rows of at least one vector, whole blocks.
+    // copy behind: few input channels (strided: the shifted planes need stride 1), rows of at
+    // least one vector, whole blocks.
     if (p.out_w >= lanes && rows.taps() < kFewTaps && cout % tiles.oc_block == 0)
       return Family::kGradWeightColumnsInPlace;
     // Flat where it needs fewer vectors than rows padded to whole vectors.
@@ -132,10 +144,8 @@ struct Geometry {
   // Whether `family` (of this pass) can run this shape at all.
   bool can_run(Family family) const {
     switch (family) {
-      case Family::kRowsFirstLayer: {
-        const Correlation c = correlation();
-        return c.flat && c.out_w >= lanes;
-      }
+      case Family::kPlanesFirstLayer:
+        return planes_can_run();
       case Family::kPixelVectorsFlat:
         return correlation().flat;
       case Family::kPixelVectorsBlock:
@@ -161,9 +171,14 @@ struct Geometry {
   }
 };
 
-bool is_grad_weight_family(Family f) {
+// Which passes a family has kernels for: forward and grad_input (a correlation), grad_weight, or all.
+bool runs_grad_weight(Family f) {
   return f == Family::kGradWeightColumnsInPlace || f == Family::kGradWeightColumns ||
-         f == Family::kGradWeightColumnsFlat || f == Family::kGradWeightChannelVectors;
+         f == Family::kGradWeightColumnsFlat || f == Family::kGradWeightChannelVectors || f == Family::kDepthwise ||
+         f == Family::kPlanesFirstLayer;
+}
+bool runs_correlation(Family f) {
+  return f == Family::kDepthwise || f == Family::kPlanesFirstLayer || !runs_grad_weight(f);
 }
 
 // Reductions (multiply-adds per output) from which the portable kernels, with
@@ -318,8 +333,8 @@ Forced parse_forced() {
     bool known = false;
     for (const Family f : kAllFamilies) {
       if (key == "family" && f != Family::kIm2col && value == family_name(f)) {
-        if (f == Family::kDepthwise || is_grad_weight_family(f)) forced.grad_weight_family = f;
-        if (f == Family::kDepthwise || !is_grad_weight_family(f)) forced.correlation_family = f;
+        if (runs_grad_weight(f)) forced.grad_weight_family = f;
+        if (runs_correlation(f)) forced.correlation_family = f;
         known = true;
       }
     }
@@ -357,8 +372,8 @@ const char* family_name(Family family) {
   switch (family) {
     case Family::kIm2col:
       return "im2col";
-    case Family::kRowsFirstLayer:
-      return "rows_first_layer";
+    case Family::kPlanesFirstLayer:
+      return "planes_first_layer";
     case Family::kPixelVectorsFlat:
       return "pixel_vectors_flat";
     case Family::kPixelVectorsBlock:

@@ -23,7 +23,7 @@ enum class ConvPass { Forward, GradInput, GradWeight };
 // The direct kernel families (one header each in conv2d_direct/), and im2col.
 enum class Family {
   kIm2col,                    // im2col + GEMM (conv2d_im2col_kernel.cpp)
-  kRowsFirstLayer,            // rows_first_layer.h: pixel vectors along rows, few taps
+  kPlanesFirstLayer,          // planes_first_layer.h: pixel vectors over shifted planes, few taps, stride 1
   kPixelVectorsFlat,          // pixel_vectors_flat.h: pixel vectors over flattened rows, stride 1
   kPixelVectorsBlock,         // pixel_vectors_block.h: pixel vectors per row, any stride
   kChannelVectors,            // channel_vectors.h: vectors over output channels

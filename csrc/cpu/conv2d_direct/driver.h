@@ -32,7 +32,7 @@
 #include "pack.h"
 #include "pixel_vectors_block.h"
 #include "pixel_vectors_flat.h"
-#include "rows_first_layer.h"
+#include "planes_first_layer.h"
 
 namespace cnnext {
 namespace cpu {
@@ -43,8 +43,6 @@ template <typename T, class Arch>
 void correlate(Family family, const Correlation& c, const T* staged, const T* w, const T* bias, int64_t valid, T* out,
                int64_t out_plane, T* scratch) {
   switch (family) {
-    case Family::kRowsFirstLayer:
-      return correlate_rows<T, Arch>(c, staged, w, bias, valid, out, out_plane);
     case Family::kPixelVectorsFlat:
       return correlate_flat<T, Arch>(c, staged, w, bias, valid, out, out_plane, scratch);
     default:
@@ -79,6 +77,44 @@ void correlate_batch(Family family, const Correlation& c, int64_t batch, int64_t
       correlate<T, Arch>(family, c, staged.data(), packed.data() + (g * blocks + block) * block_weights,
                          bias ? bias + g * outs + oc0 : nullptr, valid, dst + (set * outs + oc0) * out_plane,
                          out_plane, scratch.data());
+    }
+  });
+}
+
+// The planes family (planes_first_layer.h) for every (sample, group, band of rows, block of oc_block
+// outputs): each thread stages a sample's group planes once, and shifts a band's rows once for all
+// the blocks it runs on them.
+template <typename T, class Arch>
+void plane_batch(const Correlation& c, int64_t batch, int64_t groups, int64_t outs, const T* src, int64_t src_h,
+                 int64_t src_w, const std::vector<T>& packed, const T* bias, T* dst) {
+  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>, kOcBlock = Arch::kTiles.oc_block;
+  const int64_t blocks = (outs + kOcBlock - 1) / kOcBlock;
+  const ShiftedBands bands = shifted_bands(c, V, sizeof(T));
+  const std::vector<int64_t> tap = shifted_tap_offsets(c, bands);
+  const int64_t block_weights = c.taps() * kOcBlock;
+  const int64_t out_plane = c.out_h * c.out_w;
+  at::parallel_for(0, batch * groups * bands.count * blocks, 1, [&](int64_t begin, int64_t end) {
+    AlignedBuffer<T> staged(staged_size(c, V));
+    AlignedBuffer<T> shifted(c.channels * c.kernel_w * bands.copy());
+    int64_t staged_set = -1, shifted_band = -1;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t key = task / blocks;  // = (n * groups + g) * bands + band
+      const int64_t set = key / bands.count, band = key % bands.count, block = task % blocks;
+      const int64_t row0 = bands.first_row(band), rows = bands.band_rows(band, c.out_h);
+      if (set != staged_set) {
+        stage_planes(src + set * c.channels * src_h * src_w, c.channels, src_h, src_w, c.staging, staged.data());
+        staged_set = set;
+        shifted_band = -1;
+      }
+      if (band != shifted_band) {
+        shift_columns<T, Arch>(c, staged.data(), row0, rows, bands, shifted.data());
+        shifted_band = band;
+      }
+      const int64_t g = set % groups, oc0 = block * kOcBlock;
+      const ShiftedBand<T> operands{shifted.data(), tap.data(), c.taps(), rows * c.out_w};
+      correlate_planes<T, Arch>(operands, packed.data() + (g * blocks + block) * block_weights,
+                                bias ? bias + g * outs + oc0 : nullptr, std::min(kOcBlock, outs - oc0),
+                                dst + (set * outs + oc0) * out_plane + row0 * c.out_w, out_plane);
     }
   });
 }
@@ -167,6 +203,10 @@ void correlate_all(ConvPass pass, const ConvPlan& plan, const Correlation& c, in
     const auto packed = pack_channel_vector_weights<T, Arch::kTiles.vec_bytes>(cv_block_channels<T, Arch>(), groups,
                                                                                outs, c.channels, kernel, w);
     channel_vector_batch<T, Arch>(c, batch, groups, outs, src, src_h, src_w, packed, bias, dst, plan.channels_last);
+  } else if (family == Family::kPlanesFirstLayer) {
+    TORCH_INTERNAL_ASSERT(!plan.channels_last, "cnnext: ", family_name(family), " has no channels_last kernel");
+    const auto packed = pack_pixel_vector_weights<T>(Arch::kTiles.oc_block, groups, outs, c.channels, kernel, w);
+    plane_batch<T, Arch>(c, batch, groups, outs, src, src_h, src_w, packed, bias, dst);
   } else {
     TORCH_INTERNAL_ASSERT(!plan.channels_last, "cnnext: ", family_name(family), " has no channels_last kernel");
     const auto packed = pack_pixel_vector_weights<T>(Arch::kTiles.oc_block, groups, outs, c.channels, kernel, w);
@@ -293,6 +333,46 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
   });
 }
 
+// grad_weight over shifted planes (planes_first_layer.h): per batch chunk, sets of samples whose
+// copies of one band fit the staging budget, each block of output channels reducing over the set.
+template <typename T, class Arch>
+void plane_grad_weight(const Conv2dParams& p, const Correlation& c, const T* grad_output, const T* input,
+                       T* grad_weight, T* grad_bias) {
+  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>, kOcBlock = Arch::kTiles.oc_block;
+  const int64_t cin = p.in_per_group(), cout = p.out_per_group(), plane = p.out_plane();
+  const ShiftedBands bands = shifted_bands(c, V, sizeof(T));
+  const int64_t copies = cin * c.kernel_w * bands.copy();
+  const std::vector<int64_t> tap = shifted_tap_offsets(c, bands);
+  // Up to 8 samples, for long reductions that pay for the final horizontal sums.
+  const int64_t set = std::clamp<int64_t>(kDirectStagingBytes / (copies * static_cast<int64_t>(sizeof(T))), 1, 8);
+  sum_over_batch_chunks(p, grad_weight, grad_bias, [&](int64_t first, int64_t last, T* partial, double* bias_partial) {
+    AlignedBuffer<T> staged(staged_size(c, V));
+    AlignedBuffer<T> shifted(set * copies);
+    AlignedBuffer<T> sums(kOcBlock * c.taps() * V);
+    for (int64_t n0 = first; n0 < last; n0 += set) {
+      const int64_t count = std::min(set, last - n0);
+      for (int64_t g = 0; g < p.groups; ++g) {
+        const T* group_gy = grad_output + (n0 * p.out_channels + g * cout) * plane;
+        if (bias_partial) add_plane_sums<T, Arch>(p, group_gy, count, bias_partial + g * cout);
+        for (int64_t band = 0; band < bands.count; ++band) {
+          const int64_t row0 = bands.first_row(band), rows = bands.band_rows(band, c.out_h);
+          // Staged again per band: a copy per input value, against cout x taps multiply-adds.
+          for (int64_t s = 0; s < count; ++s) {
+            stage_planes(input + ((n0 + s) * p.in_channels + g * cin) * p.in_plane(), cin, p.in_h, p.in_w,
+                         c.staging, staged.data());
+            shift_columns<T, Arch>(c, staged.data(), row0, rows, bands, shifted.data() + s * copies);
+          }
+          for (int64_t oc0 = 0; oc0 < cout; oc0 += kOcBlock) {
+            const ShiftedWeightGrad<T> b{shifted.data(), copies, group_gy + oc0 * plane + row0 * c.out_w,
+                                         p.out_channels * plane, plane, count, rows * c.out_w};
+            plane_weight_grad<T, Arch>(b, tap, sums.data(), partial + (g * cout + oc0) * c.taps());
+          }
+        }
+      }
+    }
+  });
+}
+
 template <typename T, class Arch>
 void direct_forward(const Conv2dParams& p, const ConvPlan& plan, const T* input, const T* weight, const T* bias,
                     T* output) {
@@ -390,6 +470,10 @@ void direct_grad_weight(const Conv2dParams& p, const ConvPlan& plan, const T* gr
     note_family_run(ConvPass::GradWeight, plan.family);
     if (plan.channels_last) return depthwise_nhwc_grad_weight<T, Arch>(p, grad_output, input, grad_weight, grad_bias);
     return depthwise_grad_weight<T, Arch>(p, grad_output, input, grad_weight, grad_bias);
+  }
+  if (plan.family == Family::kPlanesFirstLayer) {
+    note_family_run(ConvPass::GradWeight, plan.family);
+    return plane_grad_weight<T, Arch>(p, forward_correlation(p, V, true), grad_output, input, grad_weight, grad_bias);
   }
   if (plan.family == Family::kGradWeightChannelVectors) {
     note_family_run(ConvPass::GradWeight, plan.family);

@@ -18,7 +18,7 @@ namespace cpu {
 struct Tiles {
   // Bytes of one vector register.
   int64_t vec_bytes;
-  // Pixel vectors (rows_first_layer.h, pixel_vectors_*.h): output channels
+  // Pixel vectors (planes_first_layer.h, pixel_vectors_*.h): output channels
   // per step, each holding `pixel_vectors` vectors of output pixels.
   int64_t oc_block;
   int64_t pixel_vectors;
