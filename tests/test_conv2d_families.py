@@ -4,6 +4,8 @@ copy). Values and all gradients against the float64 F.conv2d on random shapes, g
 thread counts, and what auto picks."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -359,8 +361,9 @@ def test_shifted_planes_match_torch(isa, dtype):
     """First layers over shifted planes (planes_first_layer) per ISA: one band per plane and planes cut into
     several bands (the last taking the rows left over), planes not in whole vectors (the last vector overlaps the
     one before: grad_weight must not count those pixels twice), padding, dilation, groups, 5 x 5 and 1 x 3
-    kernels, output channels not in whole blocks (forward). The plan runs the family for forward and grad_weight;
-    output and weight gradient equal the float64 reference, bitwise the same under 1 and 3 threads."""
+    kernels, output channels not in whole blocks (forward). The plan runs the family for forward, and for
+    grad_weight in whole blocks of 8 channels (AVX-512) or on rows narrower than a vector; forced on grad_weight
+    otherwise. Output and weight gradient equal the float64 reference, bitwise the same under 1 and 3 threads."""
     if isa not in _ops.CPU_ISAS[_ops.CPU_ISAS.index(cnnext.build_info()["cpu_isa_detected"]):]:
         pytest.skip(f"this CPU has no {isa}")
     gen = torch.Generator().manual_seed(11)
@@ -383,18 +386,26 @@ def test_shifted_planes_match_torch(isa, dtype):
             gw_ref = torch.ops.aten.convolution_backward(gy.double(), x.double(), w.double(), None, [1, 1],
                                                          list(padding), list(dilation), False, [0, 0], groups,
                                                          [False, True, False])[1]
-            whole_blocks = {}
             for pass_ in ("forward", "grad_weight"):
                 plan = _ops.conv2d_plan(x_shape, w_shape, 1, padding, dilation, groups, dtype, pass_)
-                whole_blocks[pass_] = pass_ == "forward" or w_shape[0] // groups % plan["tiles"]["oc_block"] == 0
-                assert (plan["family"] == "planes_first_layer") == whole_blocks[pass_], (label, pass_, plan)
+                tiles, lanes = plan["tiles"], plan["tiles"]["vec_bytes"] // dtype.itemsize
+                out_w = x_shape[3] + 2 * padding[1] - dilation[1] * (w_shape[3] - 1)
+                planned = pass_ == "forward" or (w_shape[0] // groups % tiles["oc_block"] == 0
+                                                 and (tiles["oc_block"] >= 8 or out_w < lanes))
+                assert (plan["family"] == "planes_first_layer") == planned, (label, pass_, plan)
             geometry = ([1, 1], [padding[0], padding[1], padding[0], padding[1]], list(dilation), groups)
             results = []
             for threads in (1, 3):
                 torch.set_num_threads(threads)
                 out = ops.conv2d(x, w, b, *geometry, "auto")
                 assert _ops.last_conv2d_family("forward") == "planes_first_layer", label
-                gw = ops.conv2d_grad_weight(gy, x, list(w_shape), *geometry, "direct")
+                os.environ["CNNEXT_CONV_PLAN"] = "family=planes_first_layer"
+                try:
+                    gw = ops.conv2d_grad_weight(gy, x, list(w_shape), *geometry, "direct")
+                finally:
+                    del os.environ["CNNEXT_CONV_PLAN"]
+                if w_shape[0] // groups % tiles["oc_block"] == 0:  # else the forced family cannot run it
+                    assert _ops.last_conv2d_family("grad_weight") == "planes_first_layer", label
                 results.append((out, gw))
             for a, c in zip(*results):
                 assert torch.equal(a, c), label

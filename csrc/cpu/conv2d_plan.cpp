@@ -121,7 +121,11 @@ struct Geometry {
     const bool win = channel_vectors_win(rows, cout) && (!flat.flat || channel_vectors_win(flat, cout));
     if ((win || (channels_last && cout % lanes == 0)) && 2 * cv_sample * element_size <= budget)
       return Family::kGradWeightChannelVectors;
-    if (rows.taps() < kFewTaps && planes_can_run()) return Family::kPlanesFirstLayer;
+    // Shifted planes where a step holds 8 channels x 3 taps (AVX-512's 32 registers), or rows are
+    // narrower than a vector; with 16 registers (4 x 3) grad_output read in place along rows measured
+    // 1.1 - 1.2x faster on 3-channel first layers (benchmarks/RESULTS.md, session 12).
+    if (rows.taps() < kFewTaps && planes_can_run() && (tiles.oc_block >= 8 || p.out_w < lanes))
+      return Family::kPlanesFirstLayer;
     // grad_output is copied into rows padded to whole vectors (so no load crosses a row) and
     // channels padded to whole blocks, except where there is little work per element to hide the
     // copy behind: few input channels (strided: the shifted planes need stride 1), rows of at
