@@ -360,51 +360,53 @@ def test_channel_vectors_blocked_for_cache_match_torch(layout, dtype):
 def test_shifted_planes_match_torch(isa, dtype):
     """First layers over shifted planes (planes_first_layer) per ISA: one band per plane and planes cut into
     several bands (the last taking the rows left over), planes not in whole vectors (the last vector overlaps the
-    one before: grad_weight must not count those pixels twice), padding, dilation, groups, 5 x 5 and 1 x 3
-    kernels, output channels not in whole blocks (forward). The plan runs the family for forward, and for
-    grad_weight in whole blocks of 8 channels (AVX-512) or on rows narrower than a vector; forced on grad_weight
-    otherwise. Output and weight gradient equal the float64 reference, bitwise the same under 1 and 3 threads."""
+    one before: grad_weight must not count those pixels twice), strides (rows split by phase, columns gathered),
+    a 7 x 7 stride-2 stem, strides larger than the kernel (gathered staging), padding, dilation, groups, 5 x 5 and
+    1 x 3 kernels, output channels not in whole blocks. The plan runs the family for forward, grad_weight is
+    forced; output and weight gradient equal the float64 reference, bitwise the same under 1 and 3 threads."""
     if isa not in _ops.CPU_ISAS[_ops.CPU_ISAS.index(cnnext.build_info()["cpu_isa_detected"]):]:
         pytest.skip(f"this CPU has no {isa}")
     gen = torch.Generator().manual_seed(11)
     ops = torch.ops.cnnext
     previous_isa, previous_threads = cnnext.set_cpu_isa(isa), torch.get_num_threads()
-    cases = [((5, 1, 28, 28), (32, 1, 3, 3), (1, 1), (1, 1), 1),
-             ((3, 3, 32, 30), (16, 3, 3, 3), (0, 0), (1, 1), 1),
-             ((2, 3, 150, 230), (8, 3, 3, 3), (1, 1), (1, 1), 1),  # several bands
-             ((3, 2, 9, 15), (10, 2, 5, 5), (2, 1), (1, 1), 1),  # 10 outputs: a partial block
-             ((2, 4, 12, 20), (16, 2, 1, 3), (0, 0), (1, 2), 2),
-             ((4, 1, 21, 19), (8, 1, 3, 3), (2, 2), (2, 2), 1)]
+    # input, weight, stride, padding, dilation, groups
+    cases = [((5, 1, 28, 28), (32, 1, 3, 3), (1, 1), (1, 1), (1, 1), 1),
+             ((3, 3, 32, 30), (16, 3, 3, 3), (1, 1), (0, 0), (1, 1), 1),
+             ((2, 3, 150, 230), (8, 3, 3, 3), (1, 1), (1, 1), (1, 1), 1),  # several bands
+             ((3, 2, 9, 15), (10, 2, 5, 5), (1, 1), (2, 1), (1, 1), 1),  # 10 outputs: a partial block
+             ((2, 4, 12, 20), (16, 2, 1, 3), (1, 1), (0, 0), (1, 2), 2),
+             ((4, 1, 21, 19), (8, 1, 3, 3), (1, 1), (2, 2), (2, 2), 1),
+             ((3, 3, 33, 35), (16, 3, 3, 3), (2, 2), (1, 1), (1, 1), 1),  # MobileNetV2's stem
+             ((2, 3, 46, 44), (16, 3, 7, 7), (2, 2), (3, 3), (1, 1), 1),  # ResNet's stem
+             ((2, 3, 130, 120), (8, 3, 7, 7), (2, 2), (3, 3), (1, 1), 1),  # ... in bands
+             ((2, 1, 23, 40), (8, 1, 3, 2), (3, 1), (1, 0), (2, 1), 1),  # three row phases
+             ((2, 2, 30, 31), (8, 1, 2, 2), (3, 3), (0, 0), (1, 1), 2)]  # stride > kernel: gathered
     try:
-        for x_shape, w_shape, padding, dilation, groups in cases:
-            label = f"{isa} {x_shape} {w_shape} padding {padding} dilation {dilation} groups {groups}"
+        for x_shape, w_shape, stride, padding, dilation, groups in cases:
+            label = f"{isa} {x_shape} {w_shape} stride {stride} padding {padding} dilation {dilation} groups {groups}"
             x = torch.randn(x_shape, dtype=dtype, generator=gen)
             w = torch.randn(w_shape, dtype=dtype, generator=gen)
             b = torch.randn(w_shape[0], dtype=dtype, generator=gen)
-            y = F.conv2d(x.double(), w.double(), b.double(), 1, padding, dilation, groups)
+            y = F.conv2d(x.double(), w.double(), b.double(), stride, padding, dilation, groups)
             gy = torch.randn(y.shape, dtype=dtype, generator=gen)
-            gw_ref = torch.ops.aten.convolution_backward(gy.double(), x.double(), w.double(), None, [1, 1],
+            gw_ref = torch.ops.aten.convolution_backward(gy.double(), x.double(), w.double(), None, list(stride),
                                                          list(padding), list(dilation), False, [0, 0], groups,
                                                          [False, True, False])[1]
-            for pass_ in ("forward", "grad_weight"):
-                plan = _ops.conv2d_plan(x_shape, w_shape, 1, padding, dilation, groups, dtype, pass_)
-                tiles, lanes = plan["tiles"], plan["tiles"]["vec_bytes"] // dtype.itemsize
-                out_w = x_shape[3] + 2 * padding[1] - dilation[1] * (w_shape[3] - 1)
-                planned = pass_ == "forward" or (w_shape[0] // groups % tiles["oc_block"] == 0
-                                                 and (tiles["oc_block"] >= 8 or out_w < lanes))
-                assert (plan["family"] == "planes_first_layer") == planned, (label, pass_, plan)
-            geometry = ([1, 1], [padding[0], padding[1], padding[0], padding[1]], list(dilation), groups)
+            plan = _ops.conv2d_plan(x_shape, w_shape, stride, padding, dilation, groups, dtype, "forward", algo="direct")
+            assert plan["family"] == "planes_first_layer", (label, plan)
+            whole_blocks = w_shape[0] // groups % plan["tiles"]["oc_block"] == 0
+            geometry = (list(stride), [padding[0], padding[1], padding[0], padding[1]], list(dilation), groups)
             results = []
             for threads in (1, 3):
                 torch.set_num_threads(threads)
-                out = ops.conv2d(x, w, b, *geometry, "auto")
+                out = ops.conv2d(x, w, b, *geometry, "direct")
                 assert _ops.last_conv2d_family("forward") == "planes_first_layer", label
                 os.environ["CNNEXT_CONV_PLAN"] = "family=planes_first_layer"
                 try:
                     gw = ops.conv2d_grad_weight(gy, x, list(w_shape), *geometry, "direct")
                 finally:
                     del os.environ["CNNEXT_CONV_PLAN"]
-                if w_shape[0] // groups % tiles["oc_block"] == 0:  # else the forced family cannot run it
+                if whole_blocks:  # else the forced family cannot run it
                     assert _ops.last_conv2d_family("grad_weight") == "planes_first_layer", label
                 results.append((out, gw))
             for a, c in zip(*results):
@@ -500,8 +502,11 @@ def test_channels_last_prefers_channel_vectors():
     """In a channels_last model the direct passes run with channel vectors wherever they can (whole vectors of
     outputs), in place: a first layer's forward and grad_weight too, which NCHW runs over shifted planes."""
     first = dict(input_shape=(8, 1, 28, 28), weight_shape=(32, 1, 3, 3))
+    # NCHW grad_weight: over shifted planes where a step holds 8 channels (AVX-512), else along rows in place.
+    wide = _ops.conv2d_plan(**first)["tiles"]["oc_block"] >= 8
     for pass_, nchw, family in (("forward", "planes_first_layer", "channel_vectors"),
-                                ("grad_weight", "planes_first_layer", "grad_weight_channel_vectors")):
+                                ("grad_weight", "planes_first_layer" if wide else "grad_weight_columns_in_place",
+                                 "grad_weight_channel_vectors")):
         assert _ops.conv2d_plan(**first, pass_=pass_)["family"] == nchw
         plan = _ops.conv2d_plan(**first, pass_=pass_, channels_last=True)
         assert (plan["algo"], plan["family"], plan["channels_last"]) == ("direct", family, True)

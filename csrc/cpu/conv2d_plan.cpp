@@ -34,6 +34,9 @@ constexpr std::array<Family, 11> kAllFamilies = {
 // scratch (first layers: 9 and 27).
 constexpr int64_t kFewTaps = 64;
 
+// Reduction channels below which a layer reads an image (gray or RGB).
+constexpr int64_t kImageChannels = 4;
+
 // Output channels from which grad_input's scattered channel vectors reduce
 // long enough between two updates of their scratch tile.
 constexpr int64_t kScatterMinOutputs = 16;
@@ -55,13 +58,12 @@ struct Geometry {
   }
   int64_t outs() const { return pass == ConvPass::Forward ? p.out_per_group() : p.in_per_group(); }
 
-  // The shifted planes (planes_first_layer.h) need stride 1 (an ungathered, flat staging) and a
-  // plane of at least one vector; grad_weight reads the forward correlation's copies and
-  // grad_output in place by whole blocks.
+  // The shifted planes (planes_first_layer.h) need a plane of at least one vector; grad_weight
+  // reads the forward correlation's copies and grad_output in place by whole blocks.
   bool planes_can_run() const {
     const bool grad_weight = pass == ConvPass::GradWeight;
     const Correlation c = grad_weight ? forward_correlation(p, lanes, true) : correlation();
-    return c.flat && c.out_h * c.out_w >= lanes && (!grad_weight || p.out_per_group() % tiles.oc_block == 0);
+    return c.out_h * c.out_w >= lanes && (!grad_weight || p.out_per_group() % tiles.oc_block == 0);
   }
 
   // Channel vectors pay where the pixel-vector families would compute over
@@ -100,8 +102,12 @@ struct Geometry {
     const Correlation c = correlation();
     // channels_last: wherever they can run, as the transposes cost more than they lose (first layers:
     // the output is the layer's largest tensor).
-    if (channel_vectors_win(c, outs()) || (channels_last && outs() % lanes == 0)) return Family::kChannelVectors;
-    if (c.taps() < kFewTaps && planes_can_run()) return Family::kPlanesFirstLayer;
+    if (channels_last && outs() % lanes == 0) return Family::kChannelVectors;
+    // Shifted planes for few taps, and for images (fewer than kImageChannels channels) whatever the
+    // kernel: they waste no lane on any plane and read no strided input (ResNet's 7 x 7 stride-2
+    // stem: 1.1 - 1.3x channel vectors).
+    if ((c.taps() < kFewTaps || c.channels < kImageChannels) && planes_can_run()) return Family::kPlanesFirstLayer;
+    if (channel_vectors_win(c, outs())) return Family::kChannelVectors;
     return c.flat ? Family::kPixelVectorsFlat : Family::kPixelVectorsBlock;
   }
 
@@ -196,9 +202,10 @@ constexpr int64_t kVeryLongReduction = 16 * kFewTaps;
 // forward of strided 1 x 1 kernels (ResNet-18's shortcuts), run im2col even
 // where the direct kernels would use channel vectors.
 constexpr int64_t kWideLayer = 64;
-// Output planes from which strided first layers that the direct kernels run
-// with vectors over pixels run im2col (MobileNetV2's 3 x 3 stride-2 stem on
-// 112 x 112 outputs: 0.36 -> 0.65 at AVX-512; 16 x 16 outputs stay direct).
+// Output planes from which strided layers with few input channels that the
+// direct kernels run with vectors over pixels run im2col (MobileNetV2's 3 x 3
+// stride-2 stem on 112 x 112 outputs: 0.36 -> 0.65 at AVX-512, before it ran
+// over shifted planes; 16 x 16 outputs stay direct).
 constexpr int64_t kLargePlane = 1024;
 // Reductions from which grad_weight over pixel rows (the columns families)
 // loses to im2col on AVX-512 too (64 and more channels of 3 x 3).
@@ -236,8 +243,9 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   contiguous GEMM. With vectors over output channels direct is faster:
 //   AVX-512's NCHW forward at any width for reductions below
 //   kStridedReduction but for 1 x 1 kernels (one GEMM), otherwise up to
-//   kWideLayer output channels per group. With fewer input channels
-//   (stems), from kLargePlane output pixels on.
+//   kWideLayer output channels per group. With fewer input channels, from
+//   kLargePlane output pixels on, but over shifted planes (stems), which
+//   gather the strided input once.
 //   grad_weight of strided first layers (fewer than 8 input channels: the
 //   7 x 7 and 3 x 3 stride-2 stems) is im2col too, its batch cut into chunks.
 // - grad_input: direct where the plan scatters it (channel_vectors_scatter:
@@ -287,7 +295,10 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
       if (strided && p.in_per_group() >= 8 &&
           (!channel_vectors || (p.out_per_group() >= kWideLayer && !wide_direct)))
         return ConvAlgo::Im2col;
-      if (strided && !channel_vectors && p.out_plane() >= kLargePlane) return ConvAlgo::Im2col;
+      // Pixel vectors over strided rows gather each tap's inputs with strided loads; the shifted planes
+      // gather them once, into their copies.
+      const bool strided_loads = !channel_vectors && family != Family::kPlanesFirstLayer;
+      if (strided && strided_loads && p.out_plane() >= kLargePlane) return ConvAlgo::Im2col;
       if (pass == ConvPass::Forward) return ConvAlgo::Direct;
       if (strided && p.in_per_group() < 8) return ConvAlgo::Im2col;
       if (family == Family::kGradWeightColumns && p.col_rows() >= (isa == Isa::kAvx512 ? kWideReduction : kFewTaps))

@@ -95,7 +95,7 @@ void plane_batch(const Correlation& c, int64_t batch, int64_t groups, int64_t ou
   const int64_t out_plane = c.out_h * c.out_w;
   at::parallel_for(0, batch * groups * bands.count * blocks, 1, [&](int64_t begin, int64_t end) {
     AlignedBuffer<T> staged(staged_size(c, V));
-    AlignedBuffer<T> shifted(c.channels * c.kernel_w * bands.copy());
+    AlignedBuffer<T> shifted(bands.size());
     int64_t staged_set = -1, shifted_band = -1;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t key = task / blocks;  // = (n * groups + g) * bands + band
@@ -341,7 +341,7 @@ void plane_grad_weight(const Conv2dParams& p, const Correlation& c, const T* gra
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>, kOcBlock = Arch::kTiles.oc_block;
   const int64_t cin = p.in_per_group(), cout = p.out_per_group(), plane = p.out_plane();
   const ShiftedBands bands = shifted_bands(c, V, sizeof(T));
-  const int64_t copies = cin * c.kernel_w * bands.copy();
+  const int64_t copies = bands.size();
   const std::vector<int64_t> tap = shifted_tap_offsets(c, bands);
   // Up to 8 samples, for long reductions that pay for the final horizontal sums.
   const int64_t set = std::clamp<int64_t>(kDirectStagingBytes / (copies * static_cast<int64_t>(sizeof(T))), 1, 8);

@@ -1,26 +1,29 @@
-// Pixel vectors over whole output planes, for stride-1 layers with few
-// multiply-adds per output (first layers: one or three input channels).
+// Pixel vectors over whole output planes, for layers with few multiply-adds
+// per output (first layers: one or three input channels).
 //
-// Each staged row is copied once per kernel column, shifted by that column
-// and cut to out_w ("shifted planes"). In the copy of kernel column kw,
-// output pixel f = oh * out_w + ow reads tap (kh, kw) at f + kh * dh * out_w:
-// a constant offset over the whole plane. So vectors run over the output
-// plane as one flat row, across row ends: no lane computes a pixel the plane
-// does not have (but where a band's last vector, ending at the band's end,
-// overlaps the one before), and every vector is stored straight into the
-// output. Rows of pixel vectors (a vector per out_w / V, rounded up) waste
-// the rest of each row's last vector and store it unaligned; copying every
-// input value kernel_w times costs less than either where a window has few
-// taps (a copy per input value and kernel column, against kernel_h *
-// kernel_w multiply-adds per output channel).
+// Each staged row is copied once per kernel column, shifted by that column,
+// gathered at the stride along the row and cut to out_w ("shifted planes");
+// with a vertical stride sh, the rows are split by phase (row i of copy
+// (ch, kw, phase) is staged row i * sh + phase). Then output pixel
+// f = oh * out_w + ow reads tap (kh, kw), with kh * dh = q * sh + phase, in
+// copy (ch, kw, phase) at f + q * out_w: a constant offset over the whole
+// plane. So vectors run over the output plane as one flat row, across row
+// ends: no lane computes a pixel the plane does not have (but where a band's
+// last vector, ending at the band's end, overlaps the one before), no load
+// is strided, and every vector is stored straight into the output. Rows of
+// pixel vectors (a vector per out_w / V, rounded up) waste the rest of each
+// row's last vector, store it unaligned, and gather strided rows tap by tap;
+// copying every input value kernel_w times costs less than any of these
+// where a window has few taps (a copy per input value and kernel column,
+// against kernel_h * kernel_w multiply-adds per output channel).
 //
-// grad_weight reads the same copies: for stride 1, the weight gradient of
-// tap (ch, kh, kw) is the dot product of a grad_output plane with copy
-// (ch, kw) from offset kh * dh * out_w, both contiguous.
+// grad_weight reads the same copies: the weight gradient of tap (ch, kh, kw)
+// is the dot product of a grad_output plane with its copy from the tap's
+// offset, both contiguous.
 //
-// Large planes are cut into bands of output rows (shifted_bands), so
-// that the copies of a band stay in cache while every block of output
-// channels sweeps them.
+// Large planes are cut into bands of output rows (shifted_bands), so that
+// the copies of a band stay in cache while every block of output channels
+// sweeps them.
 #pragma once
 
 #include <algorithm>
@@ -35,15 +38,20 @@ namespace cpu {
 namespace {
 
 // How a plane's output rows are cut into bands, and where a band's shifted
-// copies are: copy (ch, kw) holds the band's rows plus (kernel_h - 1) *
-// dilation_h more, out_w elements each.
+// copies are: copy (ch, kw, phase) holds the band's rows plus `span` more
+// (the most whole strides a tap reaches below its output row), out_w
+// elements each.
 struct ShiftedBands {
+  int64_t copies;  // channels x kernel_w x phases
   int64_t out_w;
+  int64_t phases;     // the vertical stride
+  int64_t span;       // (kernel_h - 1) * dilation_h / stride_h
   int64_t rows;       // output rows per band; the last band also takes the rows left over
   int64_t count;      // bands per plane
-  int64_t copy_rows;  // staged rows per copy, enough for the last band
+  int64_t copy_rows;  // rows per copy, enough for the last band
 
   int64_t copy() const { return copy_rows * out_w; }
+  int64_t size() const { return copies * copy(); }
   int64_t first_row(int64_t band) const { return band * rows; }
   int64_t band_rows(int64_t band, int64_t out_h) const { return band + 1 < count ? rows : out_h - band * rows; }
 };
@@ -51,28 +59,40 @@ struct ShiftedBands {
 // Bands whose copies fit in kShiftedBandBytes, each of at least one vector of
 // pixels (plans run this family only on planes of at least a vector).
 inline ShiftedBands shifted_bands(const Correlation& c, int64_t lanes, int64_t element_size) {
-  const int64_t span = (c.kernel_h - 1) * c.dilation_h;
-  const int64_t per_row = std::max<int64_t>(c.channels * c.kernel_w * c.out_w * element_size, 1);
+  const int64_t span = (c.kernel_h - 1) * c.dilation_h / c.stride_h;
+  const int64_t per_row = std::max<int64_t>(c.channels * c.kernel_w * c.stride_h * c.out_w * element_size, 1);
   const int64_t least = (lanes + c.out_w - 1) / c.out_w;
   const int64_t rows = std::clamp<int64_t>(kShiftedBandBytes / per_row - span, least, c.out_h);
   const int64_t count = c.out_h / rows;
-  return {c.out_w, rows, count, c.out_h - (count - 1) * rows + span};
+  return {c.channels * c.kernel_w * c.stride_h, c.out_w, c.stride_h, span, rows, count,
+          c.out_h - (count - 1) * rows + span};
 }
 
-// shifted[(ch * kernel_w + kw) * copy + r * out_w + ow] = staged[ch][row0 + r][ow + kw * dw] for
-// the rows + span rows a band of `rows` output rows from row0 reads (all within the staging).
+// shifted[((ch * kernel_w + kw) * phases + phase) * copy + r * out_w + ow] =
+// staged[ch][(row0 + r) * sh + phase][ow * sw + kw * dw] for the rows + span rows of a band of `rows`
+// output rows from row0; rows past the staging (which no tap of that phase reads) are zeros.
 template <typename T, class Arch>
 void shift_columns(const Correlation& c, const T* staged, int64_t row0, int64_t rows, const ShiftedBands& s,
                    T* shifted) {
   constexpr int64_t B = Arch::kTiles.vec_bytes;
   const int64_t cols = c.staging.cols, plane = c.staging.rows * cols;
-  const int64_t copied = rows + (c.kernel_h - 1) * c.dilation_h;
+  const int64_t copied = rows + s.span;
   for (int64_t ch = 0; ch < c.channels; ++ch) {
     for (int64_t kw = 0; kw < c.kernel_w; ++kw) {
-      T* dst = shifted + (ch * c.kernel_w + kw) * s.copy();
-      const T* src = staged + ch * plane + row0 * cols + kw * c.dilation_w;
-      for (int64_t r = 0; r < copied; ++r)
-        transform_row<B>(src + r * cols, c.out_w, dst + r * s.out_w, [](auto v) { return v; });
+      for (int64_t phase = 0; phase < s.phases; ++phase) {
+        T* dst = shifted + ((ch * c.kernel_w + kw) * s.phases + phase) * s.copy();
+        const T* src = staged + ch * plane + kw * c.dilation_w;
+        for (int64_t r = 0; r < copied; ++r, dst += s.out_w) {
+          const int64_t y = (row0 + r) * c.stride_h + phase;
+          if (y >= c.staging.rows) {
+            std::fill(dst, dst + s.out_w, T(0));
+          } else if (c.stride_w == 1) {
+            transform_row<B>(src + y * cols, c.out_w, dst, [](auto v) { return v; });
+          } else {
+            for (int64_t ow = 0; ow < c.out_w; ++ow) dst[ow] = src[y * cols + ow * c.stride_w];
+          }
+        }
+      }
     }
   }
 }
@@ -83,9 +103,11 @@ inline std::vector<int64_t> shifted_tap_offsets(const Correlation& c, const Shif
   std::vector<int64_t> tap(c.taps());
   for (int64_t ch = 0; ch < c.channels; ++ch)
     for (int64_t kh = 0; kh < c.kernel_h; ++kh)
-      for (int64_t kw = 0; kw < c.kernel_w; ++kw)
+      for (int64_t kw = 0; kw < c.kernel_w; ++kw) {
+        const int64_t reach = kh * c.dilation_h, phase = reach % s.phases;
         tap[(ch * c.kernel_h + kh) * c.kernel_w + kw] =
-            (ch * c.kernel_w + kw) * s.copy() + kh * c.dilation_h * s.out_w;
+            ((ch * c.kernel_w + kw) * s.phases + phase) * s.copy() + reach / s.phases * s.out_w;
+      }
   return tap;
 }
 
