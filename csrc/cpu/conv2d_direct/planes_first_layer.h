@@ -60,7 +60,9 @@ struct ShiftedBands {
 // pixels (plans run this family only on planes of at least a vector).
 inline ShiftedBands shifted_bands(const Correlation& c, int64_t lanes, int64_t element_size) {
   const int64_t span = (c.kernel_h - 1) * c.dilation_h / c.stride_h;
-  const int64_t per_row = std::max<int64_t>(c.channels * c.kernel_w * c.stride_h * c.out_w * element_size, 1);
+  // Bytes of copies per output row (saturating: a stride no allocation could serve asks for the least rows).
+  const int64_t per_row =
+      std::max<int64_t>(saturating_product(c.channels * c.kernel_w, c.stride_h, c.out_w * element_size), 1);
   const int64_t least = (lanes + c.out_w - 1) / c.out_w;
   const int64_t rows = std::clamp<int64_t>(kShiftedBandBytes / per_row - span, least, c.out_h);
   const int64_t count = c.out_h / rows;
