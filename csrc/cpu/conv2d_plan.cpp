@@ -134,8 +134,8 @@ struct Geometry {
       return Family::kPlanesFirstLayer;
     // grad_output is copied into rows padded to whole vectors (so no load crosses a row) and
     // channels padded to whole blocks, except where there is little work per element to hide the
-    // copy behind: few input channels (strided: the shifted planes need stride 1), rows of at
-    // least one vector, whole blocks.
+    // copy behind: few input channels (16-register ISAs, where the shifted planes do not run),
+    // rows of at least one vector, whole blocks.
     if (p.out_w >= lanes && rows.taps() < kFewTaps && cout % tiles.oc_block == 0)
       return Family::kGradWeightColumnsInPlace;
     // Flat where it needs fewer vectors than rows padded to whole vectors.
