@@ -256,6 +256,11 @@ def test_im2col_matches_torch_on_random_configs(layout, dtype, rng):
         ((2, 64, 4, 4), (300, 64, 3, 3), dict(padding=1)),  # large layer on a tiny plane (gather)
         ((5, 24, 30, 33), (40, 24, 3, 3), dict(padding=1, stride=2)),  # long rows (row copies), strided
         ((2, 3, 40, 40), (16, 3, 7, 7), dict(padding=3, stride=2)),  # a stem: kernel rows cut for grad_weight
+        # grad_weight's columns of a sample over 1 MB: built and reduced in bands of output rows, the last shorter
+        ((2, 16, 62, 62), (8, 16, 3, 3), dict(padding=1)),
+        ((2, 3, 150, 150), (8, 3, 7, 7), dict(padding=3, stride=2)),
+        ((1, 32, 100, 90), (6, 32, 3, 3), dict(padding=2, stride=(2, 3), dilation=2)),
+        ((2, 16, 62, 62), (8, 8, 3, 3), dict(padding=1, groups=2)),
     ],
 )
 def test_im2col_large_layers_are_thread_independent(x_shape, w_shape, kwargs, layout):

@@ -139,6 +139,15 @@ class ColumnBuilder {
     return col.narrow(0, 0, rows.size() * p_.kernel_w).narrow(1, 0, count * L);
   }
 
+  // The columns of output rows [oh, oh + rows) of sample n, group g, every kernel row, as
+  // (col_rows, rows * OW), built in `col` by copying rows (not for gathered or pointwise columns).
+  at::Tensor build_rows(const at::Tensor& input, int64_t n, int64_t g, int64_t oh, int64_t rows, at::Tensor& col) {
+    const Conv2dParams band = tile_params(p_, oh, rows, 0, p_.out_w);
+    const T* x = slice(input, p_.groups, n, 1, g, {0, p_.in_per_group()}).const_data_ptr<T>();
+    im2col(band, x, col.mutable_data_ptr<T>(), band.out_plane(), 0, p_.in_per_group() * p_.kernel_h);
+    return col.view(-1).narrow(0, 0, p_.col_rows() * band.out_plane()).view({p_.col_rows(), band.out_plane()});
+  }
+
   // grad_input's channels c of one sample's group (x: its first channel) from the
   // column gradient of those channels (rows ld apart).
   void scatter(const T* dcol, int64_t ld, T* x, Range c) {
@@ -175,32 +184,52 @@ struct CorrelationTasks {
 // BatchChunks instead, each with a partial dW over whole columns, summed in chunk order.
 constexpr int64_t kSmallWeight = 1 << 16;  // elements of one group's dW
 
+// Output rows per GEMM of grad_weight_by_chunks on a plane of its own (blocks of one sample):
+// bands whose columns fit kColumnBandBytes, of at least kMinGemmColumns pixels; the whole plane
+// where it fits, or where the columns are gathered or are the input itself.
+int64_t band_rows(const Conv2dParams& p, int64_t element_size) {
+  if (gathers(p) || is_pointwise(p)) return p.out_h;
+  const int64_t fit = kColumnBandBytes / std::max<int64_t>(1, p.col_rows() * p.out_w * element_size);
+  return std::clamp<int64_t>(std::max(fit, ceil_div(kMinGemmColumns, p.out_w)), 1, p.out_h);
+}
+
 void grad_weight_by_chunks(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
                            at::Tensor& grad_weight) {
   const BatchChunks chunking(p.batch);
   const int64_t chunks = chunking.count, L = p.out_plane();
   const Range all_rows{0, p.in_per_group() * p.kernel_h}, all_out{0, p.out_per_group()};
   const SampleBlocks blocks(chunking.max_size(), L, p.col_rows() * L * input.element_size());
-  const int64_t S = blocks.size;
+  const int64_t S = blocks.size, band = S == 1 ? band_rows(p, input.element_size()) : p.out_h;
   at::Tensor partials = at::empty({chunks, p.groups, p.out_per_group(), p.col_rows()}, grad_output.options());
   const std::vector<int64_t> offsets = column_offsets(p);
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cnnext_im2col_grad_weight", [&] {
     parallel_gemms(chunks, [&](int64_t begin, int64_t end) {
       ColumnBuilder<scalar_t> builder(p, offsets, all_rows.size());
-      at::Tensor col = at::empty({p.col_rows(), S * L}, input.options());
+      at::Tensor col = at::empty({p.col_rows(), band < p.out_h ? band * p.out_w : S * L}, input.options());
       at::Tensor dy_buffer = at::empty({p.out_per_group(), S * L}, grad_output.options());
       for (int64_t chunk = begin; chunk < end; ++chunk) {
         const int64_t first = chunking.begin(chunk), last = chunking.begin(chunk + 1);
         for (int64_t g = 0; g < p.groups; ++g) {
           at::Tensor dw = partials.select(0, chunk).select(0, g);
+          bool started = false;
+          const auto reduce = [&](const at::Tensor& dy, const at::Tensor& cols) {
+            if (started) {
+              dw.addmm_(dy, cols.t());
+            } else {
+              at::mm_out(dw, dy, cols.t());
+              started = true;
+            }
+          };
           for (int64_t n = first; n < last; n += S) {
             const int64_t count = std::min(S, last - n);
-            const at::Tensor cols = builder.build(input, n, count, g, all_rows, col);
             const at::Tensor dy = gemm_operand(grad_output, p.groups, n, count, g, all_out, dy_buffer, /*fill=*/true);
-            if (n == first) {
-              at::mm_out(dw, dy, cols.t());
+            if (band < p.out_h) {  // S == 1: a plane of its own
+              for (int64_t oh = 0; oh < p.out_h; oh += band) {
+                const int64_t rows = std::min(band, p.out_h - oh);
+                reduce(dy.narrow(1, oh * p.out_w, rows * p.out_w), builder.build_rows(input, n, g, oh, rows, col));
+              }
             } else {
-              dw.addmm_(dy, cols.t());
+              reduce(dy, builder.build(input, n, count, g, all_rows, col));
             }
           }
         }

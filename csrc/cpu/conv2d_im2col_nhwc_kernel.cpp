@@ -33,9 +33,15 @@ constexpr int64_t kWideTile = 128;
 // Elements of a dW small enough to keep one partial sum per BatchChunk.
 constexpr int64_t kSmallWeight = 1 << 16;
 
-// Pixels per block, for column rows of `row_bytes`: within the column budget.
-int64_t pixel_block(int64_t row_bytes) {
-  return std::clamp<int64_t>(kColumnBlockBytes / std::max<int64_t>(1, row_bytes), kMinGemmColumns, kMaxPixelBlock);
+// Pixels per block, for column rows of `row_bytes`: within `budget` (cache_budget.h).
+int64_t pixel_block(int64_t row_bytes, int64_t budget = kColumnBlockBytes) {
+  return std::clamp<int64_t>(budget / std::max<int64_t>(1, row_bytes), kMinGemmColumns, kMaxPixelBlock);
+}
+
+// Pixels per block of grad_weight: columns it builds stay within kColumnBandBytes, so that the GEMM
+// right after reads them from L2 (a pointwise layer's columns are the input itself).
+int64_t grad_weight_block(const Conv2dParams& p, int64_t row_bytes) {
+  return pixel_block(row_bytes, is_pointwise(p) ? kColumnBlockBytes : kColumnBandBytes);
 }
 
 // The (N*H*W, C) view of a channels_last-contiguous tensor.
@@ -143,7 +149,7 @@ void im2col_nhwc_grad_weight(const Conv2dParams& p, const at::Tensor& grad_outpu
     // A small dW: cut into tiles it would give too few tasks. The batch is cut into BatchChunks
     // instead, each with partial sums over whole rows, added in chunk order.
     const BatchChunks chunking(p.batch);
-    const int64_t chunks = chunking.count, L = p.out_plane(), P = pixel_block(K * input.element_size());
+    const int64_t chunks = chunking.count, L = p.out_plane(), P = grad_weight_block(p, K * input.element_size());
     at::Tensor partials = at::empty({chunks, p.out_channels, K}, grad_output.options());
     at::Tensor bias_partials = at::empty({chunks, p.out_channels}, grad_output.options());
     AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cnnext_im2col_nhwc_grad_weight", [&] {
@@ -176,7 +182,7 @@ void im2col_nhwc_grad_weight(const Conv2dParams& p, const at::Tensor& grad_outpu
   const int64_t tap_tiles = std::min(taps, kTargetTasks);
   const int64_t out_tiles = tiles_for(tap_tiles, p.out_channels, kMinTileRows);
   const int64_t max_taps = ceil_div(taps, tap_tiles);
-  const int64_t P = pixel_block(max_taps * C * input.element_size());
+  const int64_t P = grad_weight_block(p, max_taps * C * input.element_size());
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cnnext_im2col_nhwc_grad_weight", [&] {
     parallel_gemms(out_tiles * tap_tiles, [&](int64_t begin, int64_t end) {
       at::Tensor col = is_pointwise(p) ? at::Tensor() : at::empty({P, max_taps * C}, input.options());

@@ -226,20 +226,6 @@ struct Tiling {
   }
 };
 
-// The convolution whose output is the tile of rows [oh0, oh0 + rows) and
-// columns [ow0, ow0 + cols) of p's: the same input and kernel, with the
-// padding moved so that the tile's first pixel is its output (0, 0). Its
-// im2col gives exactly the tile's columns. The moved padding may be negative,
-// which im2col's bounds handle like any other window position.
-Conv2dParams tile_params(const Conv2dParams& p, int64_t oh0, int64_t rows, int64_t ow0, int64_t cols) {
-  Conv2dParams t = p;
-  t.out_h = rows;
-  t.out_w = cols;
-  t.pad_top = p.pad_top - oh0 * p.stride_h;
-  t.pad_left = p.pad_left - ow0 * p.stride_w;
-  return t;
-}
-
 // The tile's output: out[o][r][c] = bias[o] + sum over k of w[o][k] * col[k][r * t.out_w + c]
 // for the group's output channels o, where out's channels are `channel_ld`
 // apart and its rows `row_ld` (those of the whole output).

@@ -16,6 +16,33 @@ namespace cpu {
 // each gives KW rows of the column matrix. Work on part of a column matrix
 // is cut into ranges of kernel rows.
 
+// The convolution whose output is the tile of rows [oh0, oh0 + rows) and
+// columns [ow0, ow0 + cols) of p's: the same input and kernel, with the
+// padding moved so that the tile's first pixel is its output (0, 0). Its
+// im2col gives exactly the tile's columns. The moved padding may be negative,
+// which im2col's bounds handle like any other window position.
+inline Conv2dParams tile_params(const Conv2dParams& p, int64_t oh0, int64_t rows, int64_t ow0, int64_t cols) {
+  Conv2dParams t = p;
+  t.out_h = rows;
+  t.out_w = cols;
+  t.pad_top = p.pad_top - oh0 * p.stride_h;
+  t.pad_left = p.pad_left - ow0 * p.stride_w;
+  return t;
+}
+
+// dst[i] = src[i * stride] for i in [lo, hi): strides 1 and 2 (nearly every layer) as loops of
+// their own, which the compiler vectorizes; a stride known only at run time it does not.
+template <typename T>
+void copy_strided(const T* src, T* dst, int64_t lo, int64_t hi, int64_t stride) {
+  if (stride == 1) {
+    std::copy(src + lo, src + hi, dst + lo);
+  } else if (stride == 2) {
+    for (int64_t i = lo; i < hi; ++i) dst[i] = src[2 * i];
+  } else {
+    for (int64_t i = lo; i < hi; ++i) dst[i] = src[i * stride];
+  }
+}
+
 // The column rows of kernel rows [r_begin, r_end) of one sample and group: x
 // is the group's first channel, col the first row of kernel row r_begin;
 // consecutive rows of col are `ld` apart.
@@ -35,7 +62,7 @@ void im2col(const Conv2dParams& p, const T* x, T* col, int64_t ld, int64_t r_beg
         }
         const T* src = x + (c * p.in_h + ih) * p.in_w + x_offset;
         std::fill(dst, dst + cols.lo, T(0));
-        for (int64_t ow = cols.lo; ow < cols.hi; ++ow) dst[ow] = src[ow * p.stride_w];
+        copy_strided(src, dst, cols.lo, cols.hi, p.stride_w);
         std::fill(dst + cols.hi, dst + p.out_w, T(0));
       }
       col += ld;
