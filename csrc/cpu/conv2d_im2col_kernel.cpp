@@ -333,12 +333,20 @@ void im2col_grad_weight(const Conv2dParams& p, const at::Tensor& grad_output, co
   const SampleBlocks blocks(p.batch, L, max_in_tile * p.kernel_w * L * input.element_size());
   const int64_t S = blocks.size;
   const int64_t tasks = p.groups * out_tiles * in_tiles;
+  const int64_t max_out_tile = ceil_div(p.out_per_group(), out_tiles);
+  // Blocks of samples take NCHW grad_output through a copy (gemm_operand). Every kernel-row tile of
+  // an output tile reads the same copies: where the whole batch's fits the column budget, a thread
+  // copies it once per output tile instead of once per task.
+  const bool shared_dy = S > 1 && grad_output.is_contiguous() &&
+                         max_out_tile * p.batch * L * grad_output.element_size() <= kColumnBlockBytes;
   const std::vector<int64_t> offsets = column_offsets(p);
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cnnext_im2col_grad_weight", [&] {
     parallel_gemms(tasks, [&](int64_t begin, int64_t end) {
       ColumnBuilder<scalar_t> builder(p, offsets, max_in_tile);
       at::Tensor col = at::empty({max_in_tile * p.kernel_w, S * L}, input.options());
-      at::Tensor dy_buffer = at::empty({ceil_div(p.out_per_group(), out_tiles), S * L}, grad_output.options());
+      at::Tensor dy_buffer = at::empty({max_out_tile, (shared_dy ? p.batch : S) * L}, grad_output.options());
+      at::Tensor dy_batch;
+      int64_t copied = -1;  // the (group, output tile) whose whole batch dy_batch holds
       for (int64_t task = begin; task < end; ++task) {
         const int64_t g = task / (out_tiles * in_tiles);
         const Range outs = part(p.out_per_group(), out_tiles, task / in_tiles % out_tiles);
@@ -346,10 +354,16 @@ void im2col_grad_weight(const Conv2dParams& p, const at::Tensor& grad_output, co
         at::Tensor dw = weight_matrix(p, grad_weight, g)
                             .narrow(0, outs.begin, outs.size())
                             .narrow(1, ins.begin * p.kernel_w, ins.size() * p.kernel_w);
+        if (shared_dy && copied != task / in_tiles) {
+          dy_batch = gemm_operand(grad_output, p.groups, 0, p.batch, g, outs, dy_buffer, /*fill=*/true);
+          copied = task / in_tiles;
+        }
         for (int64_t b = 0; b < blocks.count; ++b) {
           const int64_t n = blocks.first(b), count = blocks.samples(b);
           const at::Tensor cols = builder.build(input, n, count, g, ins, col);
-          const at::Tensor dy = gemm_operand(grad_output, p.groups, n, count, g, outs, dy_buffer, /*fill=*/true);
+          const at::Tensor dy =
+              shared_dy ? dy_batch.narrow(1, n * L, count * L)
+                        : gemm_operand(grad_output, p.groups, n, count, g, outs, dy_buffer, /*fill=*/true);
           if (b == 0) {
             at::mm_out(dw, dy, cols.t());
           } else {
