@@ -436,6 +436,86 @@ def test_shifted_planes_gradcheck():
     assert torch.autograd.gradgradcheck(lambda *t: CF.conv2d(*t, padding=1, algo="direct"), (x, w, b))
 
 
+@pytest.mark.parametrize("isa", _ops.CPU_ISAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_input_vectors_grad_weight_match_torch(isa, dtype):
+    """grad_weight over input-channel vectors (grad_weight_input_vectors) per ISA, NCHW and channels_last: planes
+    cut into bands of rows (the last shorter), input channels in 1 - 5 vectors (steps of 4, 3, 2, 1), output
+    channels not in whole steps, 9 taps in steps of 3 and 25 with one left over, strides, padding, dilation,
+    groups, grad_bias. dW and grad_bias equal the float64 reference, bitwise the same under 1 and 3 threads."""
+    if isa not in _ops.CPU_ISAS[_ops.CPU_ISAS.index(cnnext.build_info()["cpu_isa_detected"]):]:
+        pytest.skip(f"this CPU has no {isa}")
+    gen = torch.Generator().manual_seed(13)
+    ops = torch.ops.cnnext
+    previous_isa, previous_threads = cnnext.set_cpu_isa(isa), torch.get_num_threads()
+    lanes = _ops.conv2d_plan((1, 16, 8, 8), (16, 16, 3, 3), dtype=dtype, isa=isa)["tiles"]["vec_bytes"] // (
+        4 if dtype == torch.float32 else 8)
+    # input (channels in vectors), weight (output channels), stride, padding, dilation, groups
+    cases = [((3, 1, 28, 28), 16, (1, 1), (1, 1), (1, 1), 1),
+             ((2, 2, 70, 66), 13, (1, 1), (1, 1), (1, 1), 1),  # bands of rows
+             ((2, 3, 15, 17), 21, (1, 1), (2, 0), (1, 1), 1),
+             ((2, 5, 12, 9), 7, (2, 1), (1, 2), (1, 2), 1),  # 4 + 1 vectors, strided, dilated
+             ((3, 4, 11, 13), 10, (1, 1), (2, 2), (1, 1), 1),  # 5 x 5 kernel below
+             ((2, 2, 14, 14), 12, (2, 3), (0, 1), (1, 1), 2)]
+    try:
+        for (n, vectors, h, w_), cout, stride, padding, dilation, groups in cases:
+            cin = vectors * lanes
+            kernel = (5, 5) if cout == 10 else (3, 3)
+            x_shape, w_shape = (n, cin * groups, h, w_), (cout * groups, cin, *kernel)
+            for layout in (torch.contiguous_format, torch.channels_last):
+                label = f"{isa} {layout} {x_shape} {w_shape} stride {stride} padding {padding} dilation {dilation}"
+                x = torch.randn(x_shape, dtype=dtype, generator=gen).contiguous(memory_format=layout)
+                w = torch.randn(w_shape, dtype=dtype, generator=gen)
+                y = F.conv2d(x.double(), w.double(), None, stride, padding, dilation, groups)
+                gy = torch.randn(y.shape, dtype=dtype, generator=gen).contiguous(memory_format=layout)
+                _, gw_ref, gb_ref = torch.ops.aten.convolution_backward(
+                    gy.double(), x.double(), w.double(), [w_shape[0]], list(stride), list(padding), list(dilation),
+                    False, [0, 0], groups, [False, True, True])
+                geometry = (list(stride), [padding[0], padding[1], padding[0], padding[1]], list(dilation), groups)
+                results = []
+                os.environ["CNNEXT_CONV_PLAN"] = "family=grad_weight_input_vectors"
+                try:
+                    for threads in (1, 3):
+                        torch.set_num_threads(threads)
+                        results.append(ops.conv2d_grad_weight_bias(gy, x, list(w_shape), *geometry, "direct"))
+                        assert _ops.last_conv2d_family("grad_weight") == "grad_weight_input_vectors", label
+                finally:
+                    del os.environ["CNNEXT_CONV_PLAN"]
+                for a, c in zip(*results):
+                    assert torch.equal(a, c), label
+                tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+                torch.testing.assert_close(results[0][0].double(), gw_ref, **tol, msg=lambda m: f"{label} dW: {m}")
+                torch.testing.assert_close(results[0][1].double(), gb_ref, **tol, msg=lambda m: f"{label} db: {m}")
+    finally:
+        cnnext.set_cpu_isa(previous_isa)
+        torch.set_num_threads(previous_threads)
+
+
+def test_input_vectors_gradcheck_and_plan():
+    """gradcheck and gradgradcheck in float64 through a layer whose grad_weight runs over input vectors (NCHW and
+    channels_last); auto runs them for the stride-1 layers with 16 - 64 channels on planes of 14 x 14 and more
+    (cnn_small.conv2, cnn_pad.conv2, ResNet-18's first stage), not on small planes, wide or strided layers."""
+    def plan(x_shape, w_shape, **kwargs):
+        return _ops.conv2d_plan(x_shape, w_shape, pass_="grad_weight", padding=1, **kwargs)
+
+    for x_shape, w_shape in (((32, 16, 28, 28), (16, 16, 3, 3)), ((64, 32, 14, 14), (64, 32, 3, 3)),
+                             ((8, 64, 56, 56), (64, 64, 3, 3)), ((32, 64, 32, 32), (64, 64, 3, 3))):
+        for channels_last in (False, True):
+            got = plan(x_shape, w_shape, channels_last=channels_last)
+            assert (got["algo"], got["family"]) == ("direct", "grad_weight_input_vectors"), (x_shape, got)
+    for x_shape, w_shape, kwargs in (((150, 64, 5, 5), (128, 64, 3, 3), {}), ((8, 128, 28, 28), (128, 128, 3, 3), {}),
+                                     ((8, 64, 56, 56), (128, 64, 3, 3), dict(stride=2))):
+        assert plan(x_shape, w_shape, **kwargs)["family"] != "grad_weight_input_vectors", x_shape
+    x = torch.randn(2, 16, 15, 14, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 16, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    assert plan(tuple(x.shape), tuple(w.shape), dtype=torch.float64)["family"] == "grad_weight_input_vectors"
+    for layout in (torch.contiguous_format, torch.channels_last):
+        leaves = (x.detach().contiguous(memory_format=layout).requires_grad_(), w, b)
+        assert torch.autograd.gradcheck(lambda *t: CF.conv2d(*t, padding=1, algo="direct"), leaves)
+        assert torch.autograd.gradgradcheck(lambda *t: CF.conv2d(*t, padding=1, algo="direct"), leaves)
+
+
 def run_channels_last_against_reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, kwargs: dict,
                                         dtype: torch.dtype, label: str) -> tuple[torch.Tensor, torch.Tensor]:
     """conv2d of channels_last x (and w, b) and its three gradients under 1 and 3 threads: bitwise the same,

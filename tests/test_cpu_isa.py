@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KERNEL_TESTS = ["test_conv2d.py", "test_pool.py", "test_avg_pool.py", "test_conv1d.py"]
 CORRELATION_FAMILIES = ["pixel_vectors_flat", "pixel_vectors_block", "channel_vectors", "channel_vectors_scatter"]
 GRAD_WEIGHT_FAMILIES = ["grad_weight_columns_in_place", "grad_weight_columns", "grad_weight_columns_flat",
-                        "grad_weight_channel_vectors"]
+                        "grad_weight_channel_vectors", "grad_weight_input_vectors"]
 EVERY_PASS_FAMILIES = ["planes_first_layer"]
 
 
@@ -97,7 +97,8 @@ def test_every_family_of_every_isa_matches_torch(isa, family, dtype, monkeypatch
     says it falls back, and the fallback runs)."""
     monkeypatch.setenv("CNNEXT_CONV_PLAN", f"family={family}")
     gen = torch.Generator().manual_seed(zlib.crc32(f"{isa} {family} {dtype}".encode()))
-    in_place = family in ("channel_vectors", "channel_vectors_scatter", "grad_weight_channel_vectors")
+    in_place = family in ("channel_vectors", "channel_vectors_scatter", "grad_weight_channel_vectors",
+                          "grad_weight_input_vectors")
     passes = (("forward", "grad_input") if family in CORRELATION_FAMILIES
               else ("grad_weight",) if family in GRAD_WEIGHT_FAMILIES else CONV_PASSES)
     ran, fell_back = 0, 0

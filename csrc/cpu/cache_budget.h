@@ -12,6 +12,14 @@ namespace cpu {
 // grad_output) that one thread's micro-kernels sweep over and over.
 constexpr int64_t kDirectStagingBytes = 768 << 10;
 
+// Direct convolution, grad_weight over input vectors: one sample's input,
+// staged pixel-major, which every tile of taps and channels sweeps.
+constexpr int64_t kPixelStagingBytes = 2 << 20;
+
+// Direct convolution, grad_weight over input vectors: the band of staged rows
+// and grad_output that every tile of taps and channels sweeps in turn.
+constexpr int64_t kPixelBandBytes = 256 << 10;
+
 // Direct convolution, channel vectors: the packed weights of one part of a
 // block's reduction, which every staged sample's pixels sweep.
 constexpr int64_t kChannelVectorWeightBytes = 512 << 10;

@@ -14,7 +14,7 @@ namespace cnnext {
 namespace cpu {
 namespace {
 
-constexpr std::array<Family, 11> kAllFamilies = {
+constexpr std::array<Family, 12> kAllFamilies = {
     Family::kIm2col,
     Family::kPlanesFirstLayer,
     Family::kPixelVectorsFlat,
@@ -25,6 +25,7 @@ constexpr std::array<Family, 11> kAllFamilies = {
     Family::kGradWeightColumns,
     Family::kGradWeightColumnsFlat,
     Family::kGradWeightChannelVectors,
+    Family::kGradWeightInputVectors,
     Family::kDepthwise};
 
 // Below this many multiply-adds per output element (reduction channels x
@@ -36,6 +37,11 @@ constexpr int64_t kFewTaps = 64;
 
 // Reduction channels below which a layer reads an image (gray or RGB).
 constexpr int64_t kImageChannels = 4;
+
+// Output pixels per sample from which grad_weight's input vectors
+// (grad_weight_input_vectors.h) reduce long enough between two updates of
+// their tile sums (14 x 14; 5 x 5 and 8 x 8 planes lose to channel vectors).
+constexpr int64_t kInputVectorPixels = 196;
 
 // Output channels from which grad_input's scattered channel vectors reduce
 // long enough between two updates of their scratch tile.
@@ -64,6 +70,23 @@ struct Geometry {
     const bool grad_weight = pass == ConvPass::GradWeight;
     const Correlation c = grad_weight ? forward_correlation(p, lanes, true) : correlation();
     return c.out_h * c.out_w >= lanes && (!grad_weight || p.out_per_group() % tiles.oc_block == 0);
+  }
+
+  // The input vectors (grad_weight_input_vectors.h) need input channels in whole vectors, and stage
+  // a sample's whole window region pixel-major, within kPixelStagingBytes.
+  bool input_vectors_can_run() const {
+    const PaddedPlanes pp(p);
+    return pass == ConvPass::GradWeight && p.in_per_group() % lanes == 0 &&
+           saturating_product(pp.rows, pp.cols, p.in_per_group()) <= kPixelStagingBytes / element_size;
+  }
+
+  // Input vectors win where each band of rows (kPixelBandBytes) reduces over enough pixels between
+  // loads and stores of the tile sums, which stay in cache beside the band: stride-1 layers whose
+  // planes hold kInputVectorPixels and whose group's dW fits the band's budget (16 - 64 channels).
+  bool input_vectors_win() const {
+    const int64_t dw_bytes = saturating_product(p.kernel_plane(), p.in_per_group(), p.out_per_group() * element_size);
+    return p.stride_h == 1 && p.stride_w == 1 && p.out_plane() >= kInputVectorPixels &&
+           dw_bytes <= kPixelBandBytes && input_vectors_can_run();
   }
 
   // Channel vectors pay where the pixel-vector families would compute over
@@ -112,6 +135,7 @@ struct Geometry {
   }
 
   Family grad_weight_family() const {
+    if (input_vectors_win()) return Family::kGradWeightInputVectors;
     const int64_t cin = p.in_per_group(), cout = p.out_per_group();
     const bool unit_stride = p.stride_h == 1 && p.stride_w == 1;
     const Correlation rows = grad_weight_correlation(p, lanes, false);
@@ -172,6 +196,8 @@ struct Geometry {
         return grad_weight_correlation(p, lanes, p.stride_h == 1 && p.stride_w == 1).flat;
       case Family::kGradWeightChannelVectors:
         return p.out_per_group() % lanes == 0;
+      case Family::kGradWeightInputVectors:
+        return input_vectors_can_run();
       case Family::kDepthwise:
         return is_depthwise(p);
       case Family::kIm2col:
@@ -184,7 +210,8 @@ struct Geometry {
 // Which passes a family has kernels for: forward and grad_input (a correlation), grad_weight, or all.
 bool runs_grad_weight(Family f) {
   return f == Family::kGradWeightColumnsInPlace || f == Family::kGradWeightColumns ||
-         f == Family::kGradWeightColumnsFlat || f == Family::kGradWeightChannelVectors || f == Family::kDepthwise ||
+         f == Family::kGradWeightColumnsFlat || f == Family::kGradWeightChannelVectors ||
+         f == Family::kGradWeightInputVectors || f == Family::kDepthwise ||
          f == Family::kPlanesFirstLayer;
 }
 bool runs_correlation(Family f) {
@@ -375,6 +402,7 @@ bool runs_channels_last(Family family, const Conv2dParams& p) {
     case Family::kChannelVectors:
     case Family::kChannelVectorsScatter:
     case Family::kGradWeightChannelVectors:
+    case Family::kGradWeightInputVectors:
       return true;
     case Family::kDepthwise:
       return p.in_per_group() == 1 && p.out_per_group() == 1;
@@ -405,6 +433,8 @@ const char* family_name(Family family) {
       return "grad_weight_columns_flat";
     case Family::kGradWeightChannelVectors:
       return "grad_weight_channel_vectors";
+    case Family::kGradWeightInputVectors:
+      return "grad_weight_input_vectors";
     case Family::kDepthwise:
       return "depthwise";
   }

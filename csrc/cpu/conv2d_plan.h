@@ -32,6 +32,7 @@ enum class Family {
   kGradWeightColumns,         // grad_weight_columns.h, grad_output copied into padded rows
   kGradWeightColumnsFlat,     // grad_weight_columns.h over flattened rows (stride 1, finite input)
   kGradWeightChannelVectors,  // grad_weight_channel_vectors.h
+  kGradWeightInputVectors,    // grad_weight_input_vectors.h
   kDepthwise,                 // depthwise.h: every pass of a depthwise layer (params.h, is_depthwise)
 };
 

@@ -29,6 +29,7 @@
 #include "geometry.h"
 #include "grad_weight_channel_vectors.h"
 #include "grad_weight_columns.h"
+#include "grad_weight_input_vectors.h"
 #include "pack.h"
 #include "pixel_vectors_block.h"
 #include "pixel_vectors_flat.h"
@@ -333,6 +334,106 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
   });
 }
 
+// dst[j * dst_row + i] = src[i * src_row + j] for i < rows, j < cols: V x V squares through
+// registers (store_transposed) where rows come in whole vectors, the rest element by element.
+template <typename T, class Arch>
+void transpose_into(const T* src, int64_t src_row, int64_t rows, int64_t cols, T* dst, int64_t dst_row) {
+  constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
+  const int64_t squares = rows % V == 0 ? cols / V * V : 0;
+  if (squares > 0) store_transposed<T, B>(src, src_row, rows, squares, dst, dst_row);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = squares; j < cols; ++j) dst[j * dst_row + i] = src[i * src_row + j];
+}
+
+// One sample's group of input channels (x: its first channel, pixels and channels as `a` lays them
+// out) into pixel-major rows of the window region `pp`, the channels of a pixel side by side:
+// staged[(r * pp.cols + c) * cin + ch] = x[ch][r - pad_top][c - pad_left], zero outside the input.
+template <typename T, class Arch>
+void stage_pixels(const Conv2dParams& p, const PaddedPlanes& pp, const Activations& a, const T* x, T* staged) {
+  const int64_t cin = p.in_per_group();
+  std::fill(staged, staged + pp.plane() * cin, T(0));
+  const int64_t r0 = std::min(p.pad_top, pp.rows), r1 = std::clamp<int64_t>(p.pad_top + p.in_h, r0, pp.rows);
+  const int64_t c0 = std::min(p.pad_left, pp.cols), c1 = std::clamp<int64_t>(p.pad_left + p.in_w, c0, pp.cols);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t first = (r - p.pad_top) * p.in_w + c0 - p.pad_left;  // the row's first input pixel staged
+    T* dst = staged + (r * pp.cols + c0) * cin;
+    if (a.channels_last) {
+      for (int64_t c = c0; c < c1; ++c, dst += cin) {
+        const T* src = x + (first + c - c0) * a.pixel_stride();
+        std::copy(src, src + cin, dst);
+      }
+    } else {
+      transpose_into<T, Arch>(x + first, a.plane, cin, c1 - c0, dst, cin);
+    }
+  }
+}
+
+// grad_weight with vectors over input channels (grad_weight_input_vectors.h): per batch chunk,
+// sample after sample, each group's input staged pixel-major (stage_pixels) and its grad_output
+// with the channels of a pixel side by side (channels_last as it is, NCHW transposed); the sums
+// are kept tap-major ([tap][oc][ic], the steps' rows) and put in dW's order at the chunk's end.
+template <typename T, class Arch>
+void input_vector_grad_weight(const Conv2dParams& p, const T* grad_output, const T* input, T* grad_weight,
+                              T* grad_bias, bool channels_last) {
+  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
+  const int64_t cin = p.in_per_group(), cout = p.out_per_group(), taps = p.kernel_plane(), pixels = p.out_plane();
+  const PaddedPlanes pp(p);
+  const Activations x{p.groups, cin, p.in_plane(), channels_last}, dy{p.groups, cout, pixels, channels_last};
+  std::vector<int64_t> tap(taps);
+  for (int64_t kh = 0; kh < p.kernel_h; ++kh)
+    for (int64_t kw = 0; kw < p.kernel_w; ++kw)
+      tap[kh * p.kernel_w + kw] = (kh * p.dilation_h * pp.cols + kw * p.dilation_w) * cin;
+  const int64_t group_dw = taps * cout * cin;
+  // Bands of output rows whose staged rows and grad_output stay in cache while every tile of taps
+  // and channels sweeps them (a 64-channel sample of 56 x 56 pixels is 1.6 MB of both).
+  const int64_t row_bytes = (p.stride_h * pp.cols * cin + p.out_w * cout) * static_cast<int64_t>(sizeof(T));
+  const int64_t band = std::clamp<int64_t>(kPixelBandBytes / std::max<int64_t>(1, row_bytes), 1, p.out_h);
+  sum_over_batch_chunks(p, grad_weight, grad_bias, [&](int64_t first, int64_t last, T* partial, double* bias_partial) {
+    AlignedBuffer<T> staged(pp.plane() * cin);
+    AlignedBuffer<T> gyT(channels_last ? 0 : pixels * cout);
+    AlignedBuffer<T> dw(p.groups * group_dw);
+    for (int64_t n = first; n < last; ++n) {
+      for (int64_t g = 0; g < p.groups; ++g) {
+        const T* group_gy = grad_output + dy.offset(n * p.groups + g, 0);
+        if (bias_partial && channels_last) {
+          add_pixel_sums(p, group_gy, 1, p.out_channels, bias_partial + g * cout);
+        } else if (bias_partial) {
+          add_plane_sums<T, Arch>(p, group_gy, 1, bias_partial + g * cout);
+        }
+        stage_pixels<T, Arch>(p, pp, x, input + x.offset(n * p.groups + g, 0), staged.data());
+        if (!channels_last) transpose_into<T, Arch>(group_gy, pixels, cout, pixels, gyT.data(), cout);
+        const T* rows = channels_last ? group_gy : gyT.data();
+        const int64_t gy_pixel = channels_last ? p.out_channels : cout, x_row = p.stride_h * pp.cols * cin;
+        for (int64_t oh = 0; oh < p.out_h; oh += band) {
+          for (int64_t ic0 = 0; ic0 < cin;) {
+            with_vector_count<4>((cin - ic0) / V, [&](auto vectors) {
+              constexpr int64_t kVecs = decltype(vectors)::value;
+              const InputVectorWeightSample<T> s{staged.data() + oh * x_row + ic0,
+                                                 x_row,
+                                                 p.stride_w * cin,
+                                                 rows + oh * p.out_w * gy_pixel,
+                                                 gy_pixel,
+                                                 std::min(band, p.out_h - oh),
+                                                 p.out_w,
+                                                 tap.data(),
+                                                 dw.data() + g * group_dw + ic0,
+                                                 cout * cin,
+                                                 cin};
+              input_vector_weight_sample<T, Arch, kVecs>(s, taps, cout);
+              ic0 += kVecs * V;
+            });
+          }
+        }
+      }
+    }
+    for (int64_t g = 0; g < p.groups; ++g)
+      for (int64_t oc = 0; oc < cout; ++oc)
+        for (int64_t ic = 0; ic < cin; ++ic)
+          for (int64_t t = 0; t < taps; ++t)
+            partial[((g * cout + oc) * cin + ic) * taps + t] = dw.data()[g * group_dw + (t * cout + oc) * cin + ic];
+  });
+}
+
 // grad_weight over shifted planes (planes_first_layer.h): per batch chunk, sets of samples whose
 // copies of one band fit the staging budget, each block of output channels reducing over the set.
 template <typename T, class Arch>
@@ -474,6 +575,10 @@ void direct_grad_weight(const Conv2dParams& p, const ConvPlan& plan, const T* gr
   if (plan.family == Family::kPlanesFirstLayer) {
     note_family_run(ConvPass::GradWeight, plan.family);
     return plane_grad_weight<T, Arch>(p, forward_correlation(p, V, true), grad_output, input, grad_weight, grad_bias);
+  }
+  if (plan.family == Family::kGradWeightInputVectors) {
+    note_family_run(ConvPass::GradWeight, plan.family);
+    return input_vector_grad_weight<T, Arch>(p, grad_output, input, grad_weight, grad_bias, plan.channels_last);
   }
   if (plan.family == Family::kGradWeightChannelVectors) {
     note_family_run(ConvPass::GradWeight, plan.family);
