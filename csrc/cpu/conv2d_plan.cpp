@@ -40,8 +40,11 @@ constexpr int64_t kImageChannels = 4;
 
 // Output pixels per sample from which grad_weight's input vectors
 // (grad_weight_input_vectors.h) reduce long enough between two updates of
-// their tile sums (14 x 14; 5 x 5 and 8 x 8 planes lose to channel vectors).
+// their tile sums (14 x 14; 5 x 5 and 8 x 8 planes lose to channel vectors),
+// and the largest dW of a group whose sums stay in cache beside a band of
+// rows (64 -> 128 channels of 3 x 3 win; 128 -> 128 run even with im2col).
 constexpr int64_t kInputVectorPixels = 196;
+constexpr int64_t kInputVectorWeightBytes = 512 << 10;
 
 // Output channels from which grad_input's scattered channel vectors reduce
 // long enough between two updates of their scratch tile.
@@ -82,11 +85,11 @@ struct Geometry {
 
   // Input vectors win where each band of rows (kPixelBandBytes) reduces over enough pixels between
   // loads and stores of the tile sums, which stay in cache beside the band: stride-1 layers whose
-  // planes hold kInputVectorPixels and whose group's dW fits the band's budget (16 - 64 channels).
+  // planes hold kInputVectorPixels and whose group's dW is at most kInputVectorWeightBytes.
   bool input_vectors_win() const {
     const int64_t dw_bytes = saturating_product(p.kernel_plane(), p.in_per_group(), p.out_per_group() * element_size);
     return p.stride_h == 1 && p.stride_w == 1 && p.out_plane() >= kInputVectorPixels &&
-           dw_bytes <= kPixelBandBytes && input_vectors_can_run();
+           dw_bytes <= kInputVectorWeightBytes && input_vectors_can_run();
   }
 
   // Channel vectors pay where the pixel-vector families would compute over
