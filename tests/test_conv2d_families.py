@@ -493,15 +493,16 @@ def test_input_vectors_grad_weight_match_torch(isa, dtype):
 
 def test_input_vectors_gradcheck_and_plan():
     """gradcheck and gradgradcheck in float64 through a layer whose grad_weight runs over input vectors (NCHW and
-    channels_last); auto runs them for the stride-1 layers with 16 - 64 input channels on planes of 14 x 14 and
-    more (cnn_small.conv2, cnn_pad.conv2, the large seed layer, ResNet-18's first stage, VGG-11's second layer),
-    not on small planes, wide or strided layers."""
+    channels_last); auto runs them for the stride-1 layers with 16 - 64 input channels on planes of 8 x 8 and
+    more (cnn_small.conv2, cnn_pad.conv2, lenet.conv2, cifar_bn.conv2, the large seed layer, ResNet-18's first
+    stage, VGG-11's second layer), not on smaller planes, wide or strided layers."""
     def plan(x_shape, w_shape, **kwargs):
         return _ops.conv2d_plan(x_shape, w_shape, pass_="grad_weight", padding=1, **kwargs)
 
     for x_shape, w_shape in (((32, 16, 28, 28), (16, 16, 3, 3)), ((64, 32, 14, 14), (64, 32, 3, 3)),
                              ((8, 64, 56, 56), (64, 64, 3, 3)), ((32, 64, 32, 32), (64, 64, 3, 3)),
-                             ((32, 64, 56, 56), (128, 64, 3, 3)), ((8, 64, 32, 32), (128, 64, 3, 3))):
+                             ((32, 64, 56, 56), (128, 64, 3, 3)), ((8, 64, 32, 32), (128, 64, 3, 3)),
+                             ((150, 32, 13, 13), (64, 32, 3, 3))):
         for channels_last in (False, True):
             got = plan(x_shape, w_shape, channels_last=channels_last)
             assert (got["algo"], got["family"]) == ("direct", "grad_weight_input_vectors"), (x_shape, got)

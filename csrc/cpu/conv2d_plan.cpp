@@ -40,10 +40,11 @@ constexpr int64_t kImageChannels = 4;
 
 // Output pixels per sample from which grad_weight's input vectors
 // (grad_weight_input_vectors.h) reduce long enough between two updates of
-// their tile sums (14 x 14; 5 x 5 and 8 x 8 planes lose to channel vectors),
-// and the largest dW of a group whose sums stay in cache beside a band of
-// rows (64 -> 128 channels of 3 x 3 win; 128 -> 128 run even with im2col).
-constexpr int64_t kInputVectorPixels = 196;
+// their tile sums (8 x 8: 4 x 4 and 5 x 5 planes run even with channel
+// vectors, 7 x 7 even on AVX2), and the largest dW of a group whose sums stay
+// in cache beside a band of rows (64 -> 128 channels of 3 x 3 win; 128 -> 128
+// run even with im2col).
+constexpr int64_t kInputVectorPixels = 64;
 constexpr int64_t kInputVectorWeightBytes = 512 << 10;
 
 // Output channels from which grad_input's scattered channel vectors reduce
