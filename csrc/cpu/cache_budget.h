@@ -12,8 +12,9 @@ namespace cpu {
 // grad_output) that one thread's micro-kernels sweep over and over.
 constexpr int64_t kDirectStagingBytes = 768 << 10;
 
-// Direct convolution, grad_weight over input vectors: one sample's input,
-// staged pixel-major, which every tile of taps and channels sweeps.
+// Direct convolution, grad_weight over input vectors: the most a thread
+// stages of one sample's input, pixel-major (its scratch; bands of it are
+// what stays in cache).
 constexpr int64_t kPixelStagingBytes = 2 << 20;
 
 // Direct convolution, grad_weight over input vectors: the band of staged rows
