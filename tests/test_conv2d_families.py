@@ -17,6 +17,18 @@ from cnnext import _ops, functional as CF
 from test_conv2d import assert_direct_matches_reference
 
 
+@pytest.fixture(params=_ops.CPU_ISAS)
+def isa(request):
+    """One CPU instruction set's kernels for the test (skipped where this CPU lacks it); the ISA and the thread
+    count, which the test may change, are restored afterwards."""
+    if request.param not in _ops.CPU_ISAS[_ops.CPU_ISAS.index(cnnext.build_info()["cpu_isa_detected"]):]:
+        pytest.skip(f"this CPU has no {request.param}")
+    previous_isa, previous_threads = cnnext.set_cpu_isa(request.param), torch.get_num_threads()
+    yield request.param
+    cnnext.set_cpu_isa(previous_isa)
+    torch.set_num_threads(previous_threads)
+
+
 def random_depthwise_config(rng: np.random.Generator) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
     """Input shape, weight shape and kwargs of a random depthwise convolution whose windows leave no gaps."""
     while True:
@@ -360,7 +372,6 @@ def test_channel_vectors_blocked_for_cache_match_torch(layout, dtype):
         torch.testing.assert_close(results[0][1].double(), gx_ref, **tol, msg=lambda m: f"{label} grad_input: {m}")
 
 
-@pytest.mark.parametrize("isa", _ops.CPU_ISAS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_shifted_planes_match_torch(isa, dtype):
     """First layers over shifted planes (planes_first_layer) per ISA: one band per plane and planes cut into
@@ -369,11 +380,8 @@ def test_shifted_planes_match_torch(isa, dtype):
     a 7 x 7 stride-2 stem, strides larger than the kernel (gathered staging), padding, dilation, groups, 5 x 5 and
     1 x 3 kernels, output channels not in whole blocks. The plan runs the family for forward, grad_weight is
     forced; output and weight gradient equal the float64 reference, bitwise the same under 1 and 3 threads."""
-    if isa not in _ops.CPU_ISAS[_ops.CPU_ISAS.index(cnnext.build_info()["cpu_isa_detected"]):]:
-        pytest.skip(f"this CPU has no {isa}")
     gen = torch.Generator().manual_seed(11)
     ops = torch.ops.cnnext
-    previous_isa, previous_threads = cnnext.set_cpu_isa(isa), torch.get_num_threads()
     # input, weight, stride, padding, dilation, groups
     cases = [((5, 1, 28, 28), (32, 1, 3, 3), (1, 1), (1, 1), (1, 1), 1),
              ((3, 3, 32, 30), (16, 3, 3, 3), (1, 1), (0, 0), (1, 1), 1),
@@ -386,42 +394,38 @@ def test_shifted_planes_match_torch(isa, dtype):
              ((2, 3, 130, 120), (8, 3, 7, 7), (2, 2), (3, 3), (1, 1), 1),  # ... in bands
              ((2, 1, 23, 40), (8, 1, 3, 2), (3, 1), (1, 0), (2, 1), 1),  # three row phases
              ((2, 2, 30, 31), (8, 1, 2, 2), (3, 3), (0, 0), (1, 1), 2)]  # stride > kernel: gathered
-    try:
-        for x_shape, w_shape, stride, padding, dilation, groups in cases:
-            label = f"{isa} {x_shape} {w_shape} stride {stride} padding {padding} dilation {dilation} groups {groups}"
-            x = torch.randn(x_shape, dtype=dtype, generator=gen)
-            w = torch.randn(w_shape, dtype=dtype, generator=gen)
-            b = torch.randn(w_shape[0], dtype=dtype, generator=gen)
-            y = F.conv2d(x.double(), w.double(), b.double(), stride, padding, dilation, groups)
-            gy = torch.randn(y.shape, dtype=dtype, generator=gen)
-            gw_ref = torch.ops.aten.convolution_backward(gy.double(), x.double(), w.double(), None, list(stride),
-                                                         list(padding), list(dilation), False, [0, 0], groups,
-                                                         [False, True, False])[1]
-            plan = _ops.conv2d_plan(x_shape, w_shape, stride, padding, dilation, groups, dtype, "forward", algo="direct")
-            assert plan["family"] == "planes_first_layer", (label, plan)
-            whole_blocks = w_shape[0] // groups % plan["tiles"]["oc_block"] == 0
-            geometry = (list(stride), [padding[0], padding[1], padding[0], padding[1]], list(dilation), groups)
-            results = []
-            for threads in (1, 3):
-                torch.set_num_threads(threads)
-                out = ops.conv2d(x, w, b, *geometry, "direct")
-                assert _ops.last_conv2d_family("forward") == "planes_first_layer", label
-                os.environ["CNNEXT_CONV_PLAN"] = "family=planes_first_layer"
-                try:
-                    gw = ops.conv2d_grad_weight(gy, x, list(w_shape), *geometry, "direct")
-                finally:
-                    del os.environ["CNNEXT_CONV_PLAN"]
-                if whole_blocks:  # else the forced family cannot run it
-                    assert _ops.last_conv2d_family("grad_weight") == "planes_first_layer", label
-                results.append((out, gw))
-            for a, c in zip(*results):
-                assert torch.equal(a, c), label
-            tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
-            torch.testing.assert_close(results[0][0].double(), y, **tol, msg=lambda m: f"{label} output: {m}")
-            torch.testing.assert_close(results[0][1].double(), gw_ref, **tol, msg=lambda m: f"{label} grad_weight: {m}")
-    finally:
-        cnnext.set_cpu_isa(previous_isa)
-        torch.set_num_threads(previous_threads)
+    for x_shape, w_shape, stride, padding, dilation, groups in cases:
+        label = f"{isa} {x_shape} {w_shape} stride {stride} padding {padding} dilation {dilation} groups {groups}"
+        x = torch.randn(x_shape, dtype=dtype, generator=gen)
+        w = torch.randn(w_shape, dtype=dtype, generator=gen)
+        b = torch.randn(w_shape[0], dtype=dtype, generator=gen)
+        y = F.conv2d(x.double(), w.double(), b.double(), stride, padding, dilation, groups)
+        gy = torch.randn(y.shape, dtype=dtype, generator=gen)
+        gw_ref = torch.ops.aten.convolution_backward(gy.double(), x.double(), w.double(), None, list(stride),
+                                                     list(padding), list(dilation), False, [0, 0], groups,
+                                                     [False, True, False])[1]
+        plan = _ops.conv2d_plan(x_shape, w_shape, stride, padding, dilation, groups, dtype, "forward", algo="direct")
+        assert plan["family"] == "planes_first_layer", (label, plan)
+        whole_blocks = w_shape[0] // groups % plan["tiles"]["oc_block"] == 0
+        geometry = (list(stride), [padding[0], padding[1], padding[0], padding[1]], list(dilation), groups)
+        results = []
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            out = ops.conv2d(x, w, b, *geometry, "direct")
+            assert _ops.last_conv2d_family("forward") == "planes_first_layer", label
+            os.environ["CNNEXT_CONV_PLAN"] = "family=planes_first_layer"
+            try:
+                gw = ops.conv2d_grad_weight(gy, x, list(w_shape), *geometry, "direct")
+            finally:
+                del os.environ["CNNEXT_CONV_PLAN"]
+            if whole_blocks:  # else the forced family cannot run it
+                assert _ops.last_conv2d_family("grad_weight") == "planes_first_layer", label
+            results.append((out, gw))
+        for a, c in zip(*results):
+            assert torch.equal(a, c), label
+        tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(results[0][0].double(), y, **tol, msg=lambda m: f"{label} output: {m}")
+        torch.testing.assert_close(results[0][1].double(), gw_ref, **tol, msg=lambda m: f"{label} grad_weight: {m}")
 
 
 def test_shifted_planes_gradcheck():
@@ -436,18 +440,14 @@ def test_shifted_planes_gradcheck():
     assert torch.autograd.gradgradcheck(lambda *t: CF.conv2d(*t, padding=1, algo="direct"), (x, w, b))
 
 
-@pytest.mark.parametrize("isa", _ops.CPU_ISAS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_input_vectors_grad_weight_match_torch(isa, dtype):
     """grad_weight over input-channel vectors (grad_weight_input_vectors) per ISA, NCHW and channels_last: planes
     cut into bands of rows (the last shorter), input channels in 1 - 5 vectors (steps of 4, 3, 2, 1), output
     channels not in whole steps, 9 taps in steps of 3 and 25 with one left over, strides, padding, dilation,
     groups, grad_bias. dW and grad_bias equal the float64 reference, bitwise the same under 1 and 3 threads."""
-    if isa not in _ops.CPU_ISAS[_ops.CPU_ISAS.index(cnnext.build_info()["cpu_isa_detected"]):]:
-        pytest.skip(f"this CPU has no {isa}")
     gen = torch.Generator().manual_seed(13)
     ops = torch.ops.cnnext
-    previous_isa, previous_threads = cnnext.set_cpu_isa(isa), torch.get_num_threads()
     lanes = _ops.conv2d_plan((1, 16, 8, 8), (16, 16, 3, 3), dtype=dtype, isa=isa)["tiles"]["vec_bytes"] // (
         4 if dtype == torch.float32 else 8)
     # input (channels in vectors), weight (output channels), stride, padding, dilation, groups
@@ -457,38 +457,34 @@ def test_input_vectors_grad_weight_match_torch(isa, dtype):
              ((2, 5, 12, 9), 7, (2, 1), (1, 2), (1, 2), 1),  # 4 + 1 vectors, strided, dilated
              ((3, 4, 11, 13), 10, (1, 1), (2, 2), (1, 1), 1),  # 5 x 5 kernel below
              ((2, 2, 14, 14), 12, (2, 3), (0, 1), (1, 1), 2)]
-    try:
-        for (n, vectors, h, w_), cout, stride, padding, dilation, groups in cases:
-            cin = vectors * lanes
-            kernel = (5, 5) if cout == 10 else (3, 3)
-            x_shape, w_shape = (n, cin * groups, h, w_), (cout * groups, cin, *kernel)
-            for layout in (torch.contiguous_format, torch.channels_last):
-                label = f"{isa} {layout} {x_shape} {w_shape} stride {stride} padding {padding} dilation {dilation}"
-                x = torch.randn(x_shape, dtype=dtype, generator=gen).contiguous(memory_format=layout)
-                w = torch.randn(w_shape, dtype=dtype, generator=gen)
-                y = F.conv2d(x.double(), w.double(), None, stride, padding, dilation, groups)
-                gy = torch.randn(y.shape, dtype=dtype, generator=gen).contiguous(memory_format=layout)
-                _, gw_ref, gb_ref = torch.ops.aten.convolution_backward(
-                    gy.double(), x.double(), w.double(), [w_shape[0]], list(stride), list(padding), list(dilation),
-                    False, [0, 0], groups, [False, True, True])
-                geometry = (list(stride), [padding[0], padding[1], padding[0], padding[1]], list(dilation), groups)
-                results = []
-                os.environ["CNNEXT_CONV_PLAN"] = "family=grad_weight_input_vectors"
-                try:
-                    for threads in (1, 3):
-                        torch.set_num_threads(threads)
-                        results.append(ops.conv2d_grad_weight_bias(gy, x, list(w_shape), *geometry, "direct"))
-                        assert _ops.last_conv2d_family("grad_weight") == "grad_weight_input_vectors", label
-                finally:
-                    del os.environ["CNNEXT_CONV_PLAN"]
-                for a, c in zip(*results):
-                    assert torch.equal(a, c), label
-                tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
-                torch.testing.assert_close(results[0][0].double(), gw_ref, **tol, msg=lambda m: f"{label} dW: {m}")
-                torch.testing.assert_close(results[0][1].double(), gb_ref, **tol, msg=lambda m: f"{label} db: {m}")
-    finally:
-        cnnext.set_cpu_isa(previous_isa)
-        torch.set_num_threads(previous_threads)
+    for (n, vectors, h, w_), cout, stride, padding, dilation, groups in cases:
+        cin = vectors * lanes
+        kernel = (5, 5) if cout == 10 else (3, 3)
+        x_shape, w_shape = (n, cin * groups, h, w_), (cout * groups, cin, *kernel)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            label = f"{isa} {layout} {x_shape} {w_shape} stride {stride} padding {padding} dilation {dilation}"
+            x = torch.randn(x_shape, dtype=dtype, generator=gen).contiguous(memory_format=layout)
+            w = torch.randn(w_shape, dtype=dtype, generator=gen)
+            y = F.conv2d(x.double(), w.double(), None, stride, padding, dilation, groups)
+            gy = torch.randn(y.shape, dtype=dtype, generator=gen).contiguous(memory_format=layout)
+            _, gw_ref, gb_ref = torch.ops.aten.convolution_backward(
+                gy.double(), x.double(), w.double(), [w_shape[0]], list(stride), list(padding), list(dilation),
+                False, [0, 0], groups, [False, True, True])
+            geometry = (list(stride), [padding[0], padding[1], padding[0], padding[1]], list(dilation), groups)
+            results = []
+            os.environ["CNNEXT_CONV_PLAN"] = "family=grad_weight_input_vectors"
+            try:
+                for threads in (1, 3):
+                    torch.set_num_threads(threads)
+                    results.append(ops.conv2d_grad_weight_bias(gy, x, list(w_shape), *geometry, "direct"))
+                    assert _ops.last_conv2d_family("grad_weight") == "grad_weight_input_vectors", label
+            finally:
+                del os.environ["CNNEXT_CONV_PLAN"]
+            for a, c in zip(*results):
+                assert torch.equal(a, c), label
+            tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(results[0][0].double(), gw_ref, **tol, msg=lambda m: f"{label} dW: {m}")
+            torch.testing.assert_close(results[0][1].double(), gb_ref, **tol, msg=lambda m: f"{label} db: {m}")
 
 
 def test_input_vectors_gradcheck_and_plan():
@@ -654,43 +650,35 @@ def random_scatter_config(rng: np.random.Generator) -> tuple[tuple[int, ...], tu
             return x_shape, w_shape, kwargs
 
 
-@pytest.mark.parametrize("isa", _ops.CPU_ISAS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_scattered_grad_input_matches_torch(isa, dtype, rng):
     """grad_input scattered over real gradient values (channel_vectors_scatter) on 25 random strided, dilated,
     grouped and unpadded convolutions per ISA: auto runs it, the input gradient equals the float64 reference's,
     bitwise the same under 1 and 3 threads; channels_last operands give the same values."""
-    if isa not in _ops.CPU_ISAS[_ops.CPU_ISAS.index(cnnext.build_info()["cpu_isa_detected"]):]:
-        pytest.skip(f"this CPU has no {isa}")
-    previous_isa, previous_threads = cnnext.set_cpu_isa(isa), torch.get_num_threads()
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
     ops = torch.ops.cnnext
-    try:
-        for _ in range(25):
-            x_shape, w_shape, kwargs = random_scatter_config(rng)
-            x = torch.randn(x_shape, dtype=dtype, generator=gen)
-            w = torch.randn(w_shape, dtype=dtype, generator=gen)
-            gy = torch.randn(F.conv2d(x, w, **kwargs).shape, dtype=dtype, generator=gen)
-            ph, pw = kwargs["padding"]
-            geometry = (list(kwargs["stride"]), [ph, pw, ph, pw], list(kwargs["dilation"]), kwargs["groups"])
-            results = []
-            for threads in (1, 3):
-                torch.set_num_threads(threads)
-                results.append(ops.conv2d_grad_input(gy, w, list(x_shape), *geometry, "auto"))
-                assert _ops.last_conv2d_family("grad_input") == "channel_vectors_scatter"
-            assert torch.equal(results[0], results[1])
-            ref = torch.ops.aten.convolution_backward(gy.double(), x.double(), w.double(), None, kwargs["stride"],
-                                                      kwargs["padding"], kwargs["dilation"], False, [0, 0],
-                                                      kwargs["groups"], [True, False, False])[0]
-            tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
-            label = f"{isa} {x_shape} {w_shape} {kwargs}"
-            torch.testing.assert_close(results[0].double(), ref, **tol, msg=lambda m: f"{label}: {m}")
-            cl = ops.conv2d_grad_input(gy.to(memory_format=torch.channels_last), w.to(memory_format=torch.channels_last),
-                                       list(x_shape), *geometry, "direct")
-            torch.testing.assert_close(cl.double(), ref, **tol, msg=lambda m: f"{label} channels_last: {m}")
-    finally:
-        cnnext.set_cpu_isa(previous_isa)
-        torch.set_num_threads(previous_threads)
+    for _ in range(25):
+        x_shape, w_shape, kwargs = random_scatter_config(rng)
+        x = torch.randn(x_shape, dtype=dtype, generator=gen)
+        w = torch.randn(w_shape, dtype=dtype, generator=gen)
+        gy = torch.randn(F.conv2d(x, w, **kwargs).shape, dtype=dtype, generator=gen)
+        ph, pw = kwargs["padding"]
+        geometry = (list(kwargs["stride"]), [ph, pw, ph, pw], list(kwargs["dilation"]), kwargs["groups"])
+        results = []
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            results.append(ops.conv2d_grad_input(gy, w, list(x_shape), *geometry, "auto"))
+            assert _ops.last_conv2d_family("grad_input") == "channel_vectors_scatter"
+        assert torch.equal(results[0], results[1])
+        ref = torch.ops.aten.convolution_backward(gy.double(), x.double(), w.double(), None, kwargs["stride"],
+                                                  kwargs["padding"], kwargs["dilation"], False, [0, 0],
+                                                  kwargs["groups"], [True, False, False])[0]
+        tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+        label = f"{isa} {x_shape} {w_shape} {kwargs}"
+        torch.testing.assert_close(results[0].double(), ref, **tol, msg=lambda m: f"{label}: {m}")
+        cl = ops.conv2d_grad_input(gy.to(memory_format=torch.channels_last), w.to(memory_format=torch.channels_last),
+                                   list(x_shape), *geometry, "direct")
+        torch.testing.assert_close(cl.double(), ref, **tol, msg=lambda m: f"{label} channels_last: {m}")
 
 
 @pytest.mark.parametrize("kwargs", [dict(stride=2), dict(dilation=(2, 1), groups=2)])

@@ -334,17 +334,6 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
   });
 }
 
-// dst[j * dst_row + i] = src[i * src_row + j] for i < rows, j < cols: V x V squares through
-// registers (store_transposed) where rows come in whole vectors, the rest element by element.
-template <typename T, class Arch>
-void transpose_into(const T* src, int64_t src_row, int64_t rows, int64_t cols, T* dst, int64_t dst_row) {
-  constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
-  const int64_t squares = rows % V == 0 ? cols / V * V : 0;
-  if (squares > 0) store_transposed<T, B>(src, src_row, rows, squares, dst, dst_row);
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = squares; j < cols; ++j) dst[j * dst_row + i] = src[i * src_row + j];
-}
-
 // One sample's group of input channels (x: its first channel, pixels and channels as `a` lays them
 // out) into pixel-major rows of the window region `pp`, the channels of a pixel side by side:
 // staged[(r * pp.cols + c) * cin + ch] = x[ch][r - pad_top][c - pad_left], zero outside the input.
@@ -363,7 +352,7 @@ void stage_pixels(const Conv2dParams& p, const PaddedPlanes& pp, const Activatio
         std::copy(src, src + cin, dst);
       }
     } else {
-      transpose_into<T, Arch>(x + first, a.plane, cin, c1 - c0, dst, cin);
+      transpose_rows<T, Arch::kTiles.vec_bytes>(x + first, a.plane, cin, c1 - c0, dst, cin);
     }
   }
 }
@@ -401,7 +390,8 @@ void input_vector_grad_weight(const Conv2dParams& p, const T* grad_output, const
           add_plane_sums<T, Arch>(p, group_gy, 1, bias_partial + g * cout);
         }
         stage_pixels<T, Arch>(p, pp, x, input + x.offset(n * p.groups + g, 0), staged.data());
-        if (!channels_last) transpose_into<T, Arch>(group_gy, pixels, cout, pixels, gyT.data(), cout);
+        if (!channels_last)
+          transpose_rows<T, Arch::kTiles.vec_bytes>(group_gy, pixels, cout, pixels, gyT.data(), cout);
         const T* rows = channels_last ? group_gy : gyT.data();
         const int64_t gy_pixel = channels_last ? p.out_channels : cout, x_row = p.stride_h * pp.cols * cin;
         for (int64_t oh = 0; oh < p.out_h; oh += band) {
