@@ -43,6 +43,18 @@ inline void store_vec(T* p, const Vec<T, Bytes>& v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
+// Pins v to a vector register without an instruction. Left to itself, GCC
+// folds a loaded vector into every FMA that uses it (a load per FMA instead
+// of one), and loads, not FMAs, then bound the loop.
+template <typename T, int64_t Bytes>
+inline void keep_in_register(Vec<T, Bytes>& v) {
+#if defined(__x86_64__) || defined(__i386__)
+  asm("" : "+v"(v));
+#elif defined(__aarch64__)
+  asm("" : "+w"(v));
+#endif
+}
+
 // Integer vectors as wide as Vec<T, Bytes>, for lane masks.
 template <typename T>
 struct BitsElement;

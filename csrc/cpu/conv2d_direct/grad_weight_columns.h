@@ -61,11 +61,6 @@ void weight_grad_block(const Correlation& c, const WeightGradBatch<T>& b, int64_
   const int64_t x_step = c.stride_w;
   const Bits<T, B> last_keep =
       kInPlace ? lane_mask<T, B>(V - (c.out_w - last), V) : lane_mask<T, B>(0, c.out_w - last);
-  // Left to itself, GCC folds each grad_output load into every FMA that uses
-  // it (kTaps loads instead of one), and loads, not FMAs, then bound the loop.
-  // Adding a zero it cannot see through keeps the loaded vector in a register.
-  Vec<T, B> opaque_zero = {};
-  asm("" : "+m"(opaque_zero));
   for (int64_t ch = 0; ch < c.channels; ++ch) {
     for (int64_t kh = 0; kh < c.kernel_h; ++kh) {
       Vec<T, B> acc[kOcBlock][kTaps] = {};
@@ -88,7 +83,7 @@ void weight_grad_block(const Correlation& c, const WeightGradBatch<T>& b, int64_
               if constexpr (kInPlace && kTail) {
                 gv = keep_lanes<T, B>(gv, last_keep);
               } else {
-                gv += opaque_zero;
+                keep_in_register<T, B>(gv);
               }
               for (int64_t k = 0; k < kTaps; ++k) acc[j][k] += gv * xv[k];
             }

@@ -192,9 +192,6 @@ void plane_weight_grad_taps(const T* x, const T* gy, int64_t gy_plane, int64_t p
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>, kOcBlock = Arch::kTiles.oc_block;
   const int64_t whole = pixels / V * V;
   const Bits<T, B> tail_keep = lane_mask<T, B>(V - (pixels - whole), V);
-  // Left to itself, GCC folds each grad_output load into the kTaps FMAs that use it (grad_weight_columns.h).
-  Vec<T, B> opaque_zero = {};
-  asm("" : "+m"(opaque_zero));
   Vec<T, B> acc[kOcBlock][kTaps] = {};
   const auto step = [&](int64_t f, auto tail) {
     constexpr bool kTail = decltype(tail)::value;
@@ -208,7 +205,7 @@ void plane_weight_grad_taps(const T* x, const T* gy, int64_t gy_plane, int64_t p
       if constexpr (kTail) {
         gv = keep_lanes<T, B>(gv, tail_keep);
       } else {
-        gv += opaque_zero;
+        keep_in_register<T, B>(gv);
       }
       for (int64_t k = 0; k < kTaps; ++k) acc[j][k] += gv * xv[k];
     }
