@@ -293,7 +293,8 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   (AVX2, portable) over padded rows (grad_weight_columns: 4 channels per
 //   step) from kFewTaps on.
 // - portable: grad_input with a long reduction (C_out/groups x taps), and
-//   grad_weight with a long one over planes of at least 64 outputs: im2col;
+//   forward and grad_weight with a long one over planes of at least 64
+//   outputs: im2col;
 //   AVX2: grad_input with a very long one.
 // The measurements behind each rule are in benchmarks/RESULTS.md.
 ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa, bool channels_last) {
@@ -330,12 +331,12 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
       // gather them once, into their copies.
       const bool strided_loads = !channel_vectors && family != Family::kPlanesFirstLayer;
       if (strided && strided_loads && p.out_plane() >= kLargePlane) return ConvAlgo::Im2col;
+      if (isa == Isa::kBaseline && p.col_rows() >= kLongReduction && p.out_plane() >= 64) return ConvAlgo::Im2col;
       if (pass == ConvPass::Forward) return ConvAlgo::Direct;
       if (strided && p.in_per_group() < 8) return ConvAlgo::Im2col;
       if (family == Family::kGradWeightColumns && p.col_rows() >= (isa == Isa::kAvx512 ? kWideReduction : kFewTaps))
         return ConvAlgo::Im2col;
       if (family == Family::kGradWeightColumnsFlat && p.col_rows() >= kWideReduction) return ConvAlgo::Im2col;
-      if (isa == Isa::kBaseline && p.col_rows() >= kLongReduction && p.out_plane() >= 64) return ConvAlgo::Im2col;
       return ConvAlgo::Direct;
     }
     case ConvPass::GradInput:
