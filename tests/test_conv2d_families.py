@@ -308,7 +308,8 @@ def test_auto_runs_large_layers_as_im2col():
     strided layers; on AVX-512, stride-1 forward and grad_input, which channel vectors run blocked for the cache,
     from 4096 (512 channels of 3 x 3) on. AVX-512's NCHW strided forward runs channel vectors at any width for
     reductions below 1024, but for 1 x 1 kernels (shortcuts); channels_last strided forward of 64 or more output
-    channels runs im2col, as every ISA's does where its channel vectors are not AVX-512's."""
+    channels runs im2col, as every ISA's does where its channel vectors are not AVX-512's. The portable forward
+    runs im2col from 256 multiply-adds per output on over planes of 64 outputs or more, as its grad_weight."""
     def plan(x_shape, w_shape, pass_="forward", isa="avx512", **kwargs):
         return _ops.conv2d_plan(x_shape, w_shape, pass_=pass_, isa=isa, **kwargs)
 
@@ -329,6 +330,11 @@ def test_auto_runs_large_layers_as_im2col():
     for isa in ("avx2", "baseline"):
         assert plan((8, 256, 14, 14), (256, 256, 3, 3), padding=1, isa=isa)["algo"] == "im2col", isa
         assert plan((8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1, isa=isa)["algo"] == "im2col", isa
+    # The portable forward: im2col from 256 multiply-adds per output over planes of 64 outputs on, as grad_weight.
+    assert plan((8, 32, 14, 14), (64, 32, 3, 3), "forward", padding=1, isa="baseline")["algo"] == "im2col"
+    assert plan((8, 16, 28, 28), (16, 16, 3, 3), "forward", padding=1, isa="baseline")["algo"] == "direct"
+    assert plan((8, 64, 5, 5), (64, 64, 3, 3), "forward", isa="baseline")["algo"] == "direct"
+    assert plan((8, 32, 14, 14), (64, 32, 3, 3), "forward", padding=1, isa="avx2")["algo"] == "direct"
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
