@@ -9,6 +9,8 @@
 // (params.h) keep the baseline ISA.
 #include "max_pool2d_simd.h"  // and params.h (first_inside, valid_outputs): before the pragma, baseline ISA
 
+#include <stdexcept>
+
 #ifdef CNNEXT_X86_SIMD
 
 #if defined(__clang__)
@@ -297,13 +299,16 @@ struct Stride {
 };
 
 // loop(Stride<1>{}) or loop(Stride<2>{}): the loops are compiled per horizontal stride, the two
-// that fits_rows_loop admits (the dispatcher checks it, and is_pool_2x2 implies it).
+// that fits_rows_loop admits (the dispatcher checks it, and is_pool_2x2 implies it). Any other
+// stride is a caller's bug, reported rather than leaving the output unwritten.
 template <typename Loop>
 void by_stride(int64_t stride_w, const Loop& loop) {
   if (stride_w == 1) {
     loop(Stride<1>{});
   } else if (stride_w == 2) {
     loop(Stride<2>{});
+  } else {
+    throw std::logic_error("cnnext max_pool2d: the AVX-512 rows loop runs horizontal strides 1 and 2 only");
   }
 }
 
