@@ -266,12 +266,14 @@ void max_forward(const Pool2dParams& p, const T* x, int64_t planes, T* y, int64_
 // order (rows, then columns; NaN wins; ties keep the first), and PyTorch's index
 // where no tap is taken (only lowest values): the first in-bounds row and
 // column. The loops over a pixel's channels vectorize for the unit's ISA.
+// Channels [c0, c1) of every pixel (all of them, but for float's last ones).
 template <typename T>
-void max_forward_nhwc_any(const Pool2dParams& p, int64_t channels, const T* x, int64_t row_begin, int64_t row_end,
-                          T* y, int64_t* idx) {
+void max_forward_nhwc_any(const Pool2dParams& p, int64_t channels, int64_t c0, int64_t c1, const T* x,
+                          int64_t row_begin, int64_t row_end, T* y, int64_t* idx) {
   using acc_t = at::opmath_type<T>;
-  std::vector<acc_t> best_buffer(channels);
-  std::vector<int32_t> at_buffer(channels);  // input planes below 2^31 elements (max_pool2d_kernel.cpp)
+  const int64_t count = c1 - c0;
+  std::vector<acc_t> best_buffer(count);
+  std::vector<int32_t> at_buffer(count);  // input planes below 2^31 elements (max_pool2d_kernel.cpp)
   acc_t* __restrict best = best_buffer.data();
   int32_t* __restrict where = at_buffer.data();
   for (int64_t row = row_begin; row < row_end; ++row) {
@@ -280,15 +282,15 @@ void max_forward_nhwc_any(const Pool2dParams& p, int64_t channels, const T* x, i
     for (int64_t ow = 0; ow < p.out_w; ++ow) {
       const int64_t w0 = ow * p.stride_w - p.pad_w, kw0 = first_inside(w0, p.dilation_w);
       const auto first = static_cast<int32_t>((h0 + kh0 * p.dilation_h) * p.in_w + w0 + kw0 * p.dilation_w);
-      for (int64_t c = 0; c < channels; ++c) {
+      for (int64_t c = 0; c < count; ++c) {
         best[c] = lowest_value<acc_t>();
         where[c] = first;
       }
       for (int64_t kh = kh0; kh < p.kernel_h && h0 + kh * p.dilation_h < p.in_h; ++kh) {
         for (int64_t kw = kw0; kw < p.kernel_w && w0 + kw * p.dilation_w < p.in_w; ++kw) {
           const auto at = static_cast<int32_t>((h0 + kh * p.dilation_h) * p.in_w + w0 + kw * p.dilation_w);
-          const T* __restrict src = x + (n * p.in_plane() + at) * channels;
-          for (int64_t c = 0; c < channels; ++c) {
+          const T* __restrict src = x + (n * p.in_plane() + at) * channels + c0;
+          for (int64_t c = 0; c < count; ++c) {
             const acc_t v = static_cast<acc_t>(src[c]);
             const bool take = (v > best[c]) | (v != v);  // NaN wins, as in PyTorch (floating types)
             best[c] = take ? v : best[c];
@@ -296,9 +298,9 @@ void max_forward_nhwc_any(const Pool2dParams& p, int64_t channels, const T* x, i
           }
         }
       }
-      T* __restrict out = y + (row * p.out_w + ow) * channels;
-      int64_t* __restrict arg = idx + (row * p.out_w + ow) * channels;
-      for (int64_t c = 0; c < channels; ++c) {
+      T* __restrict out = y + (row * p.out_w + ow) * channels + c0;
+      int64_t* __restrict arg = idx + (row * p.out_w + ow) * channels + c0;
+      for (int64_t c = 0; c < count; ++c) {
         out[c] = static_cast<T>(best[c]);
         arg[c] = where[c];
       }
@@ -367,7 +369,7 @@ void max_window_nhwc(const Pool2dParams& p, const float* sample, int64_t channel
 }
 
 // channels_last max pooling (as max_forward_nhwc_any) for float: whole vectors of channels in
-// register tiles, the channels past the last whole vector by the loop above.
+// register tiles, the channels past the last whole vector by max_forward_nhwc_any.
 template <class Arch>
 void max_forward_nhwc_float(const Pool2dParams& p, int64_t channels, const float* x, int64_t row_begin,
                             int64_t row_end, float* y, int64_t* idx) {
@@ -404,33 +406,7 @@ void max_forward_nhwc_float(const Pool2dParams& p, int64_t channels, const float
       for (; c < whole; c += V) max_window_nhwc<B, 1>(p, sample + c, channels, h0, w0, first, out + c, arg + c);
     }
   }
-  if (whole < channels) {
-    // The last channels of every pixel, as channels - whole channels of a row `channels` long.
-    for (int64_t row = row_begin; row < row_end; ++row) {
-      const int64_t n = row / p.out_h, oh = row % p.out_h, h0 = oh * p.stride_h - p.pad_h;
-      for (int64_t ow = 0; ow < p.out_w; ++ow) {
-        const int64_t w0 = ow * p.stride_w - p.pad_w;
-        const int64_t kh0 = first_inside(h0, p.dilation_h), kw0 = first_inside(w0, p.dilation_w);
-        const auto first = static_cast<int32_t>((h0 + kh0 * p.dilation_h) * p.in_w + w0 + kw0 * p.dilation_w);
-        for (int64_t c = whole; c < channels; ++c) {
-          float best = lowest_value<float>();
-          int32_t where = first;
-          for (int64_t kh = kh0; kh < p.kernel_h && h0 + kh * p.dilation_h < p.in_h; ++kh) {
-            for (int64_t kw = kw0; kw < p.kernel_w && w0 + kw * p.dilation_w < p.in_w; ++kw) {
-              const auto at = static_cast<int32_t>((h0 + kh * p.dilation_h) * p.in_w + w0 + kw * p.dilation_w);
-              const float v = x[(n * p.in_plane() + at) * channels + c];
-              if (v > best || v != v) {
-                best = v;
-                where = at;
-              }
-            }
-          }
-          y[(row * p.out_w + ow) * channels + c] = best;
-          idx[(row * p.out_w + ow) * channels + c] = where;
-        }
-      }
-    }
-  }
+  if (whole < channels) max_forward_nhwc_any(p, channels, whole, channels, x, row_begin, row_end, y, idx);
 }
 
 template <typename T, class Arch>
@@ -439,7 +415,7 @@ void max_forward_nhwc(const Pool2dParams& p, int64_t channels, const T* x, int64
   if constexpr (std::is_same_v<T, float>) {
     max_forward_nhwc_float<Arch>(p, channels, x, row_begin, row_end, y, idx);
   } else {
-    max_forward_nhwc_any(p, channels, x, row_begin, row_end, y, idx);
+    max_forward_nhwc_any(p, channels, 0, channels, x, row_begin, row_end, y, idx);
   }
 }
 
