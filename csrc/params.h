@@ -155,6 +155,13 @@ inline int64_t first_inside(int64_t start, int64_t dilation) {
   return start >= 0 ? 0 : ceil_div_nonneg(-start, dilation);
 }
 
+// PyTorch's max-pool index of a window at (h0, w0) that takes no tap (it holds only the lowest value):
+// its first in-bounds row and column, also when their crossing is not in-bounds at all.
+inline int64_t window_first_index(const Pool2dParams& p, int64_t h0, int64_t w0) {
+  return (h0 + first_inside(h0, p.dilation_h) * p.dilation_h) * p.in_w + w0 +
+         first_inside(w0, p.dilation_w) * p.dilation_w;
+}
+
 // Output positions whose kernel tap `k` lands inside [0, in_size):
 // the half-open range [lo, hi) of o with 0 <= o*stride - pad + k*dilation < in_size.
 // Kernels use it to run their inner loops over the interior without bounds checks.

@@ -47,10 +47,7 @@ class FlatPoolGeometry {
       for (int64_t ow = 0; ow < p.out_w; ++ow) {
         const int64_t o = oh * p.out_w + ow;
         const int64_t w0 = ow * p.stride_w - p.pad_w;
-        // PyTorch's initial index: the first in-bounds row and column of the
-        // window (also when their crossing is not in-bounds at all).
-        first_[o] = static_cast<int32_t>((h0 + first_inside(h0, p.dilation_h) * p.dilation_h) * p.in_w + w0 +
-                                         first_inside(w0, p.dilation_w) * p.dilation_w);
+        first_[o] = static_cast<int32_t>(window_first_index(p, h0, w0));
         for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
           const int64_t h = h0 + kh * p.dilation_h;
           for (int64_t kw = 0; kw < p.kernel_w; ++kw) {

@@ -226,8 +226,7 @@ void pool_planes(const Pool2dParams& p, const T* x, int64_t planes, T* y, int64_
         const int64_t w0 = ow * stride_w - p.pad_w;
         out[ow] = static_cast<T>(best[ow]);
         // No tap taken (only lowest_value seen): PyTorch reports the window's first in-bounds element.
-        arg[ow] = tap[ow] >= 0 ? h0 * p.in_w + w0 + tap_offset[tap[ow]]
-                               : (h0 + kh0 * p.dilation_h) * p.in_w + w0 + first_inside(w0, p.dilation_w) * p.dilation_w;
+        arg[ow] = tap[ow] >= 0 ? h0 * p.in_w + w0 + tap_offset[tap[ow]] : window_first_index(p, h0, w0);
       }
     }
   }
@@ -381,6 +380,12 @@ void max_forward_nhwc_float(const Pool2dParams& p, int64_t channels, const float
     for (int64_t kw = 0; kw < p.kernel_w; ++kw)
       tap.push_back(static_cast<int32_t>(kh * p.dilation_h * p.in_w + kw * p.dilation_w));
   const int64_t taps = static_cast<int64_t>(tap.size());
+  // window(kVectors, c) for the channels [c, c + kVectors * V) of one pixel, over the whole vectors.
+  const auto by_vectors = [whole](const auto& window) {
+    int64_t c = 0;
+    for (; c + 4 * V <= whole; c += 4 * V) window(std::integral_constant<int64_t, 4>(), c);
+    for (; c < whole; c += V) window(std::integral_constant<int64_t, 1>(), c);
+  };
   for (int64_t row = row_begin; row < row_end; ++row) {
     const int64_t n = row / p.out_h, oh = row % p.out_h, h0 = oh * p.stride_h - p.pad_h;
     const float* sample = x + n * p.in_plane() * channels;
@@ -389,21 +394,20 @@ void max_forward_nhwc_float(const Pool2dParams& p, int64_t channels, const float
       const int64_t w0 = ow * p.stride_w - p.pad_w;
       float* out = y + (row * p.out_w + ow) * channels;
       int64_t* arg = idx + (row * p.out_w + ow) * channels;
-      int64_t c = 0;
       if (rows_inside && w0 >= 0 && w0 + reach_w < p.in_w) {
         const auto at0 = static_cast<int32_t>(h0 * p.in_w + w0);
         const float* corner = sample + at0 * channels;
-        for (; c + 4 * V <= whole; c += 4 * V)
-          max_inside_window_nhwc<B, 4>(corner + c, channels, at0, tap.data(), taps, out + c, arg + c);
-        for (; c < whole; c += V)
-          max_inside_window_nhwc<B, 1>(corner + c, channels, at0, tap.data(), taps, out + c, arg + c);
-        continue;
+        by_vectors([&](auto vectors, int64_t c) {
+          constexpr int64_t kVectors = decltype(vectors)::value;
+          max_inside_window_nhwc<B, kVectors>(corner + c, channels, at0, tap.data(), taps, out + c, arg + c);
+        });
+      } else {
+        const auto first = static_cast<int32_t>(window_first_index(p, h0, w0));
+        by_vectors([&](auto vectors, int64_t c) {
+          constexpr int64_t kVectors = decltype(vectors)::value;
+          max_window_nhwc<B, kVectors>(p, sample + c, channels, h0, w0, first, out + c, arg + c);
+        });
       }
-      const auto first = static_cast<int32_t>((h0 + first_inside(h0, p.dilation_h) * p.dilation_h) * p.in_w + w0 +
-                                              first_inside(w0, p.dilation_w) * p.dilation_w);
-      for (; c + 4 * V <= whole; c += 4 * V)
-        max_window_nhwc<B, 4>(p, sample + c, channels, h0, w0, first, out + c, arg + c);
-      for (; c < whole; c += V) max_window_nhwc<B, 1>(p, sample + c, channels, h0, w0, first, out + c, arg + c);
     }
   }
   if (whole < channels) max_forward_nhwc_any(p, channels, whole, channels, x, row_begin, row_end, y, idx);
