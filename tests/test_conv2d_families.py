@@ -247,7 +247,7 @@ def assert_im2col_matches_reference(x, w, b, kwargs, gen, label):
 def test_im2col_matches_torch_on_random_configs(layout, dtype, rng):
     """60 random groups-1 convolutions through im2col in each layout: NCHW (sample blocks, channel tiles, the
     padded-plane gather for short rows and im2col's row copies for long ones) and channels_last (pixel-row
-    columns, tap-major weights, per-sample col2im): output and all gradients equal the float64 reference."""
+    columns, tap-major weights, col2im per block of samples): output and all gradients equal the float64 reference."""
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
     for _ in range(60):
         x_shape, w_shape, kwargs = random_dense_config(rng)
@@ -266,6 +266,7 @@ def test_im2col_matches_torch_on_random_configs(layout, dtype, rng):
     [
         ((3, 96, 5, 5), (80, 96, 3, 3), dict(padding=1)),  # few blocks: output/input channel tiles
         ((2, 64, 4, 4), (300, 64, 3, 3), dict(padding=1)),  # large layer on a tiny plane (gather)
+        ((20, 64, 4, 4), (48, 64, 3, 3), dict(padding=1)),  # tiny planes: blocks of 10 samples per GEMM
         ((5, 24, 30, 33), (40, 24, 3, 3), dict(padding=1, stride=2)),  # long rows (row copies), strided
         ((2, 3, 40, 40), (16, 3, 7, 7), dict(padding=3, stride=2)),  # a stem: kernel rows cut for grad_weight
         # grad_weight's columns of a sample over 1 MB: built and reduced in bands of output rows, the last shorter

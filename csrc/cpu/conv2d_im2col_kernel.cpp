@@ -39,22 +39,6 @@ namespace {
 using namespace gemm_tasks;
 
 
-// Sample blocks: S samples side by side, S such that a block has at least
-// kMinGemmColumns columns where the column budget allows, then evened out
-// so that no block is much smaller than the others.
-struct SampleBlocks {
-  int64_t batch, size, count;
-  SampleBlocks(int64_t batch, int64_t plane, int64_t column_bytes_per_sample) : batch(batch) {
-    const int64_t wanted = ceil_div(kMinGemmColumns, std::max<int64_t>(1, plane));
-    const int64_t fit = kColumnBlockBytes / std::max<int64_t>(1, column_bytes_per_sample);
-    count = ceil_div(batch, std::clamp<int64_t>(std::min(wanted, fit), 1, batch));
-    size = ceil_div(batch, count);
-  }
-  // Block b is samples [first(b), first(b) + samples(b)).
-  int64_t first(int64_t b) const { return b * size; }
-  int64_t samples(int64_t b) const { return std::min(size, batch - b * size); }
-};
-
 // The (C_out/g, K) weight matrix of group g.
 at::Tensor weight_matrix(const Conv2dParams& p, const at::Tensor& weight, int64_t g) {
   return weight.view({p.groups, p.out_per_group(), p.col_rows()}).select(0, g);

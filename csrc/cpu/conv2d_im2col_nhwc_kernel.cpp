@@ -121,16 +121,21 @@ void im2col_nhwc_grad_input(const Conv2dParams& p, const at::Tensor& grad_output
     });
     return;
   }
-  // The windows of neighbouring pixels overlap, so each task owns whole samples of grad_input.
+  // The windows of neighbouring pixels overlap, so each task owns whole samples of grad_input: a
+  // block of them (SampleBlocks), whose pixels' column gradients one GEMM computes, or, where a
+  // sample's columns exceed the budget, one sample in GEMMs of P pixels.
+  const SampleBlocks blocks(p.batch, L, K * L * grad_output.element_size());
+  const int64_t rows = std::min(P, blocks.size * L);
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cnnext_im2col_nhwc_grad_input", [&] {
-    parallel_gemms(p.batch, [&](int64_t begin, int64_t end) {
-      at::Tensor dcol = at::empty({std::min(P, L), K}, grad_output.options());
-      for (int64_t n = begin; n < end; ++n) {
-        scalar_t* dx_data = grad_input.mutable_data_ptr<scalar_t>();
-        std::fill(dx_data + n * p.in_plane() * p.in_channels, dx_data + (n + 1) * p.in_plane() * p.in_channels,
+    parallel_gemms(blocks.count, [&](int64_t begin, int64_t end) {
+      at::Tensor dcol = at::empty({rows, K}, grad_output.options());
+      scalar_t* dx_data = grad_input.mutable_data_ptr<scalar_t>();
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t n = blocks.first(b), end_n = n + blocks.samples(b), last = end_n * L;
+        std::fill(dx_data + n * p.in_plane() * p.in_channels, dx_data + end_n * p.in_plane() * p.in_channels,
                   scalar_t(0));
-        for (int64_t first = n * L; first < (n + 1) * L; first += P) {
-          const Range px{first, std::min((n + 1) * L, first + P)};
+        for (int64_t first = n * L; first < last; first += rows) {
+          const Range px{first, std::min(last, first + rows)};
           at::Tensor d = dcol.narrow(0, 0, px.size());
           at::mm_out(d, dy.narrow(0, px.begin, px.size()), w);
           col2im_nhwc_add(p, d.const_data_ptr<scalar_t>(), K, px.begin, px.end, dx_data);

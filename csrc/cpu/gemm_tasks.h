@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "cache_budget.h"
+
 namespace cnnext {
 namespace cpu {
 namespace gemm_tasks {
@@ -63,6 +65,25 @@ struct Range {
 inline Range part(int64_t size, int64_t parts, int64_t i) { return {i * size / parts, (i + 1) * size / parts}; }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Blocks of whole samples whose GEMMs cover them all at once: S samples, S such
+// that a block has at least kMinGemmColumns output pixels where the column
+// budget (kColumnBlockBytes, cache_budget.h) allows, then evened out so that no
+// block is much smaller than the others. Small planes (a 4 x 4 plane has 16
+// pixels) would otherwise give GEMMs a few pixels wide, each of them packing
+// the whole weight again.
+struct SampleBlocks {
+  int64_t batch, size, count;
+  SampleBlocks(int64_t batch, int64_t plane, int64_t column_bytes_per_sample) : batch(batch) {
+    const int64_t wanted = ceil_div(kMinGemmColumns, std::max<int64_t>(1, plane));
+    const int64_t fit = kColumnBlockBytes / std::max<int64_t>(1, column_bytes_per_sample);
+    count = ceil_div(batch, std::clamp<int64_t>(std::min(wanted, fit), 1, batch));
+    size = ceil_div(batch, count);
+  }
+  // Block b is samples [first(b), first(b) + samples(b)).
+  int64_t first(int64_t b) const { return b * size; }
+  int64_t samples(int64_t b) const { return std::min(size, batch - b * size); }
+};
 
 // How many tiles to cut `size` rows into so that `tasks_per_tile` x tiles
 // reaches kTargetTasks, with tiles of at least `min_rows` rows.
