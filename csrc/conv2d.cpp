@@ -135,8 +135,8 @@ at::MemoryFormat conv_layout(const at::Tensor& a, const at::Tensor& b) {
 // The layouts the backend computes in: contiguous NCHW, except for
 // floating-point layers of a channels_last model on the CPU that have
 // channels_last kernels: direct families that run in that layout
-// (cpu::runs_channels_last: channel vectors, depthwise; the weights stay
-// NCHW), and groups-1 layers that im2col runs. There the GEMMs read and write
+// (cpu::runs_channels_last: channel vectors, depthwise; they read the weights
+// channels_last, and write grad_weight NCHW), and groups-1 layers that im2col runs. There the GEMMs read and write
 // the channels_last output and grad_output in place, and the input, its
 // gradient and the weights are channels_last too where the columns are built
 // from channels_last input (cpu::nhwc_columns), NCHW otherwise (few input
@@ -152,7 +152,9 @@ ComputeLayouts compute_layouts(const Conv2dParams& p, Pass pass, ConvAlgo algo, 
   if (algo == ConvAlgo::Direct) {
     const int64_t element_size = t.scalar_type() == at::kDouble ? 8 : 4;
     const bool in_place = cpu::conv2d_plan(p, pass, element_size, cpu::active_isa(), algo, true).channels_last;
-    return in_place ? ComputeLayouts{nhwc, nhwc, nchw} : ComputeLayouts{nchw, nchw, nchw};
+    // The weights as a channels_last model holds them, but grad_weight's kernels write NCHW.
+    const at::MemoryFormat weight = pass == Pass::GradWeight ? nchw : nhwc;
+    return in_place ? ComputeLayouts{nhwc, nhwc, weight} : ComputeLayouts{nchw, nchw, nchw};
   }
   if (p.groups != 1) return {nchw, nchw, nchw};
   return cpu::nhwc_columns(p) ? ComputeLayouts{nhwc, nhwc, nhwc} : ComputeLayouts{nchw, nhwc, nchw};

@@ -308,9 +308,10 @@ def test_auto_runs_large_layers_as_im2col():
     """Reductions of 2048 multiply-adds per output and more (256 channels of 3 x 3) run im2col in grad_weight and
     strided layers; on AVX-512, stride-1 forward and grad_input, which channel vectors run blocked for the cache,
     from 4096 (512 channels of 3 x 3) on. AVX-512's NCHW strided forward runs channel vectors at any width for
-    reductions below 1024, but for 1 x 1 kernels (shortcuts); channels_last strided forward of 64 or more output
-    channels runs im2col, as every ISA's does where its channel vectors are not AVX-512's. The portable forward
-    runs im2col from 256 multiply-adds per output on over planes of 64 outputs or more, as its grad_weight."""
+    reductions below 1024, but for 1 x 1 kernels (shortcuts). In channels_last, AVX-512's channel vectors run
+    forward and grad_input in place at any reduction, strided or not; every ISA's strided forward of 64 or more
+    output channels runs im2col where its channel vectors are not AVX-512's. The portable forward runs im2col
+    from 256 multiply-adds per output on over planes of 64 outputs or more, as its grad_weight."""
     def plan(x_shape, w_shape, pass_="forward", isa="avx512", **kwargs):
         return _ops.conv2d_plan(x_shape, w_shape, pass_=pass_, isa=isa, **kwargs)
 
@@ -324,7 +325,18 @@ def test_auto_runs_large_layers_as_im2col():
     assert plan((8, 256, 14, 14), (512, 256, 3, 3), stride=2, padding=1)["algo"] == "im2col"
     assert plan((8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1)["algo"] == "direct"
     assert plan((8, 128, 28, 28), (256, 128, 3, 3), stride=2, padding=1)["algo"] == "im2col"
-    assert plan((8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1, channels_last=True)["algo"] == "im2col"
+    # channels_last: forward and grad_input in place, grad_weight as in NCHW.
+    for w_shape, kwargs in (((512, 512, 3, 3), dict(padding=1)), ((512, 512, 3, 3), dict(stride=2, padding=1)),
+                            ((128, 512, 3, 3), dict(stride=2, padding=1))):
+        for pass_, family in (("forward", "channel_vectors"),
+                              ("grad_input", "channel_vectors_scatter" if "stride" in kwargs else "channel_vectors"),
+                              ("grad_weight", "im2col")):
+            got = plan((8, 512, 7, 7), w_shape, pass_, channels_last=True, **kwargs)
+            assert got["family"] == family and got["channels_last"] == (family != "im2col"), (w_shape, pass_, got)
+        got = plan((8, 512, 7, 7), w_shape, "forward", channels_last=True, isa="avx2", **kwargs)
+        assert got["algo"] == "im2col", (w_shape, got)
+    assert plan((8, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1, channels_last=True)["algo"] == "direct"
+    assert plan((8, 64, 56, 56), (128, 64, 1, 1), stride=2, channels_last=True)["algo"] == "im2col"
     assert plan((8, 64, 56, 56), (128, 64, 1, 1), stride=2)["algo"] == "im2col"
     assert plan((8, 64, 14, 14), (64, 64, 3, 3), padding=1)["algo"] == "direct"
     # AVX2's channel vectors (2 vectors x 6 pixels) keep the 2048 rule and im2col for wide strided layers.
@@ -611,13 +623,17 @@ def test_channels_last_channel_vectors_run_in_place(dtype, rng):
     """40 random channels_last convolutions that auto runs with channel vectors in place (forward, grad_input
     with or without scattering, grad_weight): the families the plan names run, the output and input gradient
     stay channels_last, the values and all gradients equal the float64 reference, bitwise the same under 1 and 3
-    threads."""
+    threads. The weights are NCHW in half of them and channels_last (as in a channels_last model, where the
+    kernels read them as they are) in the other half, and the two layouts give bitwise the same results."""
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    for _ in range(40):
+    for i in range(40):
         x_shape, w_shape, kwargs = random_channel_vector_config(rng)
         label = f"{x_shape} {w_shape} {kwargs}"
         x = torch.randn(x_shape, dtype=dtype, generator=gen).to(memory_format=torch.channels_last).requires_grad_()
-        w = torch.randn(w_shape, dtype=dtype, generator=gen, requires_grad=True)
+        w = torch.randn(w_shape, dtype=dtype, generator=gen)
+        if i % 2:
+            w = w.to(memory_format=torch.channels_last)
+        w.requires_grad_()
         b = torch.randn(w_shape[0], dtype=dtype, generator=gen, requires_grad=True)
         out, gx = run_channels_last_against_reference(x, w, b, kwargs, dtype, label)
         for pass_ in _ops.CONV_PASSES:
@@ -625,6 +641,15 @@ def test_channels_last_channel_vectors_run_in_place(dtype, rng):
                 _ops.conv2d_plan(x_shape, w_shape, **kwargs, dtype=dtype, pass_=pass_, channels_last=True)["family"]
         assert out.is_contiguous(memory_format=torch.channels_last), label
         assert gx.is_contiguous(memory_format=torch.channels_last), label
+        other = w.detach().contiguous(memory_format=torch.contiguous_format if i % 2 else torch.channels_last)
+        other.requires_grad_()
+        out2 = CF.conv2d(x, other, b, **kwargs)
+        grad = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(1)).contiguous(
+            memory_format=torch.channels_last)
+        assert torch.equal(out2, out), label
+        (gx2,) = torch.autograd.grad(out2, x, grad)
+        (gx1,) = torch.autograd.grad(CF.conv2d(x, w, b, **kwargs), x, grad)
+        assert torch.equal(gx2, gx1), label
 
 
 @pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, groups=2)])

@@ -71,6 +71,12 @@ ConvPlan plan_for(ConvAlgo algo, const Conv2dParams& p, ConvPass pass, bool chan
   return plan;
 }
 
+// The layout the direct kernels read the weights in (variants.h), which conv2d.cpp laid out by the same plan.
+void check_direct_weight_layout(const ConvPlan& plan, const at::Tensor& w) {
+  const auto format = plan.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  TORCH_INTERNAL_ASSERT(w.is_contiguous(format), "cnnext: the direct kernels got weights in another layout");
+}
+
 template <typename T>
 const T* optional_data(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<T>() : nullptr;
@@ -111,6 +117,7 @@ void conv2d_forward(ConvAlgo algo, const Conv2dParams& p, bool channels_last, co
         const ConvPlan plan = plan_for(algo, p, ConvPass::Forward, channels_last, x);
         if (plan.algo == ConvAlgo::Im2col && im2col_nhwc(p, x, y)) return im2col_nhwc_forward(p, x, w, b, y);
         if (plan.algo == ConvAlgo::Im2col) return im2col_forward(p, x, w, b, y);
+        check_direct_weight_layout(plan, w);
         AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cnnext_direct_forward", [&] {
           direct_kernels<scalar_t>(plan.isa).forward(p, plan, x.const_data_ptr<scalar_t>(),
                                                      w.const_data_ptr<scalar_t>(), optional_data<scalar_t>(b),
@@ -128,6 +135,7 @@ void conv2d_grad_input(ConvAlgo algo, const Conv2dParams& p, bool channels_last,
         const ConvPlan plan = plan_for(algo, p, ConvPass::GradInput, channels_last, dy);
         if (plan.algo == ConvAlgo::Im2col && im2col_nhwc(p, dy, dx)) return im2col_nhwc_grad_input(p, dy, w, dx);
         if (plan.algo == ConvAlgo::Im2col) return im2col_grad_input(p, dy, w, dx);
+        check_direct_weight_layout(plan, w);
         AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "cnnext_direct_grad_input", [&] {
           direct_kernels<scalar_t>(plan.isa).grad_input(p, plan, dy.const_data_ptr<scalar_t>(),
                                                         w.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>());

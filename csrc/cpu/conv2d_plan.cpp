@@ -267,14 +267,15 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   unless the direct family runs channels_last in place (runs_channels_last).
 // - reductions of at least kLargeReduction: im2col; of at least
 //   kBlockedReduction for AVX-512's stride-1 channel vectors (forward,
-//   grad_input).
+//   grad_input); never for AVX-512's channel vectors in channels_last
+//   (forward, grad_input, scattered or not), which run in place.
 // - forward and grad_weight: direct, except for strided layers with at least
 //   8 input channels per group that the direct kernels run with vectors over
 //   pixels: they read the input with strided loads, slower than im2col's
 //   contiguous GEMM. With vectors over output channels direct is faster:
-//   AVX-512's NCHW forward at any width for reductions below
-//   kStridedReduction but for 1 x 1 kernels (one GEMM), otherwise up to
-//   kWideLayer output channels per group. With fewer input channels, from
+//   AVX-512's forward at any width but for 1 x 1 kernels (one GEMM): NCHW
+//   for reductions below kStridedReduction, channels_last at any; otherwise
+//   up to kWideLayer output channels per group. With fewer input channels, from
 //   kLargePlane output pixels on, but over shifted planes (stems), which
 //   gather the strided input once.
 //   grad_weight of strided first layers (fewer than 8 input channels: the
@@ -315,15 +316,20 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
   // im2col on 256-channel layers and slower on wider ones.
   const bool wide_channel_vectors = family == Family::kChannelVectors && isa == Isa::kAvx512;
   const bool blocked = wide_channel_vectors && !strided;
-  if (reduction >= (blocked ? kBlockedReduction : kLargeReduction)) return ConvAlgo::Im2col;
+  // channels_last forward and grad_input with AVX-512's channel vectors in place read the weights as a
+  // channels_last model holds them and transpose nothing but the staged input, blocked for the cache
+  // at any reduction: they beat im2col's GEMM on the wide and the strided layers too.
+  const bool in_place_vectors = channels_last && isa == Isa::kAvx512 && pass != ConvPass::GradWeight &&
+                                (family == Family::kChannelVectors || family == Family::kChannelVectorsScatter);
+  if (reduction >= (blocked ? kBlockedReduction : kLargeReduction) && !in_place_vectors) return ConvAlgo::Im2col;
   switch (pass) {
     case ConvPass::Forward:
     case ConvPass::GradWeight: {
       const bool channel_vectors = family == Family::kChannelVectors || family == Family::kGradWeightChannelVectors;
-      // NCHW forward channel vectors of wide strided layers stay direct but for 1 x 1 kernels
-      // (shortcuts); channels_last im2col has no transposes to pay and wins there.
-      const bool wide_direct =
-          wide_channel_vectors && p.kernel_plane() > 1 && p.col_rows() < kStridedReduction && !channels_last;
+      // Forward channel vectors of wide strided layers stay direct but for 1 x 1 kernels (shortcuts):
+      // NCHW below kStridedReduction, channels_last in place at any reduction.
+      const bool wide_direct = wide_channel_vectors && p.kernel_plane() > 1 &&
+                               (in_place_vectors || p.col_rows() < kStridedReduction);
       if (strided && p.in_per_group() >= 8 &&
           (!channel_vectors || (p.out_per_group() >= kWideLayer && !wide_direct)))
         return ConvAlgo::Im2col;

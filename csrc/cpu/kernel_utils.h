@@ -129,14 +129,35 @@ void stage_planes(const T* src, int64_t channels, int64_t src_h, int64_t src_w, 
   int64_t y_lo, y_hi, x_lo, x_hi;
   staged_source_range(src_h, s.off_y, s.up_y, s.rows, y_lo, y_hi);
   staged_source_range(src_w, s.off_x, s.up_x, s.cols, x_lo, x_hi);
+  const int64_t plane = s.rows * s.cols;
+  if (pixel_stride != 1) {
+    // channels_last: a pixel's channels are one run of memory, a channel's pixels pixel_stride
+    // apart. Taking each pixel's channels a block at a time reads the source in whole runs and
+    // writes one row per plane of the block in turn; a plane at a time read every pixel's cache
+    // line once per channel, and the sample (larger than L1) from L2 as often.
+    constexpr int64_t kBlock = 16;
+    for (int64_t sy = y_lo; sy < y_hi; ++sy) {
+      const T* in = src + sy * src_w * pixel_stride;
+      T* out = dst + (sy * s.up_y + s.off_y) * s.cols + s.off_x;
+      for (int64_t c0 = 0; c0 < channels; c0 += kBlock) {
+        const int64_t n = std::min(kBlock, channels - c0);
+        for (int64_t sx = x_lo; sx < x_hi; ++sx) {
+          const T* pixel = in + sx * pixel_stride + c0;
+          T* at = out + c0 * plane + sx * s.up_x;
+          for (int64_t c = 0; c < n; ++c) at[c * plane] = pixel[c];
+        }
+      }
+    }
+    return;
+  }
   for (int64_t c = 0; c < channels; ++c) {
     for (int64_t sy = y_lo; sy < y_hi; ++sy) {
-      const T* in = src + c * channel_stride + sy * src_w * pixel_stride;
-      T* out = dst + (c * s.rows + sy * s.up_y + s.off_y) * s.cols + s.off_x;
-      if (s.up_x == 1 && pixel_stride == 1) {
+      const T* in = src + c * src_h * src_w + sy * src_w;
+      T* out = dst + c * plane + (sy * s.up_y + s.off_y) * s.cols + s.off_x;
+      if (s.up_x == 1) {
         std::memcpy(out + x_lo, in + x_lo, (x_hi - x_lo) * sizeof(T));
       } else {
-        for (int64_t sx = x_lo; sx < x_hi; ++sx) out[sx * s.up_x] = in[sx * pixel_stride];
+        for (int64_t sx = x_lo; sx < x_hi; ++sx) out[sx * s.up_x] = in[sx];
       }
     }
   }

@@ -19,7 +19,9 @@ namespace cpu {
 
 struct ConvPlan;
 
-// The direct convolution (conv2d_direct/driver.h) for float or double.
+// The direct convolution (conv2d_direct/driver.h) for float or double. The
+// activations and, for forward and grad_input, the weights are channels_last
+// where plan.channels_last says, NCHW otherwise; grad_weight is NCHW.
 template <typename T>
 struct DirectKernels {
   void (*forward)(const Conv2dParams& p, const ConvPlan& plan, const T* input, const T* weight, const T* bias,

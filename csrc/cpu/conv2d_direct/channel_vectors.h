@@ -105,15 +105,32 @@ __attribute__((noinline)) void channel_vector_step(const T* staged, const int64_
     for (int64_t i = 0; i < kPix; ++i) store_vec<T, B>(out + i * out_row + j * V, acc[j][i]);
 }
 
-// Pixels [p, pixels) into out rows [p, pixels): steps of kPix pixels, then of kPix / 2, ... down to 1.
+// The last `left` (< kWidth) pixels from p on: one step of exactly that many. Halving the
+// width instead ran a 6-wide kernel's last 2 pixels as two 1-pixel steps, whose taps each
+// load all the weight vectors for a quarter of the FMAs.
+template <typename T, class Arch, int64_t kCoVecs, int64_t kWidth>
+__attribute__((always_inline)) inline void channel_vector_last(const T* staged, const int64_t* base,
+                                                               TapSpan<T> taps, StartSums<T> start, T* out,
+                                                               int64_t out_row, int64_t p, int64_t left) {
+  if constexpr (kWidth > 1) {
+    if (left == kWidth - 1) {
+      channel_vector_step<T, Arch, kCoVecs, kWidth - 1>(staged, base + p, taps, start.at(p), out + p * out_row,
+                                                        out_row);
+    } else {
+      channel_vector_last<T, Arch, kCoVecs, kWidth - 1>(staged, base, taps, start, out, out_row, p, left);
+    }
+  }
+}
+
+// Pixels [0, pixels) into out rows [0, pixels): steps of kPix pixels, then one of the rest.
 template <typename T, class Arch, int64_t kCoVecs, int64_t kPix>
 __attribute__((always_inline)) inline void channel_vector_pixels(const T* staged, const int64_t* base,
                                                                  TapSpan<T> taps, StartSums<T> start, T* out,
-                                                                 int64_t out_row, int64_t p, int64_t pixels) {
+                                                                 int64_t out_row, int64_t pixels) {
+  int64_t p = 0;
   for (; p + kPix <= pixels; p += kPix)
     channel_vector_step<T, Arch, kCoVecs, kPix>(staged, base + p, taps, start.at(p), out + p * out_row, out_row);
-  if constexpr (kPix > 1)
-    channel_vector_pixels<T, Arch, kCoVecs, kPix / 2>(staged, base, taps, start, out, out_row, p, pixels);
+  channel_vector_last<T, Arch, kCoVecs, kPix>(staged, base, taps, start, out, out_row, p, pixels - p);
 }
 
 // out[c][q] = tile[q][c] for q < pixels, c < channels (whole vectors); output
@@ -158,7 +175,7 @@ struct PixelRun {
 template <typename T, class Arch, int64_t kCoVecs>
 void channel_vector_rows(const T* staged, const PixelRun& run, TapSpan<T> taps, StartSums<T> start, T* out,
                          int64_t row) {
-  channel_vector_pixels<T, Arch, kCoVecs, cv_width<Arch>(kCoVecs)>(staged, run.base, taps, start, out, row, 0,
+  channel_vector_pixels<T, Arch, kCoVecs, cv_width<Arch>(kCoVecs)>(staged, run.base, taps, start, out, row,
                                                                     run.size());
 }
 
@@ -171,7 +188,7 @@ void channel_vector_planes(const T* staged, const PixelRun& run, TapSpan<T> taps
   for (int64_t q0 = 0; q0 < run.size(); q0 += kChannelVectorTilePixels) {
     const int64_t n = std::min(kChannelVectorTilePixels, run.size() - q0);
     channel_vector_pixels<T, Arch, kCoVecs, cv_width<Arch>(kCoVecs)>(staged, run.base + q0, taps, start.at(q0),
-                                                                      tile, tile_row, 0, n);
+                                                                      tile, tile_row, n);
     for (int64_t q = q0; q < q0 + n;) {
       const int64_t s = q / run.pixels, p = q % run.pixels, m = std::min(q0 + n - q, run.pixels - p);
       store_transposed<T, B>(tile + (q - q0) * tile_row, tile_row, m, tile_row, out[s] + p, run.pixels);

@@ -475,10 +475,9 @@ void direct_forward(const Conv2dParams& p, const ConvPlan& plan, const T* input,
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
   const int64_t cin = p.in_per_group(), cout = p.out_per_group();
   const Correlation c = forward_correlation(p, V, plan.family != Family::kPixelVectorsBlock);
-  const int64_t kernel = p.kernel_plane();
-  const WeightView<T> w{weight, cout * cin * kernel, cin * kernel, kernel, 1};
-  correlate_all<T, Arch>(ConvPass::Forward, plan, c, p.batch, p.groups, cout, input, p.in_h, p.in_w, w, bias,
-                         output);
+  const LayerWeights<T> w{weight, cout, cin, p.kernel_plane(), plan.channels_last};
+  correlate_all<T, Arch>(ConvPass::Forward, plan, c, p.batch, p.groups, cout, input, p.in_h, p.in_w, w.as_is(),
+                         bias, output);
 }
 
 // grad_input with the scattered channel vectors (channel_vectors_scatter.h), for
@@ -492,10 +491,10 @@ void scatter_grad_input(const Conv2dParams& p, const T* grad_output, const T* we
   constexpr int64_t block_ins = cv_block_channels<T, Arch>();
   const int64_t cin = p.in_per_group(), cout = p.out_per_group(), taps = p.kernel_plane();
   const int64_t blocks = (cin + block_ins - 1) / block_ins;
-  // Blocks of input channels, each [output channel][kh][kw][input channel]: the weights as they are.
-  const WeightView<T> w{weight, cout * cin * taps, taps, cin * taps, 1};
+  // Blocks of input channels, each [output channel][kh][kw][input channel]: the taps as they are.
+  const LayerWeights<T> w{weight, cout, cin, taps, channels_last};
   const auto packed =
-      pack_channel_vector_weights<T, Arch::kTiles.vec_bytes>(block_ins, p.groups, cin, cout, taps, w);
+      pack_channel_vector_weights<T, Arch::kTiles.vec_bytes>(block_ins, p.groups, cin, cout, taps, w.transposed());
   const PaddedPlanes plane(p);
   std::vector<int64_t> window(p.out_plane());
   gather_offsets(p, plane, window.data());
@@ -545,12 +544,10 @@ void direct_grad_input(const Conv2dParams& p, const ConvPlan& plan, const T* gra
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
   const int64_t cin = p.in_per_group(), cout = p.out_per_group();
   const Correlation c = grad_input_correlation(p, V, plan.family != Family::kPixelVectorsBlock);
-  // Output channel ci, reduction channel co, taps flipped: (KH-1-kh) * KW + (KW-1-kw) = kernel - 1 - k.
-  const int64_t kernel = p.kernel_plane();
-  const WeightView<T> w{weight + kernel - 1, cout * cin * kernel, kernel, cin * kernel, -1};
+  const LayerWeights<T> w{weight, cout, cin, p.kernel_plane(), plan.channels_last};
   const T* no_bias = nullptr;
-  correlate_all<T, Arch>(ConvPass::GradInput, plan, c, p.batch, p.groups, cin, grad_output, p.out_h, p.out_w, w,
-                         no_bias, grad_input);
+  correlate_all<T, Arch>(ConvPass::GradInput, plan, c, p.batch, p.groups, cin, grad_output, p.out_h, p.out_w,
+                         w.flipped(), no_bias, grad_input);
 }
 
 template <typename T, class Arch>

@@ -25,6 +25,30 @@ struct WeightView {
   const T* at(int64_t g, int64_t oc, int64_t ch) const { return data + g * group + oc * out + ch * channel; }
 };
 
+// The views of a layer's weights w[g * cout + o][i][k] (k = kh * kernel_w + kw), NCHW or
+// channels_last (w[g * cout + o][k][i], as a channels_last model holds them: conv2d.cpp passes
+// them as they are to the kernels that run in that layout). Packing takes either (the same
+// packed weights, so the same results).
+template <typename T>
+struct LayerWeights {
+  const T* data;
+  int64_t cout, cin, kernel;
+  bool channels_last;
+
+  int64_t group() const { return cout * cin * kernel; }
+  int64_t channel_stride() const { return channels_last ? 1 : kernel; }
+  int64_t tap_stride() const { return channels_last ? cin : 1; }
+  // Forward: output channel o, reduction channel i, taps as they are.
+  WeightView<T> as_is() const { return {data, group(), cin * kernel, channel_stride(), tap_stride()}; }
+  // grad_input scattered: output channel i, reduction channel o, taps as they are.
+  WeightView<T> transposed() const { return {data, group(), channel_stride(), cin * kernel, tap_stride()}; }
+  // grad_input as a correlation: output channel i, reduction channel o, taps flipped
+  // ((KH-1-kh) * KW + (KW-1-kw) = kernel - 1 - k).
+  WeightView<T> flipped() const {
+    return {data + (kernel - 1) * tap_stride(), group(), channel_stride(), cin * kernel, -tap_stride()};
+  }
+};
+
 // For the pixel-vector families: packed[g][block][ch][k][j], blocks of
 // `oc_block` output channels, zero for channels past the end of the last block.
 template <typename T>
@@ -67,8 +91,11 @@ void transpose_rows(const T* src, int64_t src_row, int64_t rows, int64_t cols, T
 // (the last one narrower), each [ch][k][oc] over its own channels only, so
 // that a block's weights are one contiguous run: block (g, oc0) begins at
 // (g * outs + oc0) * channels * kernel, rows of min(block_outs, outs - oc0)
-// elements. A transpose of the weights where an output channel's taps lie
-// side by side (forward), else one reduction channel's kernels at a time.
+// elements. Whole rows move at a time where the view has them: one transpose
+// where an output channel's taps lie side by side (NCHW forward), one per tap
+// where a tap's reduction channels do (channels_last forward), copies where
+// the output channels do (channels_last grad_input); else one reduction
+// channel's kernels at a time.
 template <typename T, int64_t B>
 std::vector<T> pack_channel_vector_weights(int64_t block_outs, int64_t groups, int64_t outs, int64_t channels,
                                            int64_t kernel, const WeightView<T>& w) {
@@ -82,6 +109,18 @@ std::vector<T> pack_channel_vector_weights(int64_t block_outs, int64_t groups, i
       T* block = packed.data() + (g * outs + oc0) * taps;
       if (rows) {
         transpose_rows<T, B>(w.at(g, oc0, 0), w.out, width, taps, block, width);
+        continue;
+      }
+      if (w.channel == 1) {
+        for (int64_t k = 0; k < kernel; ++k)
+          transpose_rows<T, B>(w.at(g, oc0, 0) + k * w.tap, w.out, width, channels, block + k * width,
+                               kernel * width);
+        continue;
+      }
+      if (w.out == 1) {
+        for (int64_t ch = 0; ch < channels; ++ch)
+          for (int64_t k = 0; k < kernel; ++k)
+            std::copy_n(w.at(g, oc0, ch) + k * w.tap, width, block + (ch * kernel + k) * width);
         continue;
       }
       for (int64_t ch = 0; ch < channels; ++ch)
