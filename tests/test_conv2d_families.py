@@ -169,15 +169,17 @@ def test_pointwise_gradcheck(device):
     assert torch.autograd.gradcheck(lambda *t: CF.conv2d(*t, groups=2, algo="im2col"), (x, w, b))
 
 
-def test_channels_last_pointwise_is_one_gemm_per_pass_and_thread_independent():
+@pytest.mark.parametrize("x_shape, cout", [((9, 12, 23, 29), 10), ((8, 320, 7, 7), 264)])
+def test_channels_last_pointwise_is_one_gemm_per_pass_and_thread_independent(x_shape, cout):
     """A channels_last pointwise layer computes in channels_last (its pixel matrices, no transposes) and returns
     channels_last results; the values and gradients (bias included) are bitwise the same under 1, 2 and 3 threads
-    and equal the contiguous computation's to rounding."""
+    and equal the contiguous computation's to rounding. The second layer's few pixels (a 7 x 7 plane) give its
+    forward and grad_input GEMMs blocks of pixels and tiles of channels both."""
     gen = torch.Generator().manual_seed(6)
-    x = torch.randn(9, 12, 23, 29, generator=gen).to(memory_format=torch.channels_last).requires_grad_()
-    w = torch.randn(10, 12, 1, 1, generator=gen, requires_grad=True)
-    b = torch.randn(10, generator=gen, requires_grad=True)
-    grad = torch.randn(9, 10, 23, 29, generator=gen).to(memory_format=torch.channels_last)
+    x = torch.randn(x_shape, generator=gen).to(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(cout, x_shape[1], 1, 1, generator=gen, requires_grad=True)
+    b = torch.randn(cout, generator=gen, requires_grad=True)
+    grad = torch.randn(x_shape[0], cout, *x_shape[2:], generator=gen).to(memory_format=torch.channels_last)
     results = []
     previous = torch.get_num_threads()
     try:

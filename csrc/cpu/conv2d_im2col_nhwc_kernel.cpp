@@ -28,7 +28,7 @@ using namespace gemm_tasks;
 
 // Most pixels per block: enough for the GEMM to run at speed.
 constexpr int64_t kMaxPixelBlock = 2048;
-// Fewest output channels of a forward tile: the GEMM's narrow side.
+// Fewest output channels of a tile (forward, pointwise grad_input): the GEMM's narrow side.
 constexpr int64_t kWideTile = 128;
 // Elements of a dW small enough to keep one partial sum per BatchChunk.
 constexpr int64_t kSmallWeight = 1 << 16;
@@ -36,6 +36,13 @@ constexpr int64_t kSmallWeight = 1 << 16;
 // Pixels per block, for column rows of `row_bytes`: within `budget` (cache_budget.h).
 int64_t pixel_block(int64_t row_bytes, int64_t budget = kColumnBlockBytes) {
   return std::clamp<int64_t>(budget / std::max<int64_t>(1, row_bytes), kMinGemmColumns, kMaxPixelBlock);
+}
+
+// Pixels per block of a pass whose GEMMs are cut into blocks of pixels only where the blocks are
+// too few (forward; a pointwise grad_input): as many as the budget allows, but few enough for
+// kTargetTasks blocks, down to kMinGemmColumns.
+int64_t task_pixel_block(int64_t pixels, int64_t row_bytes) {
+  return std::min(pixel_block(row_bytes), std::max(kMinGemmColumns, ceil_div(pixels, kTargetTasks)));
 }
 
 // Pixels per block of grad_weight: columns it builds stay within kColumnBandBytes, so that the GEMM
@@ -74,8 +81,7 @@ void im2col_nhwc_forward(const Conv2dParams& p, const at::Tensor& input, const a
   const int64_t pixels = p.batch * p.out_plane(), K = p.col_rows();
   // Blocks of pixels first (each GEMM keeps every output channel: its narrow side); output channels
   // are cut only where the blocks are too few and the tiles stay kWideTile wide.
-  const int64_t P = std::min(pixel_block(K * input.element_size()),
-                             std::max(kMinGemmColumns, ceil_div(pixels, kTargetTasks)));
+  const int64_t P = task_pixel_block(pixels, K * input.element_size());
   const int64_t blocks = ceil_div(pixels, P);
   const int64_t tiles = tiles_for(blocks, p.out_channels, kWideTile);
   const at::Tensor w = tap_major(weight);
@@ -110,17 +116,22 @@ void im2col_nhwc_grad_input(const Conv2dParams& p, const at::Tensor& grad_output
   const int64_t pixels = p.batch * p.out_plane(), L = p.out_plane(), K = p.col_rows();
   const at::Tensor w = tap_major(weight), dy = pixel_matrix(grad_output);
   at::Tensor dx = pixel_matrix(grad_input);
-  const int64_t P = pixel_block(K * grad_output.element_size());
-  if (is_pointwise(p)) {  // the column gradient is the input gradient: blocks of pixels, one GEMM each
-    parallel_gemms(ceil_div(pixels, P), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const Range px{b * P, std::min(pixels, (b + 1) * P)};
-        at::Tensor out = dx.narrow(0, px.begin, px.size());
-        at::mm_out(out, dy.narrow(0, px.begin, px.size()), w);
+  if (is_pointwise(p)) {
+    // The column gradient is the input gradient: one GEMM per task, cut as forward's (a 7 x 7
+    // layer's batch of 8 is one block of pixels, which one thread ran alone).
+    const int64_t P = task_pixel_block(pixels, K * grad_output.element_size()), blocks = ceil_div(pixels, P);
+    const int64_t tiles = tiles_for(blocks, p.in_channels, kWideTile);
+    parallel_gemms(blocks * tiles, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / tiles;
+        const Range px{b * P, std::min(pixels, (b + 1) * P)}, ins = part(p.in_channels, tiles, task % tiles);
+        at::Tensor out = dx.narrow(0, px.begin, px.size()).narrow(1, ins.begin, ins.size());
+        at::mm_out(out, dy.narrow(0, px.begin, px.size()), w.narrow(1, ins.begin, ins.size()));
       }
     });
     return;
   }
+  const int64_t P = pixel_block(K * grad_output.element_size());
   // The windows of neighbouring pixels overlap, so each task owns whole samples of grad_input: a
   // block of them (SampleBlocks), whose pixels' column gradients one GEMM computes, or, where a
   // sample's columns exceed the budget, one sample in GEMMs of P pixels.
