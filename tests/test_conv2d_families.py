@@ -605,7 +605,8 @@ def random_channel_vector_config(rng: np.random.Generator) -> tuple[tuple[int, .
 
 def test_channels_last_prefers_channel_vectors():
     """In a channels_last model the direct passes run with channel vectors wherever they can (whole vectors of
-    outputs), in place: a first layer's forward and grad_weight too, which NCHW runs over shifted planes."""
+    outputs), in place: a first layer's forward and grad_weight too, which NCHW runs over shifted planes, and the
+    grad_weight of a layer whose planes and grad_output NCHW would not stage together."""
     first = dict(input_shape=(8, 1, 28, 28), weight_shape=(32, 1, 3, 3))
     # NCHW grad_weight: over shifted planes where a step holds 8 channels (AVX-512), else along rows in place.
     wide = _ops.conv2d_plan(**first)["tiles"]["oc_block"] >= 8
@@ -615,6 +616,12 @@ def test_channels_last_prefers_channel_vectors():
         assert _ops.conv2d_plan(**first, pass_=pass_)["family"] == nchw
         plan = _ops.conv2d_plan(**first, pass_=pass_, channels_last=True)
         assert (plan["algo"], plan["family"], plan["channels_last"]) == ("direct", family, True)
+    # A sample's grad_output too large to stage twice beside its planes: NCHW leaves channel vectors, channels_last
+    # keeps them in place (the other families would transpose both operands, or leave the pass to im2col).
+    mid = dict(input_shape=(8, 128, 28, 28), weight_shape=(128, 128, 3, 3), padding=1, pass_="grad_weight")
+    assert _ops.conv2d_plan(**mid)["family"] != "grad_weight_channel_vectors"
+    plan = _ops.conv2d_plan(**mid, channels_last=True)
+    assert (plan["algo"], plan["family"], plan["channels_last"]) == ("direct", "grad_weight_channel_vectors", True)
     # Output channels not in whole vectors: no channel vectors, and the NCHW family runs on transposed copies.
     plan = _ops.conv2d_plan((8, 3, 28, 28), (10, 3, 3, 3), channels_last=True)
     assert (plan["family"], plan["channels_last"]) == ("planes_first_layer", False)

@@ -14,6 +14,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -234,11 +235,15 @@ void sum_over_batch_chunks(const Conv2dParams& p, T* grad_weight, T* grad_bias, 
   const int64_t weight_numel = p.out_channels * p.in_per_group() * p.kernel_plane();
   const BatchChunks chunking(p.batch);
   const int64_t chunks = chunking.count;
-  std::vector<T> partials(chunks * weight_numel, T(0));
+  // Each chunk's thread zeroes its own partial sums: zeroing them all up front (a batch of 8 has 8
+  // dW-sized partials) ran on one thread and touched every page of them first.
+  const std::unique_ptr<T[]> partials(new T[chunks * weight_numel]);
   std::vector<double> bias_partials(grad_bias ? chunks * p.out_channels : 0, 0.0);
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
     for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
-      add(chunking.begin(chunk), chunking.begin(chunk + 1), partials.data() + chunk * weight_numel,
+      T* partial = partials.get() + chunk * weight_numel;
+      std::fill(partial, partial + weight_numel, T(0));
+      add(chunking.begin(chunk), chunking.begin(chunk + 1), partial,
           grad_bias ? bias_partials.data() + chunk * p.out_channels : nullptr);
     }
   });
@@ -297,7 +302,10 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
   // reads them from cache; up to 32, for long reductions per partial-sum update.
   const int64_t stage_samples = std::clamp<int64_t>(
       kDirectStagingBytes / ((staged_sample + gy_sample) * static_cast<int64_t>(sizeof(T))), 1, 32);
-  sum_over_batch_chunks(p, grad_weight, grad_bias, [&](int64_t first, int64_t last, T* partial, double* bias_partial) {
+  // The sums tap-major, [group][tap][output channel] (grad_weight_channel_vectors.h), transposed into dW last.
+  std::vector<T> tap_major(p.out_channels * taps);
+  sum_over_batch_chunks(p, tap_major.data(), grad_bias, [&](int64_t first, int64_t last, T* partial,
+                                                            double* bias_partial) {
     AlignedBuffer<T> staged(stage_samples * staged_sample);
     AlignedBuffer<T> gyT(channels_last ? 0 : stage_samples * gy_sample);
     for (int64_t n0 = first; n0 < last; n0 += stage_samples) {
@@ -324,7 +332,8 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
         for (int64_t oc0 = 0; oc0 < cout; oc0 += block_outs) {
           const ChannelVectorWeightBatch<T> b{staged.data(),       staged_sample, rows + oc0, row_pixel,
                                               row_sample,          count,         offsets.base.data(), pixels,
-                                              offsets.tap.data(), taps,          partial + (g * cout + oc0) * taps};
+                                              offsets.tap.data(), taps,          partial + g * taps * cout + oc0,
+                                              cout};
           with_vector_count<Arch::kTiles.cv_vectors>((cout - oc0) / V, [&](auto vectors) {
             channel_vector_weight_block<T, Arch, decltype(vectors)::value>(b);
           });
@@ -332,6 +341,9 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
       }
     }
   });
+  for (int64_t g = 0; g < p.groups; ++g)
+    transpose_rows<T, Arch::kTiles.vec_bytes>(tap_major.data() + g * taps * cout, cout, taps, cout,
+                                              grad_weight + g * cout * taps, taps);
 }
 
 // One sample's group of input channels (x: its first channel, pixels and channels as `a` lays them
