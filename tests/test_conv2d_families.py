@@ -617,11 +617,14 @@ def test_channels_last_prefers_channel_vectors():
         plan = _ops.conv2d_plan(**first, pass_=pass_, channels_last=True)
         assert (plan["algo"], plan["family"], plan["channels_last"]) == ("direct", family, True)
     # A sample's grad_output too large to stage twice beside its planes: NCHW leaves channel vectors, channels_last
-    # keeps them in place (the other families would transpose both operands, or leave the pass to im2col).
+    # keeps AVX-512's (4 vectors a step) in place (the other families would transpose both operands, or leave the
+    # pass to im2col); AVX2's leave too.
     mid = dict(input_shape=(8, 128, 28, 28), weight_shape=(128, 128, 3, 3), padding=1, pass_="grad_weight")
-    assert _ops.conv2d_plan(**mid)["family"] != "grad_weight_channel_vectors"
-    plan = _ops.conv2d_plan(**mid, channels_last=True)
+    for isa in ("avx512", "avx2"):
+        assert _ops.conv2d_plan(**mid, isa=isa)["family"] != "grad_weight_channel_vectors"
+    plan = _ops.conv2d_plan(**mid, isa="avx512", channels_last=True)
     assert (plan["algo"], plan["family"], plan["channels_last"]) == ("direct", "grad_weight_channel_vectors", True)
+    assert _ops.conv2d_plan(**mid, isa="avx2", channels_last=True)["family"] != "grad_weight_channel_vectors"
     # Output channels not in whole vectors: no channel vectors, and the NCHW family runs on transposed copies.
     plan = _ops.conv2d_plan((8, 3, 28, 28), (10, 3, 3, 3), channels_last=True)
     assert (plan["family"], plan["channels_last"]) == ("planes_first_layer", False)

@@ -144,18 +144,21 @@ struct Geometry {
     const bool unit_stride = p.stride_h == 1 && p.stride_w == 1;
     const Correlation rows = grad_weight_correlation(p, lanes, false);
     const Correlation flat = grad_weight_correlation(p, lanes, unit_stride);
-    // Channel vectors where they win for the better of the pixel layouts and two staged samples with
-    // their grad_output fit in the staging budget: the taps are passed over once per group of staged
-    // samples (a layer with large planes loses). channels_last: wherever they can run and a sample's
-    // staged planes fit, as for the correlation (the other families transpose both operands, or
-    // leave the pass to im2col).
+    // Channel vectors where they win for the better of the pixel layouts (channels_last: wherever they
+    // can run, as for the correlation), and two staged samples with their grad_output fit in the
+    // staging budget: the taps are passed over once per group of staged samples (a layer with large
+    // planes loses). In channels_last, steps of 4 vectors (AVX-512) need only a sample's staged
+    // planes to fit: they read grad_output in place, where the other families transpose both
+    // operands or leave the pass to im2col.
     const Correlation cv = grad_weight_correlation(p, lanes, true);
     const int64_t budget = kDirectStagingBytes;
     const int64_t cv_planes = saturating_product(cin, cv.staging.rows, cv.staging.cols);
     const int64_t cv_sample = cv_planes > budget ? budget : cv_planes + p.out_plane() * cout;
     const bool win = channel_vectors_win(rows, cout) && (!flat.flat || channel_vectors_win(flat, cout));
-    const bool in_place = channels_last && cout % lanes == 0 && cv_planes * element_size <= budget;
-    if ((win && 2 * cv_sample * element_size <= budget) || in_place) return Family::kGradWeightChannelVectors;
+    const bool in_place = channels_last && cout % lanes == 0;
+    const bool fits = 2 * cv_sample * element_size <= budget ||
+                      (in_place && tiles.cv_vectors >= 4 && cv_planes * element_size <= budget);
+    if ((win || in_place) && fits) return Family::kGradWeightChannelVectors;
     // Shifted planes where a step holds 8 channels x 3 taps (AVX-512's 32 registers), or rows are
     // narrower than a vector; with 16 registers (4 x 3) grad_output read in place along rows measured
     // 1.1 - 1.2x faster on 3-channel first layers (benchmarks/RESULTS.md, session 12).
