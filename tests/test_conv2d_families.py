@@ -625,6 +625,15 @@ def test_channels_last_prefers_channel_vectors():
     plan = _ops.conv2d_plan(**mid, isa="avx512", channels_last=True)
     assert (plan["algo"], plan["family"], plan["channels_last"]) == ("direct", "grad_weight_channel_vectors", True)
     assert _ops.conv2d_plan(**mid, isa="avx2", channels_last=True)["family"] != "grad_weight_channel_vectors"
+    # Strided grad_weight (a 7 x 7 stride-2 stem, a 64 -> 128 stride-2 layer): im2col in NCHW and for AVX2, AVX-512's
+    # channel vectors in place in channels_last.
+    for strided in (dict(input_shape=(4, 3, 64, 64), weight_shape=(64, 3, 7, 7), stride=2, padding=3),
+                    dict(input_shape=(8, 64, 32, 32), weight_shape=(128, 64, 3, 3), stride=2, padding=1)):
+        assert _ops.conv2d_plan(**strided, isa="avx512", pass_="grad_weight")["algo"] == "im2col"
+        assert _ops.conv2d_plan(**strided, isa="avx2", pass_="grad_weight", channels_last=True)["algo"] == "im2col"
+        plan = _ops.conv2d_plan(**strided, isa="avx512", pass_="grad_weight", channels_last=True)
+        assert (plan["algo"], plan["family"], plan["channels_last"]) == ("direct", "grad_weight_channel_vectors",
+                                                                         True), strided
     # Output channels not in whole vectors: no channel vectors, and the NCHW family runs on transposed copies.
     plan = _ops.conv2d_plan((8, 3, 28, 28), (10, 3, 3, 3), channels_last=True)
     assert (plan["family"], plan["channels_last"]) == ("planes_first_layer", False)

@@ -284,6 +284,8 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   gather the strided input once.
 //   grad_weight of strided first layers (fewer than 8 input channels: the
 //   7 x 7 and 3 x 3 stride-2 stems) is im2col too, its batch cut into chunks.
+//   Neither strided rule holds for AVX-512's channel vectors in channels_last
+//   grad_weight, which read grad_output in place.
 // - grad_input: direct where the plan scatters it (channel_vectors_scatter:
 //   strided and unpadded layers, only real gradient values multiplied),
 //   but for 1 x 1 kernels, whose im2col is one GEMM with no zeros either;
@@ -326,6 +328,9 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
   const bool in_place_vectors = channels_last && isa == Isa::kAvx512 && pass != ConvPass::GradWeight &&
                                 (family == Family::kChannelVectors || family == Family::kChannelVectorsScatter);
   if (reduction >= (blocked ? kBlockedReduction : kLargeReduction) && !in_place_vectors) return ConvAlgo::Im2col;
+  // Their grad_weight reads grad_output in place too, strided or not (the stems: 1.7x im2col).
+  const bool in_place_weight_vectors = channels_last && isa == Isa::kAvx512 && pass == ConvPass::GradWeight &&
+                                       family == Family::kGradWeightChannelVectors;
   switch (pass) {
     case ConvPass::Forward:
     case ConvPass::GradWeight: {
@@ -334,7 +339,7 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
       // NCHW below kStridedReduction, channels_last in place at any reduction.
       const bool wide_direct = wide_channel_vectors && p.kernel_plane() > 1 &&
                                (in_place_vectors || p.col_rows() < kStridedReduction);
-      if (strided && p.in_per_group() >= 8 &&
+      if (strided && p.in_per_group() >= 8 && !in_place_weight_vectors &&
           (!channel_vectors || (p.out_per_group() >= kWideLayer && !wide_direct)))
         return ConvAlgo::Im2col;
       // Pixel vectors over strided rows gather each tap's inputs with strided loads; the shifted planes
@@ -343,7 +348,7 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
       if (strided && strided_loads && p.out_plane() >= kLargePlane) return ConvAlgo::Im2col;
       if (isa == Isa::kBaseline && p.col_rows() >= kLongReduction && p.out_plane() >= 64) return ConvAlgo::Im2col;
       if (pass == ConvPass::Forward) return ConvAlgo::Direct;
-      if (strided && p.in_per_group() < 8) return ConvAlgo::Im2col;
+      if (strided && p.in_per_group() < 8 && !in_place_weight_vectors) return ConvAlgo::Im2col;
       if (family == Family::kGradWeightColumns && p.col_rows() >= (isa == Isa::kAvx512 ? kWideReduction : kFewTaps))
         return ConvAlgo::Im2col;
       if (family == Family::kGradWeightColumnsFlat && p.col_rows() >= kWideReduction) return ConvAlgo::Im2col;
