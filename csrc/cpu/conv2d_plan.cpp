@@ -328,7 +328,7 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
   const bool in_place_vectors = channels_last && isa == Isa::kAvx512 && pass != ConvPass::GradWeight &&
                                 (family == Family::kChannelVectors || family == Family::kChannelVectorsScatter);
   if (reduction >= (blocked ? kBlockedReduction : kLargeReduction) && !in_place_vectors) return ConvAlgo::Im2col;
-  // Their grad_weight reads grad_output in place too, strided or not (the stems: 1.7x im2col).
+  // Their grad_weight reads grad_output in place too, strided or not (stems included; RESULTS.md, session 16).
   const bool in_place_weight_vectors = channels_last && isa == Isa::kAvx512 && pass == ConvPass::GradWeight &&
                                        family == Family::kGradWeightChannelVectors;
   switch (pass) {

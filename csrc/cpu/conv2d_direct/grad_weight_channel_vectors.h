@@ -4,8 +4,8 @@
 // grad_output with the channels of each pixel side by side, so the reduction
 // over samples and pixels needs no horizontal sums, and the sums are kept
 // tap-major, so that a step adds its accumulators into them as whole vectors
-// (dW's [oc][t] took a scalar add per lane: a fifth of the time on planes of
-// a few hundred pixels).
+// (dW's [oc][t] took a scalar add per lane, a large share of a step over a
+// small plane's pixels).
 #pragma once
 
 #include "../vec.h"
