@@ -149,11 +149,16 @@ def _adaptive_avg_pool2d_backward_fake(grad_output, input_size):
 CPU_ISAS = ("avx512", "avx2", "baseline")
 """Instruction sets of the run-time dispatched CPU kernels, widest first."""
 
+CPU_VENDORS = ("intel", "amd", "other")
+"""CPU vendors the conv2d plan tells apart (its ``auto`` rule weighs im2col's GEMM, oneMKL, by them)."""
+
 
 def build_info() -> dict:
     """How this cnnext was built (version, torch it was compiled against, CUDA and its archs, OpenMP, ISA
-    dispatch) and what this CPU gives it: ``cpu_isa`` in use, ``cpu_isa_detected``."""
-    return dict(_C.build_info(), cpu_isa=_C.cpu_isa(), cpu_isa_detected=_C.detected_cpu_isa())
+    dispatch) and what this CPU gives it: ``cpu_isa`` in use, ``cpu_isa_detected``, ``cpu_vendor`` (one of
+    CPU_VENDORS)."""
+    return dict(_C.build_info(), cpu_isa=_C.cpu_isa(), cpu_isa_detected=_C.detected_cpu_isa(),
+                cpu_vendor=_C.cpu_vendor())
 
 
 def set_cpu_isa(isa: str) -> str:
@@ -179,14 +184,15 @@ def _pair(value: int | Sequence[int]) -> list[int]:
 def conv2d_plan(input_shape: Sequence[int], weight_shape: Sequence[int], stride: int | Sequence[int] = 1,
                 padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1, groups: int = 1,
                 dtype: torch.dtype = torch.float32, pass_: str = "forward", isa: str | None = None,
-                algo: str = "auto", channels_last: bool = False) -> dict:
-    """How a CPU conv2d pass runs: ``dict(algo=, family=, isa=, tiles=dict(...), channels_last=, forced=)``.
+                algo: str = "auto", channels_last: bool = False, vendor: str | None = None) -> dict:
+    """How a CPU conv2d pass runs: ``dict(algo=, family=, isa=, vendor=, tiles=dict(...), channels_last=, forced=)``.
 
     ``input_shape`` is (N, C, H, W), ``weight_shape`` (C_out, C_in/groups, kH, kW); ``padding`` an int, a
     pair (both sides) or four values (top, left, bottom, right). ``pass_`` is one of CONV_PASSES, ``isa``
     one of CPU_ISAS (None: the active one), ``algo`` as for conv2d; ``channels_last``: the operands are
     channels_last (auto then runs groups-1 layers with 8 or more input channels by im2col, in that layout,
-    unless the direct family runs channels_last itself). ``family`` names the direct kernel family
+    unless the direct family runs channels_last itself); ``vendor`` one of CPU_VENDORS (None: this CPU's).
+    ``family`` names the direct kernel family
     (csrc/cpu/conv2d_direct/) or "im2col"; the returned ``channels_last`` (a bool) says whether that direct
     family computes in place on channels_last activations; ``forced`` echoes CNNEXT_CONV_PLAN and says when
     a forced family cannot run the shape. Raises ValueError for bad arguments, as the ops do.
@@ -194,7 +200,8 @@ def conv2d_plan(input_shape: Sequence[int], weight_shape: Sequence[int], stride:
     pad = _pair(padding)
     pad = pad * 2 if len(pad) == 2 else pad
     text = torch.ops.cnnext._conv2d_plan(list(input_shape), list(weight_shape), _pair(stride), pad, _pair(dilation),
-                                         groups, dtype, pass_, isa or "", algo, channels_last)
+                                         groups, dtype, pass_, isa or "", algo, channels_last,
+                                         vendor or "")
     fields = dict(line.split("=", 1) for line in text.splitlines())
     tiles = {key: int(fields.pop(key)) for key in ("vec_bytes", "oc_block", "pixel_vectors", "cv_vectors",
                                                    "cv_accumulators", "cv_max_pixels")}

@@ -36,8 +36,10 @@ ConvAlgo parse_algo(c10::string_view algo, const Conv2dParams& p, Pass pass, con
                     at::MemoryFormat layout) {
   if (const std::optional<ConvAlgo> given = explicit_algo(algo)) return *given;
   const cpu::Isa isa = t.is_cpu() ? cpu::active_isa() : cpu::Isa::kAvx512;
+  const cpu::CpuVendor vendor = t.is_cpu() ? cpu::detected_vendor() : cpu::CpuVendor::kIntel;
   const bool channels_last = t.is_cpu() && layout == at::MemoryFormat::ChannelsLast;
-  return cpu::conv2d_plan(p, pass, t.scalar_type() == at::kDouble ? 8 : 4, isa, std::nullopt, channels_last).algo;
+  return cpu::conv2d_plan(p, pass, t.scalar_type() == at::kDouble ? 8 : 4, isa, vendor, std::nullopt, channels_last)
+      .algo;
 }
 
 // The forward algorithm for `algo` on tensors of `dtype`: integer convolution has one kernel per
@@ -151,7 +153,8 @@ ComputeLayouts compute_layouts(const Conv2dParams& p, Pass pass, ConvAlgo algo, 
   if (layout != nhwc || !t.is_cpu() || !at::isFloatingType(t.scalar_type())) return {nchw, nchw, nchw};
   if (algo == ConvAlgo::Direct) {
     const int64_t element_size = t.scalar_type() == at::kDouble ? 8 : 4;
-    const bool in_place = cpu::conv2d_plan(p, pass, element_size, cpu::active_isa(), algo, true).channels_last;
+    const bool in_place =
+        cpu::conv2d_plan(p, pass, element_size, cpu::active_isa(), cpu::detected_vendor(), algo, true).channels_last;
     // The weights as a channels_last model holds them, but grad_weight's kernels write NCHW.
     const at::MemoryFormat weight = pass == Pass::GradWeight ? nchw : nhwc;
     return in_place ? ComputeLayouts{nhwc, nhwc, weight} : ComputeLayouts{nchw, nchw, nchw};
@@ -301,11 +304,12 @@ at::Tensor conv2d_grad_bias(const at::Tensor& grad_output) {
 }
 
 // The CPU plan of one pass as "key=value" lines, for cnnext._ops.conv2d_plan (tests and benchmarks).
-// `isa` empty: the active one; `algo` as for the ops; `channels_last`: the operands' layout.
+// `isa` empty: the active one; `vendor` empty: this CPU's; `algo` as for the ops; `channels_last`: the
+// operands' layout.
 std::string conv2d_plan_query(at::IntArrayRef input_size, at::IntArrayRef weight_size, at::IntArrayRef stride,
                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                               at::ScalarType dtype, c10::string_view pass, c10::string_view isa,
-                              c10::string_view algo, bool channels_last) {
+                              c10::string_view algo, bool channels_last, c10::string_view vendor) {
   constexpr const char* op = "cnnext conv2d_plan";
   TORCH_CHECK_VALUE(at::isFloatingType(dtype), op, ": dtype must be a floating dtype, got ", dtype);
   const int64_t element_size = dtype == at::kDouble ? 8 : 4;  // float16 and bfloat16 run in float32
@@ -318,10 +322,14 @@ std::string conv2d_plan_query(at::IntArrayRef input_size, at::IntArrayRef weight
   cpu::Isa target = cpu::active_isa();
   TORCH_CHECK_VALUE(isa.empty() || cpu::parse_isa(std::string(isa).c_str(), target), op,
                     ": isa must be one of 'avx512', 'avx2', 'baseline', got '", isa, "'");
-  const cpu::ConvPlan plan = cpu::conv2d_plan(p, *which, element_size, target, explicit_algo(algo), channels_last);
+  cpu::CpuVendor cpu_vendor = cpu::detected_vendor();
+  TORCH_CHECK_VALUE(vendor.empty() || cpu::parse_vendor(std::string(vendor).c_str(), cpu_vendor), op,
+                    ": vendor must be one of 'intel', 'amd', 'other', got '", vendor, "'");
+  const cpu::ConvPlan plan =
+      cpu::conv2d_plan(p, *which, element_size, target, cpu_vendor, explicit_algo(algo), channels_last);
   std::ostringstream out;
   out << "algo=" << (plan.algo == ConvAlgo::Direct ? "direct" : "im2col") << "\nfamily=" << cpu::family_name(plan.family)
-      << "\nisa=" << cpu::isa_name(plan.isa) << "\nvec_bytes=" << plan.tiles.vec_bytes
+      << "\nisa=" << cpu::isa_name(plan.isa) << "\nvendor=" << cpu::vendor_name(plan.vendor) << "\nvec_bytes=" << plan.tiles.vec_bytes
       << "\noc_block=" << plan.tiles.oc_block << "\npixel_vectors=" << plan.tiles.pixel_vectors
       << "\ncv_vectors=" << plan.tiles.cv_vectors << "\ncv_accumulators=" << plan.tiles.cv_accumulators
       << "\ncv_max_pixels=" << plan.tiles.cv_max_pixels << "\nchannels_last=" << (plan.channels_last ? 1 : 0)
@@ -344,7 +352,7 @@ TORCH_LIBRARY_FRAGMENT(cnnext, m) {
   m.def("conv2d_grad_bias(Tensor grad_output) -> Tensor");
   m.def(
       "_conv2d_plan(int[] input_size, int[] weight_size, int[2] stride, int[4] padding, int[2] dilation, "
-      "int groups, ScalarType dtype, str pass_, str isa, str algo, bool channels_last=False) -> str",
+      "int groups, ScalarType dtype, str pass_, str isa, str algo, bool channels_last=False, str vendor=\"\") -> str",
       &conv2d_plan_query);
   m.def(
       "conv2d_grad_weight_bias(Tensor grad_output, Tensor input, SymInt[4] weight_size, int[2] stride, "

@@ -66,6 +66,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       "detected_cpu_isa", [] { return std::string(cnnext::cpu::isa_name(cnnext::cpu::detected_isa())); },
       "The best instruction set this CPU supports.");
   m.def(
+      "cpu_vendor", [] { return std::string(cnnext::cpu::vendor_name(cnnext::cpu::detected_vendor())); },
+      "Who made this CPU ('intel', 'amd', 'other'): the conv2d plan's auto rule reads it.");
+  m.def(
       "last_conv2d_family",
       [](const std::string& pass) {
         for (const auto p : {cnnext::cpu::ConvPass::Forward, cnnext::cpu::ConvPass::GradInput,

@@ -307,7 +307,7 @@ def test_im2col_large_layers_are_thread_independent(x_shape, w_shape, kwargs, la
 
 
 def test_auto_runs_large_layers_as_im2col():
-    """Reductions of 2048 multiply-adds per output and more (256 channels of 3 x 3) run im2col in grad_weight and
+    """On Intel CPUs (oneMKL's GEMM at full speed): reductions of 2048 multiply-adds per output and more (256 channels of 3 x 3) run im2col in grad_weight and
     strided layers; on AVX-512, stride-1 forward and grad_input, which channel vectors run blocked for the cache,
     from 4096 (512 channels of 3 x 3) on. AVX-512's NCHW strided forward runs channel vectors at any width for
     reductions below 1024, but for 1 x 1 kernels (shortcuts). In channels_last, AVX-512's channel vectors run
@@ -315,7 +315,7 @@ def test_auto_runs_large_layers_as_im2col():
     output channels runs im2col where its channel vectors are not AVX-512's. The portable forward runs im2col
     from 256 multiply-adds per output on over planes of 64 outputs or more, as its grad_weight."""
     def plan(x_shape, w_shape, pass_="forward", isa="avx512", **kwargs):
-        return _ops.conv2d_plan(x_shape, w_shape, pass_=pass_, isa=isa, **kwargs)
+        return _ops.conv2d_plan(x_shape, w_shape, pass_=pass_, isa=isa, vendor="intel", **kwargs)
 
     for pass_, algo in (("forward", "direct"), ("grad_input", "direct"), ("grad_weight", "im2col")):
         got = plan((8, 256, 14, 14), (256, 256, 3, 3), pass_, padding=1)
@@ -350,6 +350,52 @@ def test_auto_runs_large_layers_as_im2col():
     assert plan((8, 16, 28, 28), (16, 16, 3, 3), "forward", padding=1, isa="baseline")["algo"] == "direct"
     assert plan((8, 64, 5, 5), (64, 64, 3, 3), "forward", isa="baseline")["algo"] == "direct"
     assert plan((8, 32, 14, 14), (64, 32, 3, 3), "forward", padding=1, isa="avx2")["algo"] == "direct"
+
+
+def test_auto_weighs_the_gemm_by_cpu_vendor():
+    """Where oneMKL runs below full speed (CPUs not Intel's), AVX-512's forward channel vectors stay direct at any
+    reduction, strided or not (but 1 x 1 shortcuts), and its scattered grad_input up to 4096 multiply-adds per
+    input pixel; grad_weight, AVX2 and the other rules are the Intel ones. On this CPU, `auto` runs what the plan
+    for its vendor says, with torch's results."""
+    def plan(x_shape, w_shape, pass_="forward", isa="avx512", vendor="amd", **kwargs):
+        return _ops.conv2d_plan(x_shape, w_shape, pass_=pass_, isa=isa, vendor=vendor, **kwargs)
+
+    large, strided, wide_strided = ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1)), \
+        ((8, 128, 28, 28), (256, 128, 3, 3), dict(stride=2, padding=1)), \
+        ((8, 256, 14, 14), (512, 256, 3, 3), dict(stride=2, padding=1))
+    for vendor in ("amd", "other"):
+        for x_shape, w_shape, kwargs in (large, strided, wide_strided):
+            got = plan(x_shape, w_shape, vendor=vendor, **kwargs)
+            assert (got["algo"], got["family"], got["vendor"]) == ("direct", "channel_vectors", vendor), got
+            assert plan(x_shape, w_shape, vendor="intel", **kwargs)["algo"] == "im2col"
+            assert plan(x_shape, w_shape, "grad_weight", vendor=vendor, **kwargs)["algo"] == "im2col"
+            assert plan(x_shape, w_shape, isa="avx2", vendor=vendor, **kwargs)["algo"] == "im2col"
+        got = plan(*strided[:2], "grad_input", vendor=vendor, **strided[2])  # 256 x 9 = 2304 per input pixel
+        assert got["family"] == "channel_vectors_scatter", got
+        assert plan(*strided[:2], "grad_input", vendor="intel", **strided[2])["algo"] == "im2col"
+        for x_shape, w_shape, kwargs in (large, wide_strided):  # 4608 per input pixel
+            assert plan(x_shape, w_shape, "grad_input", vendor=vendor, **kwargs)["algo"] == "im2col"
+        assert plan((8, 256, 14, 14), (512, 256, 1, 1), stride=2, vendor=vendor)["algo"] == "im2col"
+    gen = torch.Generator().manual_seed(11)
+    vendor = cnnext.build_info()["cpu_vendor"]
+    assert vendor in _ops.CPU_VENDORS
+    ops = torch.ops.cnnext
+    for x_shape, w_shape, stride, pass_ in (((2, 512, 4, 4), (32, 512, 3, 3), 1, "forward"),
+                                            ((2, 32, 8, 8), (256, 32, 3, 3), 2, "grad_input")):
+        x = torch.randn(x_shape, dtype=torch.float64, generator=gen)
+        w = torch.randn(w_shape, dtype=torch.float64, generator=gen)
+        y = F.conv2d(x, w, None, stride, 1)
+        gy = torch.randn(y.shape, dtype=torch.float64, generator=gen)
+        geometry = ([stride, stride], [1, 1, 1, 1], [1, 1], 1)
+        if pass_ == "forward":
+            got, want = ops.conv2d(x, w, None, *geometry, "auto"), y
+        else:
+            got = ops.conv2d_grad_input(gy, w, list(x_shape), *geometry, "auto")
+            want = torch.ops.aten.convolution_backward(gy, x, w, None, [stride, stride], [1, 1], [1, 1], False,
+                                                       [0, 0], 1, [True, False, False])[0]
+        expected = _ops.conv2d_plan(x_shape, w_shape, stride, 1, dtype=torch.float64, pass_=pass_, vendor=vendor)
+        assert _ops.last_conv2d_family(pass_) == expected["family"] or expected["algo"] == "im2col", expected
+        torch.testing.assert_close(got, want)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

@@ -188,6 +188,8 @@ def test_unknown_pass_or_isa_is_a_value_error():
         conv2d_plan((1, 1, 5, 5), (1, 1, 3, 3), pass_="backward")
     with pytest.raises(ValueError, match="isa must be one of"):
         conv2d_plan((1, 1, 5, 5), (1, 1, 3, 3), isa="sse2")
+    with pytest.raises(ValueError, match="vendor must be one of"):
+        conv2d_plan((1, 1, 5, 5), (1, 1, 3, 3), vendor="cyrix")
 
 
 @pytest.mark.parametrize("isa_name", CPU_ISAS[1:])

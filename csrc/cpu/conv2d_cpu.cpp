@@ -66,7 +66,7 @@ void pixel_channel_sums(const T* x, int64_t batch, int64_t channels, int64_t pla
 // float64 here (in_accumulation_type).
 ConvPlan plan_for(ConvAlgo algo, const Conv2dParams& p, ConvPass pass, bool channels_last, const at::Tensor& t) {
   const ConvPlan plan =
-      conv2d_plan(p, pass, t.scalar_type() == at::kDouble ? 8 : 4, active_isa(), algo, channels_last);
+      conv2d_plan(p, pass, t.scalar_type() == at::kDouble ? 8 : 4, active_isa(), detected_vendor(), algo, channels_last);
   if (plan.algo == ConvAlgo::Im2col) note_family_run(pass, Family::kIm2col);
   return plan;
 }

@@ -265,20 +265,24 @@ constexpr int64_t kStridedReduction = 1024;
 // copied faster from NCHW rows, the input being small (nhwc_columns).
 constexpr int64_t kNhwcMinChannels = 8;
 
-// The `auto` rule for a pass, given the direct family the plan would run and
-// the ISA whose kernels would run it:
+// The `auto` rule for a pass, given the direct family the plan would run, the
+// ISA whose kernels would run it and the CPU's vendor:
 // - channels_last, groups 1, at least kNhwcMinChannels input channels: im2col,
 //   unless the direct family runs channels_last in place (runs_channels_last).
 // - reductions of at least kLargeReduction: im2col; of at least
 //   kBlockedReduction for AVX-512's stride-1 channel vectors (forward,
 //   grad_input); never for AVX-512's channel vectors in channels_last
-//   (forward, grad_input, scattered or not), which run in place.
+//   (forward, grad_input, scattered or not), which run in place. On CPUs
+//   where oneMKL's GEMM runs below full speed (not Intel's): never for
+//   AVX-512's forward channel vectors, and from kBlockedReduction for its
+//   scattered grad_input.
 // - forward and grad_weight: direct, except for strided layers with at least
 //   8 input channels per group that the direct kernels run with vectors over
 //   pixels: they read the input with strided loads, slower than im2col's
 //   contiguous GEMM. With vectors over output channels direct is faster:
 //   AVX-512's forward at any width but for 1 x 1 kernels (one GEMM): NCHW
-//   for reductions below kStridedReduction, channels_last at any; otherwise
+//   for reductions below kStridedReduction, channels_last and where oneMKL's
+//   GEMM runs below full speed at any; otherwise
 //   up to kWideLayer output channels per group. With fewer input channels, from
 //   kLargePlane output pixels on, but over shifted planes (stems), which
 //   gather the strided input once.
@@ -304,7 +308,8 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   outputs: im2col;
 //   AVX2: grad_input with a very long one.
 // The measurements behind each rule are in benchmarks/RESULTS.md.
-ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa, bool channels_last) {
+ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa, CpuVendor vendor,
+                   bool channels_last) {
   // Pointwise layers are one GEMM with no column copy (conv2d_im2col_kernel.cpp); the direct
   // kernels' tiles reuse each input load across a kernel window, and 1 x 1 has none to reuse.
   if (is_pointwise(p)) return ConvAlgo::Im2col;
@@ -327,7 +332,14 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
   // at any reduction: they beat im2col's GEMM on the wide and the strided layers too.
   const bool in_place_vectors = channels_last && isa == Isa::kAvx512 && pass != ConvPass::GradWeight &&
                                 (family == Family::kChannelVectors || family == Family::kChannelVectorsScatter);
-  if (reduction >= (blocked ? kBlockedReduction : kLargeReduction) && !in_place_vectors) return ConvAlgo::Im2col;
+  // Where oneMKL's GEMM runs below full speed (isa.h: CPUs not Intel's), AVX-512's forward channel vectors beat
+  // im2col at any reduction too, strided or not, and its scattered grad_input up to kBlockedReduction.
+  const bool gemm_full_speed = vendor == CpuVendor::kIntel;
+  const bool direct_vectors =
+      in_place_vectors || (!gemm_full_speed && wide_channel_vectors && pass == ConvPass::Forward);
+  const bool blocked_scatter = !gemm_full_speed && isa == Isa::kAvx512 && family == Family::kChannelVectorsScatter;
+  if (reduction >= (blocked || blocked_scatter ? kBlockedReduction : kLargeReduction) && !direct_vectors)
+    return ConvAlgo::Im2col;
   // Their grad_weight reads grad_output in place too, strided or not (stems included; RESULTS.md, session 16).
   const bool in_place_weight_vectors = channels_last && isa == Isa::kAvx512 && pass == ConvPass::GradWeight &&
                                        family == Family::kGradWeightChannelVectors;
@@ -336,9 +348,9 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
     case ConvPass::GradWeight: {
       const bool channel_vectors = family == Family::kChannelVectors || family == Family::kGradWeightChannelVectors;
       // Forward channel vectors of wide strided layers stay direct but for 1 x 1 kernels (shortcuts):
-      // NCHW below kStridedReduction, channels_last in place at any reduction.
+      // NCHW below kStridedReduction, channels_last in place and beside a slower GEMM at any reduction.
       const bool wide_direct = wide_channel_vectors && p.kernel_plane() > 1 &&
-                               (in_place_vectors || p.col_rows() < kStridedReduction);
+                               (direct_vectors || p.col_rows() < kStridedReduction);
       if (strided && p.in_per_group() >= 8 && !in_place_weight_vectors &&
           (!channel_vectors || (p.out_per_group() >= kWideLayer && !wide_direct)))
         return ConvAlgo::Im2col;
@@ -473,12 +485,12 @@ const char* pass_name(ConvPass pass) {
   return "grad_weight";
 }
 
-ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size, Isa isa,
+ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size, Isa isa, CpuVendor vendor,
                      std::optional<ConvAlgo> algo, bool channels_last) {
   const Tiles tiles = tiles_for(isa);
   const Geometry geometry{p, pass, tiles.lanes(element_size), element_size, tiles, channels_last};
   const Forced forced = parse_forced();
-  ConvPlan plan{ConvAlgo::Direct, geometry.family(), isa, tiles, false, forced.text};
+  ConvPlan plan{ConvAlgo::Direct, geometry.family(), isa, vendor, tiles, false, forced.text};
   const std::optional<Family> forced_family =
       pass == ConvPass::GradWeight ? forced.grad_weight_family : forced.correlation_family;
   if (forced_family) {
@@ -491,7 +503,7 @@ ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size,
   }
   // An explicit algo wins; then a forced one; a forced family means direct; else the auto rule.
   plan.algo = algo ? *algo : forced.algo ? *forced.algo : forced_family ? ConvAlgo::Direct
-                                                                          : auto_algo(p, pass, plan.family, isa, channels_last);
+                                                                          : auto_algo(p, pass, plan.family, isa, vendor, channels_last);
   if (plan.algo == ConvAlgo::Im2col) plan.family = Family::kIm2col;
   plan.channels_last = channels_last && plan.algo == ConvAlgo::Direct && runs_channels_last(plan.family, p);
   return plan;

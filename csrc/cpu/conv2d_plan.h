@@ -40,6 +40,7 @@ struct ConvPlan {
   ConvAlgo algo;
   Family family;  // kIm2col when algo is im2col
   Isa isa;        // whose kernels run (conv2d_direct/variants.h)
+  CpuVendor vendor;  // whose CPU the rule was chosen for (auto_algo)
   Tiles tiles;
   // The activations (input, output, their gradients) are channels_last and the
   // family runs on them in place (runs_channels_last); the weights stay NCHW.
@@ -51,13 +52,14 @@ struct ConvPlan {
 
 // The plan of `pass` for the convolution `p`, computed in elements of
 // `element_size` bytes (4 or 8: float16 and bfloat16 run in float32), with
-// the kernels of `isa`. `algo` is the caller's explicit choice (nullopt for
+// the kernels of `isa`, on a CPU of `vendor` (which decides where im2col's
+// GEMM wins). `algo` is the caller's explicit choice (nullopt for
 // "auto"); CNNEXT_CONV_PLAN may force the algorithm of an "auto" call and the
 // family of any direct one. `channels_last`: the operands are channels_last
 // (then direct families with channels_last kernels and groups-1 layers under
 // im2col compute in that layout). Throws c10::ValueError for a malformed
 // CNNEXT_CONV_PLAN.
-ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size, Isa isa,
+ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size, Isa isa, CpuVendor vendor,
                      std::optional<ConvAlgo> algo, bool channels_last = false);
 
 // Whether the direct `family` runs `p` on channels_last activations in place:

@@ -52,6 +52,39 @@ const char* isa_name(Isa isa) {
   return "baseline";
 }
 
+CpuVendor detected_vendor() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  static const CpuVendor vendor = __builtin_cpu_is("intel") ? CpuVendor::kIntel
+                                  : __builtin_cpu_is("amd") ? CpuVendor::kAmd
+                                                            : CpuVendor::kOther;
+  return vendor;
+#else
+  return CpuVendor::kOther;
+#endif
+}
+
+const char* vendor_name(CpuVendor vendor) {
+  switch (vendor) {
+    case CpuVendor::kIntel:
+      return "intel";
+    case CpuVendor::kAmd:
+      return "amd";
+    case CpuVendor::kOther:
+      break;
+  }
+  return "other";
+}
+
+bool parse_vendor(const char* name, CpuVendor& vendor) {
+  for (const CpuVendor candidate : {CpuVendor::kIntel, CpuVendor::kAmd, CpuVendor::kOther}) {
+    if (std::strcmp(name, vendor_name(candidate)) == 0) {
+      vendor = candidate;
+      return true;
+    }
+  }
+  return false;
+}
+
 bool parse_isa(const char* name, Isa& isa) {
   for (const Isa candidate : kAllIsas) {
     if (std::strcmp(name, isa_name(candidate)) == 0) {

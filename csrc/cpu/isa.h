@@ -25,5 +25,18 @@ const char* isa_name(Isa isa);
 // Parses "avx512" / "avx2" / "baseline"; false when `name` is none of them.
 bool parse_isa(const char* name, Isa& isa);
 
+// Who made the CPU, where that decides which kernel is faster: torch's x86 BLAS
+// (oneMKL) runs its fastest GEMM kernels on Intel's CPUs only, so im2col + GEMM
+// loses to the direct kernels on more layers of the others (conv2d_plan.cpp).
+enum class CpuVendor : int { kIntel = 0, kAmd = 1, kOther = 2 };
+
+// This CPU's vendor (kOther off x86).
+CpuVendor detected_vendor();
+
+const char* vendor_name(CpuVendor vendor);
+
+// Parses "intel" / "amd" / "other"; false when `name` is none of them.
+bool parse_vendor(const char* name, CpuVendor& vendor);
+
 }  // namespace cpu
 }  // namespace cnnext
