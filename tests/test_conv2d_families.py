@@ -355,8 +355,9 @@ def test_auto_runs_large_layers_as_im2col():
 def test_auto_weighs_the_gemm_by_cpu_vendor():
     """Where oneMKL runs below full speed (CPUs not Intel's), AVX-512's forward channel vectors stay direct at any
     reduction, strided or not (but 1 x 1 shortcuts), and its scattered grad_input up to 4096 multiply-adds per
-    input pixel; grad_weight, AVX2 and the other rules are the Intel ones. On this CPU, `auto` runs what the plan
-    for its vendor says, with torch's results."""
+    input pixel; channels_last pointwise forward and grad_input that its channel vectors run in place with 64
+    outputs or more over a reduction of 64 or more stay direct; grad_weight, AVX2 and the other rules are the Intel
+    ones. On this CPU, `auto` runs what the plan for its vendor says, with torch's results and layout."""
     def plan(x_shape, w_shape, pass_="forward", isa="avx512", vendor="amd", **kwargs):
         return _ops.conv2d_plan(x_shape, w_shape, pass_=pass_, isa=isa, vendor=vendor, **kwargs)
 
@@ -376,26 +377,44 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
         for x_shape, w_shape, kwargs in (large, wide_strided):  # 4608 per input pixel
             assert plan(x_shape, w_shape, "grad_input", vendor=vendor, **kwargs)["algo"] == "im2col"
         assert plan((8, 256, 14, 14), (512, 256, 1, 1), stride=2, vendor=vendor)["algo"] == "im2col"
+        # Pointwise, channels_last: forward and grad_input in place with 64 outputs and a reduction of 64 or more.
+        for x_shape, w_shape, algos in (((8, 64, 14, 14), (384, 64, 1, 1), ("direct", "direct")),
+                                        ((8, 384, 14, 14), (64, 384, 1, 1), ("direct", "direct")),
+                                        ((8, 32, 28, 28), (192, 32, 1, 1), ("im2col", "im2col")),
+                                        ((8, 192, 28, 28), (32, 192, 1, 1), ("im2col", "im2col"))):
+            for pass_, algo in zip(("forward", "grad_input"), algos):
+                got = plan(x_shape, w_shape, pass_, vendor=vendor, channels_last=True)
+                assert (got["algo"], got["channels_last"]) == (algo, algo == "direct"), (x_shape, w_shape, pass_)
+                assert plan(x_shape, w_shape, pass_, vendor=vendor)["algo"] == "im2col"
+                assert plan(x_shape, w_shape, pass_, vendor="intel", channels_last=True)["algo"] == "im2col"
+            assert plan(x_shape, w_shape, "grad_weight", vendor=vendor, channels_last=True)["algo"] == "im2col"
     gen = torch.Generator().manual_seed(11)
     vendor = cnnext.build_info()["cpu_vendor"]
     assert vendor in _ops.CPU_VENDORS
     ops = torch.ops.cnnext
-    for x_shape, w_shape, stride, pass_ in (((2, 512, 4, 4), (32, 512, 3, 3), 1, "forward"),
-                                            ((2, 32, 8, 8), (256, 32, 3, 3), 2, "grad_input")):
-        x = torch.randn(x_shape, dtype=torch.float64, generator=gen)
-        w = torch.randn(w_shape, dtype=torch.float64, generator=gen)
-        y = F.conv2d(x, w, None, stride, 1)
-        gy = torch.randn(y.shape, dtype=torch.float64, generator=gen)
-        geometry = ([stride, stride], [1, 1, 1, 1], [1, 1], 1)
+    for x_shape, w_shape, stride, pass_, layout in (
+            ((2, 512, 4, 4), (32, 512, 3, 3), 1, "forward", torch.contiguous_format),
+            ((2, 32, 8, 8), (256, 32, 3, 3), 2, "grad_input", torch.contiguous_format),
+            ((3, 72, 5, 6), (40, 72, 1, 1), 1, "forward", torch.channels_last),
+            ((3, 40, 5, 6), (72, 40, 1, 1), 1, "grad_input", torch.channels_last)):
+        pad = w_shape[-1] // 2
+        x = torch.randn(x_shape, dtype=torch.float64, generator=gen).to(memory_format=layout)
+        w = torch.randn(w_shape, dtype=torch.float64, generator=gen).to(memory_format=layout)
+        y = F.conv2d(x, w, None, stride, pad)
+        gy = torch.randn(y.shape, dtype=torch.float64, generator=gen).to(memory_format=layout)
+        geometry = ([stride, stride], [pad] * 4, [1, 1], 1)
         if pass_ == "forward":
             got, want = ops.conv2d(x, w, None, *geometry, "auto"), y
         else:
             got = ops.conv2d_grad_input(gy, w, list(x_shape), *geometry, "auto")
-            want = torch.ops.aten.convolution_backward(gy, x, w, None, [stride, stride], [1, 1], [1, 1], False,
+            want = torch.ops.aten.convolution_backward(gy, x, w, None, [stride, stride], [pad, pad], [1, 1], False,
                                                        [0, 0], 1, [True, False, False])[0]
-        expected = _ops.conv2d_plan(x_shape, w_shape, stride, 1, dtype=torch.float64, pass_=pass_, vendor=vendor)
+        channels_last = layout == torch.channels_last
+        expected = _ops.conv2d_plan(x_shape, w_shape, stride, pad, dtype=torch.float64, pass_=pass_, vendor=vendor,
+                                    channels_last=channels_last)
         assert _ops.last_conv2d_family(pass_) == expected["family"] or expected["algo"] == "im2col", expected
         torch.testing.assert_close(got, want)
+        assert got.is_contiguous(memory_format=layout)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

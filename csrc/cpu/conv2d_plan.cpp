@@ -266,7 +266,12 @@ constexpr int64_t kStridedReduction = 1024;
 constexpr int64_t kNhwcMinChannels = 8;
 
 // The `auto` rule for a pass, given the direct family the plan would run, the
-// ISA whose kernels would run it and the CPU's vendor:
+// ISA whose kernels would run it (vectors of `lanes` elements) and the CPU's
+// vendor:
+// - pointwise layers: im2col, but for channels_last forward and grad_input
+//   that AVX-512's channel vectors run in place with 4 vectors of outputs per
+//   step, over a reduction of kFewTaps or more, off Intel's CPUs.
+// - depthwise layers: direct.
 // - channels_last, groups 1, at least kNhwcMinChannels input channels: im2col,
 //   unless the direct family runs channels_last in place (runs_channels_last).
 // - reductions of at least kLargeReduction: im2col; of at least
@@ -308,11 +313,21 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   outputs: im2col;
 //   AVX2: grad_input with a very long one.
 // The measurements behind each rule are in benchmarks/RESULTS.md.
-ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa, CpuVendor vendor,
+ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa, CpuVendor vendor, int64_t lanes,
                    bool channels_last) {
+  const bool gemm_full_speed = vendor == CpuVendor::kIntel;
   // Pointwise layers are one GEMM with no column copy (conv2d_im2col_kernel.cpp); the direct
   // kernels' tiles reuse each input load across a kernel window, and 1 x 1 has none to reuse.
-  if (is_pointwise(p)) return ConvAlgo::Im2col;
+  // Beside a GEMM below full speed, AVX-512's channel vectors in channels_last reuse each broadcast
+  // input across their vectors of outputs as a GEMM's microkernel does, in place: they run forward
+  // and grad_input where their steps hold all their vectors and the reduction is kFewTaps or more.
+  if (is_pointwise(p)) {
+    const int64_t outs = pass == ConvPass::Forward ? p.out_per_group() : p.in_per_group();
+    const int64_t reduction = pass == ConvPass::Forward ? p.in_per_group() : p.out_per_group();
+    const bool whole_steps = outs >= tiles_for(isa).cv_vectors * lanes && reduction >= kFewTaps;
+    const bool in_place = channels_last && isa == Isa::kAvx512 && family == Family::kChannelVectors;
+    return !gemm_full_speed && in_place && whole_steps ? ConvAlgo::Direct : ConvAlgo::Im2col;
+  }
   if (family == Family::kDepthwise) return ConvAlgo::Direct;
   // channels_last: im2col's GEMMs read and write the model's layout where its columns come from
   // the channels_last input (nhwc_columns); the direct families without channels_last kernels
@@ -334,7 +349,6 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
                                 (family == Family::kChannelVectors || family == Family::kChannelVectorsScatter);
   // Where oneMKL's GEMM runs below full speed (isa.h: CPUs not Intel's), AVX-512's forward channel vectors beat
   // im2col at any reduction too, strided or not, and its scattered grad_input up to kBlockedReduction.
-  const bool gemm_full_speed = vendor == CpuVendor::kIntel;
   const bool direct_vectors =
       in_place_vectors || (!gemm_full_speed && wide_channel_vectors && pass == ConvPass::Forward);
   const bool blocked_scatter = !gemm_full_speed && isa == Isa::kAvx512 && family == Family::kChannelVectorsScatter;
@@ -503,7 +517,7 @@ ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size,
   }
   // An explicit algo wins; then a forced one; a forced family means direct; else the auto rule.
   plan.algo = algo ? *algo : forced.algo ? *forced.algo : forced_family ? ConvAlgo::Direct
-                                                                          : auto_algo(p, pass, plan.family, isa, vendor, channels_last);
+                                                                          : auto_algo(p, pass, plan.family, isa, vendor, geometry.lanes, channels_last);
   if (plan.algo == ConvAlgo::Im2col) plan.family = Family::kIm2col;
   plan.channels_last = channels_last && plan.algo == ConvAlgo::Direct && runs_channels_last(plan.family, p);
   return plan;
