@@ -294,7 +294,7 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   grad_weight of strided first layers (fewer than 8 input channels: the
 //   7 x 7 and 3 x 3 stride-2 stems) is im2col too, its batch cut into chunks.
 //   Neither strided rule holds for AVX-512's channel vectors in channels_last
-//   grad_weight, which read grad_output in place.
+//   grad_weight of kernels larger than 1 x 1, which read grad_output in place.
 // - grad_input: direct where the plan scatters it (channel_vectors_scatter:
 //   strided and unpadded layers, only real gradient values multiplied),
 //   but for 1 x 1 kernels, whose im2col is one GEMM with no zeros either;
@@ -354,9 +354,10 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
   const bool blocked_scatter = !gemm_full_speed && isa == Isa::kAvx512 && family == Family::kChannelVectorsScatter;
   if (reduction >= (blocked || blocked_scatter ? kBlockedReduction : kLargeReduction) && !direct_vectors)
     return ConvAlgo::Im2col;
-  // Their grad_weight reads grad_output in place too, strided or not (stems included; RESULTS.md, session 16).
+  // Their grad_weight reads grad_output in place too, strided or not (stems included; RESULTS.md, session 16),
+  // but for 1 x 1 kernels (shortcuts), whose im2col is a GEMM over the strided input's gathered pixels alone.
   const bool in_place_weight_vectors = channels_last && isa == Isa::kAvx512 && pass == ConvPass::GradWeight &&
-                                       family == Family::kGradWeightChannelVectors;
+                                       family == Family::kGradWeightChannelVectors && p.kernel_plane() > 1;
   switch (pass) {
     case ConvPass::Forward:
     case ConvPass::GradWeight: {
