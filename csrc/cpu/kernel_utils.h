@@ -10,6 +10,9 @@
 #include <new>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../params.h"
@@ -34,6 +37,33 @@ struct BatchChunks {
   // Samples of the largest chunk.
   int64_t max_size() const { return (batch + count - 1) / count; }
 };
+
+// std::allocator, except that it leaves elements constructed without arguments
+// default-initialized (uninitialized, for floats): for arrays that a parallel
+// loop writes in full before anything reads them (packed weights), which
+// value-initialization would first zero in the calling thread alone, a pass
+// over memory as long as the parallel writes'.
+template <typename T>
+struct UninitializedAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = UninitializedAllocator<U>;
+  };
+  UninitializedAllocator() = default;
+  template <class U>
+  UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
+template <typename T>
+using UninitializedVector = std::vector<T, UninitializedAllocator<T>>;
 
 // A zero-filled, 64-byte (cache line) aligned scratch array, whatever the
 // ISA: a vector load from a buffer aligned less than the vector straddles two

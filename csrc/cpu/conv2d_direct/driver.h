@@ -127,7 +127,7 @@ void plane_batch(const Correlation& c, int64_t batch, int64_t groups, int64_t ou
 // not depend on it, nor on the thread count.
 template <typename T, class Arch>
 void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, int64_t outs, const T* src,
-                          int64_t src_h, int64_t src_w, const std::vector<T>& packed, const T* bias, T* dst,
+                          int64_t src_h, int64_t src_w, const T* packed, const T* bias, T* dst,
                           bool channels_last) {
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
   constexpr int64_t block_outs = cv_block_channels<T, Arch>();
@@ -161,7 +161,7 @@ void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, i
         staged_key = key;
       }
       const PixelRun run{run_base.data(), pixels, count};
-      const TapSpan<T> all{offsets.tap.data(), packed.data() + (g * outs + oc0) * taps,
+      const TapSpan<T> all{offsets.tap.data(), packed + (g * outs + oc0) * taps,
                            std::min(block_outs, outs - oc0), taps};
       const StartSums<T> bias_row{bias ? bias + g * outs + oc0 : nullptr, 0};
       // channels_last: the run's samples are one run of rows of the output.
@@ -204,7 +204,8 @@ void correlate_all(ConvPass pass, const ConvPlan& plan, const Correlation& c, in
   if (family == Family::kChannelVectors) {
     const auto packed = pack_channel_vector_weights<T, Arch::kTiles.vec_bytes>(cv_block_channels<T, Arch>(), groups,
                                                                                outs, c.channels, kernel, w);
-    channel_vector_batch<T, Arch>(c, batch, groups, outs, src, src_h, src_w, packed, bias, dst, plan.channels_last);
+    channel_vector_batch<T, Arch>(c, batch, groups, outs, src, src_h, src_w, packed.data(), bias, dst,
+                                  plan.channels_last);
   } else if (family == Family::kPlanesFirstLayer) {
     TORCH_INTERNAL_ASSERT(!plan.channels_last, "cnnext: ", family_name(family), " has no channels_last kernel");
     const auto packed = pack_pixel_vector_weights<T>(Arch::kTiles.oc_block, groups, outs, c.channels, kernel, w);

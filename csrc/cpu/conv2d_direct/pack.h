@@ -97,11 +97,11 @@ void transpose_rows(const T* src, int64_t src_row, int64_t rows, int64_t cols, T
 // the output channels do (channels_last grad_input); else one reduction
 // channel's kernels at a time.
 template <typename T, int64_t B>
-std::vector<T> pack_channel_vector_weights(int64_t block_outs, int64_t groups, int64_t outs, int64_t channels,
+UninitializedVector<T> pack_channel_vector_weights(int64_t block_outs, int64_t groups, int64_t outs, int64_t channels,
                                            int64_t kernel, const WeightView<T>& w) {
   const int64_t taps = channels * kernel, blocks = (outs + block_outs - 1) / block_outs;
   const bool rows = w.tap == 1 && w.channel == kernel;
-  std::vector<T> packed(groups * taps * outs);
+  UninitializedVector<T> packed(groups * taps * outs);  // every block writes all of its own
   at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t g = task / blocks, oc0 = task % blocks * block_outs;
