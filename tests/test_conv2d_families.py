@@ -357,7 +357,9 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
     reduction, strided or not (but 1 x 1 shortcuts), and its scattered grad_input up to 4096 multiply-adds per
     input pixel; channels_last pointwise forward and grad_input that its channel vectors run in place with 64
     outputs or more over a reduction of 64 or more stay direct; grad_weight, AVX2 and the other rules are the Intel
-    ones. On this CPU, `auto` runs what the plan for its vendor says, with torch's results and layout."""
+    ones, but for NCHW grad_weight's channel vectors where a group's weight gradient fits 1 MB (where the Intel
+    rules leave strided layers and long reductions to im2col). On this CPU, `auto` runs what the plan for its
+    vendor says, with torch's results and layout."""
     def plan(x_shape, w_shape, pass_="forward", isa="avx512", vendor="amd", **kwargs):
         return _ops.conv2d_plan(x_shape, w_shape, pass_=pass_, isa=isa, vendor=vendor, **kwargs)
 
@@ -388,6 +390,17 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
                 assert plan(x_shape, w_shape, pass_, vendor=vendor)["algo"] == "im2col"
                 assert plan(x_shape, w_shape, pass_, vendor="intel", channels_last=True)["algo"] == "im2col"
             assert plan(x_shape, w_shape, "grad_weight", vendor=vendor, channels_last=True)["algo"] == "im2col"
+        # NCHW grad_weight: channel vectors where a group's weight gradient fits 1 MB (stems, 64 -> 128 and
+        # 128 -> 128 of 3 x 3, strided or not), where the Intel rules run im2col.
+        for x_shape, w_shape, kwargs in (((8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3)),
+                                         ((8, 64, 56, 56), (128, 64, 3, 3), dict(stride=2, padding=1)),
+                                         ((8, 128, 28, 28), (128, 128, 3, 3), dict(padding=1))):
+            got = plan(x_shape, w_shape, "grad_weight", vendor=vendor, **kwargs)
+            assert (got["algo"], got["family"]) == ("direct", "grad_weight_channel_vectors"), (w_shape, got)
+            assert plan(x_shape, w_shape, "grad_weight", vendor="intel", **kwargs)["algo"] == "im2col"
+            assert plan(x_shape, w_shape, "grad_weight", isa="avx2", vendor=vendor, **kwargs)["algo"] == "im2col"
+        assert plan((8, 3, 64, 64), (64, 3, 3, 3), "grad_weight", vendor=vendor, padding=1)["family"] == \
+            "planes_first_layer"
     gen = torch.Generator().manual_seed(11)
     vendor = cnnext.build_info()["cpu_vendor"]
     assert vendor in _ops.CPU_VENDORS
@@ -396,7 +409,8 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
             ((2, 512, 4, 4), (32, 512, 3, 3), 1, "forward", torch.contiguous_format),
             ((2, 32, 8, 8), (256, 32, 3, 3), 2, "grad_input", torch.contiguous_format),
             ((3, 72, 5, 6), (40, 72, 1, 1), 1, "forward", torch.channels_last),
-            ((3, 40, 5, 6), (72, 40, 1, 1), 1, "grad_input", torch.channels_last)):
+            ((3, 40, 5, 6), (72, 40, 1, 1), 1, "grad_input", torch.channels_last),
+            ((2, 16, 9, 9), (32, 16, 3, 3), 2, "grad_weight", torch.contiguous_format)):
         pad = w_shape[-1] // 2
         x = torch.randn(x_shape, dtype=torch.float64, generator=gen).to(memory_format=layout)
         w = torch.randn(w_shape, dtype=torch.float64, generator=gen).to(memory_format=layout)
@@ -405,6 +419,10 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
         geometry = ([stride, stride], [pad] * 4, [1, 1], 1)
         if pass_ == "forward":
             got, want = ops.conv2d(x, w, None, *geometry, "auto"), y
+        elif pass_ == "grad_weight":
+            got = ops.conv2d_grad_weight(gy, x, list(w_shape), *geometry, "auto")
+            want = torch.ops.aten.convolution_backward(gy, x, w, None, [stride, stride], [pad, pad], [1, 1], False,
+                                                       [0, 0], 1, [False, True, False])[1]
         else:
             got = ops.conv2d_grad_input(gy, w, list(x_shape), *geometry, "auto")
             want = torch.ops.aten.convolution_backward(gy, x, w, None, [stride, stride], [pad, pad], [1, 1], False,
@@ -681,20 +699,21 @@ def test_channels_last_prefers_channel_vectors():
         assert _ops.conv2d_plan(**first, pass_=pass_)["family"] == nchw
         plan = _ops.conv2d_plan(**first, pass_=pass_, channels_last=True)
         assert (plan["algo"], plan["family"], plan["channels_last"]) == ("direct", family, True)
-    # A sample's grad_output too large to stage twice beside its planes: NCHW leaves channel vectors, channels_last
+    # A sample's grad_output too large to stage twice beside its planes: NCHW leaves channel vectors (Intel's rules;
+    # beside a slower GEMM it keeps them: test_auto_weighs_the_gemm_by_cpu_vendor), channels_last
     # keeps AVX-512's (4 vectors a step) in place (the other families would transpose both operands, or leave the
     # pass to im2col); AVX2's leave too.
     mid = dict(input_shape=(8, 128, 28, 28), weight_shape=(128, 128, 3, 3), padding=1, pass_="grad_weight")
     for isa in ("avx512", "avx2"):
-        assert _ops.conv2d_plan(**mid, isa=isa)["family"] != "grad_weight_channel_vectors"
+        assert _ops.conv2d_plan(**mid, isa=isa, vendor="intel")["family"] != "grad_weight_channel_vectors"
     plan = _ops.conv2d_plan(**mid, isa="avx512", channels_last=True)
     assert (plan["algo"], plan["family"], plan["channels_last"]) == ("direct", "grad_weight_channel_vectors", True)
     assert _ops.conv2d_plan(**mid, isa="avx2", channels_last=True)["family"] != "grad_weight_channel_vectors"
-    # Strided grad_weight (a 7 x 7 stride-2 stem, a 64 -> 128 stride-2 layer): im2col in NCHW and for AVX2, AVX-512's
-    # channel vectors in place in channels_last.
+    # Strided grad_weight (a 7 x 7 stride-2 stem, a 64 -> 128 stride-2 layer): im2col in NCHW (Intel's rules) and for
+    # AVX2, AVX-512's channel vectors in place in channels_last.
     for strided in (dict(input_shape=(4, 3, 64, 64), weight_shape=(64, 3, 7, 7), stride=2, padding=3),
                     dict(input_shape=(8, 64, 32, 32), weight_shape=(128, 64, 3, 3), stride=2, padding=1)):
-        assert _ops.conv2d_plan(**strided, isa="avx512", pass_="grad_weight")["algo"] == "im2col"
+        assert _ops.conv2d_plan(**strided, isa="avx512", pass_="grad_weight", vendor="intel")["algo"] == "im2col"
         assert _ops.conv2d_plan(**strided, isa="avx2", pass_="grad_weight", channels_last=True)["algo"] == "im2col"
         plan = _ops.conv2d_plan(**strided, isa="avx512", pass_="grad_weight", channels_last=True)
         assert (plan["algo"], plan["family"], plan["channels_last"]) == ("direct", "grad_weight_channel_vectors",

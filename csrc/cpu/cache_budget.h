@@ -25,6 +25,11 @@ constexpr int64_t kPixelBandBytes = 256 << 10;
 // block's reduction, which every staged sample's pixels sweep.
 constexpr int64_t kChannelVectorWeightBytes = 512 << 10;
 
+// Direct convolution, grad_weight's channel vectors: the tap-major sums of a
+// group's weight gradient that every staged sample adds into, where they beat
+// an im2col GEMM below full speed (conv2d_plan.cpp) only while they stay in L2.
+constexpr int64_t kWeightSumsBytes = 1 << 20;
+
 // Direct convolution, planes of first layers (planes_first_layer.h): the
 // shifted copies of one band of rows, which every block of output channels
 // sweeps.

@@ -47,6 +47,10 @@ constexpr int64_t kImageChannels = 4;
 constexpr int64_t kInputVectorPixels = 64;
 constexpr int64_t kInputVectorWeightBytes = 512 << 10;
 
+// Reductions from which grad_weight over pixel rows (the columns families)
+// loses to im2col on AVX-512 too (64 and more channels of 3 x 3).
+constexpr int64_t kWideReduction = 512;
+
 // Output channels from which grad_input's scattered channel vectors reduce
 // long enough between two updates of their scratch tile.
 constexpr int64_t kScatterMinOutputs = 16;
@@ -58,6 +62,8 @@ struct Geometry {
   int64_t lanes;
   int64_t element_size;
   Tiles tiles;
+  Isa isa;
+  CpuVendor vendor;
   // The activations are channels_last: the channel-vector families run in that layout, every other
   // direct family on NCHW copies (a transpose of the operand and of the result).
   bool channels_last;
@@ -102,6 +108,16 @@ struct Geometry {
     const int64_t pixel_lanes = c.flat ? flat_positions(c, lanes) : c.out_h * round_up(c.out_w, lanes);
     const bool tiny = 4 * c.out_h * c.out_w < 3 * pixel_lanes;
     return tiny || (outs >= 2 * lanes && c.taps() >= kFewTaps);
+  }
+
+  // Beside a GEMM below full speed (isa.h: CPUs not Intel's), grad_weight's channel vectors in steps of 4
+  // vectors (AVX-512; NCHW grad_output through a transpose per sample) beat im2col on kernels larger than
+  // 1 x 1 while a group's weight gradient, their sums, stays in L2 (kWeightSumsBytes): the stems and the
+  // 64 -> 128 and 128 -> 128 layers of 3 x 3, strided or not; larger ones ran even or slower.
+  bool weight_vectors_beat_slow_gemm() const {
+    const int64_t dw_bytes = saturating_product(p.kernel_plane(), p.in_per_group(), p.out_per_group() * element_size);
+    return vendor != CpuVendor::kIntel && pass == ConvPass::GradWeight && tiles.cv_vectors >= 4 &&
+           p.out_per_group() % lanes == 0 && p.kernel_plane() > 1 && dw_bytes <= kWeightSumsBytes;
   }
 
   // grad_input: the scattered channel vectors (channel_vectors_scatter.h) keep a scratch tile of
@@ -159,6 +175,9 @@ struct Geometry {
     const bool fits = 2 * cv_sample * element_size <= budget ||
                       (in_place && tiles.cv_vectors >= 4 && cv_planes * element_size <= budget);
     if ((win || in_place) && fits) return Family::kGradWeightChannelVectors;
+    // The strided layers and long reductions that the families below lose to im2col, beside a slower GEMM.
+    if (weight_vectors_beat_slow_gemm() && (!unit_stride || p.col_rows() >= kWideReduction))
+      return Family::kGradWeightChannelVectors;
     // Shifted planes where a step holds 8 channels x 3 taps (AVX-512's 32 registers), or rows are
     // narrower than a vector; with 16 registers (4 x 3) grad_output read in place along rows measured
     // 1.1 - 1.2x faster on 3-channel first layers (benchmarks/RESULTS.md, session 12).
@@ -242,9 +261,6 @@ constexpr int64_t kWideLayer = 64;
 // stride-2 stem on 112 x 112 outputs: 0.36 -> 0.65 at AVX-512, before it ran
 // over shifted planes; 16 x 16 outputs stay direct).
 constexpr int64_t kLargePlane = 1024;
-// Reductions from which grad_weight over pixel rows (the columns families)
-// loses to im2col on AVX-512 too (64 and more channels of 3 x 3).
-constexpr int64_t kWideReduction = 512;
 
 // Output planes below this many pixels: grad_input runs im2col.
 constexpr int64_t kTinyPlane = 16;
@@ -313,9 +329,12 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   outputs: im2col;
 //   AVX2: grad_input with a very long one.
 // The measurements behind each rule are in benchmarks/RESULTS.md.
-ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa, CpuVendor vendor, int64_t lanes,
-                   bool channels_last) {
-  const bool gemm_full_speed = vendor == CpuVendor::kIntel;
+ConvAlgo auto_algo(const Geometry& g, Family family) {
+  const Conv2dParams& p = g.p;
+  const ConvPass pass = g.pass;
+  const Isa isa = g.isa;
+  const bool channels_last = g.channels_last;
+  const bool gemm_full_speed = g.vendor == CpuVendor::kIntel;
   // Pointwise layers are one GEMM with no column copy (conv2d_im2col_kernel.cpp); the direct
   // kernels' tiles reuse each input load across a kernel window, and 1 x 1 has none to reuse.
   // Beside a GEMM below full speed, AVX-512's channel vectors in channels_last reuse each broadcast
@@ -324,7 +343,7 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
   if (is_pointwise(p)) {
     const int64_t outs = pass == ConvPass::Forward ? p.out_per_group() : p.in_per_group();
     const int64_t reduction = pass == ConvPass::Forward ? p.in_per_group() : p.out_per_group();
-    const bool whole_steps = outs >= tiles_for(isa).cv_vectors * lanes && reduction >= kFewTaps;
+    const bool whole_steps = outs >= g.tiles.cv_vectors * g.lanes && reduction >= kFewTaps;
     const bool in_place = channels_last && isa == Isa::kAvx512 && family == Family::kChannelVectors;
     return !gemm_full_speed && in_place && whole_steps ? ConvAlgo::Direct : ConvAlgo::Im2col;
   }
@@ -355,9 +374,11 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
   if (reduction >= (blocked || blocked_scatter ? kBlockedReduction : kLargeReduction) && !direct_vectors)
     return ConvAlgo::Im2col;
   // Their grad_weight reads grad_output in place too, strided or not (stems included; RESULTS.md, session 16),
-  // but for 1 x 1 kernels (shortcuts), whose im2col is a GEMM over the strided input's gathered pixels alone.
-  const bool in_place_weight_vectors = channels_last && isa == Isa::kAvx512 && pass == ConvPass::GradWeight &&
-                                       family == Family::kGradWeightChannelVectors && p.kernel_plane() > 1;
+  // but for 1 x 1 kernels (shortcuts), whose im2col is a GEMM over the strided input's gathered pixels alone;
+  // beside a slower GEMM, NCHW's too where their sums stay in L2 (Geometry::weight_vectors_beat_slow_gemm).
+  const bool direct_weight_vectors =
+      family == Family::kGradWeightChannelVectors &&
+      ((channels_last && isa == Isa::kAvx512 && p.kernel_plane() > 1) || g.weight_vectors_beat_slow_gemm());
   switch (pass) {
     case ConvPass::Forward:
     case ConvPass::GradWeight: {
@@ -366,7 +387,7 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
       // NCHW below kStridedReduction, channels_last in place and beside a slower GEMM at any reduction.
       const bool wide_direct = wide_channel_vectors && p.kernel_plane() > 1 &&
                                (direct_vectors || p.col_rows() < kStridedReduction);
-      if (strided && p.in_per_group() >= 8 && !in_place_weight_vectors &&
+      if (strided && p.in_per_group() >= 8 && !direct_weight_vectors &&
           (!channel_vectors || (p.out_per_group() >= kWideLayer && !wide_direct)))
         return ConvAlgo::Im2col;
       // Pixel vectors over strided rows gather each tap's inputs with strided loads; the shifted planes
@@ -375,7 +396,7 @@ ConvAlgo auto_algo(const Conv2dParams& p, ConvPass pass, Family family, Isa isa,
       if (strided && strided_loads && p.out_plane() >= kLargePlane) return ConvAlgo::Im2col;
       if (isa == Isa::kBaseline && p.col_rows() >= kLongReduction && p.out_plane() >= 64) return ConvAlgo::Im2col;
       if (pass == ConvPass::Forward) return ConvAlgo::Direct;
-      if (strided && p.in_per_group() < 8 && !in_place_weight_vectors) return ConvAlgo::Im2col;
+      if (strided && p.in_per_group() < 8 && !direct_weight_vectors) return ConvAlgo::Im2col;
       if (family == Family::kGradWeightColumns && p.col_rows() >= (isa == Isa::kAvx512 ? kWideReduction : kFewTaps))
         return ConvAlgo::Im2col;
       if (family == Family::kGradWeightColumnsFlat && p.col_rows() >= kWideReduction) return ConvAlgo::Im2col;
@@ -503,7 +524,7 @@ const char* pass_name(ConvPass pass) {
 ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size, Isa isa, CpuVendor vendor,
                      std::optional<ConvAlgo> algo, bool channels_last) {
   const Tiles tiles = tiles_for(isa);
-  const Geometry geometry{p, pass, tiles.lanes(element_size), element_size, tiles, channels_last};
+  const Geometry geometry{p, pass, tiles.lanes(element_size), element_size, tiles, isa, vendor, channels_last};
   const Forced forced = parse_forced();
   ConvPlan plan{ConvAlgo::Direct, geometry.family(), isa, vendor, tiles, false, forced.text};
   const std::optional<Family> forced_family =
@@ -518,7 +539,7 @@ ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size,
   }
   // An explicit algo wins; then a forced one; a forced family means direct; else the auto rule.
   plan.algo = algo ? *algo : forced.algo ? *forced.algo : forced_family ? ConvAlgo::Direct
-                                                                          : auto_algo(p, pass, plan.family, isa, vendor, geometry.lanes, channels_last);
+                                                                          : auto_algo(geometry, plan.family);
   if (plan.algo == ConvAlgo::Im2col) plan.family = Family::kIm2col;
   plan.channels_last = channels_last && plan.algo == ConvAlgo::Direct && runs_channels_last(plan.family, p);
   return plan;
