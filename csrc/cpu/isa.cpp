@@ -8,6 +8,7 @@ namespace cpu {
 namespace {
 
 constexpr Isa kAllIsas[] = {Isa::kAvx512, Isa::kAvx2, Isa::kBaseline};
+constexpr CpuVendor kAllVendors[] = {CpuVendor::kIntel, CpuVendor::kAmd, CpuVendor::kOther};
 
 Isa detect() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -76,7 +77,7 @@ const char* vendor_name(CpuVendor vendor) {
 }
 
 bool parse_vendor(const char* name, CpuVendor& vendor) {
-  for (const CpuVendor candidate : {CpuVendor::kIntel, CpuVendor::kAmd, CpuVendor::kOther}) {
+  for (const CpuVendor candidate : kAllVendors) {
     if (std::strcmp(name, vendor_name(candidate)) == 0) {
       vendor = candidate;
       return true;
