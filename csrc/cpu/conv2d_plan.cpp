@@ -281,9 +281,9 @@ constexpr int64_t kStridedReduction = 1024;
 // copied faster from NCHW rows, the input being small (nhwc_columns).
 constexpr int64_t kNhwcMinChannels = 8;
 
-// The `auto` rule for a pass, given the direct family the plan would run, the
-// ISA whose kernels would run it (vectors of `lanes` elements) and the CPU's
-// vendor:
+// The `auto` rule for a pass, given the direct family the plan would run and
+// the geometry it was chosen for (the ISA whose kernels would run it, the
+// CPU's vendor):
 // - pointwise layers: im2col, but for channels_last forward and grad_input
 //   that AVX-512's channel vectors run in place with 4 vectors of outputs per
 //   step, over a reduction of kFewTaps or more, off Intel's CPUs.
@@ -310,7 +310,9 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   grad_weight of strided first layers (fewer than 8 input channels: the
 //   7 x 7 and 3 x 3 stride-2 stems) is im2col too, its batch cut into chunks.
 //   Neither strided rule holds for AVX-512's channel vectors in channels_last
-//   grad_weight of kernels larger than 1 x 1, which read grad_output in place.
+//   grad_weight of kernels larger than 1 x 1, which read grad_output in place,
+//   nor, where oneMKL's GEMM runs below full speed, for the grad_weight
+//   channel vectors whose sums stay in L2 (weight_vectors_beat_slow_gemm).
 // - grad_input: direct where the plan scatters it (channel_vectors_scatter:
 //   strided and unpadded layers, only real gradient values multiplied),
 //   but for 1 x 1 kernels, whose im2col is one GEMM with no zeros either;
