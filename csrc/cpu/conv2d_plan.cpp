@@ -68,6 +68,11 @@ struct Geometry {
   // direct family on NCHW copies (a transpose of the operand and of the result).
   bool channels_last;
 
+  // The weight gradient of one group: what grad_weight's direct families keep their sums in.
+  int64_t weight_gradient_bytes() const {
+    return saturating_product(p.kernel_plane(), p.in_per_group(), p.out_per_group() * element_size);
+  }
+
   // Forward and grad_input: the correlation and the outputs per pixel.
   Correlation correlation() const {
     return pass == ConvPass::Forward ? forward_correlation(p, lanes, true) : grad_input_correlation(p, lanes, true);
@@ -94,9 +99,8 @@ struct Geometry {
   // loads and stores of the tile sums, which stay in cache beside the band: stride-1 layers whose
   // planes hold kInputVectorPixels and whose group's dW is at most kInputVectorWeightBytes.
   bool input_vectors_win() const {
-    const int64_t dw_bytes = saturating_product(p.kernel_plane(), p.in_per_group(), p.out_per_group() * element_size);
     return p.stride_h == 1 && p.stride_w == 1 && p.out_plane() >= kInputVectorPixels &&
-           dw_bytes <= kInputVectorWeightBytes && input_vectors_can_run();
+           weight_gradient_bytes() <= kInputVectorWeightBytes && input_vectors_can_run();
   }
 
   // Channel vectors pay where the pixel-vector families would compute over
@@ -115,9 +119,8 @@ struct Geometry {
   // 1 x 1 while a group's weight gradient, their sums, stays in L2 (kWeightSumsBytes): the stems and the
   // 64 -> 128 and 128 -> 128 layers of 3 x 3, strided or not; larger ones ran even or slower.
   bool weight_vectors_beat_slow_gemm() const {
-    const int64_t dw_bytes = saturating_product(p.kernel_plane(), p.in_per_group(), p.out_per_group() * element_size);
     return vendor != CpuVendor::kIntel && pass == ConvPass::GradWeight && tiles.cv_vectors >= 4 &&
-           p.out_per_group() % lanes == 0 && p.kernel_plane() > 1 && dw_bytes <= kWeightSumsBytes;
+           p.out_per_group() % lanes == 0 && p.kernel_plane() > 1 && weight_gradient_bytes() <= kWeightSumsBytes;
   }
 
   // grad_input: the scattered channel vectors (channel_vectors_scatter.h) keep a scratch tile of

@@ -1,6 +1,7 @@
 #include "isa.h"
 
 #include <atomic>
+#include <cstddef>
 #include <cstring>
 
 namespace cnnext {
@@ -9,6 +10,18 @@ namespace {
 
 constexpr Isa kAllIsas[] = {Isa::kAvx512, Isa::kAvx2, Isa::kBaseline};
 constexpr CpuVendor kAllVendors[] = {CpuVendor::kIntel, CpuVendor::kAmd, CpuVendor::kOther};
+
+// The value of `all` whose name_of is `name`, into `value`; false when none is.
+template <typename E, size_t N>
+bool parse_name(const char* name, const E (&all)[N], const char* (*name_of)(E), E& value) {
+  for (const E candidate : all) {
+    if (std::strcmp(name, name_of(candidate)) == 0) {
+      value = candidate;
+      return true;
+    }
+  }
+  return false;
+}
 
 Isa detect() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -76,25 +89,9 @@ const char* vendor_name(CpuVendor vendor) {
   return "other";
 }
 
-bool parse_vendor(const char* name, CpuVendor& vendor) {
-  for (const CpuVendor candidate : kAllVendors) {
-    if (std::strcmp(name, vendor_name(candidate)) == 0) {
-      vendor = candidate;
-      return true;
-    }
-  }
-  return false;
-}
+bool parse_vendor(const char* name, CpuVendor& vendor) { return parse_name(name, kAllVendors, vendor_name, vendor); }
 
-bool parse_isa(const char* name, Isa& isa) {
-  for (const Isa candidate : kAllIsas) {
-    if (std::strcmp(name, isa_name(candidate)) == 0) {
-      isa = candidate;
-      return true;
-    }
-  }
-  return false;
-}
+bool parse_isa(const char* name, Isa& isa) { return parse_name(name, kAllIsas, isa_name, isa); }
 
 }  // namespace cpu
 }  // namespace cnnext
