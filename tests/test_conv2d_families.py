@@ -476,6 +476,59 @@ def test_channel_vectors_blocked_for_cache_match_torch(layout, dtype):
         torch.testing.assert_close(results[0][1].double(), gx_ref, **tol, msg=lambda m: f"{label} grad_input: {m}")
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_channel_vectors_skipping_border_taps_match_torch(isa, layout, dtype, monkeypatch):
+    """Small planes whose windows read much of the zero border run their pixels class by class, each class
+    skipping the kernel positions its windows see only the border at: values and input gradient equal the
+    float64 reference, bitwise the same under 1 and 3 threads. The shapes have asymmetric padding, windows wholly
+    in the border (output = bias), strides, dilation, groups, and reductions cut into parts across kernel
+    positions (a class with none of its taps in a part). grad_input runs channel vectors where the plan can (input
+    channels in whole vectors; stride 1 at least), else the family the plan falls back to."""
+    monkeypatch.setenv("CNNEXT_CONV_PLAN", "family=channel_vectors")
+    gen = torch.Generator().manual_seed(11)
+    ops = torch.ops.cnnext
+    memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    cases = (((6, 64, 4, 4), (64, 64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+             ((3, 64, 5, 3), (32, 32, 3, 3), (1, 1), (2, 0, 1, 3), (1, 1), 2),
+             ((4, 16, 2, 3), (16, 16, 3, 3), (1, 1), (4, 3, 4, 3), (1, 1), 1),
+             ((2, 20, 7, 6), (48, 20, 3, 5), (2, 2), (1, 2, 1, 2), (1, 1), 1),
+             ((3, 16, 6, 6), (32, 16, 3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1),
+             ((2, 608, 3, 3), (64, 608, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1))
+    for x_shape, w_shape, stride, padding, dilation, groups in cases:
+        x = torch.randn(x_shape, dtype=dtype, generator=gen).to(memory_format=memory_format)
+        w = torch.randn(w_shape, dtype=dtype, generator=gen)
+        b = torch.randn(w_shape[0], dtype=dtype, generator=gen)
+        top, left, bottom, right = padding
+        padded = F.pad(x.double(), (left, right, top, bottom)).requires_grad_()
+        y = F.conv2d(padded, w.double(), b.double(), stride, 0, dilation, groups)
+        gy = torch.randn(y.shape, dtype=dtype, generator=gen).to(memory_format=memory_format)
+        gx_ref = torch.autograd.grad(y, padded, gy.double())[0][:, :, top:top + x_shape[2], left:left + x_shape[3]]
+        geometry = (list(stride), list(padding), list(dilation), groups)
+        results = []
+        previous = torch.get_num_threads()
+        try:
+            for threads in (1, 3):
+                torch.set_num_threads(threads)
+                out = ops.conv2d(x, w, b, *geometry, "direct")
+                assert _ops.last_conv2d_family("forward") == "channel_vectors"
+                gx = ops.conv2d_grad_input(gy, w, list(x_shape), *geometry, "direct")
+                planned = _ops.conv2d_plan(x_shape, w_shape, stride, padding, dilation, groups, dtype,
+                                           pass_="grad_input", algo="direct", channels_last=layout == "channels_last")
+                assert _ops.last_conv2d_family("grad_input") == planned["family"]
+                assert planned["family"] == "channel_vectors" or stride != (1, 1)
+                results.append((out, gx))
+        finally:
+            torch.set_num_threads(previous)
+        label = f"{layout} {x_shape} {w_shape} stride {stride} padding {padding} dilation {dilation} groups {groups}"
+        for a, c in zip(*results):
+            assert torch.equal(a, c), label
+        tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(results[0][0].double(), y.detach(), **tol, msg=lambda m: f"{label} output: {m}")
+        torch.testing.assert_close(results[0][1].double(), gx_ref, **tol, msg=lambda m: f"{label} grad_input: {m}")
+        assert results[0][0].is_contiguous(memory_format=memory_format), label
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_shifted_planes_match_torch(isa, dtype):
     """First layers over shifted planes (planes_first_layer) per ISA: one band per plane and planes cut into

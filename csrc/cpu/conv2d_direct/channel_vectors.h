@@ -133,6 +133,135 @@ __attribute__((always_inline)) inline void channel_vector_pixels(const T* staged
   channel_vector_last<T, Arch, kCoVecs, kPix>(staged, base, taps, start, out, out_row, p, pixels - p);
 }
 
+// A run of the reduction, taps [begin, end) (kernel-major: WindowOffsets).
+struct TapRange {
+  int64_t begin, end;
+};
+
+// Where the sums of a step over pixels scattered in their rows go: pixel i's
+// row at out + row[i] * out_row. They start from those rows (`accumulate`:
+// the partial sums of the taps before), else from the bias (null: zeros).
+template <typename T>
+struct SumRows {
+  T* out;
+  const int64_t* row;
+  int64_t out_row;
+  const T* bias;
+  bool accumulate;
+
+  SumRows at(int64_t pixel) const { return {out, row + pixel, out_row, bias, accumulate}; }
+};
+
+// channel_vector_step over the taps of `ranges` only (the rest of the
+// window reads the border), into rows scattered as `sums` says.
+template <typename T, class Arch, int64_t kCoVecs, int64_t kPix>
+__attribute__((noinline)) void channel_vector_window_step(const T* staged, const int64_t* base, TapSpan<T> taps,
+                                                          const TapRange* ranges, int64_t range_count,
+                                                          SumRows<T> sums) {
+  constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
+  Vec<T, B> acc[kCoVecs][kPix];
+  for (int64_t j = 0; j < kCoVecs; ++j)
+    for (int64_t i = 0; i < kPix; ++i)
+      acc[j][i] = sums.accumulate ? load_vec<B>(sums.out + sums.row[i] * sums.out_row + j * V)
+                  : sums.bias     ? load_vec<B>(sums.bias + j * V)
+                                  : Vec<T, B>{};
+  const T* x[kPix];
+  for (int64_t i = 0; i < kPix; ++i) x[i] = staged + base[i];
+  for (int64_t r = 0; r < range_count; ++r) {
+    const T* w = taps.w + ranges[r].begin * taps.w_stride;
+    for (int64_t t = ranges[r].begin; t < ranges[r].end; ++t, w += taps.w_stride) {
+      const int64_t off = taps.offset[t];
+      Vec<T, B> wv[kCoVecs];
+      for (int64_t j = 0; j < kCoVecs; ++j) wv[j] = load_vec<B>(w + j * V);
+      for (int64_t i = 0; i < kPix; ++i) {
+        const T xs = x[i][off];
+        for (int64_t j = 0; j < kCoVecs; ++j) acc[j][i] += wv[j] * xs;
+      }
+    }
+  }
+  for (int64_t j = 0; j < kCoVecs; ++j)
+    for (int64_t i = 0; i < kPix; ++i) store_vec<T, B>(sums.out + sums.row[i] * sums.out_row + j * V, acc[j][i]);
+}
+
+// Pixels [0, pixels) of one window class: steps of kPix, then one of exactly the rest.
+template <typename T, class Arch, int64_t kCoVecs, int64_t kPix>
+void channel_vector_window_pixels(const T* staged, const int64_t* base, TapSpan<T> taps, const TapRange* ranges,
+                                  int64_t range_count, SumRows<T> sums, int64_t pixels) {
+  int64_t p = 0;
+  for (; p + kPix <= pixels; p += kPix)
+    channel_vector_window_step<T, Arch, kCoVecs, kPix>(staged, base + p, taps, ranges, range_count, sums.at(p));
+  if constexpr (kPix > 1) {
+    if (p < pixels)
+      channel_vector_window_pixels<T, Arch, kCoVecs, kPix - 1>(staged, base + p, taps, ranges, range_count,
+                                                               sums.at(p), pixels - p);
+  }
+}
+
+// A run of staged samples' pixels ordered by window class (WindowClasses):
+// class k's pixels of every sample, sample after sample, are run pixels
+// [begin[k], begin[k + 1]); base[q] is where run pixel q's window begins in
+// the staging and row[q] its row among the samples' output rows.
+struct ClassRun {
+  const WindowClasses* classes;
+  std::vector<int64_t> base, row, begin;
+  int64_t samples = -1;
+
+  // The run of `count` samples `staged_sample` elements apart, from the window offsets.
+  void build(int64_t count, int64_t staged_sample, const WindowOffsets& offsets, int64_t pixels) {
+    if (count == samples) return;
+    samples = count;
+    base.clear(), row.clear(), begin.clear();
+    for (int64_t k = 0; k < classes->count(); ++k) {
+      begin.push_back(static_cast<int64_t>(base.size()));
+      for (int64_t s = 0; s < count; ++s)
+        for (int64_t i = classes->begin[k]; i < classes->begin[k + 1]; ++i) {
+          const int64_t q = classes->order[i];
+          base.push_back(s * staged_sample + offsets.base[q]);
+          row.push_back(s * pixels + q);
+        }
+    }
+    begin.push_back(static_cast<int64_t>(base.size()));
+  }
+};
+
+// Every pixel of a class-ordered run for a block of kCoVecs vectors of output
+// channels, over reduction taps [t0, t1) of `all` (kernel-major: kernel
+// position (kh, kw) is taps [(kh * kernel_w + kw) * channels, + channels)),
+// skipping each class's border taps. Sums into rows as `out` says, from the
+// bias where t0 is the first tap.
+template <typename T, class Arch, int64_t kCoVecs>
+void channel_vector_classes(const T* staged, const ClassRun& run, const Correlation& c, TapSpan<T> all, int64_t t0,
+                            int64_t t1, SumRows<T> out) {
+  constexpr int64_t kPix = cv_width<Arch>(kCoVecs);
+  std::vector<TapRange> ranges(c.kernel_h);  // adjacent ones merged: at most one per kernel row
+  for (int64_t k = 0; k < run.classes->count(); ++k) {
+    const WindowClasses::Window& win = run.classes->window[k];
+    int64_t count = 0;
+    for (int64_t kh = win.kh_lo; kh < win.kh_hi && win.kw_lo < win.kw_hi; ++kh) {
+      const int64_t b = std::max(t0, (kh * c.kernel_w + win.kw_lo) * c.channels);
+      const int64_t e = std::min(t1, (kh * c.kernel_w + win.kw_hi) * c.channels);
+      if (b >= e) continue;
+      if (count > 0 && ranges[count - 1].end == b) {
+        ranges[count - 1].end = e;
+      } else {
+        ranges[count++] = {b, e};
+      }
+    }
+    if (count == 0 && t0 > 0) continue;  // nothing to add to the partial sums
+    const int64_t first = run.begin[k];
+    const SumRows<T> sums{out.out, run.row.data() + first, out.out_row, t0 == 0 ? out.bias : nullptr, t0 > 0};
+    channel_vector_window_pixels<T, Arch, kCoVecs, kPix>(staged, run.base.data() + first, all, ranges.data(), count, sums,
+                                                         run.begin[k + 1] - first);
+  }
+}
+
+// Whether the kernels skip the border taps (WindowClasses) of a correlation:
+// where they are at least 1/16 of all its taps. Fewer are not worth the
+// class-ordered run's extra partial steps and, in NCHW, its rows scratch.
+inline bool skips_border(const WindowClasses& classes, int64_t pixels, int64_t kernel) {
+  return classes.border_taps * 16 >= pixels * kernel;
+}
+
 // out[c][q] = tile[q][c] for q < pixels, c < channels (whole vectors); output
 // planes out_plane apart. Reads the tile in whole squares of V rows.
 template <typename T, int64_t B>
@@ -197,25 +326,45 @@ void channel_vector_planes(const T* staged, const PixelRun& run, TapSpan<T> taps
   }
 }
 
-// How the channel-vector driver blocks a pass for the cache: `samples`
-// staged together, and each block's reduction cut into parts of at most
-// `part_taps` taps, each swept over all their pixels before the next (whose
-// sums start from the partial ones): the packed weights of a part stay in
-// cache across the samples instead of streaming from memory once per sample
-// (a 512-channel 3 x 3 block's weights are larger than an L2 cache).
+// How the channel-vector driver blocks a pass for the cache: the batch cut
+// into `sets` sets of consecutive samples staged together (sizes differing by
+// at most one, `samples` the largest), and each block's reduction cut into
+// parts of at most `part_taps` taps, each swept over all their pixels before
+// the next (whose sums start from the partial ones): the packed weights of a
+// part stay in cache across the samples instead of streaming from memory once
+// per sample (a 512-channel 3 x 3 block's weights are larger than an L2 cache).
 struct ChannelVectorBlocking {
+  int64_t sets;
   int64_t samples;
   int64_t part_taps;
 
   int64_t parts(int64_t taps) const { return taps == 0 ? 1 : (taps + part_taps - 1) / part_taps; }
+  // The first sample of `set` of a batch of `batch` (set == sets: the batch's end).
+  int64_t first(int64_t set, int64_t batch) const { return set * batch / sets; }
 };
+
+// The fewest sets of at most `most` samples whose (set, group, block) tasks the threads share
+// evenly: at::parallel_for gives each thread an equal run of tasks, so either each thread's run
+// is whole sets (sets a multiple of the threads) or the sets are equal (batch a multiple of the
+// sets) and so are the runs (tasks a multiple of the threads). Six sets of 6, 6, 6, 6, 6 and 2
+// samples on two threads left one thread 18 samples' work against 14; sets of 5 or 6 share 16
+// and 16. Where no count of sets does (a batch of fewer samples than threads), ceil(batch / most).
+inline int64_t balanced_sets(int64_t batch, int64_t most, int64_t tasks_per_set, int64_t threads) {
+  const int64_t fewest = (batch + most - 1) / most;
+  for (int64_t sets = fewest; sets <= batch; ++sets) {
+    if (sets % threads == 0) return sets;
+    if (batch % sets == 0 && sets * tasks_per_set % threads == 0) return sets;
+  }
+  return fewest;
+}
 
 // `outs` output channels per group of `batch` samples and `groups` groups,
 // spread over `threads` threads; `channels_last`: partial sums go straight
-// into the output's rows, NCHW ones to a scratch of their own.
+// into the output's rows, NCHW ones to a scratch of their own (`class_runs`:
+// every sum, ClassRun).
 template <typename T, class Arch>
 ChannelVectorBlocking channel_vector_blocking(const Correlation& c, int64_t batch, int64_t groups, int64_t outs,
-                                              bool channels_last, int64_t threads) {
+                                              bool channels_last, bool class_runs, int64_t threads) {
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>, element = sizeof(T);
   const int64_t block_outs = std::min(outs, cv_block_channels<T, Arch>());
   const int64_t taps = std::max<int64_t>(c.taps(), 1), tap_bytes = block_outs * element;
@@ -224,20 +373,19 @@ ChannelVectorBlocking channel_vector_blocking(const Correlation& c, int64_t batc
   // Capped at the budget first: a staging too large for it is one sample a set, and must not overflow.
   const int64_t staged_bytes = std::min(staged_size(c, V), kDirectStagingBytes / element) * element;
   const int64_t partial_bytes =
-      channels_last || parts == 1 ? 0 : c.out_h * c.out_w * tap_bytes;
+      channels_last || (parts == 1 && !class_runs) ? 0 : c.out_h * c.out_w * tap_bytes;
   // Weights that stay in cache as a whole: one sample at a time, whose staged planes then stay
   // in L1 (the seed layers; sets of samples would move them out to L2).
   const int64_t blocks = (outs + block_outs - 1) / block_outs;
-  if (taps * outs * element <= kChannelVectorWeightBytes)
-    return {1, part_taps};
-  // Else as many samples as fit, but enough (samples, group, block) tasks for every thread twice;
-  // then the batch cut into sets of even size (a last set of a few samples would leave the
-  // threads that run it idle for the rest).
-  const int64_t spread = batch * groups * blocks / (2 * std::max<int64_t>(threads, 1));
+  if (batch == 0 || taps * outs * element <= kChannelVectorWeightBytes) return {batch, 1, part_taps};
+  // Else as many samples as fit, but enough (samples, group, block) tasks for every thread twice,
+  // in sets the threads share evenly.
+  threads = std::max<int64_t>(threads, 1);
+  const int64_t spread = batch * groups * blocks / (2 * threads);
   const int64_t fit = kDirectStagingBytes / (staged_bytes + partial_bytes);
-  const int64_t most = std::clamp<int64_t>(std::min(fit, spread), 1, std::max<int64_t>(batch, 1));
-  const int64_t sets = (batch + most - 1) / most;
-  return {std::max<int64_t>((batch + sets - 1) / std::max<int64_t>(sets, 1), 1), part_taps};
+  const int64_t most = std::clamp<int64_t>(std::min(fit, spread), 1, batch);
+  const int64_t sets = balanced_sets(batch, most, groups * blocks, threads);
+  return {sets, (batch + sets - 1) / sets, part_taps};
 }
 
 }  // namespace

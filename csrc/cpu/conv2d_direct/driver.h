@@ -123,36 +123,42 @@ void plane_batch(const Correlation& c, int64_t batch, int64_t groups, int64_t ou
 
 // The channel-vector family for every (samples, group, block of cv_vectors vectors of outputs),
 // blocked as channel_vector_blocking says, on NCHW or channels_last activations (`channels_last`:
-// both src and dst). Each sum runs over the taps in order whatever the blocking: the result does
-// not depend on it, nor on the thread count.
+// both src and dst). `classes`: the pixels run class by class and skip their border taps
+// (skips_border; the weights packed kernel-major), else in raster order over every tap. Each sum
+// runs over its taps in order whatever the blocking: the result does not depend on it, nor on
+// the thread count.
 template <typename T, class Arch>
 void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, int64_t outs, const T* src,
                           int64_t src_h, int64_t src_w, const T* packed, const T* bias, T* dst,
-                          bool channels_last) {
+                          bool channels_last, const WindowClasses* classes) {
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
   constexpr int64_t block_outs = cv_block_channels<T, Arch>();
   const int64_t blocks = (outs + block_outs - 1) / block_outs;
   const int64_t taps = c.taps(), pixels = c.out_h * c.out_w;
-  const ChannelVectorBlocking blocking =
-      channel_vector_blocking<T, Arch>(c, batch, groups, outs, channels_last, at::get_num_threads());
+  const ChannelVectorBlocking blocking = channel_vector_blocking<T, Arch>(c, batch, groups, outs, channels_last,
+                                                                          classes != nullptr, at::get_num_threads());
   const int64_t samples = blocking.samples, parts = blocking.parts(taps);
-  const int64_t sample_sets = (batch + samples - 1) / samples;
   const int64_t staged_sample = staged_size(c, V);
   const Activations from{groups, c.channels, src_h * src_w, channels_last}, to{groups, outs, pixels, channels_last};
   // The window offsets of a run of `samples` staged samples (PixelRun).
-  const WindowOffsets offsets(c);
-  std::vector<int64_t> run_base(samples * pixels);
-  for (int64_t s = 0; s < samples; ++s)
-    for (int64_t q = 0; q < pixels; ++q) run_base[s * pixels + q] = s * staged_sample + offsets.base[q];
-  at::parallel_for(0, sample_sets * groups * blocks, 1, [&](int64_t begin, int64_t end) {
+  const WindowOffsets offsets(c, classes != nullptr);
+  std::vector<int64_t> run_base(classes ? 0 : samples * pixels);
+  for (int64_t q = 0; q < static_cast<int64_t>(run_base.size()); ++q)
+    run_base[q] = q / pixels * staged_sample + offsets.base[q % pixels];
+  // NCHW sums in rows of channels first: the class runs' in raster order, transposed once complete
+  // (plus the rows store_transposed's whole squares read past a sample's end).
+  const int64_t scratch_rows = channels_last ? 0 : classes ? samples * pixels + V : parts == 1 ? 0 : samples * pixels;
+  at::parallel_for(0, blocking.sets * groups * blocks, 1, [&](int64_t begin, int64_t end) {
     AlignedBuffer<T> staged(samples * staged_sample);
-    AlignedBuffer<T> tile(channels_last ? 0 : channel_vector_tile_size<T, Arch>());
-    AlignedBuffer<T> partial(channels_last || parts == 1 ? 0 : samples * pixels * block_outs);
+    AlignedBuffer<T> tile(channels_last || classes ? 0 : channel_vector_tile_size<T, Arch>());
+    AlignedBuffer<T> partial(scratch_rows * block_outs);
+    ClassRun class_run{classes, {}, {}, {}};
     std::vector<T*> planes(samples);
     int64_t staged_key = -1;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t key = task / blocks;  // = sample set * groups + g
-      const int64_t g = key % groups, n0 = key / groups * samples, count = std::min(samples, batch - n0);
+      const int64_t g = key % groups, set = key / groups;
+      const int64_t n0 = blocking.first(set, batch), count = blocking.first(set + 1, batch) - n0;
       const int64_t oc0 = task % blocks * block_outs;
       if (key != staged_key) {
         for (int64_t s = 0; s < count; ++s)
@@ -160,10 +166,12 @@ void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, i
                        staged.data() + s * staged_sample, from.pixel_stride());
         staged_key = key;
       }
+      if (classes) class_run.build(count, staged_sample, offsets, pixels);
       const PixelRun run{run_base.data(), pixels, count};
       const TapSpan<T> all{offsets.tap.data(), packed + (g * outs + oc0) * taps,
                            std::min(block_outs, outs - oc0), taps};
-      const StartSums<T> bias_row{bias ? bias + g * outs + oc0 : nullptr, 0};
+      const T* block_bias = bias ? bias + g * outs + oc0 : nullptr;
+      const StartSums<T> bias_row{block_bias, 0};
       // channels_last: the run's samples are one run of rows of the output.
       T* rows = dst + to.offset(n0 * groups + g, oc0);
       for (int64_t s = 0; s < count; ++s) planes[s] = dst + to.offset((n0 + s) * groups + g, oc0);
@@ -172,7 +180,15 @@ void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, i
         for (int64_t t0 = 0; t0 < std::max<int64_t>(taps, 1); t0 += blocking.part_taps) {
           const TapSpan<T> part = all.part(t0, std::min(blocking.part_taps, taps - t0));
           const bool first = t0 == 0, last = t0 + part.count >= taps;
-          if (channels_last) {
+          if (classes) {
+            const SumRows<T> sums = channels_last ? SumRows<T>{rows, nullptr, to.pixel_stride(), block_bias, false}
+                                                  : SumRows<T>{partial.data(), nullptr, row, block_bias, false};
+            channel_vector_classes<T, Arch, kCoVecs>(staged.data(), class_run, c, all, t0, t0 + part.count, sums);
+            if (last && !channels_last)
+              for (int64_t s = 0; s < count; ++s)
+                store_transposed<T, Arch::kTiles.vec_bytes>(partial.data() + s * pixels * row, row, pixels, row,
+                                                            planes[s], pixels);
+          } else if (channels_last) {
             const int64_t stride = to.pixel_stride();
             channel_vector_rows<T, Arch, kCoVecs>(staged.data(), run, part,
                                                   first ? bias_row : StartSums<T>{rows, stride}, rows, stride);
@@ -202,10 +218,12 @@ void correlate_all(ConvPass pass, const ConvPlan& plan, const Correlation& c, in
   const Family family = plan.family;
   note_family_run(pass, family);
   if (family == Family::kChannelVectors) {
+    const WindowClasses classes(c, src_h, src_w);
+    const bool skip = skips_border(classes, c.out_h * c.out_w, kernel);
     const auto packed = pack_channel_vector_weights<T, Arch::kTiles.vec_bytes>(cv_block_channels<T, Arch>(), groups,
-                                                                               outs, c.channels, kernel, w);
+                                                                               outs, c.channels, kernel, w, skip);
     channel_vector_batch<T, Arch>(c, batch, groups, outs, src, src_h, src_w, packed.data(), bias, dst,
-                                  plan.channels_last);
+                                  plan.channels_last, skip ? &classes : nullptr);
   } else if (family == Family::kPlanesFirstLayer) {
     TORCH_INTERNAL_ASSERT(!plan.channels_last, "cnnext: ", family_name(family), " has no channels_last kernel");
     const auto packed = pack_pixel_vector_weights<T>(Arch::kTiles.oc_block, groups, outs, c.channels, kernel, w);
@@ -298,7 +316,7 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
   const int64_t taps = cv.taps();
   const int64_t staged_sample = cin * cv.staging.rows * cv.staging.cols, gy_sample = pixels * cout;
   const Activations x{p.groups, cin, p.in_plane(), channels_last}, dy{p.groups, cout, pixels, channels_last};
-  const WindowOffsets offsets(cv);
+  const WindowOffsets offsets(cv, false);
   // Samples staged together: as many as fit in the staging budget, so each pass over the taps
   // reads them from cache; up to 32, for long reductions per partial-sum update.
   const int64_t stage_samples = std::clamp<int64_t>(

@@ -11,7 +11,9 @@
 // with grad_output and reduces over the batch.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "../../params.h"
@@ -127,20 +129,102 @@ inline Correlation grad_weight_correlation(const Conv2dParams& p, int64_t lanes,
 
 // The channel-vector kernels' addressing: the staged offset of each output
 // pixel's window corner (base[oh * out_w + ow]), and of each reduction tap from
-// it (tap[(ch * kernel_h + kh) * kernel_w + kw]).
+// it: channel-major, tap[(ch * kernel_h + kh) * kernel_w + kw] (grad_weight's
+// sums), or kernel-major, tap[(kh * kernel_w + kw) * channels + ch] (forward and
+// grad_input: the taps of one kernel position are then one run of the reduction,
+// which a window wholly in the border skips; WindowClasses).
 struct WindowOffsets {
   std::vector<int64_t> base, tap;
 
-  explicit WindowOffsets(const Correlation& c) : base(c.out_h * c.out_w), tap(c.taps()) {
+  WindowOffsets(const Correlation& c, bool kernel_major) : base(c.out_h * c.out_w), tap(c.taps()) {
     const int64_t cols = c.staging.cols;
     for (int64_t oh = 0; oh < c.out_h; ++oh)
       for (int64_t ow = 0; ow < c.out_w; ++ow) base[oh * c.out_w + ow] = oh * c.stride_h * cols + ow * c.stride_w;
     for (int64_t ch = 0; ch < c.channels; ++ch)
       for (int64_t kh = 0; kh < c.kernel_h; ++kh)
-        for (int64_t kw = 0; kw < c.kernel_w; ++kw)
-          tap[(ch * c.kernel_h + kh) * c.kernel_w + kw] =
-              ch * c.staging.rows * cols + kh * c.dilation_h * cols + kw * c.dilation_w;
+        for (int64_t kw = 0; kw < c.kernel_w; ++kw) {
+          const int64_t t = kernel_major ? (kh * c.kernel_w + kw) * c.channels + ch : (ch * c.kernel_h + kh) * c.kernel_w + kw;
+          tap[t] = ch * c.staging.rows * cols + kh * c.dilation_h * cols + kw * c.dilation_w;
+        }
   }
+};
+
+// The kernel positions [lo, hi) of each of `outs` windows along one staged axis
+// (window o's tap k at o * stride + k * dilation) that read the source: staged
+// at off, off + up, ..., off + (src - 1) * up; the others read the zero border.
+inline std::vector<std::pair<int64_t, int64_t>> source_taps(int64_t outs, int64_t kernel, int64_t stride,
+                                                            int64_t dilation, int64_t off, int64_t up, int64_t src) {
+  std::vector<std::pair<int64_t, int64_t>> taps(outs);
+  const int64_t last = off + (src - 1) * up;
+  for (int64_t o = 0; o < outs; ++o) {
+    int64_t lo = 0, hi = kernel;
+    while (lo < kernel && o * stride + lo * dilation < off) ++lo;
+    while (hi > lo && o * stride + (hi - 1) * dilation > last) --hi;
+    taps[o] = {lo, hi};
+  }
+  return taps;
+}
+
+// Output pixels sorted by which kernel rows [kh_lo, kh_hi) and columns
+// [kw_lo, kw_hi) of their windows read the source rather than the staging's
+// zero border (the padding, and the margins of a grad_input's upsampled
+// grad_output): a class holds every pixel with the same ranges, `order` the
+// pixels class after class (raster order within one), class k being order
+// [begin[k], begin[k + 1]). On a 4 x 4 plane with a 3 x 3 kernel and padding 1,
+// 44 of a window's 144 taps read the border; the kernels then skip them.
+// Without a border (or along a gathered axis, whose positions are not planes')
+// one class of every pixel.
+struct WindowClasses {
+  struct Window {
+    int64_t kh_lo, kh_hi, kw_lo, kw_hi;
+  };
+  std::vector<Window> window;
+  std::vector<int64_t> begin, order;
+  int64_t border_taps = 0;  // taps of all windows together that read only the border
+
+  WindowClasses(const Correlation& c, int64_t src_h, int64_t src_w) {
+    const Staging& st = c.staging;
+    const int64_t pixels = c.out_h * c.out_w;
+    if (st.gather_y.taps != 0 || st.gather_x.taps != 0) {
+      window.push_back({0, c.kernel_h, 0, c.kernel_w});
+      begin = {0, pixels};
+      for (int64_t q = 0; q < pixels; ++q) order.push_back(q);
+      return;
+    }
+    const auto rows = source_taps(c.out_h, c.kernel_h, c.stride_h, c.dilation_h, st.off_y, st.up_y, src_h);
+    const auto cols = source_taps(c.out_w, c.kernel_w, c.stride_w, c.dilation_w, st.off_x, st.up_x, src_w);
+    // Each axis's distinct ranges, and the index of each window's range among them.
+    auto distinct = [](const std::vector<std::pair<int64_t, int64_t>>& ranges, std::vector<int64_t>& index) {
+      std::vector<std::pair<int64_t, int64_t>> d(ranges);
+      std::sort(d.begin(), d.end());
+      d.erase(std::unique(d.begin(), d.end()), d.end());
+      for (const auto& r : ranges) index.push_back(std::lower_bound(d.begin(), d.end(), r) - d.begin());
+      return d;
+    };
+    std::vector<int64_t> row_of, col_of;
+    const auto row_ranges = distinct(rows, row_of), col_ranges = distinct(cols, col_of);
+    const int64_t ncols = static_cast<int64_t>(col_ranges.size());
+    std::vector<int64_t> size(row_ranges.size() * ncols, 0);
+    for (int64_t oh = 0; oh < c.out_h; ++oh)
+      for (int64_t ow = 0; ow < c.out_w; ++ow) ++size[row_of[oh] * ncols + col_of[ow]];
+    std::vector<int64_t> next(size.size());
+    for (int64_t k = 0, at = 0; k < static_cast<int64_t>(size.size()); ++k) {
+      next[k] = at;
+      if (size[k] == 0) continue;
+      const auto& r = row_ranges[k / ncols];
+      const auto& q = col_ranges[k % ncols];
+      window.push_back({r.first, r.second, q.first, q.second});
+      begin.push_back(at);
+      border_taps += size[k] * (c.kernel_h * c.kernel_w - (r.second - r.first) * (q.second - q.first));
+      at += size[k];
+    }
+    begin.push_back(pixels);
+    order.resize(pixels);
+    for (int64_t oh = 0; oh < c.out_h; ++oh)
+      for (int64_t ow = 0; ow < c.out_w; ++ow) order[next[row_of[oh] * ncols + col_of[ow]]++] = oh * c.out_w + ow;
+  }
+
+  int64_t count() const { return static_cast<int64_t>(window.size()); }
 };
 
 // A batch of activations (an input, an output or a gradient of one) with

@@ -88,7 +88,8 @@ void transpose_rows(const T* src, int64_t src_row, int64_t rows, int64_t cols, T
 }
 
 // For the channel-vector families: blocks of `block_outs` output channels
-// (the last one narrower), each [ch][k][oc] over its own channels only, so
+// (the last one narrower), each [ch][k][oc] (`kernel_major`: [k][ch][oc], as
+// WindowOffsets orders the taps) over its own channels only, so
 // that a block's weights are one contiguous run: block (g, oc0) begins at
 // (g * outs + oc0) * channels * kernel, rows of min(block_outs, outs - oc0)
 // elements. Whole rows move at a time where the view has them: one transpose
@@ -98,37 +99,42 @@ void transpose_rows(const T* src, int64_t src_row, int64_t rows, int64_t cols, T
 // channel's kernels at a time.
 template <typename T, int64_t B>
 UninitializedVector<T> pack_channel_vector_weights(int64_t block_outs, int64_t groups, int64_t outs, int64_t channels,
-                                           int64_t kernel, const WeightView<T>& w) {
+                                                   int64_t kernel, const WeightView<T>& w, bool kernel_major = false) {
   const int64_t taps = channels * kernel, blocks = (outs + block_outs - 1) / block_outs;
   const bool rows = w.tap == 1 && w.channel == kernel;
   UninitializedVector<T> packed(groups * taps * outs);  // every block writes all of its own
   at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> channel_major;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t g = task / blocks, oc0 = task % blocks * block_outs;
       const int64_t width = std::min(block_outs, outs - oc0);
       T* block = packed.data() + (g * outs + oc0) * taps;
       if (rows) {
         transpose_rows<T, B>(w.at(g, oc0, 0), w.out, width, taps, block, width);
-        continue;
-      }
-      if (w.channel == 1) {
+      } else if (w.channel == 1) {  // straight into either order
         for (int64_t k = 0; k < kernel; ++k)
-          transpose_rows<T, B>(w.at(g, oc0, 0) + k * w.tap, w.out, width, channels, block + k * width,
-                               kernel * width);
+          transpose_rows<T, B>(w.at(g, oc0, 0) + k * w.tap, w.out, width, channels,
+                               block + k * (kernel_major ? channels : 1) * width,
+                               (kernel_major ? 1 : kernel) * width);
         continue;
-      }
-      if (w.out == 1) {
+      } else if (w.out == 1) {
         for (int64_t ch = 0; ch < channels; ++ch)
           for (int64_t k = 0; k < kernel; ++k)
             std::copy_n(w.at(g, oc0, ch) + k * w.tap, width, block + (ch * kernel + k) * width);
-        continue;
+      } else {
+        for (int64_t ch = 0; ch < channels; ++ch)
+          for (int64_t oc = 0; oc < width; ++oc) {
+            const T* src = w.at(g, oc0 + oc, ch);
+            T* dst = block + ch * kernel * width + oc;
+            for (int64_t k = 0; k < kernel; ++k) dst[k * width] = src[k * w.tap];
+          }
       }
+      if (!kernel_major || kernel == 1 || channels == 1) continue;
+      // [ch][k] rows to [k][ch]: whole rows of `width` elements.
+      channel_major.assign(block, block + taps * width);
       for (int64_t ch = 0; ch < channels; ++ch)
-        for (int64_t oc = 0; oc < width; ++oc) {
-          const T* src = w.at(g, oc0 + oc, ch);
-          T* dst = block + ch * kernel * width + oc;
-          for (int64_t k = 0; k < kernel; ++k) dst[k * width] = src[k * w.tap];
-        }
+        for (int64_t k = 0; k < kernel; ++k)
+          std::copy_n(channel_major.data() + (ch * kernel + k) * width, width, block + (k * channels + ch) * width);
     }
   });
   return packed;
