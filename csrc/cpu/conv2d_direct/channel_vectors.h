@@ -77,6 +77,24 @@ struct StartSums {
   StartSums at(int64_t pixel) const { return {row ? row + pixel * stride : nullptr, stride}; }
 };
 
+// acc[j][i] += sum over taps t in [begin, end) of w[t][j*V + v] * x[i][offset[t]]: the FMA loop of
+// both steps.
+template <typename T, int64_t B, int64_t kCoVecs, int64_t kPix>
+__attribute__((always_inline)) inline void add_taps(Vec<T, B> (&acc)[kCoVecs][kPix], const T* const (&x)[kPix],
+                                                    const TapSpan<T>& taps, int64_t begin, int64_t end) {
+  constexpr int64_t V = kLanes<T, B>;
+  const T* w = taps.w + begin * taps.w_stride;
+  for (int64_t t = begin; t < end; ++t, w += taps.w_stride) {
+    const int64_t off = taps.offset[t];
+    Vec<T, B> wv[kCoVecs];
+    for (int64_t j = 0; j < kCoVecs; ++j) wv[j] = load_vec<B>(w + j * V);
+    for (int64_t i = 0; i < kPix; ++i) {
+      const T xs = x[i][off];
+      for (int64_t j = 0; j < kCoVecs; ++j) acc[j][i] += wv[j] * xs;
+    }
+  }
+}
+
 // out[i][j*V + v] = start[i][j*V + v] + sum_t w[t][j*V + v] * staged[base[i] + offset[t]]
 // for kCoVecs vectors of channels and kPix pixels; out rows out_row apart.
 // Not inlined: inside the block's loops GCC kept loop state in vector registers
@@ -91,16 +109,7 @@ __attribute__((noinline)) void channel_vector_step(const T* staged, const int64_
       for (int64_t i = 0; i < kPix; ++i) acc[j][i] = load_vec<B>(start.row + i * start.stride + j * V);
   const T* x[kPix];
   for (int64_t i = 0; i < kPix; ++i) x[i] = staged + base[i];
-  const T* w = taps.w;
-  for (int64_t t = 0; t < taps.count; ++t, w += taps.w_stride) {
-    const int64_t off = taps.offset[t];
-    Vec<T, B> wv[kCoVecs];
-    for (int64_t j = 0; j < kCoVecs; ++j) wv[j] = load_vec<B>(w + j * V);
-    for (int64_t i = 0; i < kPix; ++i) {
-      const T xs = x[i][off];
-      for (int64_t j = 0; j < kCoVecs; ++j) acc[j][i] += wv[j] * xs;
-    }
-  }
+  add_taps<T, B, kCoVecs, kPix>(acc, x, taps, 0, taps.count);
   for (int64_t j = 0; j < kCoVecs; ++j)
     for (int64_t i = 0; i < kPix; ++i) store_vec<T, B>(out + i * out_row + j * V, acc[j][i]);
 }
@@ -167,18 +176,8 @@ __attribute__((noinline)) void channel_vector_window_step(const T* staged, const
                                   : Vec<T, B>{};
   const T* x[kPix];
   for (int64_t i = 0; i < kPix; ++i) x[i] = staged + base[i];
-  for (int64_t r = 0; r < range_count; ++r) {
-    const T* w = taps.w + ranges[r].begin * taps.w_stride;
-    for (int64_t t = ranges[r].begin; t < ranges[r].end; ++t, w += taps.w_stride) {
-      const int64_t off = taps.offset[t];
-      Vec<T, B> wv[kCoVecs];
-      for (int64_t j = 0; j < kCoVecs; ++j) wv[j] = load_vec<B>(w + j * V);
-      for (int64_t i = 0; i < kPix; ++i) {
-        const T xs = x[i][off];
-        for (int64_t j = 0; j < kCoVecs; ++j) acc[j][i] += wv[j] * xs;
-      }
-    }
-  }
+  for (int64_t r = 0; r < range_count; ++r)
+    add_taps<T, B, kCoVecs, kPix>(acc, x, taps, ranges[r].begin, ranges[r].end);
   for (int64_t j = 0; j < kCoVecs; ++j)
     for (int64_t i = 0; i < kPix; ++i) store_vec<T, B>(sums.out + sums.row[i] * sums.out_row + j * V, acc[j][i]);
 }
