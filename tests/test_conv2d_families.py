@@ -353,13 +353,13 @@ def test_auto_runs_large_layers_as_im2col():
 
 
 def test_auto_weighs_the_gemm_by_cpu_vendor():
-    """Where oneMKL runs below full speed (CPUs not Intel's), AVX-512's forward channel vectors stay direct at any
-    reduction, strided or not (but 1 x 1 shortcuts), and its scattered grad_input up to 4096 multiply-adds per
-    input pixel; channels_last pointwise forward and grad_input that its channel vectors run in place with 64
-    outputs or more over a reduction of 64 or more stay direct; grad_weight, AVX2 and the other rules are the Intel
-    ones, but for NCHW grad_weight's channel vectors where a group's weight gradient fits 1 MB (where the Intel
-    rules leave strided layers and long reductions to im2col). On this CPU, `auto` runs what the plan for its
-    vendor says, with torch's results and layout."""
+    """Where oneMKL runs below full speed (CPUs not Intel's), AVX-512's channel vectors stay direct at any
+    reduction, forward (but 1 x 1 shortcuts) and grad_input, strided or not, scattered or not (NCHW 1 x 1
+    shortcuts included); channels_last pointwise forward and grad_input that its channel vectors run in place
+    with 64 outputs or more over a reduction of 64 or more stay direct; grad_weight, AVX2 and the other rules are
+    the Intel ones, but for grad_weight's channel vectors where a group's weight gradient fits 1 MB, or 3 MB
+    where two staged samples fit (where the Intel rules leave strided layers and long reductions to im2col).
+    On this CPU, `auto` runs what the plan for its vendor says, with torch's results and layout."""
     def plan(x_shape, w_shape, pass_="forward", isa="avx512", vendor="amd", **kwargs):
         return _ops.conv2d_plan(x_shape, w_shape, pass_=pass_, isa=isa, vendor=vendor, **kwargs)
 
@@ -376,9 +376,18 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
         got = plan(*strided[:2], "grad_input", vendor=vendor, **strided[2])  # 256 x 9 = 2304 per input pixel
         assert got["family"] == "channel_vectors_scatter", got
         assert plan(*strided[:2], "grad_input", vendor="intel", **strided[2])["algo"] == "im2col"
-        for x_shape, w_shape, kwargs in (large, wide_strided):  # 4608 per input pixel
-            assert plan(x_shape, w_shape, "grad_input", vendor=vendor, **kwargs)["algo"] == "im2col"
-        assert plan((8, 256, 14, 14), (512, 256, 1, 1), stride=2, vendor=vendor)["algo"] == "im2col"
+        for (x_shape, w_shape, kwargs), family in zip((large, wide_strided),  # 4608 per input pixel
+                                                      ("channel_vectors", "channel_vectors_scatter")):
+            got = plan(x_shape, w_shape, "grad_input", vendor=vendor, **kwargs)
+            assert (got["algo"], got["family"]) == ("direct", family), got
+            assert plan(x_shape, w_shape, "grad_input", vendor="intel", **kwargs)["algo"] == "im2col"
+            assert plan(x_shape, w_shape, "grad_input", isa="avx2", vendor=vendor, **kwargs)["algo"] == "im2col"
+        shortcut = (8, 256, 14, 14), (512, 256, 1, 1)
+        assert plan(*shortcut, stride=2, vendor=vendor)["algo"] == "im2col"
+        got = plan(*shortcut, "grad_input", stride=2, vendor=vendor)
+        assert (got["algo"], got["family"]) == ("direct", "channel_vectors_scatter"), got
+        assert plan(*shortcut, "grad_input", stride=2, vendor=vendor, channels_last=True)["algo"] == "im2col"
+        assert plan(*shortcut, "grad_input", stride=2, vendor="intel")["algo"] == "im2col"
         # Pointwise, channels_last: forward and grad_input in place with 64 outputs and a reduction of 64 or more.
         for x_shape, w_shape, algos in (((8, 64, 14, 14), (384, 64, 1, 1), ("direct", "direct")),
                                         ((8, 384, 14, 14), (64, 384, 1, 1), ("direct", "direct")),
@@ -391,14 +400,17 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
                 assert plan(x_shape, w_shape, pass_, vendor="intel", channels_last=True)["algo"] == "im2col"
             assert plan(x_shape, w_shape, "grad_weight", vendor=vendor, channels_last=True)["algo"] == "im2col"
         # NCHW grad_weight: channel vectors where a group's weight gradient fits 1 MB (stems, 64 -> 128 and
-        # 128 -> 128 of 3 x 3, strided or not), where the Intel rules run im2col.
+        # 128 -> 128 of 3 x 3, strided or not), or 3 MB where two samples fit the staging (256 -> 256 of
+        # 3 x 3 on 8 x 8), where the Intel rules run im2col; on 14 x 14 planes two samples do not fit.
         for x_shape, w_shape, kwargs in (((8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3)),
                                          ((8, 64, 56, 56), (128, 64, 3, 3), dict(stride=2, padding=1)),
-                                         ((8, 128, 28, 28), (128, 128, 3, 3), dict(padding=1))):
+                                         ((8, 128, 28, 28), (128, 128, 3, 3), dict(padding=1)),
+                                         ((32, 256, 8, 8), (256, 256, 3, 3), dict(padding=1))):
             got = plan(x_shape, w_shape, "grad_weight", vendor=vendor, **kwargs)
             assert (got["algo"], got["family"]) == ("direct", "grad_weight_channel_vectors"), (w_shape, got)
             assert plan(x_shape, w_shape, "grad_weight", vendor="intel", **kwargs)["algo"] == "im2col"
             assert plan(x_shape, w_shape, "grad_weight", isa="avx2", vendor=vendor, **kwargs)["algo"] == "im2col"
+        assert plan((8, 256, 14, 14), (256, 256, 3, 3), "grad_weight", vendor=vendor, padding=1)["algo"] == "im2col"
         assert plan((8, 3, 64, 64), (64, 3, 3, 3), "grad_weight", vendor=vendor, padding=1)["family"] == \
             "planes_first_layer"
     gen = torch.Generator().manual_seed(11)
@@ -408,6 +420,8 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
     for x_shape, w_shape, stride, pass_, layout in (
             ((2, 512, 4, 4), (32, 512, 3, 3), 1, "forward", torch.contiguous_format),
             ((2, 32, 8, 8), (256, 32, 3, 3), 2, "grad_input", torch.contiguous_format),
+            ((2, 32, 6, 6), (512, 32, 3, 3), 1, "grad_input", torch.contiguous_format),
+            ((3, 32, 7, 9), (64, 32, 1, 1), 2, "grad_input", torch.contiguous_format),
             ((3, 72, 5, 6), (40, 72, 1, 1), 1, "forward", torch.channels_last),
             ((3, 40, 5, 6), (72, 40, 1, 1), 1, "grad_input", torch.channels_last),
             ((2, 16, 9, 9), (32, 16, 3, 3), 2, "grad_weight", torch.contiguous_format)):
@@ -484,8 +498,11 @@ def test_channel_vectors_skipping_border_taps_match_torch(isa, layout, dtype, mo
     float64 reference, bitwise the same under 1 and 3 threads. The shapes have asymmetric padding, windows wholly
     in the border (output = bias), strides, dilation, groups, and reductions cut into parts across kernel
     positions (a class with none of its taps in a part). grad_input runs channel vectors where the plan can (input
-    channels in whole vectors; stride 1 at least), else the family the plan falls back to."""
-    monkeypatch.setenv("CNNEXT_CONV_PLAN", "family=channel_vectors")
+    channels in whole vectors; stride 1 at least), else the family the plan falls back to. grad_weight's channel
+    vectors sweep the taps kernel-major and sum each step over the pixels whose windows read the source at its
+    kernel positions (steps whose taps straddle two positions, several block widths): the weight gradient equals
+    the float64 reference too, bitwise the same under 1 and 3 threads."""
+    monkeypatch.setenv("CNNEXT_CONV_PLAN", "family=channel_vectors,family=grad_weight_channel_vectors")
     gen = torch.Generator().manual_seed(11)
     ops = torch.ops.cnnext
     memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
@@ -501,9 +518,11 @@ def test_channel_vectors_skipping_border_taps_match_torch(isa, layout, dtype, mo
         b = torch.randn(w_shape[0], dtype=dtype, generator=gen)
         top, left, bottom, right = padding
         padded = F.pad(x.double(), (left, right, top, bottom)).requires_grad_()
-        y = F.conv2d(padded, w.double(), b.double(), stride, 0, dilation, groups)
+        w64 = w.double().requires_grad_()
+        y = F.conv2d(padded, w64, b.double(), stride, 0, dilation, groups)
         gy = torch.randn(y.shape, dtype=dtype, generator=gen).to(memory_format=memory_format)
-        gx_ref = torch.autograd.grad(y, padded, gy.double())[0][:, :, top:top + x_shape[2], left:left + x_shape[3]]
+        gx_ref, gw_ref = torch.autograd.grad(y, (padded, w64), gy.double())
+        gx_ref = gx_ref[:, :, top:top + x_shape[2], left:left + x_shape[3]]
         geometry = (list(stride), list(padding), list(dilation), groups)
         results = []
         previous = torch.get_num_threads()
@@ -517,7 +536,9 @@ def test_channel_vectors_skipping_border_taps_match_torch(isa, layout, dtype, mo
                                            pass_="grad_input", algo="direct", channels_last=layout == "channels_last")
                 assert _ops.last_conv2d_family("grad_input") == planned["family"]
                 assert planned["family"] == "channel_vectors" or stride != (1, 1)
-                results.append((out, gx))
+                gw = ops.conv2d_grad_weight(gy, x, list(w_shape), *geometry, "direct")
+                assert _ops.last_conv2d_family("grad_weight") == "grad_weight_channel_vectors"
+                results.append((out, gx, gw))
         finally:
             torch.set_num_threads(previous)
         label = f"{layout} {x_shape} {w_shape} stride {stride} padding {padding} dilation {dilation} groups {groups}"
@@ -526,6 +547,7 @@ def test_channel_vectors_skipping_border_taps_match_torch(isa, layout, dtype, mo
         tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(results[0][0].double(), y.detach(), **tol, msg=lambda m: f"{label} output: {m}")
         torch.testing.assert_close(results[0][1].double(), gx_ref, **tol, msg=lambda m: f"{label} grad_input: {m}")
+        torch.testing.assert_close(results[0][2].double(), gw_ref, **tol, msg=lambda m: f"{label} grad_weight: {m}")
         assert results[0][0].is_contiguous(memory_format=memory_format), label
 
 

@@ -29,6 +29,9 @@ constexpr int64_t kChannelVectorWeightBytes = 512 << 10;
 // group's weight gradient that every staged sample adds into, where they beat
 // an im2col GEMM below full speed (conv2d_plan.cpp) only while they stay in L2.
 constexpr int64_t kWeightSumsBytes = 1 << 20;
+// The same where a few samples staged together reduce long between two updates
+// of those sums (two samples fit kDirectStagingBytes): in the outer caches.
+constexpr int64_t kStagedWeightSumsBytes = 3 << 20;
 
 // Direct convolution, planes of first layers (planes_first_layer.h): the
 // shifted copies of one band of rows, which every block of output channels

@@ -114,13 +114,30 @@ struct Geometry {
     return tiny || (outs >= 2 * lanes && c.taps() >= kFewTaps);
   }
 
+  // grad_weight's channel vectors pass over the taps once per group of staged samples: they need two
+  // samples with their grad_output to fit the staging budget, or, in channels_last with steps of 4 vectors
+  // (AVX-512), which read grad_output in place, a sample's staged planes.
+  bool weight_vectors_fit() const {
+    const Correlation cv = grad_weight_correlation(p, lanes, true);
+    const int64_t budget = kDirectStagingBytes;
+    const int64_t cv_planes = saturating_product(p.in_per_group(), cv.staging.rows, cv.staging.cols);
+    const int64_t cv_sample = cv_planes > budget ? budget : cv_planes + p.out_plane() * p.out_per_group();
+    const bool in_place = channels_last && p.out_per_group() % lanes == 0;
+    return 2 * cv_sample * element_size <= budget ||
+           (in_place && tiles.cv_vectors >= 4 && cv_planes * element_size <= budget);
+  }
+
   // Beside a GEMM below full speed (isa.h: CPUs not Intel's), grad_weight's channel vectors in steps of 4
   // vectors (AVX-512; NCHW grad_output through a transpose per sample) beat im2col on kernels larger than
   // 1 x 1 while a group's weight gradient, their sums, stays in L2 (kWeightSumsBytes): the stems and the
-  // 64 -> 128 and 128 -> 128 layers of 3 x 3, strided or not; larger ones ran even or slower.
+  // 64 -> 128 and 128 -> 128 layers of 3 x 3, strided or not; where their samples fit the staging
+  // (weight_vectors_fit), up to kStagedWeightSumsBytes at any reduction, as they skip the border's taps
+  // where im2col multiplies its zero columns (256 -> 256 of 3 x 3). Larger ones ran slower.
   bool weight_vectors_beat_slow_gemm() const {
+    const int64_t bytes = weight_gradient_bytes();
     return vendor != CpuVendor::kIntel && pass == ConvPass::GradWeight && tiles.cv_vectors >= 4 &&
-           p.out_per_group() % lanes == 0 && p.kernel_plane() > 1 && weight_gradient_bytes() <= kWeightSumsBytes;
+           p.out_per_group() % lanes == 0 && p.kernel_plane() > 1 &&
+           (bytes <= kWeightSumsBytes || (bytes <= kStagedWeightSumsBytes && weight_vectors_fit()));
   }
 
   // grad_input: the scattered channel vectors (channel_vectors_scatter.h) keep a scratch tile of
@@ -159,25 +176,17 @@ struct Geometry {
 
   Family grad_weight_family() const {
     if (input_vectors_win()) return Family::kGradWeightInputVectors;
-    const int64_t cin = p.in_per_group(), cout = p.out_per_group();
+    const int64_t cout = p.out_per_group();
     const bool unit_stride = p.stride_h == 1 && p.stride_w == 1;
     const Correlation rows = grad_weight_correlation(p, lanes, false);
     const Correlation flat = grad_weight_correlation(p, lanes, unit_stride);
     // Channel vectors where they win for the better of the pixel layouts (channels_last: wherever they
-    // can run, as for the correlation), and two staged samples with their grad_output fit in the
-    // staging budget: the taps are passed over once per group of staged samples (a layer with large
-    // planes loses). In channels_last, steps of 4 vectors (AVX-512) need only a sample's staged
-    // planes to fit: they read grad_output in place, where the other families transpose both
-    // operands or leave the pass to im2col.
-    const Correlation cv = grad_weight_correlation(p, lanes, true);
-    const int64_t budget = kDirectStagingBytes;
-    const int64_t cv_planes = saturating_product(cin, cv.staging.rows, cv.staging.cols);
-    const int64_t cv_sample = cv_planes > budget ? budget : cv_planes + p.out_plane() * cout;
+    // can run, as for the correlation), and their samples fit the staging (a layer with large planes
+    // loses). In channels_last they read grad_output in place, where the other families transpose
+    // both operands or leave the pass to im2col.
     const bool win = channel_vectors_win(rows, cout) && (!flat.flat || channel_vectors_win(flat, cout));
     const bool in_place = channels_last && cout % lanes == 0;
-    const bool fits = 2 * cv_sample * element_size <= budget ||
-                      (in_place && tiles.cv_vectors >= 4 && cv_planes * element_size <= budget);
-    if ((win || in_place) && fits) return Family::kGradWeightChannelVectors;
+    if ((win || in_place) && weight_vectors_fit()) return Family::kGradWeightChannelVectors;
     // The strided layers and long reductions that the families below lose to im2col, beside a slower GEMM.
     if (weight_vectors_beat_slow_gemm() && (!unit_stride || p.col_rows() >= kWideReduction))
       return Family::kGradWeightChannelVectors;
@@ -298,8 +307,9 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   grad_input); never for AVX-512's channel vectors in channels_last
 //   (forward, grad_input, scattered or not), which run in place. On CPUs
 //   where oneMKL's GEMM runs below full speed (not Intel's): never for
-//   AVX-512's forward channel vectors, and from kBlockedReduction for its
-//   scattered grad_input.
+//   AVX-512's channel vectors, forward or grad_input, scattered or not, nor
+//   for its grad_weight channel vectors whose sums stay in cache
+//   (weight_vectors_beat_slow_gemm).
 // - forward and grad_weight: direct, except for strided layers with at least
 //   8 input channels per group that the direct kernels run with vectors over
 //   pixels: they read the input with strided loads, slower than im2col's
@@ -315,11 +325,12 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   Neither strided rule holds for AVX-512's channel vectors in channels_last
 //   grad_weight of kernels larger than 1 x 1, which read grad_output in place,
 //   nor, where oneMKL's GEMM runs below full speed, for the grad_weight
-//   channel vectors whose sums stay in L2 (weight_vectors_beat_slow_gemm).
+//   channel vectors whose sums stay in cache (weight_vectors_beat_slow_gemm).
 // - grad_input: direct where the plan scatters it (channel_vectors_scatter:
 //   strided and unpadded layers, only real gradient values multiplied),
-//   but for 1 x 1 kernels, whose im2col is one GEMM with no zeros either;
-//   otherwise direct when C_in/groups >= 8, the stride is 1 and the output
+//   but for 1 x 1 kernels, whose im2col is one GEMM with no zeros either
+//   (but in NCHW beside a GEMM below full speed, with AVX-512); otherwise
+//   direct when C_in/groups >= 8, the stride is 1 and the output
 //   plane has at least kTinyPlane pixels. Its kernels
 //   compute blocks of input channels, which first layers (1 or 3 input
 //   channels) and depthwise layers would mostly waste; with a stride they
@@ -371,13 +382,14 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
   // at any reduction: they beat im2col's GEMM on the wide and the strided layers too.
   const bool in_place_vectors = channels_last && isa == Isa::kAvx512 && pass != ConvPass::GradWeight &&
                                 (family == Family::kChannelVectors || family == Family::kChannelVectorsScatter);
-  // Where oneMKL's GEMM runs below full speed (isa.h: CPUs not Intel's), AVX-512's forward channel vectors beat
-  // im2col at any reduction too, strided or not, and its scattered grad_input up to kBlockedReduction.
-  const bool direct_vectors =
-      in_place_vectors || (!gemm_full_speed && wide_channel_vectors && pass == ConvPass::Forward);
-  const bool blocked_scatter = !gemm_full_speed && isa == Isa::kAvx512 && family == Family::kChannelVectorsScatter;
-  if (reduction >= (blocked || blocked_scatter ? kBlockedReduction : kLargeReduction) && !direct_vectors)
-    return ConvAlgo::Im2col;
+  // Where oneMKL's GEMM runs below full speed (isa.h: CPUs not Intel's), AVX-512's channel vectors beat im2col
+  // at any reduction too, forward and grad_input, strided or not, scattered or not: they skip the border's
+  // taps (channel_vectors.h), where im2col multiplies its zero columns.
+  const bool slow_gemm_vectors = !gemm_full_speed && isa == Isa::kAvx512 && pass != ConvPass::GradWeight &&
+                                 (family == Family::kChannelVectors || family == Family::kChannelVectorsScatter);
+  const bool direct_vectors = in_place_vectors || slow_gemm_vectors ||
+                              (family == Family::kGradWeightChannelVectors && g.weight_vectors_beat_slow_gemm());
+  if (reduction >= (blocked ? kBlockedReduction : kLargeReduction) && !direct_vectors) return ConvAlgo::Im2col;
   // Their grad_weight reads grad_output in place too, strided or not (stems included; RESULTS.md, session 16),
   // but for 1 x 1 kernels (shortcuts), whose im2col is a GEMM over the strided input's gathered pixels alone;
   // beside a slower GEMM, NCHW's too where their sums stay in L2 (Geometry::weight_vectors_beat_slow_gemm).
@@ -415,7 +427,9 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
       // A gradient of fewer than kTinyPlane pixels padded out to the input's size is mostly zeros to
       // the direct kernels; col2im adds only the real values (lenet.conv3's 3 x 3: 1.1 - 1.6x).
       // A 1 x 1 kernel's columns hold only real gradient values too: then im2col's GEMM is the whole pass.
-      if (family == Family::kChannelVectorsScatter) return p.kernel_plane() > 1 ? ConvAlgo::Direct : ConvAlgo::Im2col;
+      // Beside a slower GEMM, NCHW's scatter beats that GEMM on 1 x 1 kernels too (ResNet's shortcuts).
+      if (family == Family::kChannelVectorsScatter)
+        return p.kernel_plane() > 1 || (slow_gemm_vectors && !channels_last) ? ConvAlgo::Direct : ConvAlgo::Im2col;
       if (p.out_plane() < kTinyPlane) return ConvAlgo::Im2col;
       return p.in_per_group() >= 8 && !strided ? ConvAlgo::Direct : ConvAlgo::Im2col;
   }

@@ -316,7 +316,7 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
   const int64_t taps = cv.taps();
   const int64_t staged_sample = cin * cv.staging.rows * cv.staging.cols, gy_sample = pixels * cout;
   const Activations x{p.groups, cin, p.in_plane(), channels_last}, dy{p.groups, cout, pixels, channels_last};
-  const WindowOffsets offsets(cv, false);
+  const WeightTapSweep sweep(cv, p.in_h, p.in_w);
   // Samples staged together: as many as fit in the staging budget, so each pass over the taps
   // reads them from cache; up to 32, for long reductions per partial-sum update.
   const int64_t stage_samples = std::clamp<int64_t>(
@@ -349,10 +349,9 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
         const int64_t row_pixel = channels_last ? p.out_channels : cout;
         const int64_t row_sample = channels_last ? pixels * p.out_channels : gy_sample;
         for (int64_t oc0 = 0; oc0 < cout; oc0 += block_outs) {
-          const ChannelVectorWeightBatch<T> b{staged.data(),       staged_sample, rows + oc0, row_pixel,
-                                              row_sample,          count,         offsets.base.data(), pixels,
-                                              offsets.tap.data(), taps,          partial + g * taps * cout + oc0,
-                                              cout};
+          const ChannelVectorWeightBatch<T> b{staged.data(), staged_sample, rows + oc0, row_pixel,
+                                              row_sample,    count,         &sweep,     p.out_w,
+                                              taps,          partial + g * taps * cout + oc0, cout};
           with_vector_count<Arch::kTiles.cv_vectors>((cout - oc0) / V, [&](auto vectors) {
             channel_vector_weight_block<T, Arch, decltype(vectors)::value>(b);
           });

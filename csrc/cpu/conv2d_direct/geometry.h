@@ -129,10 +129,10 @@ inline Correlation grad_weight_correlation(const Conv2dParams& p, int64_t lanes,
 
 // The channel-vector kernels' addressing: the staged offset of each output
 // pixel's window corner (base[oh * out_w + ow]), and of each reduction tap from
-// it: channel-major, tap[(ch * kernel_h + kh) * kernel_w + kw] (grad_weight's
-// sums), or kernel-major, tap[(kh * kernel_w + kw) * channels + ch] (forward and
-// grad_input: the taps of one kernel position are then one run of the reduction,
-// which a window wholly in the border skips; WindowClasses).
+// it: channel-major, tap[(ch * kernel_h + kh) * kernel_w + kw] (dW's order), or
+// kernel-major, tap[(kh * kernel_w + kw) * channels + ch] where a pass skips the
+// border: the taps of one kernel position are then one run of the reduction,
+// which a window wholly in the border skips (WindowClasses, WindowRect).
 struct WindowOffsets {
   std::vector<int64_t> base, tap;
 
@@ -163,6 +163,42 @@ inline std::vector<std::pair<int64_t, int64_t>> source_taps(int64_t outs, int64_
     taps[o] = {lo, hi};
   }
   return taps;
+}
+
+// Output pixels rows [row_lo, row_hi) x columns [col_lo, col_hi); empty where lo >= hi.
+struct WindowRect {
+  int64_t row_lo, row_hi, col_lo, col_hi;
+
+  // The smallest rectangle holding both (an empty one holds nothing: lo = outs, hi = 0).
+  WindowRect hull(const WindowRect& o) const {
+    return {std::min(row_lo, o.row_lo), std::max(row_hi, o.row_hi), std::min(col_lo, o.col_lo),
+            std::max(col_hi, o.col_hi)};
+  }
+};
+
+// Per kernel position (kh * kernel_w + kw): the smallest rectangle of output pixels holding every window
+// whose tap there reads the source rather than the staging's zero border (source_taps). Along a gathered
+// axis, every window.
+inline std::vector<WindowRect> window_rects(const Correlation& c, int64_t src_h, int64_t src_w) {
+  const Staging& st = c.staging;
+  // Per kernel tap along one axis: [lo, hi) of the windows that read the source with it.
+  auto axis = [](int64_t outs, int64_t kernel, int64_t stride, int64_t dilation, int64_t off, int64_t up,
+                 int64_t src, bool gathered) {
+    std::vector<std::pair<int64_t, int64_t>> range(kernel, gathered ? std::make_pair(int64_t{0}, outs)
+                                                                     : std::make_pair(outs, int64_t{0}));
+    if (gathered) return range;
+    const auto taps = source_taps(outs, kernel, stride, dilation, off, up, src);
+    for (int64_t o = 0; o < outs; ++o)
+      for (int64_t k = taps[o].first; k < taps[o].second; ++k)
+        range[k] = {std::min(range[k].first, o), std::max(range[k].second, o + 1)};
+    return range;
+  };
+  const auto rows = axis(c.out_h, c.kernel_h, c.stride_h, c.dilation_h, st.off_y, st.up_y, src_h, st.gather_y.taps != 0);
+  const auto cols = axis(c.out_w, c.kernel_w, c.stride_w, c.dilation_w, st.off_x, st.up_x, src_w, st.gather_x.taps != 0);
+  std::vector<WindowRect> rects;
+  for (const auto& r : rows)
+    for (const auto& q : cols) rects.push_back({r.first, r.second, q.first, q.second});
+  return rects;
 }
 
 // Output pixels sorted by which kernel rows [kh_lo, kh_hi) and columns

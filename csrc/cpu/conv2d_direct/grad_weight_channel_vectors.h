@@ -5,8 +5,14 @@
 // over samples and pixels needs no horizontal sums, and the sums are kept
 // tap-major, so that a step adds its accumulators into them as whole vectors
 // (dW's [oc][t] took a scalar add per lane, a large share of a step over a
-// small plane's pixels).
+// small plane's pixels). Where the windows' border is large enough to skip
+// (skips_border), the taps are swept kernel-major, so that a step's taps share
+// a kernel position, and a step sums only over the pixels whose windows read
+// the source there (WindowRect); the others would add products with the zero
+// padding.
 #pragma once
+
+#include <vector>
 
 #include "../vec.h"
 #include "channel_vectors.h"
@@ -15,6 +21,31 @@
 namespace cnnext {
 namespace cpu {
 namespace {
+
+// The order in which grad_weight's channel vectors sweep the reduction taps,
+// and the output pixels each tap sums over.
+struct WeightTapSweep {
+  WindowOffsets offsets;           // the taps in sweep order (tap_offset), the pixels' windows (base)
+  std::vector<int64_t> tap_row;    // the row of the tap-major sums (channel-major tap) of each swept tap
+  std::vector<WindowRect> rects;   // per kernel position in sweep order: the pixels whose windows read the source
+  int64_t position_taps;           // swept taps per kernel position; all of them where one rect covers every tap
+
+  WeightTapSweep(const Correlation& c, int64_t src_h, int64_t src_w)
+      : WeightTapSweep(c, skips_border(WindowClasses(c, src_h, src_w), c.out_h * c.out_w, c.kernel_h * c.kernel_w),
+                       src_h, src_w) {}
+
+ private:
+  WeightTapSweep(const Correlation& c, bool skip, int64_t src_h, int64_t src_w)
+      : offsets(c, skip), tap_row(c.taps()), position_taps(skip ? c.channels : c.taps()) {
+    const int64_t kernel = c.kernel_h * c.kernel_w;
+    for (int64_t i = 0; i < c.taps(); ++i) tap_row[i] = skip ? i % c.channels * kernel + i / c.channels : i;
+    if (skip) {
+      rects = window_rects(c, src_h, src_w);
+    } else {
+      rects = {{0, c.out_h, 0, c.out_w}};
+    }
+  }
+};
 
 // The operands of one block of output channels, for a few staged samples.
 template <typename T>
@@ -25,9 +56,8 @@ struct ChannelVectorWeightBatch {
   int64_t gy_pixel;       // elements between pixels
   int64_t gy_sample;      // elements between samples
   int64_t samples;
-  const int64_t* base;    // staged offset of each output pixel's window (WindowOffsets)
-  int64_t pixels;
-  const int64_t* tap_offset;  // staged offset of each reduction tap (WindowOffsets)
+  const WeightTapSweep* sweep;
+  int64_t out_w;
   int64_t taps;
   T* partial;             // [tap][channel], at the block's first channel
   int64_t partial_row;    // elements between taps
@@ -38,25 +68,32 @@ template <typename T, class Arch, int64_t kCoVecs, int64_t kTaps>
 __attribute__((always_inline)) inline void channel_vector_weight_step(const ChannelVectorWeightBatch<T>& b,
                                                                       int64_t t) {
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
+  const WeightTapSweep& sweep = *b.sweep;
+  // The pixels of the kernel positions of taps [t, t + kTaps): mostly one (channels >= taps per step).
+  WindowRect r = sweep.rects[t / sweep.position_taps];
+  for (int64_t k = t / sweep.position_taps + 1; k <= (t + kTaps - 1) / sweep.position_taps; ++k)
+    r = r.hull(sweep.rects[k]);
   // Locals, not loads through `b`, in the loops.
-  const int64_t* base = b.base;
-  const int64_t pixels = b.pixels, gy_pixel = b.gy_pixel;
+  const int64_t* base = sweep.offsets.base.data();
+  const int64_t out_w = b.out_w, gy_pixel = b.gy_pixel;
   Vec<T, B> acc[kCoVecs][kTaps] = {};
   for (int64_t s = 0; s < b.samples; ++s) {
     const T* x[kTaps];
-    for (int64_t k = 0; k < kTaps; ++k) x[k] = b.staged + s * b.staged_sample + b.tap_offset[t + k];
-    const T* g = b.gyT + s * b.gy_sample;
-    for (int64_t q = 0; q < pixels; ++q, g += gy_pixel) {
-      Vec<T, B> gv[kCoVecs];
-      for (int64_t j = 0; j < kCoVecs; ++j) gv[j] = load_vec<B>(g + j * V);
-      for (int64_t k = 0; k < kTaps; ++k) {
-        const T xs = x[k][base[q]];
-        for (int64_t j = 0; j < kCoVecs; ++j) acc[j][k] += gv[j] * xs;
+    for (int64_t k = 0; k < kTaps; ++k) x[k] = b.staged + s * b.staged_sample + sweep.offsets.tap[t + k];
+    for (int64_t oh = r.row_lo; oh < r.row_hi; ++oh) {
+      const T* g = b.gyT + s * b.gy_sample + (oh * out_w + r.col_lo) * gy_pixel;
+      for (int64_t q = oh * out_w + r.col_lo; q < oh * out_w + r.col_hi; ++q, g += gy_pixel) {
+        Vec<T, B> gv[kCoVecs];
+        for (int64_t j = 0; j < kCoVecs; ++j) gv[j] = load_vec<B>(g + j * V);
+        for (int64_t k = 0; k < kTaps; ++k) {
+          const T xs = x[k][base[q]];
+          for (int64_t j = 0; j < kCoVecs; ++j) acc[j][k] += gv[j] * xs;
+        }
       }
     }
   }
   for (int64_t k = 0; k < kTaps; ++k) {
-    T* row = b.partial + (t + k) * b.partial_row;
+    T* row = b.partial + sweep.tap_row[t + k] * b.partial_row;
     for (int64_t j = 0; j < kCoVecs; ++j) store_vec<T, B>(row + j * V, load_vec<B>(row + j * V) + acc[j][k]);
   }
 }
