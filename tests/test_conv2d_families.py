@@ -356,7 +356,7 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
     """Where oneMKL runs below full speed (CPUs not Intel's), AVX-512's channel vectors stay direct at any
     reduction, forward (but 1 x 1 shortcuts) and grad_input, strided or not, scattered or not (NCHW 1 x 1
     shortcuts included); channels_last pointwise forward and grad_input that its channel vectors run in place
-    with 64 outputs or more over a reduction of 64 or more stay direct; grad_weight, AVX2 and the other rules are
+    (whole vectors of outputs) over a reduction of more than one vector stay direct; grad_weight, AVX2 and the other rules are
     the Intel ones, but for grad_weight's channel vectors where a group's weight gradient fits 1 MB, or 3 MB
     where two staged samples fit (where the Intel rules leave strided layers and long reductions to im2col).
     On this CPU, `auto` runs what the plan for its vendor says, with torch's results and layout."""
@@ -388,11 +388,14 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
         assert (got["algo"], got["family"]) == ("direct", "channel_vectors_scatter"), got
         assert plan(*shortcut, "grad_input", stride=2, vendor=vendor, channels_last=True)["algo"] == "im2col"
         assert plan(*shortcut, "grad_input", stride=2, vendor="intel")["algo"] == "im2col"
-        # Pointwise, channels_last: forward and grad_input in place with 64 outputs and a reduction of 64 or more.
+        # Pointwise, channels_last: forward and grad_input in place with whole vectors of outputs and a
+        # reduction of more than one vector.
         for x_shape, w_shape, algos in (((8, 64, 14, 14), (384, 64, 1, 1), ("direct", "direct")),
                                         ((8, 384, 14, 14), (64, 384, 1, 1), ("direct", "direct")),
-                                        ((8, 32, 28, 28), (192, 32, 1, 1), ("im2col", "im2col")),
-                                        ((8, 192, 28, 28), (32, 192, 1, 1), ("im2col", "im2col"))):
+                                        ((8, 32, 28, 28), (192, 32, 1, 1), ("direct", "direct")),
+                                        ((8, 16, 112, 112), (96, 16, 1, 1), ("im2col", "direct")),
+                                        ((8, 96, 56, 56), (24, 96, 1, 1), ("im2col", "direct")),
+                                        ((8, 24, 56, 56), (144, 24, 1, 1), ("direct", "im2col"))):
             for pass_, algo in zip(("forward", "grad_input"), algos):
                 got = plan(x_shape, w_shape, pass_, vendor=vendor, channels_last=True)
                 assert (got["algo"], got["channels_last"]) == (algo, algo == "direct"), (x_shape, w_shape, pass_)
@@ -549,6 +552,45 @@ def test_channel_vectors_skipping_border_taps_match_torch(isa, layout, dtype, mo
         torch.testing.assert_close(results[0][1].double(), gx_ref, **tol, msg=lambda m: f"{label} grad_input: {m}")
         torch.testing.assert_close(results[0][2].double(), gw_ref, **tol, msg=lambda m: f"{label} grad_weight: {m}")
         assert results[0][0].is_contiguous(memory_format=memory_format), label
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_channels_last_pointwise_channel_vectors_read_in_place(isa, dtype, monkeypatch):
+    """channels_last 1 x 1 layers at stride 1 without padding: the channel vectors read a pixel's channels in
+    place, no staged planes. Forward and grad_input (with and without bias, groups, samples of one pixel, several
+    blocks of outputs, a reduction of one vector and of many) equal the float64 reference, bitwise the same
+    under 1 and 3 threads, and stay channels_last."""
+    monkeypatch.setenv("CNNEXT_CONV_PLAN", "family=channel_vectors")
+    gen = torch.Generator().manual_seed(17)
+    ops = torch.ops.cnnext
+    geometry = ([1, 1], [0, 0, 0, 0], [1, 1])
+    for x_shape, outs, groups, bias in (((3, 32, 5, 7), 48, 1, True), ((2, 16, 1, 1), 32, 1, False),
+                                        ((4, 64, 6, 3), 96, 2, True), ((2, 208, 3, 4), 80, 1, False)):
+        x = torch.randn(x_shape, dtype=dtype, generator=gen).to(memory_format=torch.channels_last)
+        w = torch.randn(outs, x_shape[1] // groups, 1, 1, dtype=dtype, generator=gen)
+        b = torch.randn(outs, dtype=dtype, generator=gen) if bias else None
+        y = F.conv2d(x.double(), w.double(), None if b is None else b.double(), groups=groups)
+        gy = torch.randn(y.shape, dtype=dtype, generator=gen).to(memory_format=torch.channels_last)
+        gx_ref = F.conv_transpose2d(gy.double(), w.double(), groups=groups)
+        results = []
+        previous = torch.get_num_threads()
+        try:
+            for threads in (1, 3):
+                torch.set_num_threads(threads)
+                out = ops.conv2d(x, w, b, *geometry, groups, "direct")
+                assert _ops.last_conv2d_family("forward") == "channel_vectors"
+                gx = ops.conv2d_grad_input(gy, w, list(x_shape), *geometry, groups, "direct")
+                assert _ops.last_conv2d_family("grad_input") == "channel_vectors"
+                results.append((out, gx))
+        finally:
+            torch.set_num_threads(previous)
+        label = f"{x_shape} -> {outs} groups {groups} bias {bias}"
+        for a, c in zip(*results):
+            assert torch.equal(a, c), label
+            assert a.is_contiguous(memory_format=torch.channels_last), label
+        tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(results[0][0].double(), y, **tol, msg=lambda m: f"{label} output: {m}")
+        torch.testing.assert_close(results[0][1].double(), gx_ref, **tol, msg=lambda m: f"{label} grad_input: {m}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

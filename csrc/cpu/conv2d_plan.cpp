@@ -297,8 +297,8 @@ constexpr int64_t kNhwcMinChannels = 8;
 // the geometry it was chosen for (the ISA whose kernels would run it, the
 // CPU's vendor):
 // - pointwise layers: im2col, but for channels_last forward and grad_input
-//   that AVX-512's channel vectors run in place with 4 vectors of outputs per
-//   step, over a reduction of kFewTaps or more, off Intel's CPUs.
+//   that AVX-512's channel vectors run in place (whole vectors of outputs)
+//   over a reduction of more than one vector, off Intel's CPUs.
 // - depthwise layers: direct.
 // - channels_last, groups 1, at least kNhwcMinChannels input channels: im2col,
 //   unless the direct family runs channels_last in place (runs_channels_last).
@@ -354,14 +354,13 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
   // Pointwise layers are one GEMM with no column copy (conv2d_im2col_kernel.cpp); the direct
   // kernels' tiles reuse each input load across a kernel window, and 1 x 1 has none to reuse.
   // Beside a GEMM below full speed, AVX-512's channel vectors in channels_last reuse each broadcast
-  // input across their vectors of outputs as a GEMM's microkernel does, in place: they run forward
-  // and grad_input where their steps hold all their vectors and the reduction is kFewTaps or more.
+  // input across their vectors of outputs as a GEMM's microkernel does, reading a pixel's channels
+  // in place: they run forward and grad_input but for a reduction of one vector (16 -> 96 channels
+  // ran slower), whose steps are mostly their stores.
   if (is_pointwise(p)) {
-    const int64_t outs = pass == ConvPass::Forward ? p.out_per_group() : p.in_per_group();
     const int64_t reduction = pass == ConvPass::Forward ? p.in_per_group() : p.out_per_group();
-    const bool whole_steps = outs >= g.tiles.cv_vectors * g.lanes && reduction >= kFewTaps;
     const bool in_place = channels_last && isa == Isa::kAvx512 && family == Family::kChannelVectors;
-    return !gemm_full_speed && in_place && whole_steps ? ConvAlgo::Direct : ConvAlgo::Im2col;
+    return !gemm_full_speed && in_place && reduction > g.lanes ? ConvAlgo::Direct : ConvAlgo::Im2col;
   }
   if (family == Family::kDepthwise) return ConvAlgo::Direct;
   // channels_last: im2col's GEMMs read and write the model's layout where its columns come from

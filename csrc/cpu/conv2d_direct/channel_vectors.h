@@ -67,14 +67,16 @@ struct TapSpan {
 };
 
 // What a block's sums start from: one row for every pixel (stride 0: the
-// bias; null: zeros), or a row per pixel, `stride` elements apart (the
-// partial sums of the taps before a TapSpan part).
+// bias, or zeros), or a row per pixel, `stride` elements apart (the partial
+// sums of the taps before a TapSpan part). Never null: a step that chose
+// between loads and zeros kept its accumulators on the stack, and a step over
+// a short reduction (1 x 1 kernels) waited on their stores.
 template <typename T>
 struct StartSums {
   const T* row;
   int64_t stride;
 
-  StartSums at(int64_t pixel) const { return {row ? row + pixel * stride : nullptr, stride}; }
+  StartSums at(int64_t pixel) const { return {row + pixel * stride, stride}; }
 };
 
 // acc[j][i] += sum over taps t in [begin, end) of w[t][j*V + v] * x[i][offset[t]]: the FMA loop of
@@ -103,10 +105,9 @@ template <typename T, class Arch, int64_t kCoVecs, int64_t kPix>
 __attribute__((noinline)) void channel_vector_step(const T* staged, const int64_t* base, TapSpan<T> taps,
                                                    StartSums<T> start, T* out, int64_t out_row) {
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
-  Vec<T, B> acc[kCoVecs][kPix] = {};
-  if (start.row)
-    for (int64_t j = 0; j < kCoVecs; ++j)
-      for (int64_t i = 0; i < kPix; ++i) acc[j][i] = load_vec<B>(start.row + i * start.stride + j * V);
+  Vec<T, B> acc[kCoVecs][kPix];
+  for (int64_t j = 0; j < kCoVecs; ++j)
+    for (int64_t i = 0; i < kPix; ++i) acc[j][i] = load_vec<B>(start.row + i * start.stride + j * V);
   const T* x[kPix];
   for (int64_t i = 0; i < kPix; ++i) x[i] = staged + base[i];
   add_taps<T, B, kCoVecs, kPix>(acc, x, taps, 0, taps.count);

@@ -140,16 +140,22 @@ void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, i
   const int64_t samples = blocking.samples, parts = blocking.parts(taps);
   const int64_t staged_sample = staged_size(c, V);
   const Activations from{groups, c.channels, src_h * src_w, channels_last}, to{groups, outs, pixels, channels_last};
-  // The window offsets of a run of `samples` staged samples (PixelRun).
-  const WindowOffsets offsets(c, classes != nullptr);
+  // channels_last pointwise layers read their source in place, a pixel's channels side by side: one
+  // stream of reads, where staged planes would read one per channel, too many for the prefetchers.
+  const bool in_place = channels_last && reads_source_as_is(c, src_h, src_w);
+  // The window offsets of a run of `samples` staged samples (PixelRun); in place, a run's samples follow
+  // each other pixel after pixel.
+  const WindowOffsets offsets = in_place ? WindowOffsets(pixels, c.channels, from.pixel_stride())
+                                         : WindowOffsets(c, classes != nullptr);
   std::vector<int64_t> run_base(classes ? 0 : samples * pixels);
   for (int64_t q = 0; q < static_cast<int64_t>(run_base.size()); ++q)
-    run_base[q] = q / pixels * staged_sample + offsets.base[q % pixels];
+    run_base[q] = in_place ? q * from.pixel_stride() : q / pixels * staged_sample + offsets.base[q % pixels];
   // NCHW sums in rows of channels first: the class runs' in raster order, transposed once complete
   // (plus the rows store_transposed's whole squares read past a sample's end).
   const int64_t scratch_rows = channels_last ? 0 : classes ? samples * pixels + V : parts == 1 ? 0 : samples * pixels;
+  const std::vector<T> zeros(block_outs, T(0));  // the sums' start without a bias
   at::parallel_for(0, blocking.sets * groups * blocks, 1, [&](int64_t begin, int64_t end) {
-    AlignedBuffer<T> staged(samples * staged_sample);
+    AlignedBuffer<T> staged(in_place ? 0 : samples * staged_sample);
     AlignedBuffer<T> tile(channels_last || classes ? 0 : channel_vector_tile_size<T, Arch>());
     AlignedBuffer<T> partial(scratch_rows * block_outs);
     ClassRun class_run{classes, {}, {}, {}};
@@ -160,18 +166,19 @@ void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, i
       const int64_t g = key % groups, set = key / groups;
       const int64_t n0 = blocking.first(set, batch), count = blocking.first(set + 1, batch) - n0;
       const int64_t oc0 = task % blocks * block_outs;
-      if (key != staged_key) {
+      if (key != staged_key && !in_place) {
         for (int64_t s = 0; s < count; ++s)
           stage_planes(src + from.offset((n0 + s) * groups + g, 0), c.channels, src_h, src_w, c.staging,
                        staged.data() + s * staged_sample, from.pixel_stride());
         staged_key = key;
       }
+      const T* source = in_place ? src + from.offset(n0 * groups + g, 0) : staged.data();
       if (classes) class_run.build(count, staged_sample, offsets, pixels);
       const PixelRun run{run_base.data(), pixels, count};
       const TapSpan<T> all{offsets.tap.data(), packed + (g * outs + oc0) * taps,
                            std::min(block_outs, outs - oc0), taps};
       const T* block_bias = bias ? bias + g * outs + oc0 : nullptr;
-      const StartSums<T> bias_row{block_bias, 0};
+      const StartSums<T> bias_row{block_bias ? block_bias : zeros.data(), 0};
       // channels_last: the run's samples are one run of rows of the output.
       T* rows = dst + to.offset(n0 * groups + g, oc0);
       for (int64_t s = 0; s < count; ++s) planes[s] = dst + to.offset((n0 + s) * groups + g, oc0);
@@ -183,21 +190,21 @@ void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, i
           if (classes) {
             const SumRows<T> sums = channels_last ? SumRows<T>{rows, nullptr, to.pixel_stride(), block_bias, false}
                                                   : SumRows<T>{partial.data(), nullptr, row, block_bias, false};
-            channel_vector_classes<T, Arch, kCoVecs>(staged.data(), class_run, c, all, t0, t0 + part.count, sums);
+            channel_vector_classes<T, Arch, kCoVecs>(source, class_run, c, all, t0, t0 + part.count, sums);
             if (last && !channels_last)
               for (int64_t s = 0; s < count; ++s)
                 store_transposed<T, Arch::kTiles.vec_bytes>(partial.data() + s * pixels * row, row, pixels, row,
                                                             planes[s], pixels);
           } else if (channels_last) {
             const int64_t stride = to.pixel_stride();
-            channel_vector_rows<T, Arch, kCoVecs>(staged.data(), run, part,
+            channel_vector_rows<T, Arch, kCoVecs>(source, run, part,
                                                   first ? bias_row : StartSums<T>{rows, stride}, rows, stride);
           } else if (last) {
-            channel_vector_planes<T, Arch, kCoVecs>(staged.data(), run, part,
+            channel_vector_planes<T, Arch, kCoVecs>(source, run, part,
                                                     first ? bias_row : StartSums<T>{partial.data(), row},
                                                     planes.data(), tile.data());
           } else {
-            channel_vector_rows<T, Arch, kCoVecs>(staged.data(), run, part,
+            channel_vector_rows<T, Arch, kCoVecs>(source, run, part,
                                                   first ? bias_row : StartSums<T>{partial.data(), row},
                                                   partial.data(), row);
           }

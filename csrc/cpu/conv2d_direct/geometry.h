@@ -136,6 +136,13 @@ inline Correlation grad_weight_correlation(const Conv2dParams& p, int64_t lanes,
 struct WindowOffsets {
   std::vector<int64_t> base, tap;
 
+  // A source read in place (reads_source_as_is), channels_last: pixel q at q * pixel_stride, its
+  // channels side by side.
+  WindowOffsets(int64_t pixels, int64_t channels, int64_t pixel_stride) : base(pixels), tap(channels) {
+    for (int64_t q = 0; q < pixels; ++q) base[q] = q * pixel_stride;
+    for (int64_t ch = 0; ch < channels; ++ch) tap[ch] = ch;
+  }
+
   WindowOffsets(const Correlation& c, bool kernel_major) : base(c.out_h * c.out_w), tap(c.taps()) {
     const int64_t cols = c.staging.cols;
     for (int64_t oh = 0; oh < c.out_h; ++oh)
@@ -163,6 +170,15 @@ inline std::vector<std::pair<int64_t, int64_t>> source_taps(int64_t outs, int64_
     taps[o] = {lo, hi};
   }
   return taps;
+}
+
+// A 1 x 1 correlation at stride 1 whose staging would copy its source as it is (no padding, no
+// spreading out): pointwise layers' forward and grad_input.
+inline bool reads_source_as_is(const Correlation& c, int64_t src_h, int64_t src_w) {
+  const Staging& st = c.staging;
+  return c.kernel_h == 1 && c.kernel_w == 1 && c.stride_h == 1 && c.stride_w == 1 && st.off_y == 0 &&
+         st.off_x == 0 && st.up_y == 1 && st.up_x == 1 && st.gather_y.taps == 0 && st.gather_x.taps == 0 &&
+         c.out_h == src_h && c.out_w == src_w;
 }
 
 // Output pixels rows [row_lo, row_hi) x columns [col_lo, col_hi); empty where lo >= hi.
