@@ -503,8 +503,9 @@ def test_channel_vectors_skipping_border_taps_match_torch(isa, layout, dtype, mo
     positions (a class with none of its taps in a part). grad_input runs channel vectors where the plan can (input
     channels in whole vectors; stride 1 at least), else the family the plan falls back to. grad_weight's channel
     vectors sweep the taps kernel-major and sum each step over the pixels whose windows read the source at its
-    kernel positions (steps whose taps straddle two positions, several block widths): the weight gradient equals
-    the float64 reference too, bitwise the same under 1 and 3 threads."""
+    kernel positions (steps whose taps straddle two positions, several block widths; a plane swept in several
+    bands of rows): the weight gradient equals the float64 reference too, bitwise the same under 1 and 3
+    threads."""
     monkeypatch.setenv("CNNEXT_CONV_PLAN", "family=channel_vectors,family=grad_weight_channel_vectors")
     gen = torch.Generator().manual_seed(11)
     ops = torch.ops.cnnext
@@ -514,7 +515,9 @@ def test_channel_vectors_skipping_border_taps_match_torch(isa, layout, dtype, mo
              ((4, 16, 2, 3), (16, 16, 3, 3), (1, 1), (4, 3, 4, 3), (1, 1), 1),
              ((2, 20, 7, 6), (48, 20, 3, 5), (2, 2), (1, 2, 1, 2), (1, 1), 1),
              ((3, 16, 6, 6), (32, 16, 3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1),
-             ((2, 608, 3, 3), (64, 608, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1))
+             ((2, 608, 3, 3), (64, 608, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+             ((2, 16, 40, 36), (32, 16, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+             ((1, 1024, 12, 12), (32, 1024, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1))
     for x_shape, w_shape, stride, padding, dilation, groups in cases:
         x = torch.randn(x_shape, dtype=dtype, generator=gen).to(memory_format=memory_format)
         w = torch.randn(w_shape, dtype=dtype, generator=gen)

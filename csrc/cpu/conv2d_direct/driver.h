@@ -355,10 +355,16 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
         const T* rows = channels_last ? group_gy : gyT.data();
         const int64_t row_pixel = channels_last ? p.out_channels : cout;
         const int64_t row_sample = channels_last ? pixels * p.out_channels : gy_sample;
+        // Bands of output rows whose grad_output rows of a block, and the input rows they read, for the
+        // staged samples fit kPixelBandBytes.
+        const int64_t row_bytes = count * (p.out_w * block_outs + cin * cv.staging.cols * cv.stride_h) *
+                                  static_cast<int64_t>(sizeof(T));
+        const int64_t band_rows = std::clamp<int64_t>(kPixelBandBytes / row_bytes, 1, std::max<int64_t>(p.out_h, 1));
         for (int64_t oc0 = 0; oc0 < cout; oc0 += block_outs) {
           const ChannelVectorWeightBatch<T> b{staged.data(), staged_sample, rows + oc0, row_pixel,
-                                              row_sample,    count,         &sweep,     p.out_w,
-                                              taps,          partial + g * taps * cout + oc0, cout};
+                                              row_sample,    count,         &sweep,     p.out_h,
+                                              p.out_w,       band_rows,     taps,       partial + g * taps * cout + oc0,
+                                              cout};
           with_vector_count<Arch::kTiles.cv_vectors>((cout - oc0) / V, [&](auto vectors) {
             channel_vector_weight_block<T, Arch, decltype(vectors)::value>(b);
           });

@@ -12,6 +12,7 @@
 // padding.
 #pragma once
 
+#include <algorithm>
 #include <vector>
 
 #include "../vec.h"
@@ -57,22 +58,29 @@ struct ChannelVectorWeightBatch {
   int64_t gy_sample;      // elements between samples
   int64_t samples;
   const WeightTapSweep* sweep;
-  int64_t out_w;
+  int64_t out_h, out_w;
+  int64_t band_rows;      // output rows per band (channel_vector_weight_block)
   int64_t taps;
   T* partial;             // [tap][channel], at the block's first channel
   int64_t partial_row;    // elements between taps
 };
 
-// Taps [t, t + kTaps) of one block.
+// Output rows [begin, end).
+struct RowBand {
+  int64_t begin, end;
+};
+
+// Taps [t, t + kTaps) of one block, over the pixels of one band of output rows.
 template <typename T, class Arch, int64_t kCoVecs, int64_t kTaps>
 __attribute__((always_inline)) inline void channel_vector_weight_step(const ChannelVectorWeightBatch<T>& b,
-                                                                      int64_t t) {
+                                                                      int64_t t, RowBand band) {
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
   const WeightTapSweep& sweep = *b.sweep;
   // The pixels of the kernel positions of taps [t, t + kTaps): mostly one (channels >= taps per step).
   WindowRect r = sweep.rects[t / sweep.position_taps];
   for (int64_t k = t / sweep.position_taps + 1; k <= (t + kTaps - 1) / sweep.position_taps; ++k)
     r = r.hull(sweep.rects[k]);
+  r.row_lo = std::max(r.row_lo, band.begin), r.row_hi = std::min(r.row_hi, band.end);
   // Locals, not loads through `b`, in the loops.
   const int64_t* base = sweep.offsets.base.data();
   const int64_t out_w = b.out_w, gy_pixel = b.gy_pixel;
@@ -98,18 +106,21 @@ __attribute__((always_inline)) inline void channel_vector_weight_step(const Chan
   }
 }
 
-// Taps [t, taps) of one block: steps of kTaps taps, then of kTaps / 2, ... down to 1.
+// Taps [t, taps) of one block over one band: steps of kTaps taps, then of kTaps / 2, ... down to 1.
 template <typename T, class Arch, int64_t kCoVecs, int64_t kTaps>
 __attribute__((always_inline)) inline void channel_vector_weight_taps(const ChannelVectorWeightBatch<T>& b,
-                                                                      int64_t t) {
-  for (; t + kTaps <= b.taps; t += kTaps) channel_vector_weight_step<T, Arch, kCoVecs, kTaps>(b, t);
-  if constexpr (kTaps > 1) channel_vector_weight_taps<T, Arch, kCoVecs, kTaps / 2>(b, t);
+                                                                      int64_t t, RowBand band) {
+  for (; t + kTaps <= b.taps; t += kTaps) channel_vector_weight_step<T, Arch, kCoVecs, kTaps>(b, t, band);
+  if constexpr (kTaps > 1) channel_vector_weight_taps<T, Arch, kCoVecs, kTaps / 2>(b, t, band);
 }
 
-// All taps of one block of kCoVecs vectors of output channels.
+// All taps of one block of kCoVecs vectors of output channels, band after band of output rows: every
+// step sweeps its band's grad_output rows, which stay in cache for the next step (a sample's whole
+// grad_output would be read from memory by every step on large planes).
 template <typename T, class Arch, int64_t kCoVecs>
 void channel_vector_weight_block(const ChannelVectorWeightBatch<T>& b) {
-  channel_vector_weight_taps<T, Arch, kCoVecs, cv_width<Arch>(kCoVecs)>(b, 0);
+  for (int64_t r0 = 0; r0 < b.out_h; r0 += b.band_rows)
+    channel_vector_weight_taps<T, Arch, kCoVecs, cv_width<Arch>(kCoVecs)>(b, 0, {r0, std::min(b.out_h, r0 + b.band_rows)});
 }
 
 }  // namespace
