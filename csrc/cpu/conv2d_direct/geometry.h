@@ -209,8 +209,10 @@ inline std::vector<WindowRect> window_rects(const Correlation& c, int64_t src_h,
         range[k] = {std::min(range[k].first, o), std::max(range[k].second, o + 1)};
     return range;
   };
-  const auto rows = axis(c.out_h, c.kernel_h, c.stride_h, c.dilation_h, st.off_y, st.up_y, src_h, st.gather_y.taps != 0);
-  const auto cols = axis(c.out_w, c.kernel_w, c.stride_w, c.dilation_w, st.off_x, st.up_x, src_w, st.gather_x.taps != 0);
+  const auto rows =
+      axis(c.out_h, c.kernel_h, c.stride_h, c.dilation_h, st.off_y, st.up_y, src_h, st.gather_y.taps != 0);
+  const auto cols =
+      axis(c.out_w, c.kernel_w, c.stride_w, c.dilation_w, st.off_x, st.up_x, src_w, st.gather_x.taps != 0);
   std::vector<WindowRect> rects;
   for (const auto& r : rows)
     for (const auto& q : cols) rects.push_back({r.first, r.second, q.first, q.second});

@@ -119,8 +119,10 @@ __attribute__((always_inline)) inline void channel_vector_weight_taps(const Chan
 // grad_output would be read from memory by every step on large planes).
 template <typename T, class Arch, int64_t kCoVecs>
 void channel_vector_weight_block(const ChannelVectorWeightBatch<T>& b) {
-  for (int64_t r0 = 0; r0 < b.out_h; r0 += b.band_rows)
-    channel_vector_weight_taps<T, Arch, kCoVecs, cv_width<Arch>(kCoVecs)>(b, 0, {r0, std::min(b.out_h, r0 + b.band_rows)});
+  for (int64_t r0 = 0; r0 < b.out_h; r0 += b.band_rows) {
+    const RowBand band{r0, std::min(b.out_h, r0 + b.band_rows)};
+    channel_vector_weight_taps<T, Arch, kCoVecs, cv_width<Arch>(kCoVecs)>(b, 0, band);
+  }
 }
 
 }  // namespace
