@@ -1,10 +1,14 @@
-"""Per-pass, per-algorithm timings of the seed conv layers against torch, at one CPU instruction set.
+"""Per-pass, per-algorithm timings of conv layers against torch, at one CPU instruction set.
 
     CNNEXT_BENCH_ISA=avx2 python -m benchmarks.per_isa [--rounds 15] [--layers lenet.conv2,...]
+        [--architectures] [--channels-last]
 
 prints a markdown table: per layer and pass (forward, grad_input, grad_weight), torch's median time and the
 ratio torch / cnnext for the direct and im2col algorithms and for what ``auto`` picks (the plan's choice,
-cnnext._ops.conv2d_plan). Every implementation of a row is timed in turn, round after round, in one process
+cnnext._ops.conv2d_plan). The layers are the seed models' convolutions, or with ``--architectures`` every
+distinct one of the standard architectures (benchmarks.shapes.architecture_conv_shapes); ``--layers`` keeps
+those whose name contains one of the given strings. ``--channels-last`` lays the activations and the weight
+out channels_last, as a channels_last model holds them. Every implementation of a row is timed in turn, round after round, in one process
 (a shared machine drifts: compare ratios, not times). CNNEXT_BENCH_ISA must be set in the environment, as
 the benchmarks package narrows torch before importing it (benchmarks/isa.py).
 """
@@ -21,7 +25,7 @@ import torch.nn.functional as F
 
 import cnnext
 from benchmarks import machine
-from benchmarks.shapes import ConvShape, conv_shapes
+from benchmarks.shapes import ConvShape, architecture_conv_shapes, conv_shapes
 from cnnext._ops import CONV_PASSES, conv2d_plan
 
 ALGOS = ("direct", "im2col")
@@ -35,13 +39,14 @@ def _padding(shape: ConvShape) -> tuple[int, int]:
     return tuple(shape.padding)
 
 
-def pass_calls(shape: ConvShape, pass_: str) -> dict[str, Callable[[], torch.Tensor]]:
-    """One pass of `shape` by torch and by each cnnext algorithm, on fixed random tensors."""
+def pass_calls(shape: ConvShape, pass_: str,
+               layout: torch.memory_format = torch.contiguous_format) -> dict[str, Callable[[], torch.Tensor]]:
+    """One pass of `shape` by torch and by each cnnext algorithm, on fixed random tensors in `layout`."""
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(shape.input_shape, generator=gen)
-    w = torch.randn(shape.weight_shape, generator=gen)
+    x = torch.randn(shape.input_shape, generator=gen).contiguous(memory_format=layout)
+    w = torch.randn(shape.weight_shape, generator=gen).contiguous(memory_format=layout)
     b = torch.randn(shape.out_channels, generator=gen)
-    gy = torch.randn(shape.output_shape, generator=gen)
+    gy = torch.randn(shape.output_shape, generator=gen).contiguous(memory_format=layout)
     ph, pw = _padding(shape)
     s, d, g, pad4 = list(shape.stride), list(shape.dilation), shape.groups, [ph, pw, ph, pw]
     ops = torch.ops.cnnext
@@ -81,24 +86,33 @@ def medians(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--layers", default="", help="comma-separated layer names (default: every seed conv)")
+    parser.add_argument("--layers", default="",
+                        help="comma-separated parts of layer names (default: every layer)")
+    parser.add_argument("--architectures", action="store_true",
+                        help="the standard architectures' distinct conv layers instead of the seed models'")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last activations and weights")
     args = parser.parse_args()
     machine.configure_torch(machine.default_threads())
     malloc = machine.configure_malloc(machine.default_malloc())
-    shapes = [s for s in conv_shapes() if not args.layers or s.name in args.layers.split(",")]
+    wanted = [part for part in args.layers.split(",") if part]
+    shapes = [s for s in (architecture_conv_shapes() if args.architectures else conv_shapes())
+              if not wanted or any(part in s.name for part in wanted)]
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
     info = cnnext.build_info()
     clock = "thread CPU time" if torch.get_num_threads() == 1 else "wall time"
     print(f"cnnext ISA {info['cpu_isa']}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-          f"{machine.cpu_model()}, {torch.get_num_threads()} threads, {clock}, malloc {malloc}\n")
+          f"{machine.cpu_model()}, {torch.get_num_threads()} threads, {clock}, malloc {malloc}, "
+          f"{'channels_last' if args.channels_last else 'NCHW'}\n")
     print("| layer | pass | torch ms | direct | im2col | auto (plan) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for shape in shapes:
         for pass_ in CONV_PASSES:
             if pass_ == "grad_input" and shape.image_input:
                 continue
-            m = medians(pass_calls(shape, pass_), args.rounds)
+            m = medians(pass_calls(shape, pass_, layout), args.rounds)
             plan = conv2d_plan(shape.input_shape, shape.weight_shape, shape.stride, _padding(shape),
-                               shape.dilation, shape.groups, torch.float32, pass_)
+                               shape.dilation, shape.groups, torch.float32, pass_,
+                               channels_last=args.channels_last)
             ratio = {a: m["torch"] / m[a] for a in ALGOS}
             print(f"| {shape.name} | {pass_} | {m['torch'] * 1e3:.3f} | {ratio['direct']:.2f} | "
                   f"{ratio['im2col']:.2f} | {ratio[plan['algo']]:.2f} ({plan['family']}) |", flush=True)
