@@ -40,6 +40,25 @@ namespace cnnext {
 namespace cpu {
 namespace {
 
+// stage_planes for the channel-vector families: a channels_last source (pixel_stride > 1) whose columns
+// are staged one for one (no spreading out, no gathering) is transposed row by row into the planes V x V
+// values at a time through registers (transpose_rows), where stage_planes moves them one by one.
+template <typename T, class Arch>
+void stage_channel_planes(const T* src, int64_t channels, int64_t src_h, int64_t src_w, const Staging& s, T* dst,
+                          int64_t pixel_stride) {
+  if (pixel_stride == 1 || s.up_x != 1 || s.gather_y.taps != 0 || s.gather_x.taps != 0)
+    return stage_planes(src, channels, src_h, src_w, s, dst, pixel_stride);
+  const int64_t plane = s.rows * s.cols;
+  std::fill(dst, dst + channels * plane, T(0));
+  int64_t y_lo, y_hi, x_lo, x_hi;
+  staged_source_range(src_h, s.off_y, s.up_y, s.rows, y_lo, y_hi);
+  staged_source_range(src_w, s.off_x, s.up_x, s.cols, x_lo, x_hi);
+  for (int64_t sy = y_lo; sy < y_hi; ++sy)
+    transpose_rows<T, Arch::kTiles.vec_bytes>(src + (sy * src_w + x_lo) * pixel_stride, pixel_stride, x_hi - x_lo,
+                                              channels, dst + (sy * s.up_y + s.off_y) * s.cols + s.off_x + x_lo,
+                                              plane);
+}
+
 // One block of the pixel-vector families: oc_block output channels (the first `valid` real).
 template <typename T, class Arch>
 void correlate(Family family, const Correlation& c, const T* staged, const T* w, const T* bias, int64_t valid, T* out,
@@ -168,8 +187,8 @@ void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, i
       const int64_t oc0 = task % blocks * block_outs;
       if (key != staged_key && !in_place) {
         for (int64_t s = 0; s < count; ++s)
-          stage_planes(src + from.offset((n0 + s) * groups + g, 0), c.channels, src_h, src_w, c.staging,
-                       staged.data() + s * staged_sample, from.pixel_stride());
+          stage_channel_planes<T, Arch>(src + from.offset((n0 + s) * groups + g, 0), c.channels, src_h, src_w,
+                                        c.staging, staged.data() + s * staged_sample, from.pixel_stride());
         staged_key = key;
       }
       const T* source = in_place ? src + from.offset(n0 * groups + g, 0) : staged.data();
@@ -344,8 +363,8 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
           add_plane_sums<T, Arch>(p, group_gy, count, bias_partial + g * cout);
         }
         for (int64_t s = 0; s < count; ++s) {
-          stage_planes(input + x.offset((n0 + s) * p.groups + g, 0), cin, p.in_h, p.in_w, cv.staging,
-                       staged.data() + s * staged_sample, x.pixel_stride());
+          stage_channel_planes<T, Arch>(input + x.offset((n0 + s) * p.groups + g, 0), cin, p.in_h, p.in_w,
+                                        cv.staging, staged.data() + s * staged_sample, x.pixel_stride());
           if (channels_last) continue;
           for (int64_t oc = 0; oc < cout; ++oc)
             for (int64_t q = 0; q < pixels; ++q)
@@ -552,7 +571,7 @@ void scatter_grad_input(const Conv2dParams& p, const T* grad_output, const T* we
       const int64_t g = set % p.groups, ci0 = task % blocks * block_ins;
       const T* gy = grad_output + dy.offset(set, 0);
       if (channels_last && set != gy_set) {
-        stage_planes(gy, cout, p.out_h, p.out_w, as_planes, gy_planes.data(), dy.pixel_stride());
+        stage_channel_planes<T, Arch>(gy, cout, p.out_h, p.out_w, as_planes, gy_planes.data(), dy.pixel_stride());
         gy_set = set;
       }
       const int64_t width = std::min(block_ins, cin - ci0);
