@@ -93,6 +93,19 @@ def test_weight_grad_ignores_inputs_outside_the_windows(width, device):
     torch.testing.assert_close(got.cpu().double(), want, rtol=1e-4, atol=1e-4)
 
 
+def under_thread_counts(run, counts=(1, 3)):
+    """run() under each thread count in turn, the caller's count restored after: the list of its results."""
+    previous = torch.get_num_threads()
+    try:
+        results = []
+        for threads in counts:
+            torch.set_num_threads(threads)
+            results.append(run())
+        return results
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_results_do_not_depend_on_the_thread_count():
     """The batch reduction of grad_weight and grad_bias runs in chunks fixed by the batch size."""
     gen = torch.Generator().manual_seed(8)
@@ -474,17 +487,12 @@ def test_channel_vectors_blocked_for_cache_match_torch(layout, dtype):
         gx_ref = torch.ops.aten.convolution_backward(gy.double(), x.double(), w.double(), None, [stride] * 2,
                                                      [ph, pw], [1, 1], False, [0, 0], groups,
                                                      [True, False, False])[0]
-        results = []
-        previous = torch.get_num_threads()
-        try:
-            for threads in (1, 3):
-                torch.set_num_threads(threads)
-                out = ops.conv2d(x, w, b, *geometry, "direct")
-                assert _ops.last_conv2d_family("forward") == "channel_vectors"
-                gx = ops.conv2d_grad_input(gy, w, list(x_shape), *geometry, "direct")
-                results.append((out, gx))
-        finally:
-            torch.set_num_threads(previous)
+        def run():
+            out = ops.conv2d(x, w, b, *geometry, "direct")
+            assert _ops.last_conv2d_family("forward") == "channel_vectors"
+            return out, ops.conv2d_grad_input(gy, w, list(x_shape), *geometry, "direct")
+
+        results = under_thread_counts(run)
         label = f"{layout} {x_shape} {w_shape} stride {stride} padding {padding} groups {groups}"
         for a, c in zip(*results):
             assert torch.equal(a, c), label
@@ -530,23 +538,19 @@ def test_channel_vectors_skipping_border_taps_match_torch(isa, layout, dtype, mo
         gx_ref, gw_ref = torch.autograd.grad(y, (padded, w64), gy.double())
         gx_ref = gx_ref[:, :, top:top + x_shape[2], left:left + x_shape[3]]
         geometry = (list(stride), list(padding), list(dilation), groups)
-        results = []
-        previous = torch.get_num_threads()
-        try:
-            for threads in (1, 3):
-                torch.set_num_threads(threads)
-                out = ops.conv2d(x, w, b, *geometry, "direct")
-                assert _ops.last_conv2d_family("forward") == "channel_vectors"
-                gx = ops.conv2d_grad_input(gy, w, list(x_shape), *geometry, "direct")
-                planned = _ops.conv2d_plan(x_shape, w_shape, stride, padding, dilation, groups, dtype,
-                                           pass_="grad_input", algo="direct", channels_last=layout == "channels_last")
-                assert _ops.last_conv2d_family("grad_input") == planned["family"]
-                assert planned["family"] == "channel_vectors" or stride != (1, 1)
-                gw = ops.conv2d_grad_weight(gy, x, list(w_shape), *geometry, "direct")
-                assert _ops.last_conv2d_family("grad_weight") == "grad_weight_channel_vectors"
-                results.append((out, gx, gw))
-        finally:
-            torch.set_num_threads(previous)
+        def run():
+            out = ops.conv2d(x, w, b, *geometry, "direct")
+            assert _ops.last_conv2d_family("forward") == "channel_vectors"
+            gx = ops.conv2d_grad_input(gy, w, list(x_shape), *geometry, "direct")
+            planned = _ops.conv2d_plan(x_shape, w_shape, stride, padding, dilation, groups, dtype,
+                                       pass_="grad_input", algo="direct", channels_last=layout == "channels_last")
+            assert _ops.last_conv2d_family("grad_input") == planned["family"]
+            assert planned["family"] == "channel_vectors" or stride != (1, 1)
+            gw = ops.conv2d_grad_weight(gy, x, list(w_shape), *geometry, "direct")
+            assert _ops.last_conv2d_family("grad_weight") == "grad_weight_channel_vectors"
+            return out, gx, gw
+
+        results = under_thread_counts(run)
         label = f"{layout} {x_shape} {w_shape} stride {stride} padding {padding} dilation {dilation} groups {groups}"
         for a, c in zip(*results):
             assert torch.equal(a, c), label
@@ -575,18 +579,14 @@ def test_channels_last_pointwise_channel_vectors_read_in_place(isa, dtype, monke
         y = F.conv2d(x.double(), w.double(), None if b is None else b.double(), groups=groups)
         gy = torch.randn(y.shape, dtype=dtype, generator=gen).to(memory_format=torch.channels_last)
         gx_ref = F.conv_transpose2d(gy.double(), w.double(), groups=groups)
-        results = []
-        previous = torch.get_num_threads()
-        try:
-            for threads in (1, 3):
-                torch.set_num_threads(threads)
-                out = ops.conv2d(x, w, b, *geometry, groups, "direct")
-                assert _ops.last_conv2d_family("forward") == "channel_vectors"
-                gx = ops.conv2d_grad_input(gy, w, list(x_shape), *geometry, groups, "direct")
-                assert _ops.last_conv2d_family("grad_input") == "channel_vectors"
-                results.append((out, gx))
-        finally:
-            torch.set_num_threads(previous)
+        def run():
+            out = ops.conv2d(x, w, b, *geometry, groups, "direct")
+            assert _ops.last_conv2d_family("forward") == "channel_vectors"
+            gx = ops.conv2d_grad_input(gy, w, list(x_shape), *geometry, groups, "direct")
+            assert _ops.last_conv2d_family("grad_input") == "channel_vectors"
+            return out, gx
+
+        results = under_thread_counts(run)
         label = f"{x_shape} -> {outs} groups {groups} bias {bias}"
         for a, c in zip(*results):
             assert torch.equal(a, c), label

@@ -376,25 +376,26 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
   // im2col on 256-channel layers and slower on wider ones.
   const bool wide_channel_vectors = family == Family::kChannelVectors && isa == Isa::kAvx512;
   const bool blocked = wide_channel_vectors && !strided;
-  // channels_last forward and grad_input with AVX-512's channel vectors in place read the weights as a
-  // channels_last model holds them and transpose nothing but the staged input, blocked for the cache
-  // at any reduction: they beat im2col's GEMM on the wide and the strided layers too.
-  const bool in_place_vectors = channels_last && isa == Isa::kAvx512 && pass != ConvPass::GradWeight &&
-                                (family == Family::kChannelVectors || family == Family::kChannelVectorsScatter);
-  // Where oneMKL's GEMM runs below full speed (isa.h: CPUs not Intel's), AVX-512's channel vectors beat im2col
-  // at any reduction too, forward and grad_input, strided or not, scattered or not: they skip the border's
-  // taps (channel_vectors.h), where im2col multiplies its zero columns.
-  const bool slow_gemm_vectors = !gemm_full_speed && isa == Isa::kAvx512 && pass != ConvPass::GradWeight &&
-                                 (family == Family::kChannelVectors || family == Family::kChannelVectorsScatter);
-  const bool direct_vectors = in_place_vectors || slow_gemm_vectors ||
-                              (family == Family::kGradWeightChannelVectors && g.weight_vectors_beat_slow_gemm());
+  // AVX-512's channel vectors, forward and grad_input, scattered or not, beat im2col's GEMM at any
+  // reduction, wide and strided layers too: in channels_last, where they read the weights as a
+  // channels_last model holds them and transpose nothing but the staged input, blocked for the cache;
+  // and where oneMKL's GEMM runs below full speed (isa.h: CPUs not Intel's), as they skip the border's
+  // taps (channel_vectors.h) where im2col multiplies its zero columns.
+  const bool avx512_vectors = isa == Isa::kAvx512 && pass != ConvPass::GradWeight &&
+                              (family == Family::kChannelVectors || family == Family::kChannelVectorsScatter);
+  const bool slow_gemm_vectors = !gemm_full_speed && avx512_vectors;
+  // grad_weight's channel vectors beside a slower GEMM, where their sums stay in cache
+  // (Geometry::weight_vectors_beat_slow_gemm).
+  const bool slow_gemm_weight_vectors =
+      family == Family::kGradWeightChannelVectors && g.weight_vectors_beat_slow_gemm();
+  const bool direct_vectors = (channels_last && avx512_vectors) || slow_gemm_vectors || slow_gemm_weight_vectors;
   if (reduction >= (blocked ? kBlockedReduction : kLargeReduction) && !direct_vectors) return ConvAlgo::Im2col;
   // Their grad_weight reads grad_output in place too, strided or not (stems included; RESULTS.md, session 16),
   // but for 1 x 1 kernels (shortcuts), whose im2col is a GEMM over the strided input's gathered pixels alone;
-  // beside a slower GEMM, NCHW's too where their sums stay in L2 (Geometry::weight_vectors_beat_slow_gemm).
+  // beside a slower GEMM, NCHW's too where their sums stay in cache.
   const bool direct_weight_vectors =
-      family == Family::kGradWeightChannelVectors &&
-      ((channels_last && isa == Isa::kAvx512 && p.kernel_plane() > 1) || g.weight_vectors_beat_slow_gemm());
+      slow_gemm_weight_vectors ||
+      (family == Family::kGradWeightChannelVectors && channels_last && isa == Isa::kAvx512 && p.kernel_plane() > 1);
   switch (pass) {
     case ConvPass::Forward:
     case ConvPass::GradWeight: {
