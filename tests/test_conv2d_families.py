@@ -414,7 +414,8 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
                 assert (got["algo"], got["channels_last"]) == (algo, algo == "direct"), (x_shape, w_shape, pass_)
                 assert plan(x_shape, w_shape, pass_, vendor=vendor)["algo"] == "im2col"
                 assert plan(x_shape, w_shape, pass_, vendor="intel", channels_last=True)["algo"] == "im2col"
-            assert plan(x_shape, w_shape, "grad_weight", vendor=vendor, channels_last=True)["algo"] == "im2col"
+            got = plan(x_shape, w_shape, "grad_weight", vendor=vendor, channels_last=True)
+            assert (got["algo"], got["family"]) == ("direct", "grad_weight_pointwise"), got
         # NCHW grad_weight: channel vectors where a group's weight gradient fits 1 MB (stems, 64 -> 128 and
         # 128 -> 128 of 3 x 3, strided or not), or 3 MB where two samples fit the staging (256 -> 256 of
         # 3 x 3 on 8 x 8), where the Intel rules run im2col; on 14 x 14 planes two samples do not fit.
@@ -594,6 +595,87 @@ def test_channels_last_pointwise_channel_vectors_read_in_place(isa, dtype, monke
         tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(results[0][0].double(), y, **tol, msg=lambda m: f"{label} output: {m}")
         torch.testing.assert_close(results[0][1].double(), gx_ref, **tol, msg=lambda m: f"{label} grad_input: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pointwise_grad_weight_matches_torch(isa, dtype, monkeypatch):
+    """grad_weight of channels_last 1 x 1 layers at stride 1 without padding (grad_weight_pointwise) per ISA: the
+    input as the vector side (it has the more channels, or a whole step of vectors) and grad_output as it, its
+    channels in whole vectors or not (the last vector overlaps the one before), broadcast rows not in whole steps,
+    large planes cut into chunks of pixels, small planes of many channels into parts of the rows, groups,
+    samples of one pixel, random shapes. dW and grad_bias (and dW alone) equal the float64 reference, bitwise
+    the same under 1 and 3 threads."""
+    monkeypatch.setenv("CNNEXT_CONV_PLAN", "family=grad_weight_pointwise")
+    gen = torch.Generator().manual_seed(19)
+    ops = torch.ops.cnnext
+    lanes = _ops.conv2d_plan((1, 16, 8, 8), (16, 16, 1, 1), dtype=dtype, isa=isa)["tiles"]["vec_bytes"] // (
+        4 if dtype == torch.float32 else 8)
+    # input, output channels, groups
+    cases = [((3, lanes + 3, 9, 7), 2 * lanes + 5, 1),  # grad_output the vector side, not in whole vectors
+             ((2, 4 * lanes + 5, 5, 6), 3, 1),  # the input, not in whole vectors; 3 rows: steps of 2 and 1
+             ((2, 2 * lanes, 6, 6), lanes, 1),  # the input, whole vectors, one chunk: sums straight into dW
+             ((4, 8, 40, 40), 3 * lanes, 1),  # a large plane: chunks of pixels
+             ((2, 7 * lanes, 3, 3), 6 * lanes + 1, 1),  # a small plane of many channels: parts of the rows
+             ((2, 2 * (lanes + 1), 4, 5), 4 * lanes, 2),
+             ((5, 3 * lanes, 1, 1), 3 * (lanes // 2), 3)]  # samples of one pixel
+    def draw(lo: int, hi: int) -> int:
+        return int(torch.randint(lo, hi + 1, (1,), generator=gen))
+    for _ in range(4):
+        groups = draw(1, 2)
+        cases.append(((draw(1, 3), groups * draw(1, 3 * lanes), draw(1, 12), draw(1, 12)),
+                      groups * draw(lanes, 4 * lanes), groups))
+    for x_shape, outs, groups in cases:
+        label = f"{isa} {x_shape} -> {outs} groups {groups}"
+        x = torch.randn(x_shape, dtype=dtype, generator=gen).to(memory_format=torch.channels_last)
+        w_shape = [outs, x_shape[1] // groups, 1, 1]
+        gy = torch.randn(x_shape[0], outs, *x_shape[2:], dtype=dtype, generator=gen).to(
+            memory_format=torch.channels_last)
+        _, gw_ref, gb_ref = torch.ops.aten.convolution_backward(
+            gy.double(), x.double(), torch.zeros(w_shape, dtype=torch.float64), [outs], [1, 1], [0, 0], [1, 1],
+            False, [0, 0], groups, [False, True, True])
+        geometry = ([1, 1], [0, 0, 0, 0], [1, 1], groups)
+
+        def run():
+            gw, gb = ops.conv2d_grad_weight_bias(gy, x, w_shape, *geometry, "direct")
+            assert _ops.last_conv2d_family("grad_weight") == "grad_weight_pointwise", label
+            return gw, gb, ops.conv2d_grad_weight(gy, x, w_shape, *geometry, "direct")
+
+        results = under_thread_counts(run)
+        for a, c in zip(*results):
+            assert torch.equal(a, c), label
+        tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+        gw, gb, gw_alone = results[0]
+        torch.testing.assert_close(gw.double(), gw_ref, **tol, msg=lambda m: f"{label} dW: {m}")
+        torch.testing.assert_close(gb.double(), gb_ref, **tol, msg=lambda m: f"{label} db: {m}")
+        assert torch.equal(gw_alone, gw), label
+
+
+def test_pointwise_grad_weight_plan_and_gradcheck():
+    """Off Intel's CPUs, `auto` runs channels_last pointwise grad_weight as grad_weight_pointwise with AVX2 and
+    AVX-512 (MobileNetV2's 1 x 1 layers), im2col on Intel's, with the portable kernels, in NCHW, and where
+    neither side has a vector of channels. gradcheck and gradgradcheck in float64 through such a layer."""
+    def plan(x_shape, w_shape, **kwargs):
+        return _ops.conv2d_plan(x_shape, w_shape, pass_="grad_weight", channels_last=True, **kwargs)
+
+    for x_shape, w_shape in (((8, 16, 112, 112), (96, 16, 1, 1)), ((8, 144, 56, 56), (24, 144, 1, 1)),
+                             ((8, 960, 7, 7), (160, 960, 1, 1)), ((8, 320, 7, 7), (1280, 320, 1, 1))):
+        for isa in ("avx512", "avx2"):
+            for vendor in ("amd", "other"):
+                got = plan(x_shape, w_shape, isa=isa, vendor=vendor)
+                assert (got["algo"], got["family"], got["channels_last"]) == (
+                    "direct", "grad_weight_pointwise", True), (x_shape, w_shape, isa, vendor)
+            assert plan(x_shape, w_shape, isa=isa, vendor="intel")["algo"] == "im2col"
+        assert plan(x_shape, w_shape, isa="baseline", vendor="amd")["algo"] == "im2col"
+        got = _ops.conv2d_plan(x_shape, w_shape, pass_="grad_weight", vendor="amd")
+        assert got["family"] != "grad_weight_pointwise", got
+    assert plan((8, 4, 28, 28), (8, 4, 1, 1), isa="avx512", vendor="amd")["family"] != "grad_weight_pointwise"
+    x = torch.randn(2, 9, 5, 4, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(11, 9, 1, 1, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(11, dtype=torch.float64, requires_grad=True)
+    got = plan(tuple(x.shape), tuple(w.shape), dtype=torch.float64, algo="direct")
+    assert got["family"] == "grad_weight_pointwise", got
+    assert torch.autograd.gradcheck(lambda *t: CF.conv2d(*t, algo="direct"), (x, w, b))
+    assert torch.autograd.gradgradcheck(lambda *t: CF.conv2d(*t, algo="direct"), (x, w, b))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

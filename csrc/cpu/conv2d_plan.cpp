@@ -14,7 +14,7 @@ namespace cnnext {
 namespace cpu {
 namespace {
 
-constexpr std::array<Family, 12> kAllFamilies = {
+constexpr std::array<Family, 13> kAllFamilies = {
     Family::kIm2col,
     Family::kPlanesFirstLayer,
     Family::kPixelVectorsFlat,
@@ -26,6 +26,7 @@ constexpr std::array<Family, 12> kAllFamilies = {
     Family::kGradWeightColumnsFlat,
     Family::kGradWeightChannelVectors,
     Family::kGradWeightInputVectors,
+    Family::kGradWeightPointwise,
     Family::kDepthwise};
 
 // Below this many multiply-adds per output element (reduction channels x
@@ -174,7 +175,15 @@ struct Geometry {
     return c.flat ? Family::kPixelVectorsFlat : Family::kPixelVectorsBlock;
   }
 
+  // Pointwise grad_weight (grad_weight_pointwise.h) reads channels_last operands in place, with at
+  // least one vector of channels on one side.
+  bool pointwise_weight_can_run() const {
+    return pass == ConvPass::GradWeight && channels_last && is_pointwise(p) &&
+           std::max(p.in_per_group(), p.out_per_group()) >= lanes;
+  }
+
   Family grad_weight_family() const {
+    if (pointwise_weight_can_run()) return Family::kGradWeightPointwise;
     if (input_vectors_win()) return Family::kGradWeightInputVectors;
     const int64_t cout = p.out_per_group();
     const bool unit_stride = p.stride_h == 1 && p.stride_w == 1;
@@ -237,6 +246,8 @@ struct Geometry {
         return p.out_per_group() % lanes == 0;
       case Family::kGradWeightInputVectors:
         return input_vectors_can_run();
+      case Family::kGradWeightPointwise:
+        return pointwise_weight_can_run();
       case Family::kDepthwise:
         return is_depthwise(p);
       case Family::kIm2col:
@@ -250,7 +261,7 @@ struct Geometry {
 bool runs_grad_weight(Family f) {
   return f == Family::kGradWeightColumnsInPlace || f == Family::kGradWeightColumns ||
          f == Family::kGradWeightColumnsFlat || f == Family::kGradWeightChannelVectors ||
-         f == Family::kGradWeightInputVectors || f == Family::kDepthwise ||
+         f == Family::kGradWeightInputVectors || f == Family::kGradWeightPointwise || f == Family::kDepthwise ||
          f == Family::kPlanesFirstLayer;
 }
 bool runs_correlation(Family f) {
@@ -298,7 +309,9 @@ constexpr int64_t kNhwcMinChannels = 8;
 // CPU's vendor):
 // - pointwise layers: im2col, but for channels_last forward and grad_input
 //   that AVX-512's channel vectors run in place (whole vectors of outputs)
-//   over a reduction of more than one vector, off Intel's CPUs.
+//   over a reduction of more than one vector, off Intel's CPUs, and for
+//   channels_last grad_weight (grad_weight_pointwise), AVX2 and AVX-512, off
+//   Intel's CPUs.
 // - depthwise layers: direct.
 // - channels_last, groups 1, at least kNhwcMinChannels input channels: im2col,
 //   unless the direct family runs channels_last in place (runs_channels_last).
@@ -358,6 +371,9 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
   // in place: they run forward and grad_input but for a reduction of one vector (16 -> 96 channels
   // ran slower), whose steps are mostly their stores.
   if (is_pointwise(p)) {
+    // Pointwise grad_weight's rank-1 updates read both operands in place, where im2col's GEMM packs them.
+    if (family == Family::kGradWeightPointwise)
+      return !gemm_full_speed && isa != Isa::kBaseline ? ConvAlgo::Direct : ConvAlgo::Im2col;
     const int64_t reduction = pass == ConvPass::Forward ? p.in_per_group() : p.out_per_group();
     const bool in_place = channels_last && isa == Isa::kAvx512 && family == Family::kChannelVectors;
     return !gemm_full_speed && in_place && reduction > g.lanes ? ConvAlgo::Direct : ConvAlgo::Im2col;
@@ -490,6 +506,7 @@ bool runs_channels_last(Family family, const Conv2dParams& p) {
     case Family::kChannelVectorsScatter:
     case Family::kGradWeightChannelVectors:
     case Family::kGradWeightInputVectors:
+    case Family::kGradWeightPointwise:
       return true;
     case Family::kDepthwise:
       return p.in_per_group() == 1 && p.out_per_group() == 1;
@@ -522,6 +539,8 @@ const char* family_name(Family family) {
       return "grad_weight_channel_vectors";
     case Family::kGradWeightInputVectors:
       return "grad_weight_input_vectors";
+    case Family::kGradWeightPointwise:
+      return "grad_weight_pointwise";
     case Family::kDepthwise:
       return "depthwise";
   }

@@ -33,6 +33,7 @@ enum class Family {
   kGradWeightColumnsFlat,     // grad_weight_columns.h over flattened rows (stride 1, finite input)
   kGradWeightChannelVectors,  // grad_weight_channel_vectors.h
   kGradWeightInputVectors,    // grad_weight_input_vectors.h
+  kGradWeightPointwise,       // grad_weight_pointwise.h: 1 x 1 kernels, stride 1, channels_last activations
   kDepthwise,                 // depthwise.h: every pass of a depthwise layer (params.h, is_depthwise)
 };
 
@@ -64,8 +65,9 @@ ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size,
 
 // Whether the direct `family` runs `p` on channels_last activations in place:
 // the channel-vector families (their staging reads channels_last pixels, their
-// accumulators hold channels side by side), and depthwise layers with one
-// output per group (conv2d_direct/depthwise_nhwc.h).
+// accumulators hold channels side by side), pointwise grad_weight (which runs
+// in no other layout), and depthwise layers with one output per group
+// (conv2d_direct/depthwise_nhwc.h).
 bool runs_channels_last(Family family, const Conv2dParams& p);
 
 // Whether a groups-1 layer of a channels_last model that runs im2col builds

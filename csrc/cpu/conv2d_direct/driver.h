@@ -31,6 +31,7 @@
 #include "grad_weight_channel_vectors.h"
 #include "grad_weight_columns.h"
 #include "grad_weight_input_vectors.h"
+#include "grad_weight_pointwise.h"
 #include "pack.h"
 #include "pixel_vectors_block.h"
 #include "pixel_vectors_flat.h"
@@ -526,6 +527,111 @@ void plane_grad_weight(const Conv2dParams& p, const Correlation& c, const T* gra
   });
 }
 
+// bias_partial[c] += the sum of rows[q * stride + c] over q < count, c < channels: in vectors of T
+// over a band of pixel rows, added once into the partial in double.
+template <typename T, class Arch>
+void add_row_sums(const T* rows, int64_t stride, int64_t count, int64_t channels, double* bias_partial) {
+  constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
+  int64_t c = 0;
+  for (; c + V <= channels; c += V) {
+    Vec<T, B> sum = {};
+    for (int64_t q = 0; q < count; ++q) sum += load_vec<B>(rows + q * stride + c);
+    for (int64_t l = 0; l < V; ++l) bias_partial[c + l] += sum[l];
+  }
+  for (; c < channels; ++c) {
+    T sum = 0;
+    for (int64_t q = 0; q < count; ++q) sum += rows[q * stride + c];
+    bias_partial[c] += sum;
+  }
+}
+
+// How many times a pointwise grad_weight's operands (both sides' channels over the pixels) must
+// outweigh a group's sums for a chunk of its pixels to take partial sums of its own.
+constexpr int64_t kPointwiseOperandsPerPartial = 16;
+
+// grad_weight of a pointwise layer on channels_last activations (grad_weight_pointwise.h). The
+// pixels of the whole batch, in order, are cut into chunks, each summed into its own partial sums,
+// the partials then added in chunk order; a chunk's broadcast rows are cut into parts run as tasks
+// of their own. Both follow from the shape alone, so the result does not depend on the thread count.
+template <typename T, class Arch>
+void pointwise_grad_weight(const Conv2dParams& p, const T* grad_output, const T* input, T* grad_weight,
+                           T* grad_bias) {
+  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>, kMaxVecs = pointwise_max_vectors<Arch>();
+  const int64_t cin = p.in_per_group(), cout = p.out_per_group(), groups = p.groups;
+  const int64_t pixels = p.batch * p.out_plane(), group_numel = cin * cout, weight_numel = groups * group_numel;
+  // The vector side: the input wherever it fills a step of the most vectors or has the more channels, as
+  // its sums are dW's rows as they lie, and its values are fewer for the parts of the rows (below) to read
+  // again each; otherwise grad_output, whose sums are transposed into dW.
+  const bool vectors_in = cin >= cout || cin >= kMaxVecs * V;
+  const int64_t vector_channels = vectors_in ? cin : cout, rows = vectors_in ? cout : cin;
+  // Chunks where the operands outweigh the partial sums kPointwiseOperandsPerPartial times: one on small
+  // planes of many channels (7 x 7, 960 -> 160), whose tasks are parts of the rows instead, up to
+  // kMaxChunks on large planes of few (112 x 112, 16 -> 96), where the rows are too few to part.
+  const int64_t kMaxTasks = BatchChunks::kMaxChunks;
+  const int64_t chunks = std::clamp<int64_t>(
+      pixels * (cin + cout) / (kPointwiseOperandsPerPartial * std::max<int64_t>(1, group_numel)), 1, kMaxTasks);
+  // Parts of whole steps of a tile of the most vectors.
+  const int64_t step_rows = pointwise_rows<Arch>(std::min(kMaxVecs, (vector_channels + V - 1) / V));
+  const int64_t parts = std::clamp<int64_t>(kMaxTasks / (chunks * groups), 1, (rows + step_rows - 1) / step_rows);
+  const int64_t part_rows = round_up((rows + parts - 1) / parts, step_rows);
+  // Pixels per band: the band's rows of both operands stay in L2 while every tile sweeps them.
+  const int64_t band_bytes = (std::min(rows, part_rows) + vector_channels) * static_cast<int64_t>(sizeof(T));
+  const int64_t band = std::max<int64_t>(1, std::min(pixels, std::max<int64_t>(16, kPixelBandBytes / band_bytes)));
+  // The sums' rows, whole vectors (grad_weight_pointwise.h); they go straight into dW where they are
+  // its rows as they lie and a single chunk has them all.
+  const int64_t sums_row = round_up(vector_channels, V), group_sums = rows * sums_row;
+  const bool direct_sums = vectors_in && chunks == 1 && sums_row == vector_channels;
+  const std::unique_ptr<T[]> partials(direct_sums ? nullptr : new T[chunks * groups * group_sums]);
+  T* const sums = direct_sums ? grad_weight : partials.get();
+  std::vector<double> bias_partials(grad_bias ? chunks * p.out_channels : 0, 0.0);
+  at::parallel_for(0, chunks * groups * parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t chunk = task / (groups * parts), g = task / parts % groups, part = task % parts;
+      const int64_t row0 = std::min(rows, part * part_rows), row1 = std::min(rows, row0 + part_rows);
+      const int64_t first = chunk * pixels / chunks, last = (chunk + 1) * pixels / chunks;
+      T* chunk_sums = sums + (chunk * groups + g) * group_sums;
+      std::fill(chunk_sums + row0 * sums_row, chunk_sums + row1 * sums_row, T(0));
+      const T* x = input + g * cin;
+      const T* dy = grad_output + g * cout;
+      const PointwiseWeightBatch<T> b{vectors_in ? x : dy,  vectors_in ? p.in_channels : p.out_channels,
+                                      vector_channels,      vectors_in ? dy : x,
+                                      vectors_in ? p.out_channels : p.in_channels,
+                                      chunk_sums,           sums_row};
+      double* bias = grad_bias && part == 0 ? bias_partials.data() + chunk * p.out_channels + g * cout : nullptr;
+      for (int64_t q = first; q < last; q += band) {
+        const int64_t q1 = std::min(last, q + band);
+        pointwise_weight_band<T, Arch>(b, row0, row1, q, q1);
+        if (bias) add_row_sums<T, Arch>(dy + q * p.out_channels, p.out_channels, q1 - q, cout, bias);
+      }
+    }
+  });
+  if (!direct_sums) {
+    // The chunks' sums added in chunk order, as dW's rows, or as rows of its transpose.
+    std::vector<T> transposed(vectors_in ? 0 : weight_numel);
+    T* const total = vectors_in ? grad_weight : transposed.data();
+    at::parallel_for(0, groups * rows, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t gr = begin; gr < end; ++gr) {
+        const T* row = sums + gr / rows * group_sums + gr % rows * sums_row;
+        for (int64_t v = 0; v < vector_channels; ++v) {
+          const int64_t column = pointwise_sums_column(v, vector_channels, V);
+          T sum = row[column];
+          for (int64_t c = 1; c < chunks; ++c) sum += row[c * groups * group_sums + column];
+          total[gr * vector_channels + v] = sum;
+        }
+      }
+    });
+    if (!vectors_in)
+      for (int64_t g = 0; g < groups; ++g)
+        transpose_rows<T, Arch::kTiles.vec_bytes>(total + g * group_numel, cout, cin, cout,
+                                                  grad_weight + g * group_numel, cin);
+  }
+  for (int64_t oc = 0; grad_bias && oc < p.out_channels; ++oc) {
+    double sum = 0;
+    for (int64_t c = 0; c < chunks; ++c) sum += bias_partials[c * p.out_channels + oc];
+    grad_bias[oc] = static_cast<T>(sum);
+  }
+}
+
 template <typename T, class Arch>
 void direct_forward(const Conv2dParams& p, const ConvPlan& plan, const T* input, const T* weight, const T* bias,
                     T* output) {
@@ -628,6 +734,11 @@ void direct_grad_weight(const Conv2dParams& p, const ConvPlan& plan, const T* gr
   if (plan.family == Family::kGradWeightInputVectors) {
     note_family_run(ConvPass::GradWeight, plan.family);
     return input_vector_grad_weight<T, Arch>(p, grad_output, input, grad_weight, grad_bias, plan.channels_last);
+  }
+  if (plan.family == Family::kGradWeightPointwise) {
+    TORCH_INTERNAL_ASSERT(plan.channels_last, "cnnext: grad_weight_pointwise runs channels_last activations only");
+    note_family_run(ConvPass::GradWeight, plan.family);
+    return pointwise_grad_weight<T, Arch>(p, grad_output, input, grad_weight, grad_bias);
   }
   if (plan.family == Family::kGradWeightChannelVectors) {
     note_family_run(ConvPass::GradWeight, plan.family);
