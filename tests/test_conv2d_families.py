@@ -369,9 +369,10 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
     """Where oneMKL runs below full speed (CPUs not Intel's), AVX-512's channel vectors stay direct at any
     reduction, forward (but 1 x 1 shortcuts) and grad_input, strided or not, scattered or not (NCHW 1 x 1
     shortcuts included); channels_last pointwise forward and grad_input that its channel vectors run in place
-    (whole vectors of outputs) over a reduction of more than one vector stay direct; grad_weight, AVX2 and the other rules are
-    the Intel ones, but for grad_weight's channel vectors where a group's weight gradient fits 1 MB, or 3 MB
-    where two staged samples fit (where the Intel rules leave strided layers and long reductions to im2col).
+    (whole vectors of outputs) over a reduction of more than one vector stay direct, and so does their grad_weight
+    (grad_weight_pointwise); AVX2 and the other rules are the Intel ones, but for grad_weight's channel vectors
+    where a group's weight gradient fits 1 MB, or above it where the batch has 256 output pixels (where the
+    Intel rules leave strided layers and long reductions to im2col).
     On this CPU, `auto` runs what the plan for its vendor says, with torch's results and layout."""
     def plan(x_shape, w_shape, pass_="forward", isa="avx512", vendor="amd", **kwargs):
         return _ops.conv2d_plan(x_shape, w_shape, pass_=pass_, isa=isa, vendor=vendor, **kwargs)
@@ -384,7 +385,9 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
             got = plan(x_shape, w_shape, vendor=vendor, **kwargs)
             assert (got["algo"], got["family"], got["vendor"]) == ("direct", "channel_vectors", vendor), got
             assert plan(x_shape, w_shape, vendor="intel", **kwargs)["algo"] == "im2col"
-            assert plan(x_shape, w_shape, "grad_weight", vendor=vendor, **kwargs)["algo"] == "im2col"
+            got = plan(x_shape, w_shape, "grad_weight", vendor=vendor, **kwargs)  # weight gradients of 1 - 9 MB
+            assert (got["algo"], got["family"]) == ("direct", "grad_weight_channel_vectors"), got
+            assert plan(x_shape, w_shape, "grad_weight", vendor="intel", **kwargs)["algo"] == "im2col"
             assert plan(x_shape, w_shape, isa="avx2", vendor=vendor, **kwargs)["algo"] == "im2col"
         got = plan(*strided[:2], "grad_input", vendor=vendor, **strided[2])  # 256 x 9 = 2304 per input pixel
         assert got["family"] == "channel_vectors_scatter", got
@@ -417,17 +420,18 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
             got = plan(x_shape, w_shape, "grad_weight", vendor=vendor, channels_last=True)
             assert (got["algo"], got["family"]) == ("direct", "grad_weight_pointwise"), got
         # NCHW grad_weight: channel vectors where a group's weight gradient fits 1 MB (stems, 64 -> 128 and
-        # 128 -> 128 of 3 x 3, strided or not), or 3 MB where two samples fit the staging (256 -> 256 of
-        # 3 x 3 on 8 x 8), where the Intel rules run im2col; on 14 x 14 planes two samples do not fit.
+        # 128 -> 128 of 3 x 3, strided or not), or above it where the batch has 256 output pixels (256 -> 256
+        # of 3 x 3 on 8 x 8 and 14 x 14), where the Intel rules run im2col; not on 4 x 4 planes of 8 samples.
         for x_shape, w_shape, kwargs in (((8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3)),
                                          ((8, 64, 56, 56), (128, 64, 3, 3), dict(stride=2, padding=1)),
                                          ((8, 128, 28, 28), (128, 128, 3, 3), dict(padding=1)),
-                                         ((32, 256, 8, 8), (256, 256, 3, 3), dict(padding=1))):
+                                         ((32, 256, 8, 8), (256, 256, 3, 3), dict(padding=1)),
+                                         ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1))):
             got = plan(x_shape, w_shape, "grad_weight", vendor=vendor, **kwargs)
             assert (got["algo"], got["family"]) == ("direct", "grad_weight_channel_vectors"), (w_shape, got)
             assert plan(x_shape, w_shape, "grad_weight", vendor="intel", **kwargs)["algo"] == "im2col"
             assert plan(x_shape, w_shape, "grad_weight", isa="avx2", vendor=vendor, **kwargs)["algo"] == "im2col"
-        assert plan((8, 256, 14, 14), (256, 256, 3, 3), "grad_weight", vendor=vendor, padding=1)["algo"] == "im2col"
+        assert plan((8, 512, 4, 4), (512, 512, 3, 3), "grad_weight", vendor=vendor, padding=1)["algo"] == "im2col"
         assert plan((8, 3, 64, 64), (64, 3, 3, 3), "grad_weight", vendor=vendor, padding=1)["family"] == \
             "planes_first_layer"
     gen = torch.Generator().manual_seed(11)
@@ -786,6 +790,46 @@ def test_input_vectors_grad_weight_match_torch(isa, dtype):
                     assert _ops.last_conv2d_family("grad_weight") == "grad_weight_input_vectors", label
             finally:
                 del os.environ["CNNEXT_CONV_PLAN"]
+            for a, c in zip(*results):
+                assert torch.equal(a, c), label
+            tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(results[0][0].double(), gw_ref, **tol, msg=lambda m: f"{label} dW: {m}")
+            torch.testing.assert_close(results[0][1].double(), gb_ref, **tol, msg=lambda m: f"{label} db: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_channel_vector_grad_weight_in_sets_matches_torch(isa, dtype, monkeypatch):
+    """grad_weight's channel vectors for a group's weight gradient above 1 MB (summed over sets of samples staged
+    for every task, each task a block of output channels x a part of the taps), per ISA, NCHW and channels_last:
+    a batch in several sets, the last one short, samples reduced a few at a time over whole planes or rows of
+    one, the border's taps skipped (4 x 4 planes), strides and dilation, output channels in blocks of fewer
+    vectors, groups. dW and grad_bias equal the float64 reference, bitwise the same under 1 and 3 threads."""
+    monkeypatch.setenv("CNNEXT_CONV_PLAN", "family=grad_weight_channel_vectors")
+    gen = torch.Generator().manual_seed(23)
+    ops = torch.ops.cnnext
+    # input, weight, stride, padding, dilation, groups: every group's dW is above 1 MB in float32
+    cases = [((3, 240, 38, 38), (128, 240, 3, 3), (1, 1), (1, 1), (1, 1), 1),  # several sets
+             ((5, 512, 4, 4), (64, 512, 3, 3), (1, 1), (1, 1), (1, 1), 1),  # the border skipped
+             ((2, 300, 11, 13), (112, 300, 3, 3), (2, 2), (1, 1), (2, 2), 1),  # 7 vectors: blocks of 4 and 3
+             ((2, 384, 6, 6), (320, 192, 3, 3), (1, 1), (1, 1), (1, 1), 2)]
+    for x_shape, w_shape, stride, padding, dilation, groups in cases:
+        for layout in (torch.contiguous_format, torch.channels_last):
+            label = f"{isa} {layout} {x_shape} {w_shape} stride {stride} padding {padding} dilation {dilation}"
+            x = torch.randn(x_shape, dtype=dtype, generator=gen).contiguous(memory_format=layout)
+            y_shape = F.conv2d(x[:1, :, :, :].double(), torch.zeros(w_shape, dtype=torch.float64), None, stride,
+                               padding, dilation, groups).shape
+            gy = torch.randn(x_shape[0], *y_shape[1:], dtype=dtype, generator=gen).contiguous(memory_format=layout)
+            _, gw_ref, gb_ref = torch.ops.aten.convolution_backward(
+                gy.double(), x.double(), torch.zeros(w_shape, dtype=torch.float64), [w_shape[0]], list(stride),
+                list(padding), list(dilation), False, [0, 0], groups, [False, True, True])
+            geometry = (list(stride), [padding[0], padding[1], padding[0], padding[1]], list(dilation), groups)
+
+            def run():
+                got = ops.conv2d_grad_weight_bias(gy, x, list(w_shape), *geometry, "direct")
+                assert _ops.last_conv2d_family("grad_weight") == "grad_weight_channel_vectors", label
+                return got
+
+            results = under_thread_counts(run)
             for a, c in zip(*results):
                 assert torch.equal(a, c), label
             tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)

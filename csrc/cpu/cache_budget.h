@@ -26,12 +26,16 @@ constexpr int64_t kPixelBandBytes = 256 << 10;
 constexpr int64_t kChannelVectorWeightBytes = 512 << 10;
 
 // Direct convolution, grad_weight's channel vectors: the tap-major sums of a
-// group's weight gradient that every staged sample adds into, where they beat
-// an im2col GEMM below full speed (conv2d_plan.cpp) only while they stay in L2.
+// group's weight gradient that each chunk of the batch adds into as a whole
+// while they stay in L2; larger ones are cut into slices of half this, one per
+// task, summed over sets of samples staged for every task (driver.h).
 constexpr int64_t kWeightSumsBytes = 1 << 20;
-// The same where a few samples staged together reduce long between two updates
-// of those sums (two samples fit kDirectStagingBytes): in the outer caches.
-constexpr int64_t kStagedWeightSumsBytes = 3 << 20;
+
+// Direct convolution, grad_weight's channel vectors for weight gradients
+// above kWeightSumsBytes: the set of staged samples that every task reads.
+// Not an L2 budget: each task reads bands of it, the set lies in the outer
+// caches.
+constexpr int64_t kSharedStagingBytes = 4 << 20;
 
 // Direct convolution, planes of first layers (planes_first_layer.h): the
 // shifted copies of one band of rows, which every block of output channels

@@ -52,6 +52,12 @@ constexpr int64_t kInputVectorWeightBytes = 512 << 10;
 // loses to im2col on AVX-512 too (64 and more channels of 3 x 3).
 constexpr int64_t kWideReduction = 512;
 
+// Output pixels of the batch from which grad_weight's channel vectors summed
+// in sets (a weight gradient above kWeightSumsBytes) beat a GEMM below full
+// speed: below, zeroing, updating and transposing their sums costs more per
+// multiply-add (VGG-11's 512-channel layers on 4 x 4 planes of 8 samples).
+constexpr int64_t kWeightSetPixels = 256;
+
 // Output channels from which grad_input's scattered channel vectors reduce
 // long enough between two updates of their scratch tile.
 constexpr int64_t kScatterMinOutputs = 16;
@@ -117,8 +123,10 @@ struct Geometry {
 
   // grad_weight's channel vectors pass over the taps once per group of staged samples: they need two
   // samples with their grad_output to fit the staging budget, or, in channels_last with steps of 4 vectors
-  // (AVX-512), which read grad_output in place, a sample's staged planes.
+  // (AVX-512), which read grad_output in place, a sample's staged planes. A weight gradient above
+  // kWeightSumsBytes is summed over sets of samples staged for all tasks (driver.h), which fit any sample.
   bool weight_vectors_fit() const {
+    if (weight_gradient_bytes() > kWeightSumsBytes) return true;
     const Correlation cv = grad_weight_correlation(p, lanes, true);
     const int64_t budget = kDirectStagingBytes;
     const int64_t cv_planes = saturating_product(p.in_per_group(), cv.staging.rows, cv.staging.cols);
@@ -130,15 +138,16 @@ struct Geometry {
 
   // Beside a GEMM below full speed (isa.h: CPUs not Intel's), grad_weight's channel vectors in steps of 4
   // vectors (AVX-512; NCHW grad_output through a transpose per sample) beat im2col on kernels larger than
-  // 1 x 1 while a group's weight gradient, their sums, stays in L2 (kWeightSumsBytes): the stems and the
-  // 64 -> 128 and 128 -> 128 layers of 3 x 3, strided or not; where their samples fit the staging
-  // (weight_vectors_fit), up to kStagedWeightSumsBytes at any reduction, as they skip the border's taps
-  // where im2col multiplies its zero columns (256 -> 256 of 3 x 3). Larger ones ran slower.
+  // 1 x 1, strided or not, as they skip the border's taps where im2col multiplies its zero columns: where a
+  // group's weight gradient, their sums, stays in L2 (kWeightSumsBytes: the stems, the 64 -> 128 and
+  // 128 -> 128 layers of 3 x 3), and above it, summed in sets of samples (driver.h), where the batch has
+  // kWeightSetPixels output pixels to reduce over (256 and 512 channels of 3 x 3 on 7 x 7 planes of 8
+  // samples, not on 4 x 4).
   bool weight_vectors_beat_slow_gemm() const {
     const int64_t bytes = weight_gradient_bytes();
     return vendor != CpuVendor::kIntel && pass == ConvPass::GradWeight && tiles.cv_vectors >= 4 &&
            p.out_per_group() % lanes == 0 && p.kernel_plane() > 1 &&
-           (bytes <= kWeightSumsBytes || (bytes <= kStagedWeightSumsBytes && weight_vectors_fit()));
+           (bytes <= kWeightSumsBytes || saturating_product(p.batch, p.out_plane(), 1) >= kWeightSetPixels);
   }
 
   // grad_input: the scattered channel vectors (channel_vectors_scatter.h) keep a scratch tile of
@@ -321,8 +330,8 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   (forward, grad_input, scattered or not), which run in place. On CPUs
 //   where oneMKL's GEMM runs below full speed (not Intel's): never for
 //   AVX-512's channel vectors, forward or grad_input, scattered or not, nor
-//   for its grad_weight channel vectors whose sums stay in cache
-//   (weight_vectors_beat_slow_gemm).
+//   for its grad_weight channel vectors where their sums stay in L2 or the
+//   batch has enough pixels (weight_vectors_beat_slow_gemm).
 // - forward and grad_weight: direct, except for strided layers with at least
 //   8 input channels per group that the direct kernels run with vectors over
 //   pixels: they read the input with strided loads, slower than im2col's
@@ -338,7 +347,7 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   Neither strided rule holds for AVX-512's channel vectors in channels_last
 //   grad_weight of kernels larger than 1 x 1, which read grad_output in place,
 //   nor, where oneMKL's GEMM runs below full speed, for the grad_weight
-//   channel vectors whose sums stay in cache (weight_vectors_beat_slow_gemm).
+//   channel vectors that beat it (weight_vectors_beat_slow_gemm).
 // - grad_input: direct where the plan scatters it (channel_vectors_scatter:
 //   strided and unpadded layers, only real gradient values multiplied),
 //   but for 1 x 1 kernels, whose im2col is one GEMM with no zeros either
@@ -400,7 +409,7 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
   const bool avx512_vectors = isa == Isa::kAvx512 && pass != ConvPass::GradWeight &&
                               (family == Family::kChannelVectors || family == Family::kChannelVectorsScatter);
   const bool slow_gemm_vectors = !gemm_full_speed && avx512_vectors;
-  // grad_weight's channel vectors beside a slower GEMM, where their sums stay in cache
+  // grad_weight's channel vectors beside a slower GEMM, where they beat it
   // (Geometry::weight_vectors_beat_slow_gemm).
   const bool slow_gemm_weight_vectors =
       family == Family::kGradWeightChannelVectors && g.weight_vectors_beat_slow_gemm();
@@ -408,7 +417,7 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
   if (reduction >= (blocked ? kBlockedReduction : kLargeReduction) && !direct_vectors) return ConvAlgo::Im2col;
   // Their grad_weight reads grad_output in place too, strided or not (stems included; RESULTS.md, session 16),
   // but for 1 x 1 kernels (shortcuts), whose im2col is a GEMM over the strided input's gathered pixels alone;
-  // beside a slower GEMM, NCHW's too where their sums stay in cache.
+  // beside a slower GEMM, NCHW's too where they beat it.
   const bool direct_weight_vectors =
       slow_gemm_weight_vectors ||
       (family == Family::kGradWeightChannelVectors && channels_last && isa == Isa::kAvx512 && p.kernel_plane() > 1);

@@ -330,6 +330,110 @@ void add_pixel_sums(const Conv2dParams& p, const T* gy, int64_t count, int64_t s
   }
 }
 
+// grad_weight with channel vectors for a group's weight gradient larger than kWeightSumsBytes: a
+// partial per batch chunk (channel_vector_grad_weight) would sweep sums that do not stay in L2, one
+// sample at a time. Here the batch is staged in sets of samples shared by every task (each sample's
+// planes, and NCHW grad_output transposed), and each task owns a block of output channels and a part of
+// the taps: its slice of the tap-major sums, which stays in L2 and gets one update per set of samples and
+// band of rows, the set's samples reduced in registers. Each task adds the sets in order, so the result
+// does not depend on the thread count.
+template <typename T, class Arch>
+void channel_vector_grad_weight_in_sets(const Conv2dParams& p, const Correlation& cv, const T* grad_output,
+                                        const T* input, T* grad_weight, T* grad_bias, bool channels_last) {
+  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>, element = sizeof(T);
+  constexpr int64_t block_outs = cv_block_channels<T, Arch>(), kTaps = cv_width<Arch>(Arch::kTiles.cv_vectors);
+  const int64_t cin = p.in_per_group(), cout = p.out_per_group(), pixels = p.out_plane(), taps = cv.taps();
+  const int64_t staged_sample = cin * cv.staging.rows * cv.staging.cols, gy_sample = pixels * cout;
+  const Activations x{p.groups, cin, p.in_plane(), channels_last}, dy{p.groups, cout, pixels, channels_last};
+  const WeightTapSweep sweep(cv, p.in_h, p.in_w);
+  // Samples per set: as many as kSharedStagingBytes holds, staged planes and (NCHW) grad_output.
+  const int64_t sample_bytes = (staged_sample + (channels_last ? 0 : gy_sample)) * p.groups * element;
+  const int64_t set = std::clamp<int64_t>(kSharedStagingBytes / std::max<int64_t>(1, sample_bytes), 1, p.batch);
+  // Tasks: blocks of output channels x parts of the taps, enough for kMaxChunks tasks and each part's sums
+  // within kWeightSumsBytes / 2 (beside a band of staged rows), parts in whole steps.
+  const int64_t blocks = (cout + block_outs - 1) / block_outs;
+  const int64_t kMaxTasks = BatchChunks::kMaxChunks;
+  const int64_t wanted = std::max((kMaxTasks + blocks * p.groups - 1) / (blocks * p.groups),
+                                  (taps * block_outs * element + kWeightSumsBytes / 2 - 1) / (kWeightSumsBytes / 2));
+  const int64_t parts = std::clamp<int64_t>(wanted, 1, std::max<int64_t>(1, taps / kTaps));
+  const int64_t part_taps = round_up((taps + parts - 1) / parts, kTaps);
+  std::vector<T> tap_major(p.out_channels * taps);
+  AlignedBuffer<T> staged(set * p.groups * staged_sample);
+  AlignedBuffer<T> gyT(channels_last ? 0 : set * p.groups * gy_sample);
+  std::vector<double> bias_sums(grad_bias ? p.batch * p.out_channels : 0, 0.0);
+  for (int64_t n0 = 0; n0 < p.batch; n0 += set) {
+    const int64_t count = std::min(set, p.batch - n0);
+    at::parallel_for(0, count * p.groups, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t sg = begin; sg < end; ++sg) {
+        const int64_t s = sg / p.groups, g = sg % p.groups, n = n0 + s;
+        const T* group_gy = grad_output + dy.offset(n * p.groups + g, 0);
+        double* bias = grad_bias ? bias_sums.data() + n * p.out_channels + g * cout : nullptr;
+        if (bias && channels_last) {
+          add_pixel_sums(p, group_gy, 1, p.out_channels, bias);
+        } else if (bias) {
+          add_plane_sums<T, Arch>(p, group_gy, 1, bias);
+        }
+        stage_channel_planes<T, Arch>(input + x.offset(n * p.groups + g, 0), cin, p.in_h, p.in_w, cv.staging,
+                                      staged.data() + (g * set + s) * staged_sample, x.pixel_stride());
+        if (!channels_last)
+          transpose_rows<T, Arch::kTiles.vec_bytes>(group_gy, pixels, cout, pixels,
+                                                    gyT.data() + (g * set + s) * gy_sample, cout);
+      }
+    });
+    // A step sweeps a band: the same output rows of a few samples, whose grad_output rows of a block and
+    // the input rows they read fit kPixelBandBytes; whole planes of as many samples as fit, else rows of one.
+    const int64_t row_bytes = (p.out_w * block_outs + cin * cv.staging.cols * cv.stride_h) * element;
+    const int64_t out_h = std::max<int64_t>(p.out_h, 1);
+    const int64_t band_samples = std::clamp<int64_t>(kPixelBandBytes / (out_h * row_bytes), 1, count);
+    const int64_t band_rows = std::clamp<int64_t>(kPixelBandBytes / (band_samples * row_bytes), 1, out_h);
+    at::parallel_for(0, p.groups * blocks * parts, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t g = task / (blocks * parts), oc0 = task / parts % blocks * block_outs, part = task % parts;
+        const int64_t t0 = std::min(taps, part * part_taps), t1 = std::min(taps, t0 + part_taps);
+        const int64_t width = std::min(block_outs, cout - oc0);
+        T* sums = tap_major.data() + g * taps * cout + oc0;
+        if (n0 == 0)
+          for (int64_t t = t0; t < t1; ++t) std::fill_n(sums + sweep.tap_row[t] * cout, width, T(0));
+        // grad_output with the channels of a pixel side by side: channels_last as it is, else gyT.
+        const T* rows = channels_last ? grad_output + dy.offset(n0 * p.groups + g, oc0)
+                                      : gyT.data() + g * set * gy_sample + oc0;
+        const int64_t row_pixel = channels_last ? p.out_channels : cout;
+        const int64_t row_sample = channels_last ? pixels * p.out_channels : gy_sample;
+        with_vector_count<Arch::kTiles.cv_vectors>(width / V, [&](auto vectors) {
+          constexpr int64_t kVecs = decltype(vectors)::value;
+          for (int64_t s0 = 0; s0 < count; s0 += band_samples) {
+            const ChannelVectorWeightBatch<T> b{staged.data() + (g * set + s0) * staged_sample,
+                                                staged_sample,
+                                                rows + s0 * row_sample,
+                                                row_pixel,
+                                                row_sample,
+                                                std::min(band_samples, count - s0),
+                                                &sweep,
+                                                p.out_h,
+                                                p.out_w,
+                                                band_rows,
+                                                t1,
+                                                sums,
+                                                cout};
+            for (int64_t r0 = 0; r0 < p.out_h; r0 += band_rows) {
+              const RowBand band{r0, std::min(p.out_h, r0 + band_rows)};
+              channel_vector_weight_taps<T, Arch, kVecs, cv_width<Arch>(kVecs)>(b, t0, band);
+            }
+          }
+        });
+      }
+    });
+  }
+  for (int64_t g = 0; g < p.groups; ++g)
+    transpose_rows<T, Arch::kTiles.vec_bytes>(tap_major.data() + g * taps * cout, cout, taps, cout,
+                                              grad_weight + g * cout * taps, taps);
+  for (int64_t oc = 0; grad_bias && oc < p.out_channels; ++oc) {
+    double sum = 0;
+    for (int64_t n = 0; n < p.batch; ++n) sum += bias_sums[n * p.out_channels + oc];
+    grad_bias[oc] = static_cast<T>(sum);
+  }
+}
+
 // grad_weight with channel vectors (grad_weight_channel_vectors.h) on the
 // plan's correlation `cv` (rows only as wide as the windows read).
 // NCHW or channels_last activations (grad_output and input, `channels_last`): the
@@ -341,6 +445,9 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
   constexpr int64_t block_outs = cv_block_channels<T, Arch>();
   const int64_t cin = p.in_per_group(), cout = p.out_per_group(), pixels = p.out_plane();
   const int64_t taps = cv.taps();
+  if (taps * cout * static_cast<int64_t>(sizeof(T)) > kWeightSumsBytes)
+    return channel_vector_grad_weight_in_sets<T, Arch>(p, cv, grad_output, input, grad_weight, grad_bias,
+                                                       channels_last);
   const int64_t staged_sample = cin * cv.staging.rows * cv.staging.cols, gy_sample = pixels * cout;
   const Activations x{p.groups, cin, p.in_plane(), channels_last}, dy{p.groups, cout, pixels, channels_last};
   const WeightTapSweep sweep(cv, p.in_h, p.in_w);
