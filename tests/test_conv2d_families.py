@@ -368,9 +368,9 @@ def test_auto_runs_large_layers_as_im2col():
 def test_auto_weighs_the_gemm_by_cpu_vendor():
     """Where oneMKL runs below full speed (CPUs not Intel's), AVX-512's channel vectors stay direct at any
     reduction, forward (but 1 x 1 shortcuts) and grad_input, strided or not, scattered or not (NCHW 1 x 1
-    shortcuts included); channels_last pointwise forward and grad_input that its channel vectors run in place
-    (whole vectors of outputs) over a reduction of more than one vector stay direct, and so does their grad_weight
-    (grad_weight_pointwise); AVX2 and the other rules are the Intel ones, but for grad_weight's channel vectors
+    shortcuts included); channels_last pointwise layers run direct, AVX2's too (the pointwise families, and the
+    channel vectors for forward passes of long reductions), but AVX2's forward over fewer than 4 vectors; AVX2's
+    other rules and the other rules are the Intel ones, but for grad_weight's channel vectors
     where a group's weight gradient fits 1 MB, or above it where the batch has 256 output pixels (where the
     Intel rules leave strided layers and long reductions to im2col).
     On this CPU, `auto` runs what the plan for its vendor says, with torch's results and layout."""
@@ -404,19 +404,24 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
         assert (got["algo"], got["family"]) == ("direct", "channel_vectors_scatter"), got
         assert plan(*shortcut, "grad_input", stride=2, vendor=vendor, channels_last=True)["algo"] == "im2col"
         assert plan(*shortcut, "grad_input", stride=2, vendor="intel")["algo"] == "im2col"
-        # Pointwise, channels_last: forward and grad_input in place with whole vectors of outputs and a
-        # reduction of more than one vector.
-        for x_shape, w_shape, algos in (((8, 64, 14, 14), (384, 64, 1, 1), ("direct", "direct")),
-                                        ((8, 384, 14, 14), (64, 384, 1, 1), ("direct", "direct")),
-                                        ((8, 32, 28, 28), (192, 32, 1, 1), ("direct", "direct")),
-                                        ((8, 16, 112, 112), (96, 16, 1, 1), ("im2col", "direct")),
-                                        ((8, 96, 56, 56), (24, 96, 1, 1), ("im2col", "direct")),
-                                        ((8, 24, 56, 56), (144, 24, 1, 1), ("direct", "im2col"))):
-            for pass_, algo in zip(("forward", "grad_input"), algos):
+        # Pointwise, channels_last: forward and grad_input direct, in the pointwise family but for forward passes
+        # of long reductions, which the channel vectors run in place; AVX2's too, but its forward over fewer
+        # than 4 vectors of input channels.
+        for x_shape, w_shape, families, avx2_forward in (
+                ((8, 64, 14, 14), (384, 64, 1, 1), ("pointwise", "pointwise"), "direct"),
+                ((8, 384, 14, 14), (64, 384, 1, 1), ("channel_vectors", "pointwise"), "direct"),
+                ((8, 32, 28, 28), (192, 32, 1, 1), ("pointwise", "pointwise"), "direct"),
+                ((8, 16, 112, 112), (96, 16, 1, 1), ("pointwise", "pointwise"), "im2col"),
+                ((8, 96, 56, 56), (24, 96, 1, 1), ("pointwise", "pointwise"), "direct"),  # 24 outputs
+                ((8, 24, 56, 56), (144, 24, 1, 1), ("pointwise", "pointwise"), "im2col")):
+            for pass_, family in zip(("forward", "grad_input"), families):
                 got = plan(x_shape, w_shape, pass_, vendor=vendor, channels_last=True)
-                assert (got["algo"], got["channels_last"]) == (algo, algo == "direct"), (x_shape, w_shape, pass_)
+                assert (got["algo"], got["family"], got["channels_last"]) == ("direct", family, True), \
+                    (x_shape, w_shape, pass_, got)
                 assert plan(x_shape, w_shape, pass_, vendor=vendor)["algo"] == "im2col"
                 assert plan(x_shape, w_shape, pass_, vendor="intel", channels_last=True)["algo"] == "im2col"
+                avx2 = plan(x_shape, w_shape, pass_, isa="avx2", vendor=vendor, channels_last=True)["algo"]
+                assert avx2 == (avx2_forward if pass_ == "forward" else "direct"), (x_shape, w_shape, pass_)
             got = plan(x_shape, w_shape, "grad_weight", vendor=vendor, channels_last=True)
             assert (got["algo"], got["family"]) == ("direct", "grad_weight_pointwise"), got
         # NCHW grad_weight: channel vectors where a group's weight gradient fits 1 MB (stems, 64 -> 128 and
@@ -654,10 +659,61 @@ def test_pointwise_grad_weight_matches_torch(isa, dtype, monkeypatch):
         assert torch.equal(gw_alone, gw), label
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pointwise_forward_and_grad_input_match_torch(isa, dtype, monkeypatch):
+    """Forward and grad_input of channels_last 1 x 1 layers at stride 1 without padding in the pointwise family
+    per ISA: outputs in whole vectors or not (the last vector overlaps the one before), in several tiles of
+    vectors, pixels not in whole steps, long and short reductions, groups, with and without bias, samples of one
+    pixel, random shapes. Both equal the float64 reference, bitwise the same under 1 and 3 threads, and stay
+    channels_last."""
+    monkeypatch.setenv("CNNEXT_CONV_PLAN", "family=pointwise")
+    gen = torch.Generator().manual_seed(29)
+    ops = torch.ops.cnnext
+    lanes = _ops.conv2d_plan((1, 16, 8, 8), (16, 16, 1, 1), dtype=dtype, isa=isa)["tiles"]["vec_bytes"] // (
+        4 if dtype == torch.float32 else 8)
+    # input, output channels, groups, bias
+    cases = [((3, lanes + 3, 9, 7), 2 * lanes + 5, 1, True),
+             ((2, 4 * lanes + 5, 5, 6), lanes + 1, 1, False),
+             ((2, 300, 3, 5), 7 * lanes, 1, True),  # tiles of 6 (3 on 16-register ISAs) vectors and the rest
+             ((2, 2 * (lanes + 1), 4, 5), 4 * lanes, 2, False),
+             ((5, 3 * lanes, 1, 1), 3 * lanes, 3, True)]  # samples of one pixel
+    def draw(lo: int, hi: int) -> int:
+        return int(torch.randint(lo, hi + 1, (1,), generator=gen))
+    for _ in range(4):
+        groups = draw(1, 2)
+        cases.append(((draw(1, 3), groups * draw(lanes, 3 * lanes), draw(1, 12), draw(1, 12)),
+                      groups * draw(lanes, 4 * lanes), groups, bool(draw(0, 1))))
+    geometry = ([1, 1], [0, 0, 0, 0], [1, 1])
+    for x_shape, outs, groups, bias in cases:
+        label = f"{isa} {x_shape} -> {outs} groups {groups} bias {bias}"
+        x = torch.randn(x_shape, dtype=dtype, generator=gen).to(memory_format=torch.channels_last)
+        w = torch.randn(outs, x_shape[1] // groups, 1, 1, dtype=dtype, generator=gen)
+        b = torch.randn(outs, dtype=dtype, generator=gen) if bias else None
+        y = F.conv2d(x.double(), w.double(), None if b is None else b.double(), groups=groups)
+        gy = torch.randn(y.shape, dtype=dtype, generator=gen).to(memory_format=torch.channels_last)
+        gx_ref = F.conv_transpose2d(gy.double(), w.double(), groups=groups)
+
+        def run():
+            out = ops.conv2d(x, w, b, *geometry, groups, "direct")
+            assert _ops.last_conv2d_family("forward") == "pointwise", label
+            gx = ops.conv2d_grad_input(gy, w, list(x_shape), *geometry, groups, "direct")
+            assert _ops.last_conv2d_family("grad_input") == "pointwise", label
+            return out, gx
+
+        results = under_thread_counts(run)
+        for a, c in zip(*results):
+            assert torch.equal(a, c), label
+            assert a.is_contiguous(memory_format=torch.channels_last), label
+        tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(results[0][0].double(), y, **tol, msg=lambda m: f"{label} output: {m}")
+        torch.testing.assert_close(results[0][1].double(), gx_ref, **tol, msg=lambda m: f"{label} grad_input: {m}")
+
+
 def test_pointwise_grad_weight_plan_and_gradcheck():
     """Off Intel's CPUs, `auto` runs channels_last pointwise grad_weight as grad_weight_pointwise with AVX2 and
     AVX-512 (MobileNetV2's 1 x 1 layers), im2col on Intel's, with the portable kernels, in NCHW, and where
-    neither side has a vector of channels. gradcheck and gradgradcheck in float64 through such a layer."""
+    neither side has a vector of channels. gradcheck and gradgradcheck in float64 through such a layer, whose
+    forward and grad_input run the pointwise family."""
     def plan(x_shape, w_shape, **kwargs):
         return _ops.conv2d_plan(x_shape, w_shape, pass_="grad_weight", channels_last=True, **kwargs)
 
@@ -678,6 +734,10 @@ def test_pointwise_grad_weight_plan_and_gradcheck():
     b = torch.randn(11, dtype=torch.float64, requires_grad=True)
     got = plan(tuple(x.shape), tuple(w.shape), dtype=torch.float64, algo="direct")
     assert got["family"] == "grad_weight_pointwise", got
+    for pass_ in ("forward", "grad_input"):
+        got = _ops.conv2d_plan(tuple(x.shape), tuple(w.shape), dtype=torch.float64, pass_=pass_, algo="direct",
+                               channels_last=True)
+        assert got["family"] == "pointwise", got
     assert torch.autograd.gradcheck(lambda *t: CF.conv2d(*t, algo="direct"), (x, w, b))
     assert torch.autograd.gradgradcheck(lambda *t: CF.conv2d(*t, algo="direct"), (x, w, b))
 

@@ -14,7 +14,7 @@ namespace cnnext {
 namespace cpu {
 namespace {
 
-constexpr std::array<Family, 13> kAllFamilies = {
+constexpr std::array<Family, 14> kAllFamilies = {
     Family::kIm2col,
     Family::kPlanesFirstLayer,
     Family::kPixelVectorsFlat,
@@ -27,6 +27,7 @@ constexpr std::array<Family, 13> kAllFamilies = {
     Family::kGradWeightChannelVectors,
     Family::kGradWeightInputVectors,
     Family::kGradWeightPointwise,
+    Family::kPointwise,
     Family::kDepthwise};
 
 // Below this many multiply-adds per output element (reduction channels x
@@ -57,6 +58,13 @@ constexpr int64_t kWideReduction = 512;
 // speed: below, zeroing, updating and transposing their sums costs more per
 // multiply-add (VGG-11's 512-channel layers on 4 x 4 planes of 8 samples).
 constexpr int64_t kWeightSetPixels = 256;
+
+// Input channels up to which a channels_last pointwise forward runs its own
+// products (pointwise.h), which keep a tile's sums in registers over the whole
+// reduction, rather than the channel vectors, which cut it into parts for the
+// cache (MobileNetV2's 384 - 960-channel layers: 0.90 - 0.96 against 0.99 -
+// 1.07 of torch's time; up to 192 channels even or faster).
+constexpr int64_t kPointwiseReduction = 256;
 
 // Output channels from which grad_input's scattered channel vectors reduce
 // long enough between two updates of their scratch tile.
@@ -171,6 +179,11 @@ struct Geometry {
   }
 
   Family correlation_family() const {
+    // Pointwise layers in channels_last: their own products (pointwise.h) but for forward passes of long
+    // reductions, which the channel vectors block for the cache (where they can run: whole vectors of outputs).
+    if (pointwise_can_run() && (pass == ConvPass::GradInput || p.in_per_group() <= kPointwiseReduction ||
+                                outs() % lanes != 0))
+      return Family::kPointwise;
     if (pass == ConvPass::GradInput && scatter_wins()) return Family::kChannelVectorsScatter;
     const Correlation c = correlation();
     // channels_last: wherever they can run, as the transposes cost more than they lose (first layers:
@@ -189,6 +202,12 @@ struct Geometry {
   bool pointwise_weight_can_run() const {
     return pass == ConvPass::GradWeight && channels_last && is_pointwise(p) &&
            std::max(p.in_per_group(), p.out_per_group()) >= lanes;
+  }
+
+  // Pointwise forward and grad_input (pointwise.h) read channels_last operands in place, with at least one
+  // vector of outputs.
+  bool pointwise_can_run() const {
+    return pass != ConvPass::GradWeight && channels_last && is_pointwise(p) && outs() >= lanes;
   }
 
   Family grad_weight_family() const {
@@ -257,6 +276,8 @@ struct Geometry {
         return input_vectors_can_run();
       case Family::kGradWeightPointwise:
         return pointwise_weight_can_run();
+      case Family::kPointwise:
+        return pointwise_can_run();
       case Family::kDepthwise:
         return is_depthwise(p);
       case Family::kIm2col:
@@ -316,11 +337,12 @@ constexpr int64_t kNhwcMinChannels = 8;
 // The `auto` rule for a pass, given the direct family the plan would run and
 // the geometry it was chosen for (the ISA whose kernels would run it, the
 // CPU's vendor):
-// - pointwise layers: im2col, but for channels_last forward and grad_input
-//   that AVX-512's channel vectors run in place (whole vectors of outputs)
-//   over a reduction of more than one vector, off Intel's CPUs, and for
-//   channels_last grad_weight (grad_weight_pointwise), AVX2 and AVX-512, off
-//   Intel's CPUs.
+// - pointwise layers: im2col, but in channels_last off Intel's CPUs with AVX2
+//   and AVX-512: direct for the pointwise families (forward and grad_input in
+//   `pointwise`, but AVX2's forward over fewer than 4 vectors; grad_weight in
+//   `grad_weight_pointwise`), and for forward passes that the channel vectors
+//   run in place (long reductions, whole vectors of outputs) over more than
+//   one vector.
 // - depthwise layers: direct.
 // - channels_last, groups 1, at least kNhwcMinChannels input channels: im2col,
 //   unless the direct family runs channels_last in place (runs_channels_last).
@@ -375,16 +397,21 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
   const bool gemm_full_speed = g.vendor == CpuVendor::kIntel;
   // Pointwise layers are one GEMM with no column copy (conv2d_im2col_kernel.cpp); the direct
   // kernels' tiles reuse each input load across a kernel window, and 1 x 1 has none to reuse.
-  // Beside a GEMM below full speed, AVX-512's channel vectors in channels_last reuse each broadcast
-  // input across their vectors of outputs as a GEMM's microkernel does, reading a pixel's channels
-  // in place: they run forward and grad_input but for a reduction of one vector (16 -> 96 channels
-  // ran slower), whose steps are mostly their stores.
+  // Beside a GEMM below full speed, the channel vectors in channels_last (AVX2, AVX-512) reuse each
+  // broadcast input across their vectors of outputs as a GEMM's microkernel does, reading a pixel's
+  // channels in place: they run the forward passes of long reductions (kPointwiseReduction) that the
+  // plan gives them (MobileNetV2's 384 - 960-channel layers on AVX2: 1.0 - 1.1 against im2col's 0.7 -
+  // 0.8 of torch's time), but for a reduction of one vector, whose steps are mostly their stores.
   if (is_pointwise(p)) {
-    // Pointwise grad_weight's rank-1 updates read both operands in place, where im2col's GEMM packs them.
-    if (family == Family::kGradWeightPointwise)
-      return !gemm_full_speed && isa != Isa::kBaseline ? ConvAlgo::Direct : ConvAlgo::Im2col;
+    // The pointwise families read the pixel-major operands in place, where im2col's GEMM packs them; but
+    // AVX2's forward over a reduction shorter than 4 vectors (16 and 24 channels on 112 x 112 and 56 x 56
+    // planes) ran at half im2col's speed.
+    if (family == Family::kGradWeightPointwise || family == Family::kPointwise) {
+      const bool short_avx2 = isa == Isa::kAvx2 && pass == ConvPass::Forward && p.in_per_group() < 4 * g.lanes;
+      return !gemm_full_speed && isa != Isa::kBaseline && !short_avx2 ? ConvAlgo::Direct : ConvAlgo::Im2col;
+    }
     const int64_t reduction = pass == ConvPass::Forward ? p.in_per_group() : p.out_per_group();
-    const bool in_place = channels_last && isa == Isa::kAvx512 && family == Family::kChannelVectors;
+    const bool in_place = channels_last && isa != Isa::kBaseline && family == Family::kChannelVectors;
     return !gemm_full_speed && in_place && reduction > g.lanes ? ConvAlgo::Direct : ConvAlgo::Im2col;
   }
   if (family == Family::kDepthwise) return ConvAlgo::Direct;
@@ -516,6 +543,7 @@ bool runs_channels_last(Family family, const Conv2dParams& p) {
     case Family::kGradWeightChannelVectors:
     case Family::kGradWeightInputVectors:
     case Family::kGradWeightPointwise:
+    case Family::kPointwise:
       return true;
     case Family::kDepthwise:
       return p.in_per_group() == 1 && p.out_per_group() == 1;
@@ -550,6 +578,8 @@ const char* family_name(Family family) {
       return "grad_weight_input_vectors";
     case Family::kGradWeightPointwise:
       return "grad_weight_pointwise";
+    case Family::kPointwise:
+      return "pointwise";
     case Family::kDepthwise:
       return "depthwise";
   }

@@ -34,6 +34,7 @@ enum class Family {
   kGradWeightChannelVectors,  // grad_weight_channel_vectors.h
   kGradWeightInputVectors,    // grad_weight_input_vectors.h
   kGradWeightPointwise,       // grad_weight_pointwise.h: 1 x 1 kernels, stride 1, channels_last activations
+  kPointwise,                 // pointwise.h: forward and grad_input, 1 x 1 kernels, stride 1, channels_last
   kDepthwise,                 // depthwise.h: every pass of a depthwise layer (params.h, is_depthwise)
 };
 
@@ -65,7 +66,7 @@ ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size,
 
 // Whether the direct `family` runs `p` on channels_last activations in place:
 // the channel-vector families (their staging reads channels_last pixels, their
-// accumulators hold channels side by side), pointwise grad_weight (which runs
+// accumulators hold channels side by side), the pointwise families (which run
 // in no other layout), and depthwise layers with one output per group
 // (conv2d_direct/depthwise_nhwc.h).
 bool runs_channels_last(Family family, const Conv2dParams& p);

@@ -36,6 +36,7 @@
 #include "pixel_vectors_block.h"
 #include "pixel_vectors_flat.h"
 #include "planes_first_layer.h"
+#include "pointwise.h"
 
 namespace cnnext {
 namespace cpu {
@@ -739,6 +740,44 @@ void pointwise_grad_weight(const Conv2dParams& p, const T* grad_output, const T*
   }
 }
 
+// Forward or grad_input of a pointwise layer on channels_last activations (pointwise.h). Tasks are the
+// groups x blocks of pixels whose rows of the operand stay in L2 while every tile of output channels
+// sweeps them; each pixel's outputs are computed by one task, whatever the thread count.
+template <typename T, class Arch>
+void pointwise_pass(const Conv2dParams& p, ConvPass pass, const T* operand, const T* weight, const T* bias, T* out) {
+  constexpr int64_t B = Arch::kTiles.vec_bytes;
+  const bool forward = pass == ConvPass::Forward;
+  const int64_t cin = p.in_per_group(), cout = p.out_per_group(), groups = p.groups;
+  const int64_t pixels = p.batch * p.out_plane(), reduction = forward ? cin : cout, channels = forward ? cout : cin;
+  // The weight as [k][c]: forward's transposed per group, [g][i][o]; grad_input's as it is, [g][o][i].
+  std::vector<T> transposed(forward ? groups * cin * cout : 0);
+  for (int64_t g = 0; forward && g < groups; ++g)
+    transpose_rows<T, B>(weight + g * cout * cin, cin, cout, cin, transposed.data() + g * cin * cout, cout);
+  const T* b = forward ? transposed.data() : weight;
+  const std::vector<T> zeros(bias ? 0 : channels, T(0));
+  // Pixels per block: their operand rows within kPixelBandBytes, and blocks enough for kMaxChunks tasks.
+  const int64_t kMaxTasks = BatchChunks::kMaxChunks;
+  const int64_t fit = kPixelBandBytes / std::max<int64_t>(1, reduction * static_cast<int64_t>(sizeof(T)));
+  const int64_t block = std::clamp<int64_t>(std::min(fit, (pixels + kMaxTasks - 1) / kMaxTasks), 16,
+                                            std::max<int64_t>(pixels, 16));
+  const int64_t blocks = (pixels + block - 1) / block;
+  at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t g = task / blocks, q0 = task % blocks * block, q1 = std::min(pixels, q0 + block);
+      const PointwiseProduct<T> m{forward ? operand + g * cin : operand + g * cout,
+                                  forward ? p.in_channels : p.out_channels,
+                                  reduction,
+                                  b + g * cin * cout,
+                                  channels,
+                                  bias ? bias + g * cout : zeros.data(),
+                                  channels,
+                                  forward ? out + g * cout : out + g * cin,
+                                  forward ? p.out_channels : p.in_channels};
+      pointwise_block<T, Arch>(m, q0, q1);
+    }
+  });
+}
+
 template <typename T, class Arch>
 void direct_forward(const Conv2dParams& p, const ConvPlan& plan, const T* input, const T* weight, const T* bias,
                     T* output) {
@@ -746,6 +785,11 @@ void direct_forward(const Conv2dParams& p, const ConvPlan& plan, const T* input,
     note_family_run(ConvPass::Forward, plan.family);
     if (plan.channels_last) return depthwise_nhwc_forward<T, Arch>(p, input, weight, bias, output);
     return depthwise_forward<T, Arch>(p, input, weight, bias, output);
+  }
+  if (plan.family == Family::kPointwise) {
+    TORCH_INTERNAL_ASSERT(plan.channels_last, "cnnext: pointwise runs channels_last activations only");
+    note_family_run(ConvPass::Forward, plan.family);
+    return pointwise_pass<T, Arch>(p, ConvPass::Forward, input, weight, bias, output);
   }
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
   const int64_t cin = p.in_per_group(), cout = p.out_per_group();
@@ -811,6 +855,11 @@ void direct_grad_input(const Conv2dParams& p, const ConvPlan& plan, const T* gra
     note_family_run(ConvPass::GradInput, plan.family);
     if (plan.channels_last) return depthwise_nhwc_grad_input<T, Arch>(p, grad_output, weight, grad_input);
     return depthwise_grad_input<T, Arch>(p, grad_output, weight, grad_input);
+  }
+  if (plan.family == Family::kPointwise) {
+    TORCH_INTERNAL_ASSERT(plan.channels_last, "cnnext: pointwise runs channels_last activations only");
+    note_family_run(ConvPass::GradInput, plan.family);
+    return pointwise_pass<T, Arch>(p, ConvPass::GradInput, grad_output, weight, nullptr, grad_input);
   }
   if (plan.family == Family::kChannelVectorsScatter) {
     note_family_run(ConvPass::GradInput, plan.family);

@@ -22,22 +22,11 @@
 #include <algorithm>
 
 #include "../vec.h"
+#include "pointwise.h"
 
 namespace cnnext {
 namespace cpu {
 namespace {
-
-// The vectors of one tile's vector side, and the broadcast rows of a step with `vectors` of them: as
-// many as the accumulators allow, but at most 4 per vector plus 4, as a step of few vectors and many
-// rows waits on its broadcast loads (one vector by 24 rows ran at a third of one by 8).
-template <class Arch>
-constexpr int64_t pointwise_max_vectors() {
-  return Arch::kTiles.cv_accumulators / 4;
-}
-template <class Arch>
-constexpr int64_t pointwise_rows(int64_t vectors) {
-  return std::min(Arch::kTiles.cv_accumulators / vectors, 4 * vectors + 4);
-}
 
 // The column of a pointwise_weight_step's sums that holds vector-side channel `channel`, of
 // `channels` (at least one vector of V lanes): rows of whole vectors, the last one overlapping.
