@@ -159,12 +159,12 @@ struct Geometry {
   }
 
   // grad_input: the scattered channel vectors (channel_vectors_scatter.h) keep a scratch tile of
-  // the padded input plane for a block of input channels in the staging budget.
+  // the padded input plane for a block of input channels within kScatterTileBytes.
   bool scatter_tile_fits() const {
     const PaddedPlanes padded(p);
     const int64_t plane = saturating_product(padded.rows, padded.cols, 1);
     return plane < kDirectStagingBytes &&
-           saturating_product(plane + lanes, tiles.cv_vectors, tiles.vec_bytes) <= kDirectStagingBytes;
+           saturating_product(plane + lanes, tiles.cv_vectors, tiles.vec_bytes) <= kScatterTileBytes;
   }
 
   // Whole vectors of input channels, a gradient to scatter, and a tile that fits.
