@@ -358,9 +358,11 @@ void channel_vector_grad_weight_in_sets(const Conv2dParams& p, const Correlation
                                   (taps * block_outs * element + kWeightSumsBytes / 2 - 1) / (kWeightSumsBytes / 2));
   const int64_t parts = std::clamp<int64_t>(wanted, 1, std::max<int64_t>(1, taps / kTaps));
   const int64_t part_taps = round_up((taps + parts - 1) / parts, kTaps);
-  std::vector<T> tap_major(p.out_channels * taps);
-  AlignedBuffer<T> staged(set * p.groups * staged_sample);
-  AlignedBuffer<T> gyT(channels_last ? 0 : set * p.groups * gy_sample);
+  // Left uninitialized: each task zeroes its slice of the sums, the staging writes every value of a set (a
+  // zeroing pass up front ran on one thread over megabytes).
+  const std::unique_ptr<T[]> tap_major(new T[p.out_channels * taps]);
+  const std::unique_ptr<T[]> staged(new T[set * p.groups * staged_sample]);
+  const std::unique_ptr<T[]> gyT(new T[channels_last ? 0 : set * p.groups * gy_sample]);
   std::vector<double> bias_sums(grad_bias ? p.batch * p.out_channels : 0, 0.0);
   for (int64_t n0 = 0; n0 < p.batch; n0 += set) {
     const int64_t count = std::min(set, p.batch - n0);
@@ -375,10 +377,10 @@ void channel_vector_grad_weight_in_sets(const Conv2dParams& p, const Correlation
           add_plane_sums<T, Arch>(p, group_gy, 1, bias);
         }
         stage_channel_planes<T, Arch>(input + x.offset(n * p.groups + g, 0), cin, p.in_h, p.in_w, cv.staging,
-                                      staged.data() + (g * set + s) * staged_sample, x.pixel_stride());
+                                      staged.get() + (g * set + s) * staged_sample, x.pixel_stride());
         if (!channels_last)
           transpose_rows<T, Arch::kTiles.vec_bytes>(group_gy, pixels, cout, pixels,
-                                                    gyT.data() + (g * set + s) * gy_sample, cout);
+                                                    gyT.get() + (g * set + s) * gy_sample, cout);
       }
     });
     // A step sweeps a band: the same output rows of a few samples, whose grad_output rows of a block and
@@ -392,18 +394,18 @@ void channel_vector_grad_weight_in_sets(const Conv2dParams& p, const Correlation
         const int64_t g = task / (blocks * parts), oc0 = task / parts % blocks * block_outs, part = task % parts;
         const int64_t t0 = std::min(taps, part * part_taps), t1 = std::min(taps, t0 + part_taps);
         const int64_t width = std::min(block_outs, cout - oc0);
-        T* sums = tap_major.data() + g * taps * cout + oc0;
+        T* sums = tap_major.get() + g * taps * cout + oc0;
         if (n0 == 0)
           for (int64_t t = t0; t < t1; ++t) std::fill_n(sums + sweep.tap_row[t] * cout, width, T(0));
         // grad_output with the channels of a pixel side by side: channels_last as it is, else gyT.
         const T* rows = channels_last ? grad_output + dy.offset(n0 * p.groups + g, oc0)
-                                      : gyT.data() + g * set * gy_sample + oc0;
+                                      : gyT.get() + g * set * gy_sample + oc0;
         const int64_t row_pixel = channels_last ? p.out_channels : cout;
         const int64_t row_sample = channels_last ? pixels * p.out_channels : gy_sample;
         with_vector_count<Arch::kTiles.cv_vectors>(width / V, [&](auto vectors) {
           constexpr int64_t kVecs = decltype(vectors)::value;
           for (int64_t s0 = 0; s0 < count; s0 += band_samples) {
-            const ChannelVectorWeightBatch<T> b{staged.data() + (g * set + s0) * staged_sample,
+            const ChannelVectorWeightBatch<T> b{staged.get() + (g * set + s0) * staged_sample,
                                                 staged_sample,
                                                 rows + s0 * row_sample,
                                                 row_pixel,
@@ -426,7 +428,7 @@ void channel_vector_grad_weight_in_sets(const Conv2dParams& p, const Correlation
     });
   }
   for (int64_t g = 0; g < p.groups; ++g)
-    transpose_rows<T, Arch::kTiles.vec_bytes>(tap_major.data() + g * taps * cout, cout, taps, cout,
+    transpose_rows<T, Arch::kTiles.vec_bytes>(tap_major.get() + g * taps * cout, cout, taps, cout,
                                               grad_weight + g * cout * taps, taps);
   for (int64_t oc = 0; grad_bias && oc < p.out_channels; ++oc) {
     double sum = 0;
