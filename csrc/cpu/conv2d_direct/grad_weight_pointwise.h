@@ -36,7 +36,8 @@ inline int64_t pointwise_sums_column(int64_t channel, int64_t channels, int64_t 
 }
 
 // One group's operands over a range of pixels, and the sums they add into:
-// sums[b * sums_row + pointwise_sums_column(v)] += sum_p broadcast[p * broadcast_pixel + b] * vectors[p * vector_pixel + v].
+// sums[b * sums_row + pointwise_sums_column(v)] +=
+//     sum_p broadcast[p * broadcast_pixel + b] * vectors[p * vector_pixel + v].
 template <typename T>
 struct PointwiseWeightBatch {
   const T* vectors;         // the vector side's channel 0 of the first pixel

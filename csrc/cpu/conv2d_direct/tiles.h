@@ -25,6 +25,8 @@ struct Tiles {
   // Channel vectors (channel_vectors.h, grad_weight_channel_vectors.h): at
   // most `cv_vectors` vectors of output channels per block, and per step
   // min(cv_max_pixels, cv_accumulators / vectors) pixels (grad_weight: taps).
+  // The pointwise families (pointwise.h, grad_weight_pointwise.h) size their
+  // steps from cv_accumulators too.
   int64_t cv_vectors;
   int64_t cv_accumulators;
   int64_t cv_max_pixels;
