@@ -125,6 +125,8 @@ CONVS = [
     Conv("dilated-grouped", 1, 4, 4, 10, 10, padding=(2, 2), dilation=(2, 2), groups=2),
     Conv("depthwise-s2", 2, 6, 6, 8, 8, stride=(2, 2), padding=(1, 1), groups=6),
     Conv("1x1", 2, 5, 3, 6, 5, kernel=(1, 1)),
+    # One image whose last input row no output reads: im2col's col2im of a whole image must still zero it.
+    Conv("rows-read-by-none", 1, 4, 2, 14, 5, kernel=(4, 3), stride=(2, 2), dilation=(2, 2), groups=2),
     Conv("kernel-over-input", 1, 2, 3, 4, 4, kernel=(5, 5), padding=(2, 2)),
     # 40 input channels of a 7x7 kernel: the tiled kernels stage the reduction in several chunks.
     Conv("7x7-many-channels", 1, 40, 8, 12, 12, kernel=(7, 7), padding=(3, 3)),

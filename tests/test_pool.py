@@ -109,7 +109,14 @@ def test_other_dtypes(dtype, device):
     ref, ref_idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
     assert out.dtype == dtype and torch.equal(out, ref) and torch.equal(idx, ref_idx)
     grad = torch.randn_like(ref)
-    assert torch.equal(torch.autograd.grad(out, x, grad)[0], torch.autograd.grad(ref, x, grad)[0])
+    got, want = torch.autograd.grad(out, x, grad)[0], torch.autograd.grad(ref, x, grad)[0]
+    if device == "cuda":
+        # 3x3 windows of stride 2 overlap: an element may be the maximum of up to four windows. The CUDA backward
+        # adds their gradients with atomics, in arrival order, torch's gathers them in window order, so such
+        # sums may differ in the last bit.
+        torch.testing.assert_close(got, want)
+    else:
+        assert torch.equal(got, want)
 
 
 def test_module_matches_torch_module(device):

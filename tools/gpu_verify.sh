@@ -82,8 +82,11 @@ cd "$work"
 
 # 2. tests
 built=${status[build]}
+# With pytest-xdist, a test that crashes the process loses one worker, not the rest of the run.
+xdist=()
+"$PYTHON" -c "import xdist" 2>/dev/null && xdist=(-n 4)
 if [[ $built == passed ]]; then
-  run_step tests "$PYTHON" -m pytest tests -q -rfE -p no:cacheprovider -k cuda --tb=short \
+  run_step tests "$PYTHON" -m pytest tests -q -rfE -p no:cacheprovider -k cuda --tb=short "${xdist[@]}" \
     --ignore=tests/test_isa_builds.py --ignore=tests/test_cuda_emulation.py --junitxml="$logs/tests.xml"
 fi
 

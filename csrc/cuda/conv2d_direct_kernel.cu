@@ -469,8 +469,10 @@ __global__ void __launch_bounds__(kMaxThreads)
     const int ow0 = static_cast<int>(tile % tiles_w) * plan.tile_w;
     const int ih0 = oh0 * sh - static_cast<int>(p.pad_top);
     const int iw0 = ow0 * sw - static_cast<int>(p.pad_left);
+    // Only the tile's pixels inside the output are summed: a zero gradient staged past the edge would still
+    // turn an infinite input there into 0 * inf = NaN, and its taps may reach past the staged patch.
+    const int valid_h = min(plan.tile_h, OH - oh0), valid_w = min(plan.tile_w, OW - ow0);
     __syncthreads();
-    // Positions past the output edge stage zeros, so they add nothing.
     for (int i = threadIdx.x; i < plan.co_tile * tile_pix; i += blockDim.x) {
       const int co_l = i / tile_pix, r = i - co_l * tile_pix;
       const int oh = oh0 + r / plan.tile_w, ow = ow0 + r % plan.tile_w;
@@ -491,8 +493,8 @@ __global__ void __launch_bounds__(kMaxThreads)
       patch[i] = v;
     }
     __syncthreads();
-    for (int py = 0; py < plan.tile_h; ++py) {
-      for (int px = 0; px < plan.tile_w; ++px) {
+    for (int py = 0; py < valid_h; ++py) {
+      for (int px = 0; px < valid_w; ++px) {
         const int gp = py * plan.tile_w + px;
         const int pp = py * sh * plan.patch_w + px * sw;
 #pragma unroll

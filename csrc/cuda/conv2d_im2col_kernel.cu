@@ -191,8 +191,9 @@ cudaError_t col2im(const Conv2dParams& p, const T* col, T* grad_input, int64_t q
   if (!accumulate && (q0 % P != 0 || (q0 + cols) % P != 0)) return cudaErrorInvalidValue;
   const int64_t n_first = q0 / P, n_last = (q0 + cols - 1) / P;
   int64_t ih_lo = 0, ih_hi = p.in_h;
-  if (n_first == n_last) {
-    // A band of one image: only the input rows its output rows read.
+  if (accumulate && n_first == n_last) {
+    // A band of one image adds into a zeroed grad_input: only the input rows its output rows read. (Whole
+    // images overwrite every row, those no output reads too: they get zeros.)
     const int64_t oh_a = (q0 - n_first * P) / p.out_w, oh_b = (q0 + cols - 1 - n_first * P) / p.out_w;
     ih_lo = std::max<int64_t>(0, oh_a * p.stride_h - p.pad_top);
     ih_hi = std::min<int64_t>(p.in_h, oh_b * p.stride_h - p.pad_top + (p.kernel_h - 1) * p.dilation_h + 1);
