@@ -181,6 +181,8 @@ AVG_POOLS = [
     AvgPool("3x2s2pad1-ceil-exclude-pad", 1, 4, 9, 10, (3, 2), (2, 2), (1, 1), ceil_mode=True,
             count_include_pad=False),
     AvgPool("divisor-override", 1, 2, 8, 8, (3, 3), (2, 2), (1, 1), divisor_override=5),
+    # ceil_mode's last window hangs past the right padding: count_include_pad counts it only up to the padding.
+    AvgPool("3x3s3pad1-ceil-past-padding", 1, 3, 11, 1, (3, 3), (3, 3), (1, 1), ceil_mode=True),
     AvgPool("index64", 2, 4, 40, 40, (2, 2), (1, 1)),
     AvgPool("adaptive-5x3", 2, 3, 9, 11, output_size=(5, 3)),
     AvgPool("adaptive-global", 2, 8, 7, 7, output_size=(1, 1)),
