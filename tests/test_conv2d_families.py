@@ -418,12 +418,21 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
                 got = plan(x_shape, w_shape, pass_, vendor=vendor, channels_last=True)
                 assert (got["algo"], got["family"], got["channels_last"]) == ("direct", family, True), \
                     (x_shape, w_shape, pass_, got)
-                assert plan(x_shape, w_shape, pass_, vendor=vendor)["algo"] == "im2col"
+                # NCHW: direct on AVX-512 (every shape here has a vector of outputs), im2col on AVX2 and Intel.
+                assert plan(x_shape, w_shape, pass_, vendor=vendor)["algo"] == "direct", (x_shape, pass_)
+                assert plan(x_shape, w_shape, pass_, vendor=vendor, isa="avx2")["algo"] == "im2col"
+                assert plan(x_shape, w_shape, pass_, vendor="intel")["algo"] == "im2col"
                 assert plan(x_shape, w_shape, pass_, vendor="intel", channels_last=True)["algo"] == "im2col"
                 avx2 = plan(x_shape, w_shape, pass_, isa="avx2", vendor=vendor, channels_last=True)["algo"]
                 assert avx2 == (avx2_forward if pass_ == "forward" else "direct"), (x_shape, w_shape, pass_)
             got = plan(x_shape, w_shape, "grad_weight", vendor=vendor, channels_last=True)
             assert (got["algo"], got["family"]) == ("direct", "grad_weight_pointwise"), got
+            assert plan(x_shape, w_shape, "grad_weight", vendor=vendor)["algo"] == "im2col"
+        # NCHW pointwise with fewer outputs than a vector stays im2col, and a forward pass with just one.
+        assert plan((8, 64, 14, 14), (8, 64, 1, 1), vendor=vendor)["algo"] == "im2col"
+        assert plan((8, 8, 14, 14), (64, 8, 1, 1), "grad_input", vendor=vendor)["algo"] == "im2col"
+        assert plan((8, 32, 112, 112), (16, 32, 1, 1), vendor=vendor)["algo"] == "im2col"
+        assert plan((8, 16, 112, 112), (96, 16, 1, 1), "grad_input", vendor=vendor)["algo"] == "direct"
         # NCHW grad_weight: channel vectors where a group's weight gradient fits 1 MB (stems, 64 -> 128 and
         # 128 -> 128 of 3 x 3, strided or not), or above it where the batch has 256 output pixels (256 -> 256
         # of 3 x 3 on 8 x 8 and 14 x 14), where the Intel rules run im2col; not on 4 x 4 planes of 8 samples.

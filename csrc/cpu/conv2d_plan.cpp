@@ -342,7 +342,8 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   `pointwise`, but AVX2's forward over fewer than 4 vectors; grad_weight in
 //   `grad_weight_pointwise`), and for forward passes that the channel vectors
 //   run in place (long reductions, whole vectors of outputs) over more than
-//   one vector.
+//   one vector; in NCHW off Intel's CPUs with AVX-512: direct for grad_input
+//   with at least one vector of outputs, forward with more than one.
 // - depthwise layers: direct.
 // - channels_last, groups 1, at least kNhwcMinChannels input channels: im2col,
 //   unless the direct family runs channels_last in place (runs_channels_last).
@@ -396,7 +397,9 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
   const bool channels_last = g.channels_last;
   const bool gemm_full_speed = g.vendor == CpuVendor::kIntel;
   // Pointwise layers are one GEMM with no column copy (conv2d_im2col_kernel.cpp); the direct
-  // kernels' tiles reuse each input load across a kernel window, and 1 x 1 has none to reuse.
+  // kernels' tiles reuse each input load across a kernel window, and 1 x 1 has none to reuse. But
+  // beside a GEMM below full speed, AVX-512's direct families beat the GEMM's per-sample calls on NCHW
+  // pixel rows (MobileNetV2's 7 x 7 and 14 x 14 layers most).
   // Beside a GEMM below full speed, the channel vectors in channels_last (AVX2, AVX-512) reuse each
   // broadcast input across their vectors of outputs as a GEMM's microkernel does, reading a pixel's
   // channels in place: they run the forward passes of long reductions (kPointwiseReduction) that the
@@ -412,7 +415,14 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
     }
     const int64_t reduction = pass == ConvPass::Forward ? p.in_per_group() : p.out_per_group();
     const bool in_place = channels_last && isa != Isa::kBaseline && family == Family::kChannelVectors;
-    return !gemm_full_speed && in_place && reduction > g.lanes ? ConvAlgo::Direct : ConvAlgo::Im2col;
+    // NCHW, AVX-512: the direct families (channel vectors, shifted planes, pixel vectors) against the
+    // per-sample GEMMs on pixel rows: grad_input where the outputs fill a vector, forward where they
+    // fill more than one (one vector of outputs over 112 x 112 lost).
+    const int64_t min_outs = pass == ConvPass::Forward ? g.lanes + 1 : g.lanes;
+    const bool nchw_avx512 = !channels_last && isa == Isa::kAvx512 && pass != ConvPass::GradWeight &&
+                             g.outs() >= min_outs;
+    return !gemm_full_speed && ((in_place && reduction > g.lanes) || nchw_avx512) ? ConvAlgo::Direct
+                                                                                  : ConvAlgo::Im2col;
   }
   if (family == Family::kDepthwise) return ConvAlgo::Direct;
   // channels_last: im2col's GEMMs read and write the model's layout where its columns come from
