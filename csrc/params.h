@@ -59,6 +59,14 @@ inline bool is_pointwise(const Conv2dParams& p) {
          p.pad_left == 0 && p.out_h == p.in_h && p.out_w == p.in_w;
 }
 
+// A 1 x 1 convolution whose every output pixel (oh, ow) reads the input
+// pixel (oh * stride_h, ow * stride_w): no padding on any side, any stride
+// (ResNet's stride-2 shortcuts). Stride 1 makes it pointwise.
+inline bool is_one_by_one(const Conv2dParams& p) {
+  return p.kernel_h == 1 && p.kernel_w == 1 && p.pad_top == 0 && p.pad_left == 0 && p.stride_h >= 1 &&
+         p.stride_w >= 1 && p.out_h == (p.in_h - 1) / p.stride_h + 1 && p.out_w == (p.in_w - 1) / p.stride_w + 1;
+}
+
 // Max pooling over each (n, c) plane independently; the kernels see the input
 // as `planes` = N * C planes of H x W.
 struct Pool2dParams {

@@ -669,6 +669,66 @@ def test_pointwise_grad_weight_matches_torch(isa, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_strided_one_by_one_matches_torch(isa, dtype, monkeypatch):
+    """Strided 1 x 1 layers without padding (ResNet's shortcuts) in channels_last, per ISA: forward in the
+    pointwise family and grad_weight in grad_weight_pointwise, each over the input pixels under the output
+    pixels, gathered block by block: strides (2, 2), (1, 2), (3, 1), sizes the stride does not divide, groups,
+    bias, large planes (several blocks and chunks of pixels). Both equal the float64 reference, bitwise the
+    same under 1 and 3 threads; the plan gives them the families on AVX-512 off Intel."""
+    gen = torch.Generator().manual_seed(31)
+    ops = torch.ops.cnnext
+    lanes = _ops.conv2d_plan((1, 16, 8, 8), (16, 16, 1, 1), dtype=dtype, isa=isa)["tiles"]["vec_bytes"] // (
+        4 if dtype == torch.float32 else 8)
+    # input, output channels, stride, groups, bias
+    cases = [((3, lanes + 3, 9, 7), 2 * lanes + 5, (2, 2), 1, True),
+             ((2, 4 * lanes, 8, 11), lanes, (1, 2), 1, False),
+             ((2, 2 * lanes, 10, 5), 3 * lanes + 1, (3, 1), 1, True),
+             ((2, 2 * (lanes + 1), 7, 9), 4 * lanes, (2, 2), 2, False),
+             ((8, 16, 64, 64), 2 * lanes, (2, 2), 1, True)]
+    for x_shape, outs, stride, groups, bias in cases:
+        label = f"{isa} {x_shape} -> {outs} stride {stride} groups {groups} bias {bias}"
+        x = torch.randn(x_shape, dtype=dtype, generator=gen).to(memory_format=torch.channels_last)
+        w_shape = [outs, x_shape[1] // groups, 1, 1]
+        w = torch.randn(w_shape, dtype=dtype, generator=gen)
+        b = torch.randn(outs, dtype=dtype, generator=gen) if bias else None
+        y = F.conv2d(x.double(), w.double(), None if b is None else b.double(), stride=stride, groups=groups)
+        gy = torch.randn(y.shape, dtype=dtype, generator=gen).to(memory_format=torch.channels_last)
+        _, gw_ref, gb_ref = torch.ops.aten.convolution_backward(
+            gy.double(), x.double(), w.double(), [outs], list(stride), [0, 0], [1, 1], False, [0, 0], groups,
+            [False, True, True])
+        geometry = (list(stride), [0, 0, 0, 0], [1, 1], groups)
+
+        def run():
+            monkeypatch.setenv("CNNEXT_CONV_PLAN", "family=pointwise")
+            out = ops.conv2d(x, w, b, *geometry, "direct")
+            assert _ops.last_conv2d_family("forward") == "pointwise", label
+            monkeypatch.setenv("CNNEXT_CONV_PLAN", "family=grad_weight_pointwise")
+            gw, gb = ops.conv2d_grad_weight_bias(gy, x, w_shape, *geometry, "direct")
+            assert _ops.last_conv2d_family("grad_weight") == "grad_weight_pointwise", label
+            return out, gw, gb
+
+        results = under_thread_counts(run)
+        for a, c in zip(*results):
+            assert torch.equal(a, c), label
+        assert results[0][0].is_contiguous(memory_format=torch.channels_last), label
+        tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+        out, gw, gb = results[0]
+        torch.testing.assert_close(out.double(), y, **tol, msg=lambda m: f"{label} output: {m}")
+        torch.testing.assert_close(gw.double(), gw_ref, **tol, msg=lambda m: f"{label} dW: {m}")
+        torch.testing.assert_close(gb.double(), gb_ref, **tol, msg=lambda m: f"{label} db: {m}")
+    monkeypatch.delenv("CNNEXT_CONV_PLAN")
+    shortcut = (8, 256, 14, 14), (512, 256, 1, 1)
+    for pass_, family in (("forward", "pointwise"), ("grad_weight", "grad_weight_pointwise")):
+        got = _ops.conv2d_plan(*shortcut, stride=2, pass_=pass_, isa="avx512", vendor="amd", channels_last=True)
+        assert (got["algo"], got["family"]) == ("direct", family), got
+        for isa_, vendor in (("avx2", "amd"), ("avx512", "intel")):
+            assert _ops.conv2d_plan(*shortcut, stride=2, pass_=pass_, isa=isa_, vendor=vendor,
+                                    channels_last=True)["algo"] == "im2col"
+    assert _ops.conv2d_plan(*shortcut, stride=2, pass_="grad_input", isa="avx512", vendor="amd",
+                            channels_last=True)["algo"] == "im2col"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_pointwise_forward_and_grad_input_match_torch(isa, dtype, monkeypatch):
     """Forward and grad_input of channels_last 1 x 1 layers at stride 1 without padding in the pointwise family
     per ISA: outputs in whole vectors or not (the last vector overlaps the one before), in several tiles of

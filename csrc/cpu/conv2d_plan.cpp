@@ -197,17 +197,19 @@ struct Geometry {
     return c.flat ? Family::kPixelVectorsFlat : Family::kPixelVectorsBlock;
   }
 
-  // Pointwise grad_weight (grad_weight_pointwise.h) reads channels_last operands in place, with at
-  // least one vector of channels on one side.
+  // Pointwise grad_weight (grad_weight_pointwise.h) reads channels_last operands in place (a strided
+  // 1 x 1 layer's input pixels gathered a band at a time), with at least one vector of channels on one side.
   bool pointwise_weight_can_run() const {
-    return pass == ConvPass::GradWeight && channels_last && is_pointwise(p) &&
+    return pass == ConvPass::GradWeight && channels_last && is_one_by_one(p) &&
            std::max(p.in_per_group(), p.out_per_group()) >= lanes;
   }
 
   // Pointwise forward and grad_input (pointwise.h) read channels_last operands in place, with at least one
-  // vector of outputs.
+  // vector of outputs; forward also of strided 1 x 1 layers, whose input pixels are gathered a block at a
+  // time (their grad_input would write only every stride-th pixel).
   bool pointwise_can_run() const {
-    return pass != ConvPass::GradWeight && channels_last && is_pointwise(p) && outs() >= lanes;
+    const bool shape = pass == ConvPass::Forward ? is_one_by_one(p) : is_pointwise(p);
+    return pass != ConvPass::GradWeight && channels_last && shape && outs() >= lanes;
   }
 
   Family grad_weight_family() const {
@@ -340,7 +342,8 @@ constexpr int64_t kNhwcMinChannels = 8;
 // - pointwise layers: im2col, but in channels_last off Intel's CPUs with AVX2
 //   and AVX-512: direct for the pointwise families (forward and grad_input in
 //   `pointwise`, but AVX2's forward over fewer than 4 vectors; grad_weight in
-//   `grad_weight_pointwise`), and for forward passes that the channel vectors
+//   `grad_weight_pointwise`; with AVX-512 also the forward and grad_weight of
+//   strided 1 x 1 layers, is_one_by_one), and for forward passes that the channel vectors
 //   run in place (long reductions, whole vectors of outputs) over more than
 //   one vector; in NCHW off Intel's CPUs with AVX-512: direct for grad_input
 //   with at least one vector of outputs, forward with more than one.
@@ -405,14 +408,17 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
   // channels in place: they run the forward passes of long reductions (kPointwiseReduction) that the
   // plan gives them (MobileNetV2's 384 - 960-channel layers on AVX2: 1.0 - 1.1 against im2col's 0.7 -
   // 0.8 of torch's time), but for a reduction of one vector, whose steps are mostly their stores.
+  // The pointwise families read the pixel-major operands in place, where im2col's GEMM packs them (and,
+  // for a strided 1 x 1 layer, gathers its columns first); but AVX2's forward over a reduction shorter than
+  // 4 vectors (16 and 24 channels on 112 x 112 and 56 x 56 planes) ran at half im2col's speed, and so did
+  // AVX2's strided forward (ResNet's shortcuts; their grad_weight lost too).
+  if (family == Family::kGradWeightPointwise || family == Family::kPointwise) {
+    const bool short_avx2 = isa == Isa::kAvx2 && pass == ConvPass::Forward && p.in_per_group() < 4 * g.lanes;
+    const bool strided_avx2 = isa == Isa::kAvx2 && !is_pointwise(p);
+    return !gemm_full_speed && isa != Isa::kBaseline && !short_avx2 && !strided_avx2 ? ConvAlgo::Direct
+                                                                                     : ConvAlgo::Im2col;
+  }
   if (is_pointwise(p)) {
-    // The pointwise families read the pixel-major operands in place, where im2col's GEMM packs them; but
-    // AVX2's forward over a reduction shorter than 4 vectors (16 and 24 channels on 112 x 112 and 56 x 56
-    // planes) ran at half im2col's speed.
-    if (family == Family::kGradWeightPointwise || family == Family::kPointwise) {
-      const bool short_avx2 = isa == Isa::kAvx2 && pass == ConvPass::Forward && p.in_per_group() < 4 * g.lanes;
-      return !gemm_full_speed && isa != Isa::kBaseline && !short_avx2 ? ConvAlgo::Direct : ConvAlgo::Im2col;
-    }
     const int64_t reduction = pass == ConvPass::Forward ? p.in_per_group() : p.out_per_group();
     const bool in_place = channels_last && isa != Isa::kBaseline && family == Family::kChannelVectors;
     // NCHW, AVX-512: the direct families (channel vectors, shifted planes, pixel vectors) against the

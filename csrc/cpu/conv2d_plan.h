@@ -33,8 +33,8 @@ enum class Family {
   kGradWeightColumnsFlat,     // grad_weight_columns.h over flattened rows (stride 1, finite input)
   kGradWeightChannelVectors,  // grad_weight_channel_vectors.h
   kGradWeightInputVectors,    // grad_weight_input_vectors.h
-  kGradWeightPointwise,       // grad_weight_pointwise.h: 1 x 1 kernels, stride 1, channels_last activations
-  kPointwise,                 // pointwise.h: forward and grad_input, 1 x 1 kernels, stride 1, channels_last
+  kGradWeightPointwise,       // grad_weight_pointwise.h: 1 x 1 kernels, any stride, channels_last activations
+  kPointwise,                 // pointwise.h: forward and grad_input of 1 x 1 kernels (forward: any stride), channels_last
   kDepthwise,                 // depthwise.h: every pass of a depthwise layer (params.h, is_depthwise)
 };
 

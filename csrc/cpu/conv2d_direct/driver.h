@@ -655,6 +655,20 @@ void add_row_sums(const T* rows, int64_t stride, int64_t count, int64_t channels
   }
 }
 
+// A strided 1 x 1 layer's input as the pointwise families read it (params.h is_one_by_one): channels
+// [c0, c0 + count) of the input pixel under each output pixel of [q0, q1) (channels_last), packed pixel
+// after pixel into `dst`. A block or band of pixels is gathered where it is used, so it is read from cache.
+template <typename T>
+void gather_one_by_one(const Conv2dParams& p, const T* input, int64_t c0, int64_t count, int64_t q0, int64_t q1,
+                       T* dst) {
+  const int64_t plane = p.out_plane();
+  for (int64_t q = q0; q < q1; ++q) {
+    const int64_t n = q / plane, oh = q % plane / p.out_w, ow = q % p.out_w;
+    const T* src = input + ((n * p.in_h + oh * p.stride_h) * p.in_w + ow * p.stride_w) * p.in_channels + c0;
+    std::copy(src, src + count, dst + (q - q0) * count);
+  }
+}
+
 // How many times a pointwise grad_weight's operands (both sides' channels over the pixels) must
 // outweigh a group's sums for a chunk of its pixels to take partial sums of its own.
 constexpr int64_t kPointwiseOperandsPerPartial = 16;
@@ -669,6 +683,7 @@ void pointwise_grad_weight(const Conv2dParams& p, const T* grad_output, const T*
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>, kMaxVecs = pointwise_max_vectors<Arch>();
   const int64_t cin = p.in_per_group(), cout = p.out_per_group(), groups = p.groups;
   const int64_t pixels = p.batch * p.out_plane(), group_numel = cin * cout, weight_numel = groups * group_numel;
+  const bool strided = !is_pointwise(p);  // the input's pixels are gathered band by band
   // The vector side: the input wherever it fills a step of the most vectors or has the more channels, as
   // its sums are dW's rows as they lie, and its values are fewer for the parts of the rows (below) to read
   // again each; otherwise grad_output, whose sums are transposed into dW.
@@ -701,17 +716,24 @@ void pointwise_grad_weight(const Conv2dParams& p, const T* grad_output, const T*
       const int64_t first = chunk * pixels / chunks, last = (chunk + 1) * pixels / chunks;
       T* chunk_sums = sums + (chunk * groups + g) * group_sums;
       std::fill(chunk_sums + row0 * sums_row, chunk_sums + row1 * sums_row, T(0));
-      const T* x = input + g * cin;
-      const T* dy = grad_output + g * cout;
-      const PointwiseWeightBatch<T> b{vectors_in ? x : dy,  vectors_in ? p.in_channels : p.out_channels,
-                                      vector_channels,      vectors_in ? dy : x,
-                                      vectors_in ? p.out_channels : p.in_channels,
-                                      chunk_sums,           sums_row};
+      std::vector<T> gathered(strided ? std::min(band, last - first) * cin : 0);
       double* bias = grad_bias && part == 0 ? bias_partials.data() + chunk * p.out_channels + g * cout : nullptr;
       for (int64_t q = first; q < last; q += band) {
         const int64_t q1 = std::min(last, q + band);
-        pointwise_weight_band<T, Arch>(b, row0, row1, q, q1);
-        if (bias) add_row_sums<T, Arch>(dy + q * p.out_channels, p.out_channels, q1 - q, cout, bias);
+        const T* x = input + q * p.in_channels + g * cin;
+        int64_t x_pixel = p.in_channels;
+        if (strided) {
+          gather_one_by_one(p, input, g * cin, cin, q, q1, gathered.data());
+          x = gathered.data();
+          x_pixel = cin;
+        }
+        const T* dy = grad_output + q * p.out_channels + g * cout;
+        const PointwiseWeightBatch<T> b{vectors_in ? x : dy,  vectors_in ? x_pixel : p.out_channels,
+                                        vector_channels,      vectors_in ? dy : x,
+                                        vectors_in ? p.out_channels : x_pixel,
+                                        chunk_sums,           sums_row};
+        pointwise_weight_band<T, Arch>(b, row0, row1, 0, q1 - q);
+        if (bias) add_row_sums<T, Arch>(dy, p.out_channels, q1 - q, cout, bias);
       }
     }
   });
@@ -763,19 +785,30 @@ void pointwise_pass(const Conv2dParams& p, ConvPass pass, const T* operand, cons
   const int64_t block = std::clamp<int64_t>(std::min(fit, (pixels + kMaxTasks - 1) / kMaxTasks), 16,
                                             std::max<int64_t>(pixels, 16));
   const int64_t blocks = (pixels + block - 1) / block;
+  // A strided layer's forward reads each block's input pixels gathered (is_one_by_one).
+  const bool strided = forward && !is_pointwise(p);
   at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> gathered(strided ? block * cin : 0);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t g = task / blocks, q0 = task % blocks * block, q1 = std::min(pixels, q0 + block);
-      const PointwiseProduct<T> m{forward ? operand + g * cin : operand + g * cout,
-                                  forward ? p.in_channels : p.out_channels,
+      const T* a = operand + q0 * (forward ? p.in_channels : p.out_channels) + g * reduction;
+      int64_t a_pixel = forward ? p.in_channels : p.out_channels;
+      if (strided) {
+        gather_one_by_one(p, operand, g * cin, cin, q0, q1, gathered.data());
+        a = gathered.data();
+        a_pixel = cin;
+      }
+      const int64_t out_pixel = forward ? p.out_channels : p.in_channels;
+      const PointwiseProduct<T> m{a,
+                                  a_pixel,
                                   reduction,
                                   b + g * cin * cout,
                                   channels,
                                   bias ? bias + g * cout : zeros.data(),
                                   channels,
-                                  forward ? out + g * cout : out + g * cin,
-                                  forward ? p.out_channels : p.in_channels};
-      pointwise_block<T, Arch>(m, q0, q1);
+                                  out + q0 * out_pixel + g * channels,
+                                  out_pixel};
+      pointwise_block<T, Arch>(m, 0, q1 - q0);
     }
   });
 }

@@ -8,7 +8,9 @@
 // each), over a band of pixels. Each loaded vector feeds kRows FMAs, as in a
 // GEMM's micro-kernel, but the operands are read where they lie: nothing is
 // packed and nothing copied (im2col's pointwise GEMM packs both of them, and
-// the other grad_weight families stage the input into planes).
+// the other grad_weight families stage the input into planes). A strided
+// 1 x 1 layer (params.h is_one_by_one) is the same product over the input
+// pixels under the output pixels, which the driver gathers a band at a time.
 //
 // The vector side's last vector, where its channels are not whole vectors,
 // overlaps the one before it, so no load reads past a pixel's channels; the

@@ -11,6 +11,9 @@
 // kVecs. The output channels need not come in whole vectors: the last vector
 // overlaps the one before, and the lanes they share are the same sums, stored
 // twice. Pixels go in steps of kRows, then of kRows / 2, ... down to 1.
+// A strided 1 x 1 layer's forward (params.h is_one_by_one) is the same product
+// over the input pixels under the output pixels, gathered by the driver a
+// block at a time.
 #pragma once
 
 #include <algorithm>
