@@ -1093,9 +1093,12 @@ def test_channels_last_prefers_channel_vectors():
         plan = _ops.conv2d_plan(**strided, isa="avx512", pass_="grad_weight", channels_last=True)
         assert (plan["algo"], plan["family"], plan["channels_last"]) == ("direct", "grad_weight_channel_vectors",
                                                                          True), strided
-    # A strided 1 x 1 shortcut's grad_weight stays im2col in channels_last too: a GEMM over the gathered pixels alone.
+    # A strided 1 x 1 shortcut's grad_weight in channels_last: im2col (a GEMM over the gathered pixels) by Intel's
+    # rules, grad_weight_pointwise over pixels gathered band by band beside a slower GEMM.
     shortcut = dict(input_shape=(8, 256, 14, 14), weight_shape=(512, 256, 1, 1), stride=2, pass_="grad_weight")
-    assert _ops.conv2d_plan(**shortcut, isa="avx512", channels_last=True)["algo"] == "im2col"
+    assert _ops.conv2d_plan(**shortcut, isa="avx512", channels_last=True, vendor="intel")["algo"] == "im2col"
+    plan = _ops.conv2d_plan(**shortcut, isa="avx512", channels_last=True, vendor="amd")
+    assert (plan["algo"], plan["family"]) == ("direct", "grad_weight_pointwise"), plan
     # Output channels not in whole vectors: no channel vectors, and the NCHW family runs on transposed copies.
     plan = _ops.conv2d_plan((8, 3, 28, 28), (10, 3, 3, 3), channels_last=True)
     assert (plan["family"], plan["channels_last"]) == ("planes_first_layer", False)
