@@ -369,7 +369,8 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
     """Where oneMKL runs below full speed (CPUs not Intel's), AVX-512's channel vectors stay direct at any
     reduction, forward (but 1 x 1 shortcuts) and grad_input, strided or not, scattered or not (NCHW 1 x 1
     shortcuts included); channels_last pointwise layers run direct, AVX2's too (the pointwise families, and the
-    channel vectors for forward passes of long reductions), but AVX2's forward over fewer than 4 vectors; AVX2's
+    channel vectors for forward passes of long reductions), but AVX2's forward and grad_input over at most 4
+    vectors into more than 4; AVX2's
     other rules and the other rules are the Intel ones, but for grad_weight's channel vectors
     where a group's weight gradient fits 1 MB, or above it where the batch has 256 output pixels (where the
     Intel rules leave strided layers and long reductions to im2col).
@@ -405,15 +406,15 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
         assert plan(*shortcut, "grad_input", stride=2, vendor=vendor, channels_last=True)["algo"] == "im2col"
         assert plan(*shortcut, "grad_input", stride=2, vendor="intel")["algo"] == "im2col"
         # Pointwise, channels_last: forward and grad_input direct, in the pointwise family but for forward passes
-        # of long reductions, which the channel vectors run in place; AVX2's too, but its forward over fewer
-        # than 4 vectors of input channels.
-        for x_shape, w_shape, families, avx2_forward in (
-                ((8, 64, 14, 14), (384, 64, 1, 1), ("pointwise", "pointwise"), "direct"),
-                ((8, 384, 14, 14), (64, 384, 1, 1), ("channel_vectors", "pointwise"), "direct"),
-                ((8, 32, 28, 28), (192, 32, 1, 1), ("pointwise", "pointwise"), "direct"),
-                ((8, 16, 112, 112), (96, 16, 1, 1), ("pointwise", "pointwise"), "im2col"),
-                ((8, 96, 56, 56), (24, 96, 1, 1), ("pointwise", "pointwise"), "direct"),  # 24 outputs
-                ((8, 24, 56, 56), (144, 24, 1, 1), ("pointwise", "pointwise"), "im2col")):
+        # of long reductions, which the channel vectors run in place; AVX2's too, but over a reduction of at
+        # most 4 vectors into more than 4 vectors of outputs (AVX2's algo: forward, grad_input).
+        for x_shape, w_shape, families, avx2_algos in (
+                ((8, 64, 14, 14), (384, 64, 1, 1), ("pointwise", "pointwise"), ("direct", "direct")),
+                ((8, 384, 14, 14), (64, 384, 1, 1), ("channel_vectors", "pointwise"), ("direct", "direct")),
+                ((8, 32, 28, 28), (192, 32, 1, 1), ("pointwise", "pointwise"), ("im2col", "direct")),
+                ((8, 16, 112, 112), (96, 16, 1, 1), ("pointwise", "pointwise"), ("im2col", "direct")),
+                ((8, 96, 56, 56), (24, 96, 1, 1), ("pointwise", "pointwise"), ("direct", "im2col")),  # 24 outputs
+                ((8, 24, 56, 56), (144, 24, 1, 1), ("pointwise", "pointwise"), ("im2col", "direct"))):
             for pass_, family in zip(("forward", "grad_input"), families):
                 got = plan(x_shape, w_shape, pass_, vendor=vendor, channels_last=True)
                 assert (got["algo"], got["family"], got["channels_last"]) == ("direct", family, True), \
@@ -424,7 +425,7 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
                 assert plan(x_shape, w_shape, pass_, vendor="intel")["algo"] == "im2col"
                 assert plan(x_shape, w_shape, pass_, vendor="intel", channels_last=True)["algo"] == "im2col"
                 avx2 = plan(x_shape, w_shape, pass_, isa="avx2", vendor=vendor, channels_last=True)["algo"]
-                assert avx2 == (avx2_forward if pass_ == "forward" else "direct"), (x_shape, w_shape, pass_)
+                assert avx2 == avx2_algos[pass_ == "grad_input"], (x_shape, w_shape, pass_)
             got = plan(x_shape, w_shape, "grad_weight", vendor=vendor, channels_last=True)
             assert (got["algo"], got["family"]) == ("direct", "grad_weight_pointwise"), got
             assert plan(x_shape, w_shape, "grad_weight", vendor=vendor)["algo"] == "im2col"
@@ -1099,6 +1100,16 @@ def test_channels_last_prefers_channel_vectors():
     assert _ops.conv2d_plan(**shortcut, isa="avx512", channels_last=True, vendor="intel")["algo"] == "im2col"
     plan = _ops.conv2d_plan(**shortcut, isa="avx512", channels_last=True, vendor="amd")
     assert (plan["algo"], plan["family"]) == ("direct", "grad_weight_pointwise"), plan
+    # Wide 3 x 3 layers in channels_last, forward (strided too) and grad_input: AVX2's channel vectors beside a
+    # slower GEMM, over their pixel-major staging; im2col by Intel's rules. A strided grad_input (scattered) stays
+    # im2col on AVX2.
+    wide = dict(input_shape=(8, 256, 8, 8), weight_shape=(256, 256, 3, 3), padding=1, isa="avx2", channels_last=True)
+    wide_strided = dict(wide, input_shape=(8, 128, 16, 16), weight_shape=(256, 128, 3, 3), stride=2)
+    for shape, pass_ in ((wide, "forward"), (wide, "grad_input"), (wide_strided, "forward")):
+        plan = _ops.conv2d_plan(**shape, pass_=pass_, vendor="amd")
+        assert (plan["algo"], plan["family"], plan["channels_last"]) == ("direct", "channel_vectors", True), plan
+        assert _ops.conv2d_plan(**shape, pass_=pass_, vendor="intel")["algo"] == "im2col", (shape, pass_)
+    assert _ops.conv2d_plan(**wide_strided, pass_="grad_input", vendor="amd")["algo"] == "im2col"
     # Output channels not in whole vectors: no channel vectors, and the NCHW family runs on transposed copies.
     plan = _ops.conv2d_plan((8, 3, 28, 28), (10, 3, 3, 3), channels_last=True)
     assert (plan["family"], plan["channels_last"]) == ("planes_first_layer", False)

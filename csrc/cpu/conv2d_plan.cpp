@@ -341,7 +341,7 @@ constexpr int64_t kNhwcMinChannels = 8;
 // CPU's vendor):
 // - pointwise layers: im2col, but in channels_last off Intel's CPUs with AVX2
 //   and AVX-512: direct for the pointwise families (forward and grad_input in
-//   `pointwise`, but AVX2's forward over fewer than 4 vectors; grad_weight in
+//   `pointwise`, but AVX2's over at most 4 vectors into more; grad_weight in
 //   `grad_weight_pointwise`; with AVX-512 also the forward and grad_weight of
 //   strided 1 x 1 layers, is_one_by_one), and for forward passes that the channel vectors
 //   run in place (long reductions, whole vectors of outputs) over more than
@@ -357,7 +357,9 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   where oneMKL's GEMM runs below full speed (not Intel's): never for
 //   AVX-512's channel vectors, forward or grad_input, scattered or not, nor
 //   for its grad_weight channel vectors where their sums stay in L2 or the
-//   batch has enough pixels (weight_vectors_beat_slow_gemm).
+//   batch has enough pixels (weight_vectors_beat_slow_gemm); nor, there, for
+//   AVX2's (unscattered) channel vectors in channels_last on kernels larger
+//   than 1 x 1, forward (strided too) or grad_input.
 // - forward and grad_weight: direct, except for strided layers with at least
 //   8 input channels per group that the direct kernels run with vectors over
 //   pixels: they read the input with strided loads, slower than im2col's
@@ -409,11 +411,14 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
   // plan gives them (MobileNetV2's 384 - 960-channel layers on AVX2: 1.0 - 1.1 against im2col's 0.7 -
   // 0.8 of torch's time), but for a reduction of one vector, whose steps are mostly their stores.
   // The pointwise families read the pixel-major operands in place, where im2col's GEMM packs them (and,
-  // for a strided 1 x 1 layer, gathers its columns first); but AVX2's forward over a reduction shorter than
-  // 4 vectors (16 and 24 channels on 112 x 112 and 56 x 56 planes) ran at half im2col's speed, and so did
-  // AVX2's strided forward (ResNet's shortcuts; their grad_weight lost too).
+  // for a strided 1 x 1 layer, gathers its columns first); but AVX2's forward and grad_input over a
+  // reduction of at most 4 vectors into more than 4 vectors of outputs (MobileNetV2's expansions of 16 - 32
+  // channels, its projections to 24 - 32 channels' grad_input) ran at 0.5 - 0.8 of im2col's speed, their
+  // steps mostly their stores, and so did AVX2's strided forward (ResNet's shortcuts; their grad_weight lost too).
   if (family == Family::kGradWeightPointwise || family == Family::kPointwise) {
-    const bool short_avx2 = isa == Isa::kAvx2 && pass == ConvPass::Forward && p.in_per_group() < 4 * g.lanes;
+    const int64_t reduction = pass == ConvPass::Forward ? p.in_per_group() : p.out_per_group();
+    const bool short_avx2 = isa == Isa::kAvx2 && pass != ConvPass::GradWeight && reduction <= 4 * g.lanes &&
+                            g.outs() > 4 * g.lanes;
     const bool strided_avx2 = isa == Isa::kAvx2 && !is_pointwise(p);
     return !gemm_full_speed && isa != Isa::kBaseline && !short_avx2 && !strided_avx2 ? ConvAlgo::Direct
                                                                                      : ConvAlgo::Im2col;
@@ -452,11 +457,17 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
   const bool avx512_vectors = isa == Isa::kAvx512 && pass != ConvPass::GradWeight &&
                               (family == Family::kChannelVectors || family == Family::kChannelVectorsScatter);
   const bool slow_gemm_vectors = !gemm_full_speed && avx512_vectors;
+  // AVX2's channel vectors in channels_last, beside a GEMM below full speed: over their pixel-major
+  // staging (stage_pixels) they beat im2col on kernels larger than 1 x 1 at any reduction, forward
+  // (strided too) and grad_input; the scattered ones still lose on wide layers.
+  const bool avx2_channels_last_vectors = channels_last && !gemm_full_speed && isa == Isa::kAvx2 &&
+                                          family == Family::kChannelVectors && p.kernel_plane() > 1;
   // grad_weight's channel vectors beside a slower GEMM, where they beat it
   // (Geometry::weight_vectors_beat_slow_gemm).
   const bool slow_gemm_weight_vectors =
       family == Family::kGradWeightChannelVectors && g.weight_vectors_beat_slow_gemm();
-  const bool direct_vectors = (channels_last && avx512_vectors) || slow_gemm_vectors || slow_gemm_weight_vectors;
+  const bool direct_vectors = (channels_last && avx512_vectors) || avx2_channels_last_vectors || slow_gemm_vectors ||
+                              slow_gemm_weight_vectors;
   if (reduction >= (blocked ? kBlockedReduction : kLargeReduction) && !direct_vectors) return ConvAlgo::Im2col;
   // Their grad_weight reads grad_output in place too, strided or not (stems included; RESULTS.md, session 16),
   // but for 1 x 1 kernels (shortcuts), whose im2col is a GEMM over the strided input's gathered pixels alone;
@@ -470,8 +481,9 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
       const bool channel_vectors = family == Family::kChannelVectors || family == Family::kGradWeightChannelVectors;
       // Forward channel vectors of wide strided layers stay direct but for 1 x 1 kernels (shortcuts):
       // NCHW below kStridedReduction, channels_last in place and beside a slower GEMM at any reduction.
-      const bool wide_direct = wide_channel_vectors && p.kernel_plane() > 1 &&
-                               (direct_vectors || p.col_rows() < kStridedReduction);
+      const bool wide_direct = (wide_channel_vectors && p.kernel_plane() > 1 &&
+                                (direct_vectors || p.col_rows() < kStridedReduction)) ||
+                               avx2_channels_last_vectors;
       if (strided && p.in_per_group() >= 8 && !direct_weight_vectors &&
           (!channel_vectors || (p.out_per_group() >= kWideLayer && !wide_direct)))
         return ConvAlgo::Im2col;
@@ -488,7 +500,7 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
       return ConvAlgo::Direct;
     }
     case ConvPass::GradInput:
-      if (p.out_per_group() * p.kernel_plane() >= (isa == Isa::kBaseline  ? kLongReduction
+      if (!avx2_channels_last_vectors && p.out_per_group() * p.kernel_plane() >= (isa == Isa::kBaseline  ? kLongReduction
                                                    : isa == Isa::kAvx2 ? kVeryLongReduction
                                                                        : INT64_MAX))
         return ConvAlgo::Im2col;

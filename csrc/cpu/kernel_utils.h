@@ -193,5 +193,40 @@ void stage_planes(const T* src, int64_t channels, int64_t src_h, int64_t src_w, 
   }
 }
 
+// The staging of stage_planes for a channels_last source, pixel-major: staged pixel (y, x)'s
+// channels side by side at dst[(y * s.cols + x) * channels]. Copies whole pixels (a row of them
+// at once where the source's are contiguous) instead of transposing them into planes.
+template <typename T>
+void stage_pixels(const T* src, int64_t channels, int64_t src_h, int64_t src_w, const Staging& s, T* dst,
+                  int64_t pixel_stride) {
+  std::fill(dst, dst + channels * s.rows * s.cols, T(0));
+  const auto copy_pixel = [&](int64_t sy, int64_t sx, int64_t y, int64_t x) {
+    std::memcpy(dst + (y * s.cols + x) * channels, src + (sy * src_w + sx) * pixel_stride, channels * sizeof(T));
+  };
+  if (s.gather_y.taps != 0 || s.gather_x.taps != 0) {
+    std::vector<int64_t> src_x(s.cols);
+    for (int64_t x = 0; x < s.cols; ++x) src_x[x] = staged_source(s.gather_x, x, s.off_x, s.up_x, src_w);
+    for (int64_t y = 0; y < s.rows; ++y) {
+      const int64_t sy = staged_source(s.gather_y, y, s.off_y, s.up_y, src_h);
+      for (int64_t x = 0; sy >= 0 && x < s.cols; ++x)
+        if (src_x[x] >= 0) copy_pixel(sy, src_x[x], y, x);
+    }
+    return;
+  }
+  int64_t y_lo, y_hi, x_lo, x_hi;
+  staged_source_range(src_h, s.off_y, s.up_y, s.rows, y_lo, y_hi);
+  staged_source_range(src_w, s.off_x, s.up_x, s.cols, x_lo, x_hi);
+  for (int64_t sy = y_lo; sy < y_hi; ++sy) {
+    const int64_t y = sy * s.up_y + s.off_y;
+    if (s.up_x == 1 && pixel_stride == channels) {
+      if (x_hi > x_lo)
+        std::memcpy(dst + (y * s.cols + x_lo + s.off_x) * channels, src + (sy * src_w + x_lo) * channels,
+                    (x_hi - x_lo) * channels * sizeof(T));
+      continue;
+    }
+    for (int64_t sx = x_lo; sx < x_hi; ++sx) copy_pixel(sy, sx, y, sx * s.up_x + s.off_x);
+  }
+}
+
 }  // namespace cpu
 }  // namespace cnnext

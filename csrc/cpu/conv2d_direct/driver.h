@@ -42,23 +42,13 @@ namespace cnnext {
 namespace cpu {
 namespace {
 
-// stage_planes for the channel-vector families: a channels_last source (pixel_stride > 1) whose columns
-// are staged one for one (no spreading out, no gathering) is transposed row by row into the planes V x V
-// values at a time through registers (transpose_rows), where stage_planes moves them one by one.
-template <typename T, class Arch>
-void stage_channel_planes(const T* src, int64_t channels, int64_t src_h, int64_t src_w, const Staging& s, T* dst,
-                          int64_t pixel_stride) {
-  if (pixel_stride == 1 || s.up_x != 1 || s.gather_y.taps != 0 || s.gather_x.taps != 0)
-    return stage_planes(src, channels, src_h, src_w, s, dst, pixel_stride);
-  const int64_t plane = s.rows * s.cols;
-  std::fill(dst, dst + channels * plane, T(0));
-  int64_t y_lo, y_hi, x_lo, x_hi;
-  staged_source_range(src_h, s.off_y, s.up_y, s.rows, y_lo, y_hi);
-  staged_source_range(src_w, s.off_x, s.up_x, s.cols, x_lo, x_hi);
-  for (int64_t sy = y_lo; sy < y_hi; ++sy)
-    transpose_rows<T, Arch::kTiles.vec_bytes>(src + (sy * src_w + x_lo) * pixel_stride, pixel_stride, x_hi - x_lo,
-                                              channels, dst + (sy * s.up_y + s.off_y) * s.cols + s.off_x + x_lo,
-                                              plane);
+// A sample's group of input channels into the staging of the channel-vector families: channels_last
+// pixel-major (stage_pixels copies pixels whole, where planes would transpose them), NCHW as planes.
+template <typename T>
+void stage_channel_vector_input(const T* src, int64_t channels, int64_t src_h, int64_t src_w, const Staging& s,
+                                T* dst, int64_t pixel_stride) {
+  if (pixel_stride == 1) return stage_planes(src, channels, src_h, src_w, s, dst);
+  stage_pixels(src, channels, src_h, src_w, s, dst, pixel_stride);
 }
 
 // One block of the pixel-vector families: oc_block output channels (the first `valid` real).
@@ -165,9 +155,11 @@ void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, i
   // stream of reads, where staged planes would read one per channel, too many for the prefetchers.
   const bool in_place = channels_last && reads_source_as_is(c, src_h, src_w);
   // The window offsets of a run of `samples` staged samples (PixelRun); in place, a run's samples follow
-  // each other pixel after pixel.
-  const WindowOffsets offsets = in_place ? WindowOffsets(pixels, c.channels, from.pixel_stride())
-                                         : WindowOffsets(c, classes != nullptr);
+  // each other pixel after pixel. channels_last sources are staged pixel-major (stage_pixels copies
+  // pixels whole where planes would transpose them), NCHW ones as planes.
+  const WindowOffsets offsets = in_place        ? WindowOffsets(pixels, c.channels, from.pixel_stride())
+                                : channels_last ? WindowOffsets::of_pixels(c)
+                                                : WindowOffsets(c, classes != nullptr);
   std::vector<int64_t> run_base(classes ? 0 : samples * pixels);
   for (int64_t q = 0; q < static_cast<int64_t>(run_base.size()); ++q)
     run_base[q] = in_place ? q * from.pixel_stride() : q / pixels * staged_sample + offsets.base[q % pixels];
@@ -189,8 +181,8 @@ void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, i
       const int64_t oc0 = task % blocks * block_outs;
       if (key != staged_key && !in_place) {
         for (int64_t s = 0; s < count; ++s)
-          stage_channel_planes<T, Arch>(src + from.offset((n0 + s) * groups + g, 0), c.channels, src_h, src_w,
-                                        c.staging, staged.data() + s * staged_sample, from.pixel_stride());
+          stage_channel_vector_input(src + from.offset((n0 + s) * groups + g, 0), c.channels, src_h, src_w,
+                                     c.staging, staged.data() + s * staged_sample, from.pixel_stride());
         staged_key = key;
       }
       const T* source = in_place ? src + from.offset(n0 * groups + g, 0) : staged.data();
@@ -248,8 +240,9 @@ void correlate_all(ConvPass pass, const ConvPlan& plan, const Correlation& c, in
   if (family == Family::kChannelVectors) {
     const WindowClasses classes(c, src_h, src_w);
     const bool skip = skips_border(classes, c.out_h * c.out_w, kernel);
-    const auto packed = pack_channel_vector_weights<T, Arch::kTiles.vec_bytes>(cv_block_channels<T, Arch>(), groups,
-                                                                               outs, c.channels, kernel, w, skip);
+    // Kernel-major taps where the pass skips the border or reads pixel-major staging (WindowOffsets).
+    const auto packed = pack_channel_vector_weights<T, Arch::kTiles.vec_bytes>(
+        cv_block_channels<T, Arch>(), groups, outs, c.channels, kernel, w, skip || plan.channels_last);
     channel_vector_batch<T, Arch>(c, batch, groups, outs, src, src_h, src_w, packed.data(), bias, dst,
                                   plan.channels_last, skip ? &classes : nullptr);
   } else if (family == Family::kPlanesFirstLayer) {
@@ -346,7 +339,7 @@ void channel_vector_grad_weight_in_sets(const Conv2dParams& p, const Correlation
   const int64_t cin = p.in_per_group(), cout = p.out_per_group(), pixels = p.out_plane(), taps = cv.taps();
   const int64_t staged_sample = cin * cv.staging.rows * cv.staging.cols, gy_sample = pixels * cout;
   const Activations x{p.groups, cin, p.in_plane(), channels_last}, dy{p.groups, cout, pixels, channels_last};
-  const WeightTapSweep sweep(cv, p.in_h, p.in_w);
+  const WeightTapSweep sweep(cv, p.in_h, p.in_w, channels_last);
   // Samples per set: as many as kSharedStagingBytes holds, staged planes and (NCHW) grad_output.
   const int64_t sample_bytes = (staged_sample + (channels_last ? 0 : gy_sample)) * p.groups * element;
   const int64_t set = std::clamp<int64_t>(kSharedStagingBytes / std::max<int64_t>(1, sample_bytes), 1, p.batch);
@@ -376,8 +369,8 @@ void channel_vector_grad_weight_in_sets(const Conv2dParams& p, const Correlation
         } else if (bias) {
           add_plane_sums<T, Arch>(p, group_gy, 1, bias);
         }
-        stage_channel_planes<T, Arch>(input + x.offset(n * p.groups + g, 0), cin, p.in_h, p.in_w, cv.staging,
-                                      staged.get() + (g * set + s) * staged_sample, x.pixel_stride());
+        stage_channel_vector_input(input + x.offset(n * p.groups + g, 0), cin, p.in_h, p.in_w, cv.staging,
+                                   staged.get() + (g * set + s) * staged_sample, x.pixel_stride());
         if (!channels_last)
           transpose_rows<T, Arch::kTiles.vec_bytes>(group_gy, pixels, cout, pixels,
                                                     gyT.get() + (g * set + s) * gy_sample, cout);
@@ -453,7 +446,7 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
                                                        channels_last);
   const int64_t staged_sample = cin * cv.staging.rows * cv.staging.cols, gy_sample = pixels * cout;
   const Activations x{p.groups, cin, p.in_plane(), channels_last}, dy{p.groups, cout, pixels, channels_last};
-  const WeightTapSweep sweep(cv, p.in_h, p.in_w);
+  const WeightTapSweep sweep(cv, p.in_h, p.in_w, channels_last);
   // Samples staged together: as many as fit in the staging budget, so each pass over the taps
   // reads them from cache; up to 32, for long reductions per partial-sum update.
   const int64_t stage_samples = std::clamp<int64_t>(
@@ -474,8 +467,8 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
           add_plane_sums<T, Arch>(p, group_gy, count, bias_partial + g * cout);
         }
         for (int64_t s = 0; s < count; ++s) {
-          stage_channel_planes<T, Arch>(input + x.offset((n0 + s) * p.groups + g, 0), cin, p.in_h, p.in_w,
-                                        cv.staging, staged.data() + s * staged_sample, x.pixel_stride());
+          stage_channel_vector_input(input + x.offset((n0 + s) * p.groups + g, 0), cin, p.in_h, p.in_w,
+                                     cv.staging, staged.data() + s * staged_sample, x.pixel_stride());
           if (channels_last) continue;
           for (int64_t oc = 0; oc < cout; ++oc)
             for (int64_t q = 0; q < pixels; ++q)
@@ -511,27 +504,21 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
 // out) into pixel-major rows of the window region `pp`, the channels of a pixel side by side:
 // staged[(r * pp.cols + c) * cin + ch] = x[ch][r - pad_top][c - pad_left], zero outside the input.
 template <typename T, class Arch>
-void stage_pixels(const Conv2dParams& p, const PaddedPlanes& pp, const Activations& a, const T* x, T* staged) {
+void stage_window_pixels(const Conv2dParams& p, const PaddedPlanes& pp, const Activations& a, const T* x, T* staged) {
   const int64_t cin = p.in_per_group();
+  const Staging region{pp.rows, pp.cols, p.pad_top, p.pad_left, 1, 1};
+  if (a.channels_last) return stage_pixels(x, cin, p.in_h, p.in_w, region, staged, a.pixel_stride());
   std::fill(staged, staged + pp.plane() * cin, T(0));
-  const int64_t r0 = std::min(p.pad_top, pp.rows), r1 = std::clamp<int64_t>(p.pad_top + p.in_h, r0, pp.rows);
-  const int64_t c0 = std::min(p.pad_left, pp.cols), c1 = std::clamp<int64_t>(p.pad_left + p.in_w, c0, pp.cols);
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t first = (r - p.pad_top) * p.in_w + c0 - p.pad_left;  // the row's first input pixel staged
-    T* dst = staged + (r * pp.cols + c0) * cin;
-    if (a.channels_last) {
-      for (int64_t c = c0; c < c1; ++c, dst += cin) {
-        const T* src = x + (first + c - c0) * a.pixel_stride();
-        std::copy(src, src + cin, dst);
-      }
-    } else {
-      transpose_rows<T, Arch::kTiles.vec_bytes>(x + first, a.plane, cin, c1 - c0, dst, cin);
-    }
-  }
+  int64_t y_lo, y_hi, x_lo, x_hi;
+  staged_source_range(p.in_h, p.pad_top, 1, pp.rows, y_lo, y_hi);
+  staged_source_range(p.in_w, p.pad_left, 1, pp.cols, x_lo, x_hi);
+  for (int64_t y = y_lo; y < y_hi; ++y)
+    transpose_rows<T, Arch::kTiles.vec_bytes>(x + y * p.in_w + x_lo, a.plane, cin, x_hi - x_lo,
+                                              staged + ((y + p.pad_top) * pp.cols + x_lo + p.pad_left) * cin, cin);
 }
 
 // grad_weight with vectors over input channels (grad_weight_input_vectors.h): per batch chunk,
-// sample after sample, each group's input staged pixel-major (stage_pixels) and its grad_output
+// sample after sample, each group's input staged pixel-major (stage_window_pixels) and its grad_output
 // with the channels of a pixel side by side (channels_last as it is, NCHW transposed); the sums
 // are kept tap-major ([tap][oc][ic], the steps' rows) and put in dW's order at the chunk's end.
 template <typename T, class Arch>
@@ -562,7 +549,7 @@ void input_vector_grad_weight(const Conv2dParams& p, const T* grad_output, const
         } else if (bias_partial) {
           add_plane_sums<T, Arch>(p, group_gy, 1, bias_partial + g * cout);
         }
-        stage_pixels<T, Arch>(p, pp, x, input + x.offset(n * p.groups + g, 0), staged.data());
+        stage_window_pixels<T, Arch>(p, pp, x, input + x.offset(n * p.groups + g, 0), staged.data());
         if (!channels_last)
           transpose_rows<T, Arch::kTiles.vec_bytes>(group_gy, pixels, cout, pixels, gyT.data(), cout);
         const T* rows = channels_last ? group_gy : gyT.data();
@@ -853,7 +840,6 @@ void scatter_grad_input(const Conv2dParams& p, const T* grad_output, const T* we
   std::vector<int64_t> window(p.out_plane());
   gather_offsets(p, plane, window.data());
   const Activations dy{p.groups, cout, p.out_plane(), channels_last}, dx{p.groups, cin, p.in_plane(), channels_last};
-  const Staging as_planes{p.out_h, p.out_w, 0, 0, 1, 1};
   at::parallel_for(0, p.batch * p.groups * blocks, 1, [&](int64_t begin, int64_t end) {
     AlignedBuffer<T> tile(scatter_tile_size<T, Arch>(plane));
     AlignedBuffer<T> gy_planes(channels_last ? cout * p.out_plane() : 0);
@@ -863,7 +849,8 @@ void scatter_grad_input(const Conv2dParams& p, const T* grad_output, const T* we
       const int64_t g = set % p.groups, ci0 = task % blocks * block_ins;
       const T* gy = grad_output + dy.offset(set, 0);
       if (channels_last && set != gy_set) {
-        stage_channel_planes<T, Arch>(gy, cout, p.out_h, p.out_w, as_planes, gy_planes.data(), dy.pixel_stride());
+        transpose_rows<T, Arch::kTiles.vec_bytes>(gy, dy.pixel_stride(), p.out_plane(), cout, gy_planes.data(),
+                                                  p.out_plane());
         gy_set = set;
       }
       const int64_t width = std::min(block_ins, cin - ci0);

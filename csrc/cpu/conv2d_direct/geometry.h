@@ -131,8 +131,9 @@ inline Correlation grad_weight_correlation(const Conv2dParams& p, int64_t lanes,
 // pixel's window corner (base[oh * out_w + ow]), and of each reduction tap from
 // it: channel-major, tap[(ch * kernel_h + kh) * kernel_w + kw] (dW's order), or
 // kernel-major, tap[(kh * kernel_w + kw) * channels + ch] where a pass skips the
-// border: the taps of one kernel position are then one run of the reduction,
-// which a window wholly in the border skips (WindowClasses, WindowRect).
+// border (the taps of one kernel position are then one run of the reduction,
+// which a window wholly in the border skips: WindowClasses, WindowRect) or reads
+// a pixel-major staging (a kernel position's taps are then one run of memory).
 struct WindowOffsets {
   std::vector<int64_t> base, tap;
 
@@ -141,6 +142,22 @@ struct WindowOffsets {
   WindowOffsets(int64_t pixels, int64_t channels, int64_t pixel_stride) : base(pixels), tap(channels) {
     for (int64_t q = 0; q < pixels; ++q) base[q] = q * pixel_stride;
     for (int64_t ch = 0; ch < channels; ++ch) tap[ch] = ch;
+  }
+
+  // A pixel-major staging (stage_pixels: each staged pixel's channels side by side), kernel-major taps.
+  static WindowOffsets of_pixels(const Correlation& c) {
+    WindowOffsets o;
+    o.base.resize(c.out_h * c.out_w);
+    o.tap.resize(c.taps());
+    const int64_t cols = c.staging.cols, channels = c.channels;
+    for (int64_t oh = 0; oh < c.out_h; ++oh)
+      for (int64_t ow = 0; ow < c.out_w; ++ow)
+        o.base[oh * c.out_w + ow] = (oh * c.stride_h * cols + ow * c.stride_w) * channels;
+    for (int64_t kh = 0; kh < c.kernel_h; ++kh)
+      for (int64_t kw = 0; kw < c.kernel_w; ++kw)
+        for (int64_t ch = 0; ch < channels; ++ch)
+          o.tap[(kh * c.kernel_w + kw) * channels + ch] = (kh * c.dilation_h * cols + kw * c.dilation_w) * channels + ch;
+    return o;
   }
 
   WindowOffsets(const Correlation& c, bool kernel_major) : base(c.out_h * c.out_w), tap(c.taps()) {
@@ -154,6 +171,9 @@ struct WindowOffsets {
           tap[t] = ch * c.staging.rows * cols + kh * c.dilation_h * cols + kw * c.dilation_w;
         }
   }
+
+ private:
+  WindowOffsets() = default;
 };
 
 // The kernel positions [lo, hi) of each of `outs` windows along one staged axis
@@ -285,8 +305,8 @@ struct WindowClasses {
 // `channels` channels per group: where channel ch of sample-and-group set
 // (n * groups + g) begins, and how far apart its pixels are. NCHW planes
 // (pixel stride 1), or channels_last: pixels of groups * channels elements,
-// which the channel-vector kernels read through their staging (stage_planes
-// transposes) and write as rows of whole vectors.
+// which the channel-vector kernels read through their pixel-major staging
+// (stage_pixels) and write as rows of whole vectors.
 struct Activations {
   int64_t groups, channels, plane;
   bool channels_last;

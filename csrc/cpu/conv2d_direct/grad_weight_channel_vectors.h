@@ -31,15 +31,19 @@ struct WeightTapSweep {
   std::vector<WindowRect> rects;   // per kernel position in sweep order: the pixels whose windows read the source
   int64_t position_taps;           // swept taps per kernel position; all of them where one rect covers every tap
 
-  WeightTapSweep(const Correlation& c, int64_t src_h, int64_t src_w)
+  // `pixel_major`: the input is staged pixel-major (stage_pixels), whose taps are swept kernel-major.
+  WeightTapSweep(const Correlation& c, int64_t src_h, int64_t src_w, bool pixel_major)
       : WeightTapSweep(c, skips_border(WindowClasses(c, src_h, src_w), c.out_h * c.out_w, c.kernel_h * c.kernel_w),
-                       src_h, src_w) {}
+                       src_h, src_w, pixel_major) {}
 
  private:
-  WeightTapSweep(const Correlation& c, bool skip, int64_t src_h, int64_t src_w)
-      : offsets(c, skip), tap_row(c.taps()), position_taps(skip ? c.channels : c.taps()) {
+  WeightTapSweep(const Correlation& c, bool skip, int64_t src_h, int64_t src_w, bool pixel_major)
+      : offsets(pixel_major ? WindowOffsets::of_pixels(c) : WindowOffsets(c, skip)),
+        tap_row(c.taps()),
+        position_taps(skip ? c.channels : c.taps()) {
     const int64_t kernel = c.kernel_h * c.kernel_w;
-    for (int64_t i = 0; i < c.taps(); ++i) tap_row[i] = skip ? i % c.channels * kernel + i / c.channels : i;
+    const bool kernel_major = skip || pixel_major;
+    for (int64_t i = 0; i < c.taps(); ++i) tap_row[i] = kernel_major ? i % c.channels * kernel + i / c.channels : i;
     if (skip) {
       rects = window_rects(c, src_h, src_w);
     } else {

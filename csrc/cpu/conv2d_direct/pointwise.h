@@ -50,9 +50,10 @@ struct PointwiseProduct {
   int64_t out_pixel;   // elements between its pixels
 };
 
-// Pixels [q, q + kRows), vectors [vec, vec + kVecs) of output channels.
+// Pixels [q, q + kRows), vectors [vec, vec + kVecs) of output channels. Not inlined: inlined into the
+// driver's loops, GCC kept AVX2's accumulators on the stack, a load and a store around every FMA.
 template <typename T, class Arch, int64_t kVecs, int64_t kRows>
-__attribute__((always_inline)) inline void pointwise_step(const PointwiseProduct<T>& m, int64_t q, int64_t vec) {
+__attribute__((noinline)) void pointwise_step(const PointwiseProduct<T>& m, int64_t q, int64_t vec) {
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
   int64_t first[kVecs];
   for (int64_t j = 0; j < kVecs; ++j) first[j] = std::min((vec + j) * V, m.channels - V);
