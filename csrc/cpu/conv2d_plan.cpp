@@ -342,8 +342,8 @@ constexpr int64_t kNhwcMinChannels = 8;
 // - pointwise layers: im2col, but in channels_last off Intel's CPUs with AVX2
 //   and AVX-512: direct for the pointwise families (forward and grad_input in
 //   `pointwise`, but AVX2's over at most 4 vectors into more; grad_weight in
-//   `grad_weight_pointwise`; with AVX-512 also the forward and grad_weight of
-//   strided 1 x 1 layers, is_one_by_one), and for forward passes that the channel vectors
+//   `grad_weight_pointwise`; the forward of strided 1 x 1 layers too, is_one_by_one,
+//   and with AVX-512 their grad_weight), and for forward passes that the channel vectors
 //   run in place (long reductions, whole vectors of outputs) over more than
 //   one vector; in NCHW off Intel's CPUs with AVX-512: direct for grad_input
 //   with at least one vector of outputs, forward with more than one.
@@ -414,12 +414,12 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
   // for a strided 1 x 1 layer, gathers its columns first); but AVX2's forward and grad_input over a
   // reduction of at most 4 vectors into more than 4 vectors of outputs (MobileNetV2's expansions of 16 - 32
   // channels, its projections to 24 - 32 channels' grad_input) ran at 0.5 - 0.8 of im2col's speed, their
-  // steps mostly their stores, and so did AVX2's strided forward (ResNet's shortcuts; their grad_weight lost too).
+  // steps mostly their stores; AVX2's grad_weight of strided 1 x 1 layers (ResNet's shortcuts) only tied.
   if (family == Family::kGradWeightPointwise || family == Family::kPointwise) {
     const int64_t reduction = pass == ConvPass::Forward ? p.in_per_group() : p.out_per_group();
     const bool short_avx2 = isa == Isa::kAvx2 && pass != ConvPass::GradWeight && reduction <= 4 * g.lanes &&
                             g.outs() > 4 * g.lanes;
-    const bool strided_avx2 = isa == Isa::kAvx2 && !is_pointwise(p);
+    const bool strided_avx2 = isa == Isa::kAvx2 && pass == ConvPass::GradWeight && !is_pointwise(p);
     return !gemm_full_speed && isa != Isa::kBaseline && !short_avx2 && !strided_avx2 ? ConvAlgo::Direct
                                                                                      : ConvAlgo::Im2col;
   }
