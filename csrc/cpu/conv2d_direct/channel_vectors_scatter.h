@@ -24,41 +24,46 @@ namespace cnnext {
 namespace cpu {
 namespace {
 
-// Elements of the scratch tile of one thread: the plane, plus the rows past
-// its end that store_transposed's whole squares read.
+// Elements of the scratch tiles of one thread for `samples` samples: their planes, plus the rows past
+// the last one's end that store_transposed's whole squares read.
 template <typename T, class Arch>
-int64_t scatter_tile_size(const PaddedPlanes& plane) {
+int64_t scatter_tile_size(const PaddedPlanes& plane, int64_t samples) {
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
-  return (plane.plane() + V) * Arch::kTiles.cv_vectors * V;
+  return (samples * plane.plane() + V) * Arch::kTiles.cv_vectors * V;
 }
 
-// The operands of one block of input channels of one sample and group.
+// The operands of one block of input channels of a set of samples of one group: their grad_output pixels
+// run sample after sample, so that a step of pixels runs across samples (a 4 x 4 gradient one sample at a
+// time took steps of 6, 6, 3 and 1 pixels, the short ones loading the weights for few FMAs).
 template <typename T>
 struct ScatterBlock {
-  const T* gy;          // the group's grad_output planes
-  int64_t out_plane;    // elements between them
-  int64_t outs;         // output channels of the group: the reduction of every step
-  const T* w;           // packed [output channel][kh][kw][input channel], at the block's first input channel
-  int64_t w_out;        // elements between output channels of `w`
-  const int64_t* window;  // the tile pixel of each grad_output pixel's tap (0, 0) (gather_offsets)
-  T* tile;              // the padded plane, channels of a pixel side by side
-  int64_t tile_row;     // elements between pixels of the tile
+  const T* gy;             // the group's grad_output planes, of the set's first sample
+  const int64_t* gy_at;    // where each run pixel lies in gy's first plane
+  int64_t out_plane;       // elements between the planes of gy
+  int64_t pixels;          // run pixels: every grad_output pixel of the set's samples
+  int64_t outs;            // output channels of the group: the reduction of every step
+  const T* w;              // packed [output channel][kh][kw][input channel], at the block's first input channel
+  int64_t w_out;           // elements between output channels of `w`
+  const int64_t* window;   // the tile pixel of each run pixel's tap (0, 0): gather_offsets in its sample's tile
+  T* tile;                 // the samples' padded planes one after the other, channels of a pixel side by side
+  int64_t tile_row;        // elements between pixels of the tile
 };
 
-// tile[window[q] + tap][j*V + v] += sum_co w[co][j*V + v] * gy[co][q] for grad_output pixels
+// tile[window[q] + tap][j*V + v] += sum_co w[co][j*V + v] * gy[co] of run pixel q, for run pixels
 // q in [q0, q0 + kPix) and kCoVecs vectors of channels (`w` at the tap).
 template <typename T, class Arch, int64_t kCoVecs, int64_t kPix>
 __attribute__((always_inline)) inline void scatter_step(const ScatterBlock<T>& b, const T* w, int64_t tap,
                                                         int64_t q0) {
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
   Vec<T, B> acc[kCoVecs][kPix] = {};
-  const T* x = b.gy + q0;
+  const T* x[kPix];
+  for (int64_t i = 0; i < kPix; ++i) x[i] = b.gy + b.gy_at[q0 + i];
   const int64_t out_plane = b.out_plane, w_out = b.w_out;
-  for (int64_t co = 0; co < b.outs; ++co, x += out_plane, w += w_out) {
+  for (int64_t co = 0, off = 0; co < b.outs; ++co, off += out_plane, w += w_out) {
     Vec<T, B> wv[kCoVecs];
     for (int64_t j = 0; j < kCoVecs; ++j) wv[j] = load_vec<B>(w + j * V);
     for (int64_t i = 0; i < kPix; ++i) {
-      const T xs = x[i];
+      const T xs = x[i][off];
       for (int64_t j = 0; j < kCoVecs; ++j) acc[j][i] += wv[j] * xs;
     }
   }
@@ -68,11 +73,11 @@ __attribute__((always_inline)) inline void scatter_step(const ScatterBlock<T>& b
   }
 }
 
-// grad_output pixels [q, out_plane) at one tap: steps of kPix pixels, then of kPix / 2, ... down to 1.
+// Run pixels [q, pixels) at one tap: steps of kPix pixels, then of kPix / 2, ... down to 1.
 template <typename T, class Arch, int64_t kCoVecs, int64_t kPix>
 __attribute__((always_inline)) inline void scatter_pixels(const ScatterBlock<T>& b, const T* w, int64_t tap,
                                                           int64_t q) {
-  for (; q + kPix <= b.out_plane; q += kPix) scatter_step<T, Arch, kCoVecs, kPix>(b, w, tap, q);
+  for (; q + kPix <= b.pixels; q += kPix) scatter_step<T, Arch, kCoVecs, kPix>(b, w, tap, q);
   if constexpr (kPix > 1) scatter_pixels<T, Arch, kCoVecs, kPix / 2>(b, w, tap, q);
 }
 
@@ -118,18 +123,20 @@ void store_tile(const Conv2dParams& p, const PaddedPlanes& plane, const T* tile,
   }
 }
 
-// kCoVecs vectors of input channels of one sample and group: every tap of every window
-// into the tile, then the tile cropped to the input plane into `dx` (store_tile).
+// kCoVecs vectors of input channels of `samples` samples and one group: every tap of every window
+// into the tiles, then each tile cropped to the input plane into its sample's `dx` (store_tile).
 template <typename T, class Arch, int64_t kCoVecs>
 void scatter_block(const Conv2dParams& p, const PaddedPlanes& plane, const ScatterBlock<T>& b, int64_t w_tap,
-                   T* dx, int64_t pixel_stride) {
+                   int64_t samples, T* const* dx, int64_t pixel_stride) {
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
-  std::fill(b.tile, b.tile + plane.plane() * b.tile_row, T(0));
+  const int64_t tile_sample = plane.plane() * b.tile_row;
+  std::fill(b.tile, b.tile + samples * tile_sample, T(0));
   for (int64_t kh = 0; kh < p.kernel_h; ++kh)
     for (int64_t kw = 0; kw < p.kernel_w; ++kw)
       scatter_pixels<T, Arch, kCoVecs, cv_width<Arch>(kCoVecs)>(
           b, b.w + (kh * p.kernel_w + kw) * w_tap, kh * p.dilation_h * plane.cols + kw * p.dilation_w, 0);
-  store_tile<T, B>(p, plane, b.tile, b.tile_row, kCoVecs * V, dx, pixel_stride);
+  for (int64_t s = 0; s < samples; ++s)
+    store_tile<T, B>(p, plane, b.tile + s * tile_sample, b.tile_row, kCoVecs * V, dx[s], pixel_stride);
 }
 
 }  // namespace

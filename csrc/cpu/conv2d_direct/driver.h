@@ -821,50 +821,80 @@ void direct_forward(const Conv2dParams& p, const ConvPlan& plan, const T* input,
                          bias, output);
 }
 
-// grad_input with the scattered channel vectors (channel_vectors_scatter.h), for
-// every (sample, group, block of cv_vectors vectors of input channels), on NCHW
-// or channels_last activations (a channels_last grad_output is transposed into
-// planes, once per sample and group and thread).
+// grad_input with the scattered channel vectors (channel_vectors_scatter.h), for every (set of
+// samples, group, block of cv_vectors vectors of input channels), on NCHW or channels_last
+// activations (a channels_last grad_output is transposed into planes, once per set and group and
+// thread: read in place, its pixels' channels ran 5 % slower).
 template <typename T, class Arch>
 void scatter_grad_input(const Conv2dParams& p, const T* grad_output, const T* weight, T* grad_input,
                         bool channels_last) {
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
   constexpr int64_t block_ins = cv_block_channels<T, Arch>();
-  const int64_t cin = p.in_per_group(), cout = p.out_per_group(), taps = p.kernel_plane();
+  const int64_t cin = p.in_per_group(), cout = p.out_per_group(), taps = p.kernel_plane(), pixels = p.out_plane();
   const int64_t blocks = (cin + block_ins - 1) / block_ins;
   // Blocks of input channels, each [output channel][kh][kw][input channel]: the taps as they are.
   const LayerWeights<T> w{weight, cout, cin, taps, channels_last};
   const auto packed =
       pack_channel_vector_weights<T, Arch::kTiles.vec_bytes>(block_ins, p.groups, cin, cout, taps, w.transposed());
   const PaddedPlanes plane(p);
-  std::vector<int64_t> window(p.out_plane());
+  std::vector<int64_t> window(pixels);
   gather_offsets(p, plane, window.data());
-  const Activations dy{p.groups, cout, p.out_plane(), channels_last}, dx{p.groups, cin, p.in_plane(), channels_last};
-  at::parallel_for(0, p.batch * p.groups * blocks, 1, [&](int64_t begin, int64_t end) {
-    AlignedBuffer<T> tile(scatter_tile_size<T, Arch>(plane));
-    AlignedBuffer<T> gy_planes(channels_last ? cout * p.out_plane() : 0);
-    int64_t gy_set = -1;
+  const Activations dy{p.groups, cout, pixels, channels_last}, dx{p.groups, cin, p.in_plane(), channels_last};
+  // Samples per task: one where a block's packed weights stay in L2 beside its tile, from task to task;
+  // else (512 outputs x 9 taps x 64 channels: 1.2 MB of float32) as many tiles as kScatterTileBytes
+  // holds, so that the weights are read once per set of samples rather than once per sample, but enough
+  // (set, group, block) tasks for every thread twice, in sets the threads share evenly (balanced_sets).
+  // Sets where the weights fit only moved the tiles out of L2.
+  const int64_t threads = std::max<int64_t>(at::get_num_threads(), 1);
+  const int64_t element = sizeof(T);
+  const int64_t tile_bytes = scatter_tile_size<T, Arch>(plane, 1) * element;
+  const bool weights_stay = cout * taps * block_ins * element + tile_bytes <= kScatterTileBytes;
+  const int64_t spread = p.batch * p.groups * blocks / (2 * threads);
+  const int64_t most =
+      weights_stay ? 1 : std::clamp<int64_t>(std::min(kScatterTileBytes / tile_bytes, spread), 1, p.batch);
+  const int64_t sets = p.batch == 0 ? 0 : balanced_sets(p.batch, most, p.groups * blocks, threads);
+  const int64_t samples = sets == 0 ? 0 : (p.batch + sets - 1) / sets;
+  at::parallel_for(0, sets * p.groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    AlignedBuffer<T> tile(scatter_tile_size<T, Arch>(plane, samples));
+    AlignedBuffer<T> gy_planes(channels_last ? samples * cout * pixels : 0);
+    std::vector<int64_t> gy_at(samples * pixels), run_window(samples * pixels);
+    std::vector<T*> dx_at(samples);
+    int64_t planes_key = -1;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t set = task / blocks;  // = n * groups + g
-      const int64_t g = set % p.groups, ci0 = task % blocks * block_ins;
-      const T* gy = grad_output + dy.offset(set, 0);
-      if (channels_last && set != gy_set) {
-        transpose_rows<T, Arch::kTiles.vec_bytes>(gy, dy.pixel_stride(), p.out_plane(), cout, gy_planes.data(),
-                                                  p.out_plane());
-        gy_set = set;
+      const int64_t key = task / blocks;  // = set * groups + g
+      const int64_t g = key % p.groups, set = key / p.groups, ci0 = task % blocks * block_ins;
+      const int64_t n0 = set * p.batch / sets, count = (set + 1) * p.batch / sets - n0;
+      if (channels_last && key != planes_key) {
+        for (int64_t s = 0; s < count; ++s)
+          transpose_rows<T, Arch::kTiles.vec_bytes>(grad_output + dy.offset((n0 + s) * p.groups + g, 0),
+                                                    dy.pixel_stride(), pixels, cout,
+                                                    gy_planes.data() + s * cout * pixels, pixels);
+        planes_key = key;
+      }
+      // The set's grad_output planes: transposed, or NCHW's in place.
+      const T* gy = channels_last ? gy_planes.data() : grad_output + dy.offset(n0 * p.groups + g, 0);
+      const int64_t gy_sample = channels_last ? cout * pixels : p.out_channels * pixels;
+      for (int64_t s = 0; s < count; ++s) {
+        for (int64_t q = 0; q < pixels; ++q) {
+          gy_at[s * pixels + q] = s * gy_sample + q;
+          run_window[s * pixels + q] = s * plane.plane() + window[q];
+        }
+        dx_at[s] = grad_input + dx.offset((n0 + s) * p.groups + g, ci0);
       }
       const int64_t width = std::min(block_ins, cin - ci0);
       with_vector_count<Arch::kTiles.cv_vectors>(width / V, [&](auto vectors) {
         constexpr int64_t kCoVecs = decltype(vectors)::value;
-        const ScatterBlock<T> b{channels_last ? gy_planes.data() : gy,
-                                p.out_plane(),
+        const ScatterBlock<T> b{gy,
+                                gy_at.data(),
+                                pixels,
+                                count * pixels,
                                 cout,
                                 packed.data() + (g * cin + ci0) * cout * taps,
                                 taps * width,
-                                window.data(),
+                                run_window.data(),
                                 tile.data(),
                                 kCoVecs * V};
-        scatter_block<T, Arch, kCoVecs>(p, plane, b, width, grad_input + dx.offset(set, ci0), dx.pixel_stride());
+        scatter_block<T, Arch, kCoVecs>(p, plane, b, width, count, dx_at.data(), dx.pixel_stride());
       });
     }
   });
