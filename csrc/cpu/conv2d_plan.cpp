@@ -500,7 +500,8 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
       return ConvAlgo::Direct;
     }
     case ConvPass::GradInput:
-      if (!avx2_channels_last_vectors && p.out_per_group() * p.kernel_plane() >= (isa == Isa::kBaseline  ? kLongReduction
+      if (!avx2_channels_last_vectors &&
+          p.out_per_group() * p.kernel_plane() >= (isa == Isa::kBaseline  ? kLongReduction
                                                    : isa == Isa::kAvx2 ? kVeryLongReduction
                                                                        : INT64_MAX))
         return ConvAlgo::Im2col;

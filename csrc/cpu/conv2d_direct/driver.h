@@ -854,10 +854,18 @@ void scatter_grad_input(const Conv2dParams& p, const T* grad_output, const T* we
       weights_stay ? 1 : std::clamp<int64_t>(std::min(kScatterTileBytes / tile_bytes, spread), 1, p.batch);
   const int64_t sets = p.batch == 0 ? 0 : balanced_sets(p.batch, most, p.groups * blocks, threads);
   const int64_t samples = sets == 0 ? 0 : (p.batch + sets - 1) / sets;
+  // A set's run of pixels, the same for every set: where each lies in the set's grad_output planes
+  // (transposed, or NCHW's in place) and its window in the set's tiles.
+  const int64_t gy_sample = channels_last ? cout * pixels : p.out_channels * pixels;
+  std::vector<int64_t> gy_at(samples * pixels), run_window(samples * pixels);
+  for (int64_t s = 0; s < samples; ++s)
+    for (int64_t q = 0; q < pixels; ++q) {
+      gy_at[s * pixels + q] = s * gy_sample + q;
+      run_window[s * pixels + q] = s * plane.plane() + window[q];
+    }
   at::parallel_for(0, sets * p.groups * blocks, 1, [&](int64_t begin, int64_t end) {
     AlignedBuffer<T> tile(scatter_tile_size<T, Arch>(plane, samples));
     AlignedBuffer<T> gy_planes(channels_last ? samples * cout * pixels : 0);
-    std::vector<int64_t> gy_at(samples * pixels), run_window(samples * pixels);
     std::vector<T*> dx_at(samples);
     int64_t planes_key = -1;
     for (int64_t task = begin; task < end; ++task) {
@@ -871,16 +879,8 @@ void scatter_grad_input(const Conv2dParams& p, const T* grad_output, const T* we
                                                     gy_planes.data() + s * cout * pixels, pixels);
         planes_key = key;
       }
-      // The set's grad_output planes: transposed, or NCHW's in place.
       const T* gy = channels_last ? gy_planes.data() : grad_output + dy.offset(n0 * p.groups + g, 0);
-      const int64_t gy_sample = channels_last ? cout * pixels : p.out_channels * pixels;
-      for (int64_t s = 0; s < count; ++s) {
-        for (int64_t q = 0; q < pixels; ++q) {
-          gy_at[s * pixels + q] = s * gy_sample + q;
-          run_window[s * pixels + q] = s * plane.plane() + window[q];
-        }
-        dx_at[s] = grad_input + dx.offset((n0 + s) * p.groups + g, ci0);
-      }
+      for (int64_t s = 0; s < count; ++s) dx_at[s] = grad_input + dx.offset((n0 + s) * p.groups + g, ci0);
       const int64_t width = std::min(block_ins, cin - ci0);
       with_vector_count<Arch::kTiles.cv_vectors>(width / V, [&](auto vectors) {
         constexpr int64_t kCoVecs = decltype(vectors)::value;

@@ -156,7 +156,8 @@ struct WindowOffsets {
     for (int64_t kh = 0; kh < c.kernel_h; ++kh)
       for (int64_t kw = 0; kw < c.kernel_w; ++kw)
         for (int64_t ch = 0; ch < channels; ++ch)
-          o.tap[(kh * c.kernel_w + kw) * channels + ch] = (kh * c.dilation_h * cols + kw * c.dilation_w) * channels + ch;
+          o.tap[(kh * c.kernel_w + kw) * channels + ch] =
+              (kh * c.dilation_h * cols + kw * c.dilation_w) * channels + ch;
     return o;
   }
 
