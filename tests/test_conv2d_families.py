@@ -93,6 +93,24 @@ def test_weight_grad_ignores_inputs_outside_the_windows(width, device):
     torch.testing.assert_close(got.cpu().double(), want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("size", [7, 14])
+def test_weight_grad_of_an_infinite_input_at_stride_1(size, device):
+    """An infinite input at stride 1 makes exactly the weight gradients of the taps that read it infinite: the
+    flat reduction over narrow rows, whose vectors span row ends, runs only on finite inputs (0 * inf is NaN)."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 4, size, size, generator=gen)
+    x[1, 2, 3, -1] = float("inf")
+    x = x.to(device)
+    w = torch.randn(4, 1, 3, 3, generator=gen).to(device).requires_grad_()
+    out = CF.conv2d(x, w, groups=4, padding=1, algo="direct")
+    grad = torch.randn(out.shape, generator=gen).to(device)
+    got = torch.autograd.grad(out, w, grad)[0]
+    w64 = w.detach().cpu().double().requires_grad_()
+    want = torch.autograd.grad(F.conv2d(x.cpu().double(), w64, groups=4, padding=1), w64, grad.cpu().double())[0]
+    assert torch.isinf(want[2]).any() and torch.isfinite(want[2]).any() and not torch.isnan(want).any()
+    torch.testing.assert_close(got.cpu().double(), want, rtol=1e-4, atol=1e-4)
+
+
 def under_thread_counts(run, counts=(1, 3)):
     """run() under each thread count in turn, the caller's count restored after: the list of its results."""
     previous = torch.get_num_threads()

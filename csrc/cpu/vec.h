@@ -219,6 +219,39 @@ inline void swap_lane_blocks(Vec<T, Bytes>& a, Vec<T, Bytes>& b, std::index_sequ
   a = new_a;
 }
 
+// The lanes of the 2 x V elements a then b taken every second one: even = a[0], a[2], ..., b[V - 2],
+// odd = a[1], a[3], ..., b[V - 1] (a row split into its two stride-2 phases).
+template <typename T, int64_t Bytes, size_t... L>
+inline void deinterleave_pairs(const Vec<T, Bytes>& a, const Vec<T, Bytes>& b, Vec<T, Bytes>& even,
+                               Vec<T, Bytes>& odd, std::index_sequence<L...>) {
+#if defined(__clang__) || __GNUC__ >= 12
+  even = __builtin_shufflevector(a, b, (2 * int64_t(L))...);
+  odd = __builtin_shufflevector(a, b, (2 * int64_t(L) + 1)...);
+#else
+  constexpr Bits<T, Bytes> to_even{(2 * int64_t(L))...};
+  constexpr Bits<T, Bytes> to_odd{(2 * int64_t(L) + 1)...};
+  even = __builtin_shuffle(a, b, to_even);
+  odd = __builtin_shuffle(a, b, to_odd);
+#endif
+}
+
+// The inverse of deinterleave_pairs: lo = a[0], b[0], a[1], b[1], ..., a[V/2 - 1], b[V/2 - 1], hi the
+// same from a[V/2] and b[V/2] (a row spread out with stride 2 from a, the gaps filled from b).
+template <typename T, int64_t Bytes, size_t... L>
+inline void interleave_pairs(const Vec<T, Bytes>& a, const Vec<T, Bytes>& b, Vec<T, Bytes>& lo, Vec<T, Bytes>& hi,
+                             std::index_sequence<L...>) {
+  constexpr int64_t V = kLanes<T, Bytes>;
+#if defined(__clang__) || __GNUC__ >= 12
+  lo = __builtin_shufflevector(a, b, ((L & 1) ? V + int64_t(L) / 2 : int64_t(L) / 2)...);
+  hi = __builtin_shufflevector(a, b, ((L & 1) ? V + V / 2 + int64_t(L) / 2 : V / 2 + int64_t(L) / 2)...);
+#else
+  constexpr Bits<T, Bytes> to_lo{((L & 1) ? V + int64_t(L) / 2 : int64_t(L) / 2)...};
+  constexpr Bits<T, Bytes> to_hi{((L & 1) ? V + V / 2 + int64_t(L) / 2 : V / 2 + int64_t(L) / 2)...};
+  lo = __builtin_shuffle(a, b, to_lo);
+  hi = __builtin_shuffle(a, b, to_hi);
+#endif
+}
+
 // rows[0..V) transposed in place (V = lanes): after it, lane l of rows[k] is
 // what lane k of rows[l] was. log2(V) rounds of two-register shuffles, each
 // swapping the off-diagonal blocks of half the size of the round before.

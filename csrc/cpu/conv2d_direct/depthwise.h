@@ -12,9 +12,9 @@
 //   tap is a constant offset from f = oh * cols + ow and vectors run over
 //   whole rows and across row ends (the columns past out_w are computed and
 //   dropped): narrow planes (7 x 7, 14 x 14) waste few lanes;
-// - phased (a stride): each staged row holds its columns split by phase,
-//   column x at phase x % stride_w, index x / stride_w, so that the taps of
-//   a strided window read consecutive outputs from consecutive addresses
+// - phased (a stride): the plane split by column phase into planes of their
+//   own, column x at phase x % stride_w, index x / stride_w, so that the taps
+//   of a strided window read consecutive outputs from consecutive addresses
 //   (no gather per tap). Vectors then run along each output row.
 // grad_input is the flat correlation of grad_output, spread out by the stride
 // and padded (Staging's up/off), with the flipped kernel, summed over the
@@ -27,6 +27,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "../kernel_utils.h"
@@ -72,11 +73,14 @@ __attribute__((always_inline)) inline void correlate_vectors(const T* staged, co
 // The staged geometry of one plane for a correlation with `out_h` x `out_w`
 // outputs, and where each output vector and each tap start in it.
 struct DepthwiseLayout {
-  Staging staging;          // rows x cols, cols = phases * phase_cols
+  Staging staging;          // rows x cols of the zero-padded plane, cols = phases * phase_cols
+  bool flat;                // flat_layout's; otherwise phased_layout's
   int64_t phases;           // stride_w of the phased layout; 1 when flat
   int64_t phase_cols;       // staged columns per phase
+  int64_t region = 0;       // phased: elements per phase's plane, slack included
   int64_t plane;            // elements per staged plane, slack included
   int64_t pitch;            // scratch elements between output rows
+  int64_t lines = 0;        // elements of stage_phased's unsplit plane (phased, two or more phases)
   std::vector<int64_t> start;   // staged offset of each output vector (scratch holds them in order)
   std::vector<int64_t> offset;  // staged offset of each tap, kernel-row major
 };
@@ -89,6 +93,7 @@ inline DepthwiseLayout flat_layout(int64_t V, int64_t out_h, int64_t out_w, int6
   DepthwiseLayout l;
   const int64_t rows = out_h + (kernel_h - 1) * dh, cols = out_w + (kernel_w - 1) * dw;
   l.staging = {rows, cols, off_y, off_x, up_y, up_x};
+  l.flat = true;
   l.phases = 1;
   l.phase_cols = cols;
   l.pitch = cols;
@@ -101,59 +106,81 @@ inline DepthwiseLayout flat_layout(int64_t V, int64_t out_h, int64_t out_w, int6
   return l;
 }
 
-// The phased layout of a forward correlation (stride, padding, dilation of p).
+// The phased layout of a forward correlation (stride, padding, dilation of p):
+// the zero-padded plane split by column phase, each phase a plane of its own
+// (region elements apart), so that the taps of a strided window read
+// consecutive outputs from consecutive addresses. Vectors run along each output
+// row, the last one past its end into the next row (lanes computed and dropped).
 inline DepthwiseLayout phased_layout(const Conv2dParams& p, int64_t V) {
   DepthwiseLayout l;
   const int64_t padded_w = round_up(p.out_w, V);  // outputs computed per row
-  l.phases = p.stride_w;
-  l.phase_cols = padded_w + (p.kernel_w - 1) * p.dilation_w / p.stride_w;
+  const int64_t width = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
   const int64_t rows = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
+  l.flat = false;
+  l.phases = p.stride_w;
+  l.phase_cols = ceil_div_nonneg(width, l.phases);
   l.staging = {rows, l.phases * l.phase_cols, p.pad_top, p.pad_left, 1, 1};
-  l.plane = rows * l.staging.cols;
+  // A row's last vector reads up to V - 1 elements past the phase's last column
+  // (its window's columns run up to phase_cols - 1).
+  l.region = round_up(rows * l.phase_cols, V) + V;
+  l.plane = l.phases * l.region;
+  l.lines = l.phases == 1 ? 0 : l.phases * round_up(rows * l.phase_cols, V);
   l.pitch = padded_w;
   for (int64_t oh = 0; oh < p.out_h; ++oh)
-    for (int64_t ow = 0; ow < padded_w; ow += V) l.start.push_back(oh * p.stride_h * l.staging.cols + ow);
+    for (int64_t ow = 0; ow < padded_w; ow += V) l.start.push_back(oh * p.stride_h * l.phase_cols + ow);
   for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
     for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
       const int64_t x = kw * p.dilation_w;
-      l.offset.push_back(kh * p.dilation_h * l.staging.cols + x % p.stride_w * l.phase_cols + x / p.stride_w);
+      l.offset.push_back(x % p.stride_w * l.region + kh * p.dilation_h * l.phase_cols + x / p.stride_w);
     }
   }
   return l;
 }
 
-// Copies one source plane into a phased staging plane: staged row y, phase q,
-// index i holds src[y - off_y][i * phases + q - off_x], zero outside the source.
-template <typename T>
-void stage_phased(const T* src, int64_t src_h, int64_t src_w, const DepthwiseLayout& l, T* dst) {
+// Copies one source plane into a phased staging plane: phase q's row y, index
+// i holds src[y - off_y][i * phases + q - off_x], zero outside the source.
+// The rows are copied whole into the unsplit plane (`lines`, l.lines elements;
+// dst itself for one phase), whose zero padding lies where no source row goes,
+// the same place for every plane; the phases are then split from it in whole
+// vectors: two (stride 2) with a shuffle per pair of vectors. Each buffer is
+// zero where nothing is copied: its slack and padding are never written.
+template <typename T, int64_t B>
+void stage_phased(const T* src, int64_t src_h, int64_t src_w, const DepthwiseLayout& l, T* lines, T* dst) {
+  constexpr int64_t V = kLanes<T, B>;
   const Staging& s = l.staging;
-  std::fill(dst, dst + l.plane, T(0));
-  for (int64_t y = 0; y < s.rows; ++y) {
-    const int64_t sy = y - s.off_y;
-    if (sy < 0 || sy >= src_h) continue;
-    const T* in = src + sy * src_w;
-    T* out = dst + y * s.cols;
-    for (int64_t q = 0; q < l.phases; ++q) {
-      // Source columns i * phases + q - off_x for i < phase_cols, clipped to [0, src_w).
-      const int64_t first = q - s.off_x;
-      const int64_t lo = first >= 0 ? 0 : ceil_div_nonneg(-first, l.phases);
-      const int64_t hi = std::min(l.phase_cols, src_w - first <= 0 ? 0 : ceil_div_nonneg(src_w - first, l.phases));
-      T* phase = out + q * l.phase_cols;
-      for (int64_t i = lo; i < hi; ++i) phase[i] = in[i * l.phases + first];
+  T* unsplit = l.phases == 1 ? dst : lines;
+  const int64_t x_lo = std::max<int64_t>(0, -s.off_x), x_hi = std::min(src_w, s.cols - s.off_x);
+  const int64_t y_lo = std::max<int64_t>(0, -s.off_y), y_hi = std::min(src_h, s.rows - s.off_y);
+  for (int64_t sy = y_lo; sy < y_hi && x_hi > x_lo; ++sy)
+    std::memcpy(unsplit + (sy + s.off_y) * s.cols + s.off_x + x_lo, src + sy * src_w + x_lo,
+                (x_hi - x_lo) * sizeof(T));
+  const int64_t n = s.rows * l.phase_cols;  // elements per phase
+  if (l.phases == 2) {
+    for (int64_t k = 0; k < n; k += V) {
+      Vec<T, B> even, odd;
+      deinterleave_pairs<T, B>(load_vec<B>(lines + 2 * k), load_vec<B>(lines + 2 * k + V), even, odd,
+                               std::make_index_sequence<V>());
+      store_vec<T, B>(dst + k, even);
+      store_vec<T, B>(dst + l.region + k, odd);
     }
+  } else if (l.phases > 2) {
+    for (int64_t q = 0; q < l.phases; ++q)
+      for (int64_t k = 0; k < n; ++k) dst[q * l.region + k] = lines[k * l.phases + q];
   }
 }
 
-template <typename T>
-void stage(const T* src, int64_t planes, int64_t src_h, int64_t src_w, const DepthwiseLayout& l, T* dst) {
-  if (l.phases == 1) {
+// Stages `planes` source planes, l.plane apart in dst; `lines`: stage_phased's (the phased layout only).
+template <typename T, int64_t B>
+void stage(const T* src, int64_t planes, int64_t src_h, int64_t src_w, const DepthwiseLayout& l, T* lines, T* dst) {
+  if (l.flat) {
     // Flat planes lie l.plane apart; stage_planes writes them rows * cols apart.
     for (int64_t c = 0; c < planes; ++c) {
       stage_planes(src + c * src_h * src_w, 1, src_h, src_w, l.staging, dst + c * l.plane);
       std::fill(dst + c * l.plane + l.staging.rows * l.staging.cols, dst + (c + 1) * l.plane, T(0));
     }
   } else {
-    for (int64_t c = 0; c < planes; ++c) stage_phased(src + c * src_h * src_w, src_h, src_w, l, dst + c * l.plane);
+    for (int64_t c = 0; c < planes; ++c)
+      stage_phased<T, B>(src + c * src_h * src_w, src_h, src_w, l, lines, dst + c * l.plane);
   }
 }
 
@@ -178,11 +205,11 @@ void depthwise_forward(const Conv2dParams& p, const T* input, const T* weight, c
                                  : phased_layout(p, V);
   const int64_t vectors = static_cast<int64_t>(l.start.size());
   at::parallel_for(0, p.batch * p.in_channels, 1, [&](int64_t begin, int64_t end) {
-    AlignedBuffer<T> staged(l.plane);
+    AlignedBuffer<T> staged(l.plane), lines(l.lines);
     AlignedBuffer<T> scratch(vectors * V);
     for (int64_t task = begin; task < end; ++task) {  // task = n * C_in + c
       const int64_t c = task % p.in_channels;
-      stage(input + task * p.in_plane(), 1, p.in_h, p.in_w, l, staged.data());
+      stage<T, B>(input + task * p.in_plane(), 1, p.in_h, p.in_w, l, lines.data(), staged.data());
       for (int64_t j = 0; j < m; ++j) {
         const int64_t oc = c * m + j;
         correlate_plane<T, B>(l, staged.data(), l.offset.data(), weight + oc * taps, taps, bias ? bias[oc] : T(0),
@@ -213,30 +240,39 @@ void depthwise_grad_input(const Conv2dParams& p, const T* grad_output, const T* 
     AlignedBuffer<T> scratch(vectors * V);
     for (int64_t task = begin; task < end; ++task) {  // task = n * C_in + c; its m gradient planes are adjacent
       const int64_t c = task % p.in_channels;
-      stage(grad_output + task * m * p.out_plane(), m, p.out_h, p.out_w, l, staged.data());
+      stage<T, B>(grad_output + task * m * p.out_plane(), m, p.out_h, p.out_w, l, nullptr, staged.data());
       correlate_plane<T, B>(l, staged.data(), offset.data(), flipped.data() + c * m * taps, m * taps, T(0), p.in_h,
                       p.in_w, scratch.data(), grad_input + task * p.in_plane());
     }
   });
 }
 
-// partial[t] += sum over the rows and vectors of one sample of gy_row . staged_row(t), for kTaps
-// taps from `offset`: one accumulator per tap, each grad_output vector loaded once for all of them.
-// The last vector of a row covers `tail` lanes (0: whole); its input lanes past them are cleared,
-// since the padded grad_output lanes are zero but 0 * inf is NaN.
+// How grad_weight's reduction runs over a sample's grad_output, copied l.pitch
+// elements per row (zeros past out_w) to line up with l.start's vectors:
+// `rows` rows of `row_vectors` vectors each. The last vector of a row covers
+// tail_lanes lanes (0: all of them, or its other lanes' inputs are finite);
+// the input lanes past them are cleared, since the padded grad_output lanes
+// are zero but 0 * inf is NaN.
+struct WeightRows {
+  int64_t rows, row_vectors, tail_lanes;
+};
+
+// lanes[t] (a vector of partial sums) += the products gy_row * staged_row(t) over the rows and vectors
+// of one sample, for kTaps taps from `offset`: one accumulator per tap, each grad_output vector loaded
+// once for all of them. The lanes are added up once per batch chunk, not per sample and plane.
 template <typename T, int64_t B, int64_t kTaps>
 __attribute__((always_inline)) inline void weight_taps(const T* staged, const DepthwiseLayout& l, const T* gy,
-                                                       int64_t out_h, int64_t row_vectors,
-                                                       const Bits<T, B>& tail_keep, bool tail,
-                                                       const int64_t* offset, T* partial) {
+                                                       const WeightRows& r, const Bits<T, B>& tail_keep,
+                                                       const int64_t* offset, T* lanes) {
   constexpr int64_t V = kLanes<T, B>;
-  Vec<T, B> acc[kTaps] = {};
-  for (int64_t oh = 0; oh < out_h; ++oh) {
-    const int64_t* start = l.start.data() + oh * row_vectors;
-    const T* g = gy + oh * l.pitch;
-    for (int64_t v = 0; v < row_vectors; ++v) {
+  Vec<T, B> acc[kTaps];
+  for (int64_t k = 0; k < kTaps; ++k) acc[k] = load_vec<B>(lanes + k * V);
+  for (int64_t row = 0; row < r.rows; ++row) {
+    const int64_t* start = l.start.data() + row * r.row_vectors;
+    const T* g = gy + row * r.row_vectors * V;
+    for (int64_t v = 0; v < r.row_vectors; ++v) {
       const Vec<T, B> gv = load_vec<B>(g + v * V);
-      const bool masked = tail && v == row_vectors - 1;
+      const bool masked = r.tail_lanes != 0 && v == r.row_vectors - 1;
       for (int64_t k = 0; k < kTaps; ++k) {
         Vec<T, B> xv = load_vec<B>(staged + start[v] + offset[k]);
         if (masked) xv = keep_lanes<T, B>(xv, tail_keep);
@@ -244,57 +280,66 @@ __attribute__((always_inline)) inline void weight_taps(const T* staged, const De
       }
     }
   }
-  for (int64_t k = 0; k < kTaps; ++k) {
-    T sum = 0;
-    for (int64_t v = 0; v < V; ++v) sum += acc[k][v];
-    partial[k] += sum;
-  }
+  for (int64_t k = 0; k < kTaps; ++k) store_vec<T, B>(lanes + k * V, acc[k]);
 }
 
 template <typename T, int64_t B>
-void weight_plane(const T* staged, const DepthwiseLayout& l, const T* gy, int64_t out_h, int64_t out_w,
-                  T* partial) {
+void weight_plane(const T* staged, const DepthwiseLayout& l, const T* gy, const WeightRows& r, T* lanes) {
   constexpr int64_t V = kLanes<T, B>;
-  const int64_t row_vectors = l.pitch / V, taps = static_cast<int64_t>(l.offset.size());
-  const int64_t tail_lanes = out_w % V;
-  const Bits<T, B> tail_keep = lane_mask<T, B>(0, tail_lanes);
+  const int64_t taps = static_cast<int64_t>(l.offset.size());
+  const Bits<T, B> tail_keep = lane_mask<T, B>(0, r.tail_lanes);
   int64_t t = 0;
   for (; t + 8 <= taps; t += 8)
-    weight_taps<T, B, 8>(staged, l, gy, out_h, row_vectors, tail_keep, tail_lanes != 0, l.offset.data() + t, partial + t);
+    weight_taps<T, B, 8>(staged, l, gy, r, tail_keep, l.offset.data() + t, lanes + t * V);
   for (; t + 4 <= taps; t += 4)
-    weight_taps<T, B, 4>(staged, l, gy, out_h, row_vectors, tail_keep, tail_lanes != 0, l.offset.data() + t, partial + t);
-  for (; t < taps; ++t)
-    weight_taps<T, B, 1>(staged, l, gy, out_h, row_vectors, tail_keep, tail_lanes != 0, l.offset.data() + t, partial + t);
+    weight_taps<T, B, 4>(staged, l, gy, r, tail_keep, l.offset.data() + t, lanes + t * V);
+  for (; t < taps; ++t) weight_taps<T, B, 1>(staged, l, gy, r, tail_keep, l.offset.data() + t, lanes + t * V);
 }
 
+// grad_weight (and grad_bias where it is not null). `finite_input`: the input
+// is known to hold no infinity or NaN, so that a stride-1 layer can run its reduction
+// over the flat layout, vectors spanning narrow rows (7 x 7: 4 vectors a plane
+// instead of 7), the lanes between rows multiplying zeros of grad_output.
 template <typename T, class Arch>
 void depthwise_grad_weight(const Conv2dParams& p, const T* grad_output, const T* input, T* grad_weight,
-                           T* grad_bias) {
+                           T* grad_bias, bool finite_input) {
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
-  // Rows of whole vectors (the phased layout; stride 1 is one phase), with
+  // Otherwise rows of whole vectors (the phased layout; stride 1 is one phase), with
   // grad_output copied into rows of the same padded width, zeros past out_w.
   const int64_t m = p.out_per_group(), taps = p.kernel_plane();
-  const DepthwiseLayout l = phased_layout(p, V);
+  const bool flat = finite_input && p.stride_h == 1 && p.stride_w == 1;
+  const DepthwiseLayout l = flat ? flat_layout(V, p.out_h, p.out_w, p.kernel_h, p.kernel_w, p.dilation_h,
+                                               p.dilation_w, p.pad_top, p.pad_left, 1, 1)
+                                 : phased_layout(p, V);
+  const int64_t vectors = static_cast<int64_t>(l.start.size());
+  const WeightRows rows = flat ? WeightRows{1, vectors, 0} : WeightRows{p.out_h, l.pitch / V, p.out_w % V};
   const BatchChunks chunking(p.batch);
   const int64_t chunks = chunking.count;
   std::vector<T> partials(chunks * p.out_channels * taps, T(0));
   std::vector<double> bias_partials(grad_bias ? chunks * p.out_channels : 0, 0.0);
   at::parallel_for(0, chunks * p.in_channels, 1, [&](int64_t begin, int64_t end) {
-    AlignedBuffer<T> staged(l.plane);
-    AlignedBuffer<T> gy(p.out_h * l.pitch);
+    AlignedBuffer<T> staged(l.plane), lines(l.lines);
+    AlignedBuffer<T> gy(vectors * V);
+    AlignedBuffer<T> lanes(m * taps * V);  // the task's m planes' vectors of partial sums
     for (int64_t task = begin; task < end; ++task) {  // task = chunk * C_in + c
       const int64_t chunk = task / p.in_channels, c = task % p.in_channels;
+      std::fill(lanes.data(), lanes.data() + m * taps * V, T(0));
       for (int64_t n = chunking.begin(chunk); n < chunking.begin(chunk + 1); ++n) {
-        stage(input + (n * p.in_channels + c) * p.in_plane(), 1, p.in_h, p.in_w, l, staged.data());
+        stage<T, B>(input + (n * p.in_channels + c) * p.in_plane(), 1, p.in_h, p.in_w, l, lines.data(),
+                    staged.data());
         for (int64_t j = 0; j < m; ++j) {
           const int64_t oc = c * m + j;
           const T* src = grad_output + (n * p.out_channels + oc) * p.out_plane();
           for (int64_t oh = 0; oh < p.out_h; ++oh)
             std::copy(src + oh * p.out_w, src + (oh + 1) * p.out_w, gy.data() + oh * l.pitch);
-          weight_plane<T, B>(staged.data(), l, gy.data(), p.out_h, p.out_w,
-                       partials.data() + (chunk * p.out_channels + oc) * taps);
+          weight_plane<T, B>(staged.data(), l, gy.data(), rows, lanes.data() + j * taps * V);
           if (grad_bias) bias_partials[chunk * p.out_channels + oc] += vector_sum<B, T>(src, p.out_plane());
         }
+      }
+      for (int64_t i = 0; i < m * taps; ++i) {
+        T sum = 0;
+        for (int64_t v = 0; v < V; ++v) sum += lanes.data()[i * V + v];
+        partials[(chunk * p.out_channels + c * m) * taps + i] = sum;
       }
     }
   });

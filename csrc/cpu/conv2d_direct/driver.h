@@ -933,7 +933,10 @@ void direct_grad_weight(const Conv2dParams& p, const ConvPlan& plan, const T* gr
   if (plan.family == Family::kDepthwise) {
     note_family_run(ConvPass::GradWeight, plan.family);
     if (plan.channels_last) return depthwise_nhwc_grad_weight<T, Arch>(p, grad_output, input, grad_weight, grad_bias);
-    return depthwise_grad_weight<T, Arch>(p, grad_output, input, grad_weight, grad_bias);
+    // Only stride-1 layers can use it.
+    const bool finite_input = p.stride_h == 1 && p.stride_w == 1 &&
+                              all_finite<T, Arch>(input, p.batch * p.in_channels * p.in_plane());
+    return depthwise_grad_weight<T, Arch>(p, grad_output, input, grad_weight, grad_bias, finite_input);
   }
   if (plan.family == Family::kPlanesFirstLayer) {
     note_family_run(ConvPass::GradWeight, plan.family);
