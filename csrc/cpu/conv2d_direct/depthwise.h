@@ -219,14 +219,151 @@ void depthwise_forward(const Conv2dParams& p, const T* input, const T* weight, c
   });
 }
 
+// One phase of a strided grad_input: the inputs (a * stride_h + py, b * stride_w + px), a < rows,
+// b < cols. Only the taps t with (py + pad_top - kh * dilation_h) and (px + pad_left - kw *
+// dilation_w) multiples of the stride read such an input, from the output (a + ry, b + rx): a
+// stride-1 correlation of grad_output with those taps, no product with a spread-out zero.
+struct InputPhase {
+  int64_t py, px, rows, cols;
+  std::vector<int64_t> taps;    // the taps (kh * kernel_w + kw) that reach the phase
+  std::vector<int64_t> offset;  // per tap, the staged offset of output (a + ry, b + rx) from a * pitch + b
+  std::vector<int64_t> start;   // staged offset of each vector of positions a * pitch + b
+};
+
+// The staging of grad_output (flat: rows l.pitch apart, zero-padded so that every phase's taps read in
+// bounds) and the phases of a strided layer's inputs, phase (py, px) at [py * stride_w + px].
+struct InputPhases {
+  DepthwiseLayout l;
+  std::vector<InputPhase> phases;
+  int64_t scratch;  // elements of the largest phase's vectors, and a vector pair of slack
+
+  InputPhases(const Conv2dParams& p, int64_t V) {
+    // The output row (column) of each tap relative to the phase's index, where it has one.
+    const auto reach = [](int64_t phase, int64_t pad, int64_t k, int64_t dilation, int64_t stride, int64_t& r) {
+      const int64_t v = phase + pad - k * dilation;
+      if (((v % stride) + stride) % stride != 0) return false;
+      r = v / stride;
+      return true;
+    };
+    int64_t ry_min = 0, rx_min = 0, row_end = p.out_h, col_end = p.out_w;
+    std::vector<std::pair<int64_t, int64_t>> rel;  // per phase and tap: (ry, rx)
+    for (int64_t py = 0; py < p.stride_h; ++py)
+      for (int64_t px = 0; px < p.stride_w; ++px) {
+        InputPhase ph{py, px, ceil_div_nonneg(std::max<int64_t>(p.in_h - py, 0), p.stride_h),
+                      ceil_div_nonneg(std::max<int64_t>(p.in_w - px, 0), p.stride_w), {}, {}, {}};
+        for (int64_t kh = 0; kh < p.kernel_h; ++kh)
+          for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+            int64_t ry, rx;
+            if (!reach(py, p.pad_top, kh, p.dilation_h, p.stride_h, ry) ||
+                !reach(px, p.pad_left, kw, p.dilation_w, p.stride_w, rx))
+              continue;
+            ph.taps.push_back(kh * p.kernel_w + kw);
+            rel.emplace_back(ry, rx);
+            ry_min = std::min(ry_min, ry);
+            rx_min = std::min(rx_min, rx);
+            row_end = std::max(row_end, ph.rows + ry);
+            col_end = std::max(col_end, ph.cols + rx);
+          }
+        phases.push_back(std::move(ph));
+      }
+    const int64_t off_y = -ry_min, off_x = -rx_min, rows = off_y + row_end, pitch = off_x + col_end;
+    l.staging = {rows, pitch, off_y, off_x, 1, 1};
+    l.flat = true;
+    l.phases = 1;
+    l.phase_cols = pitch;
+    l.pitch = pitch;
+    l.plane = rows * pitch;
+    scratch = 0;
+    size_t next = 0;
+    for (InputPhase& ph : phases) {
+      for (size_t t = 0; t < ph.taps.size(); ++t, ++next)
+        ph.offset.push_back((rel[next].first + off_y) * pitch + rel[next].second + off_x);
+      const int64_t positions = round_up(ph.rows * pitch, V);
+      for (int64_t f = 0; f < positions; f += V) ph.start.push_back(f);
+      scratch = std::max(scratch, positions + 2 * V);
+      // The last vector reads up to the last tap's offset past the last position.
+      for (int64_t o : ph.offset) l.plane = std::max(l.plane, positions + o);
+    }
+  }
+};
+
+// grad_input rows (a * stride_h + py) of one phase row py from the sums of its stride_w phases
+// (sums[px]: rows l.pitch apart): input column b * stride_w + px takes sums[px][a * pitch + b].
+// Stride 2 interleaves the two phases a vector pair at a time.
+template <typename T, int64_t B>
+void put_phase_rows(const Conv2dParams& p, const InputPhases& split, int64_t py, T* const* sums, T* grad_input) {
+  constexpr int64_t V = kLanes<T, B>;
+  const int64_t pitch = split.l.pitch;
+  for (int64_t a = 0; a * p.stride_h + py < p.in_h; ++a) {
+    T* out = grad_input + (a * p.stride_h + py) * p.in_w;
+    if (p.stride_w == 2) {
+      const T* even = sums[0] + a * pitch;
+      const T* odd = sums[1] + a * pitch;
+      for (int64_t b = 0; 2 * b < p.in_w; b += V) {
+        Vec<T, B> lo, hi;
+        interleave_pairs<T, B>(load_vec<B>(even + b), load_vec<B>(odd + b), lo, hi, std::make_index_sequence<V>());
+        const int64_t left = p.in_w - 2 * b;
+        if (left >= 2 * V) {
+          store_vec<T, B>(out + 2 * b, lo);
+          store_vec<T, B>(out + 2 * b + V, hi);
+        } else if (left >= V) {
+          store_vec<T, B>(out + 2 * b, lo);
+          store_first<T, B>(out + 2 * b + V, hi, left - V);
+        } else {
+          store_first<T, B>(out + 2 * b, lo, left);
+        }
+      }
+    } else {
+      for (int64_t x = 0; x < p.in_w; ++x) out[x] = sums[x % p.stride_w][a * pitch + x / p.stride_w];
+    }
+  }
+}
+
 template <typename T, class Arch>
 void depthwise_grad_input(const Conv2dParams& p, const T* grad_output, const T* weight, T* grad_input) {
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
-  // dx[c] = sum_j corr(grad_output[c*m + j] spread by the stride, w[c*m + j] flipped), as direct_grad_input.
   const int64_t m = p.out_per_group(), taps = p.kernel_plane();
+  if (p.stride_h > 1 || p.stride_w > 1) {
+    // dx[c] = sum_j, per input phase, the correlation of grad_output[c*m + j] with the phase's taps.
+    const InputPhases split(p, V);
+    const DepthwiseLayout& l = split.l;
+    // Per phase, the m planes' taps as one reduction (offsets into plane j), and their weights per channel.
+    std::vector<std::vector<int64_t>> offset(split.phases.size());
+    std::vector<std::vector<T>> w(split.phases.size());
+    for (size_t q = 0; q < split.phases.size(); ++q) {
+      const InputPhase& ph = split.phases[q];
+      const int64_t n = static_cast<int64_t>(ph.taps.size());
+      for (int64_t j = 0; j < m; ++j)
+        for (int64_t t = 0; t < n; ++t) offset[q].push_back(j * l.plane + ph.offset[t]);
+      for (int64_t oc = 0; oc < p.out_channels; ++oc)
+        for (int64_t t = 0; t < n; ++t) w[q].push_back(weight[oc * taps + ph.taps[t]]);
+    }
+    at::parallel_for(0, p.batch * p.in_channels, 1, [&](int64_t begin, int64_t end) {
+      AlignedBuffer<T> staged(m * l.plane);
+      AlignedBuffer<T> scratch(p.stride_w * split.scratch);
+      std::vector<T*> sums(p.stride_w);
+      for (int64_t px = 0; px < p.stride_w; ++px) sums[px] = scratch.data() + px * split.scratch;
+      for (int64_t task = begin; task < end; ++task) {  // task = n * C_in + c; its m gradient planes are adjacent
+        const int64_t c = task % p.in_channels;
+        stage<T, B>(grad_output + task * m * p.out_plane(), m, p.out_h, p.out_w, l, nullptr, staged.data());
+        for (int64_t py = 0; py < p.stride_h; ++py) {
+          for (int64_t px = 0; px < p.stride_w; ++px) {
+            const size_t q = py * p.stride_w + px;
+            const InputPhase& ph = split.phases[q];
+            const int64_t n = static_cast<int64_t>(ph.taps.size()) * m;
+            correlate_vectors<T, B>(staged.data(), ph.start.data(), static_cast<int64_t>(ph.start.size()),
+                                    offset[q].data(), w[q].data() + c * n, n, sums[px]);
+          }
+          put_phase_rows<T, B>(p, split, py, sums.data(), grad_input + task * p.in_plane());
+        }
+      }
+    });
+    return;
+  }
+  // Stride 1: dx[c] = sum_j corr(grad_output[c*m + j] padded, w[c*m + j] flipped), as direct_grad_input.
   const DepthwiseLayout l = flat_layout(V, p.in_h, p.in_w, p.kernel_h, p.kernel_w, p.dilation_h, p.dilation_w,
                                            p.dilation_h * (p.kernel_h - 1) - p.pad_top,
-                                           p.dilation_w * (p.kernel_w - 1) - p.pad_left, p.stride_h, p.stride_w);
+                                           p.dilation_w * (p.kernel_w - 1) - p.pad_left, 1, 1);
   const int64_t vectors = static_cast<int64_t>(l.start.size());
   // The m planes' taps as one reduction: offsets into plane j, weights flipped.
   std::vector<int64_t> offset(m * taps);
