@@ -185,7 +185,8 @@ def conv2d_plan(input_shape: Sequence[int], weight_shape: Sequence[int], stride:
                 padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1, groups: int = 1,
                 dtype: torch.dtype = torch.float32, pass_: str = "forward", isa: str | None = None,
                 algo: str = "auto", channels_last: bool = False, vendor: str | None = None) -> dict:
-    """How a CPU conv2d pass runs: ``dict(algo=, family=, isa=, vendor=, tiles=dict(...), channels_last=, forced=)``.
+    """How a CPU conv2d pass runs: ``dict(algo=, family=, isa=, vendor=, tiles=dict(...), channels_last=,
+    pixel_major=, forced=)``.
 
     ``input_shape`` is (N, C, H, W), ``weight_shape`` (C_out, C_in/groups, kH, kW); ``padding`` an int, a
     pair (both sides) or four values (top, left, bottom, right). ``pass_`` is one of CONV_PASSES, ``isa``
@@ -194,7 +195,8 @@ def conv2d_plan(input_shape: Sequence[int], weight_shape: Sequence[int], stride:
     unless the direct family runs channels_last itself); ``vendor`` one of CPU_VENDORS (None: this CPU's).
     ``family`` names the direct kernel family
     (csrc/cpu/conv2d_direct/) or "im2col"; the returned ``channels_last`` (a bool) says whether that direct
-    family computes in place on channels_last activations; ``forced`` echoes CNNEXT_CONV_PLAN and says when
+    family computes in place on channels_last activations; ``pixel_major`` whether the channel vectors stage
+    their input with a pixel's channels side by side; ``forced`` echoes CNNEXT_CONV_PLAN and says when
     a forced family cannot run the shape. Raises ValueError for bad arguments, as the ops do.
     """
     pad = _pair(padding)
@@ -205,7 +207,8 @@ def conv2d_plan(input_shape: Sequence[int], weight_shape: Sequence[int], stride:
     fields = dict(line.split("=", 1) for line in text.splitlines())
     tiles = {key: int(fields.pop(key)) for key in ("vec_bytes", "oc_block", "pixel_vectors", "cv_vectors",
                                                    "cv_accumulators", "cv_max_pixels")}
-    return dict(fields, tiles=tiles, channels_last=fields.pop("channels_last") == "1")
+    return dict(fields, tiles=tiles, channels_last=fields.pop("channels_last") == "1",
+                pixel_major=fields.pop("pixel_major") == "1")
 
 
 def last_conv2d_family(pass_: str) -> str:

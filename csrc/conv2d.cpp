@@ -333,6 +333,7 @@ std::string conv2d_plan_query(at::IntArrayRef input_size, at::IntArrayRef weight
       << "\noc_block=" << plan.tiles.oc_block << "\npixel_vectors=" << plan.tiles.pixel_vectors
       << "\ncv_vectors=" << plan.tiles.cv_vectors << "\ncv_accumulators=" << plan.tiles.cv_accumulators
       << "\ncv_max_pixels=" << plan.tiles.cv_max_pixels << "\nchannels_last=" << (plan.channels_last ? 1 : 0)
+      << "\npixel_major=" << (plan.pixel_major ? 1 : 0)
       << "\nforced=" << plan.forced;
   return out.str();
 }

@@ -388,7 +388,8 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
     reduction, forward (but 1 x 1 shortcuts) and grad_input, strided or not, scattered or not (NCHW 1 x 1
     shortcuts included); channels_last pointwise layers run direct, AVX2's too (the pointwise families, and the
     channel vectors for forward passes of long reductions), but AVX2's forward and grad_input over at most 4
-    vectors into more than 4; AVX2's
+    vectors into more than 4; AVX2's channel vectors over a pixel-major staging (NCHW's small stride-1 planes
+    here) run direct at any reduction; AVX2's
     other rules and the other rules are the Intel ones, but for grad_weight's channel vectors
     where a group's weight gradient fits 1 MB, or above it where the batch has 256 output pixels (where the
     Intel rules leave strided layers and long reductions to im2col).
@@ -407,7 +408,10 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
             got = plan(x_shape, w_shape, "grad_weight", vendor=vendor, **kwargs)  # weight gradients of 1 - 9 MB
             assert (got["algo"], got["family"]) == ("direct", "grad_weight_channel_vectors"), got
             assert plan(x_shape, w_shape, "grad_weight", vendor="intel", **kwargs)["algo"] == "im2col"
-            assert plan(x_shape, w_shape, isa="avx2", vendor=vendor, **kwargs)["algo"] == "im2col"
+            # AVX2: im2col, but over the pixel-major staging of small stride-1 planes (7 x 7).
+            got = plan(x_shape, w_shape, isa="avx2", vendor=vendor, **kwargs)
+            assert (got["algo"], got["pixel_major"]) == (("direct", True) if x_shape == large[0] else
+                                                         ("im2col", False)), (x_shape, got)
         got = plan(*strided[:2], "grad_input", vendor=vendor, **strided[2])  # 256 x 9 = 2304 per input pixel
         assert got["family"] == "channel_vectors_scatter", got
         assert plan(*strided[:2], "grad_input", vendor="intel", **strided[2])["algo"] == "im2col"
@@ -416,7 +420,8 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
             got = plan(x_shape, w_shape, "grad_input", vendor=vendor, **kwargs)
             assert (got["algo"], got["family"]) == ("direct", family), got
             assert plan(x_shape, w_shape, "grad_input", vendor="intel", **kwargs)["algo"] == "im2col"
-            assert plan(x_shape, w_shape, "grad_input", isa="avx2", vendor=vendor, **kwargs)["algo"] == "im2col"
+            avx2 = plan(x_shape, w_shape, "grad_input", isa="avx2", vendor=vendor, **kwargs)["algo"]
+            assert avx2 == ("direct" if family == "channel_vectors" else "im2col"), (x_shape, avx2)
         shortcut = (8, 256, 14, 14), (512, 256, 1, 1)
         assert plan(*shortcut, stride=2, vendor=vendor)["algo"] == "im2col"
         got = plan(*shortcut, "grad_input", stride=2, vendor=vendor)

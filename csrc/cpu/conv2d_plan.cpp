@@ -331,6 +331,12 @@ constexpr int64_t kBlockedReduction = 4096;
 // one is even).
 constexpr int64_t kStridedReduction = 1024;
 
+// Output planes below this many pixels: NCHW channel vectors of stride-1 layers
+// stage their input pixel-major (pixel_major_staging). ResNet-18's and VGG-11's
+// 512-channel 4 x 4 and 7 x 7 layers gained; 8 x 8 and larger planes, and
+// strided layers (whose staging gathers), did not move or lost.
+constexpr int64_t kPixelMajorPlane = 64;
+
 // Input channels from which a channels_last layer's columns are built from
 // the channels_last input: a copy of this many values per tap. Fewer are
 // copied faster from NCHW rows, the input being small (nhwc_columns).
@@ -358,8 +364,10 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   AVX-512's channel vectors, forward or grad_input, scattered or not, nor
 //   for its grad_weight channel vectors where their sums stay in L2 or the
 //   batch has enough pixels (weight_vectors_beat_slow_gemm); nor, there, for
-//   AVX2's (unscattered) channel vectors in channels_last on kernels larger
-//   than 1 x 1, forward (strided too) or grad_input.
+//   AVX2's (unscattered) channel vectors over a pixel-major staging
+//   (channels_last; NCHW's small stride-1 planes, pixel_major_staging) on
+//   kernels larger than 1 x 1, forward (in channels_last strided too) or
+//   grad_input.
 // - forward and grad_weight: direct, except for strided layers with at least
 //   8 input channels per group that the direct kernels run with vectors over
 //   pixels: they read the input with strided loads, slower than im2col's
@@ -457,16 +465,18 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
   const bool avx512_vectors = isa == Isa::kAvx512 && pass != ConvPass::GradWeight &&
                               (family == Family::kChannelVectors || family == Family::kChannelVectorsScatter);
   const bool slow_gemm_vectors = !gemm_full_speed && avx512_vectors;
-  // AVX2's channel vectors in channels_last, beside a GEMM below full speed: over their pixel-major
-  // staging (stage_pixels) they beat im2col on kernels larger than 1 x 1 at any reduction, forward
-  // (strided too) and grad_input; the scattered ones still lose on wide layers.
-  const bool avx2_channels_last_vectors = channels_last && !gemm_full_speed && isa == Isa::kAvx2 &&
-                                          family == Family::kChannelVectors && p.kernel_plane() > 1;
+  // AVX2's channel vectors over a pixel-major staging (pixel_major_staging: channels_last, and NCHW's
+  // small stride-1 planes), beside a GEMM below full speed: they beat im2col on kernels larger than
+  // 1 x 1 at any reduction, forward (in channels_last strided too) and grad_input; the scattered ones
+  // still lose on wide layers.
+  const bool avx2_pixel_major_vectors = pixel_major_staging(p, pass, channels_last) && !gemm_full_speed &&
+                                        isa == Isa::kAvx2 && family == Family::kChannelVectors &&
+                                        p.kernel_plane() > 1;
   // grad_weight's channel vectors beside a slower GEMM, where they beat it
   // (Geometry::weight_vectors_beat_slow_gemm).
   const bool slow_gemm_weight_vectors =
       family == Family::kGradWeightChannelVectors && g.weight_vectors_beat_slow_gemm();
-  const bool direct_vectors = (channels_last && avx512_vectors) || avx2_channels_last_vectors || slow_gemm_vectors ||
+  const bool direct_vectors = (channels_last && avx512_vectors) || avx2_pixel_major_vectors || slow_gemm_vectors ||
                               slow_gemm_weight_vectors;
   if (reduction >= (blocked ? kBlockedReduction : kLargeReduction) && !direct_vectors) return ConvAlgo::Im2col;
   // Their grad_weight reads grad_output in place too, strided or not (stems included; RESULTS.md, session 16),
@@ -483,7 +493,7 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
       // NCHW below kStridedReduction, channels_last in place and beside a slower GEMM at any reduction.
       const bool wide_direct = (wide_channel_vectors && p.kernel_plane() > 1 &&
                                 (direct_vectors || p.col_rows() < kStridedReduction)) ||
-                               avx2_channels_last_vectors;
+                               avx2_pixel_major_vectors;
       if (strided && p.in_per_group() >= 8 && !direct_weight_vectors &&
           (!channel_vectors || (p.out_per_group() >= kWideLayer && !wide_direct)))
         return ConvAlgo::Im2col;
@@ -500,7 +510,7 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
       return ConvAlgo::Direct;
     }
     case ConvPass::GradInput:
-      if (!avx2_channels_last_vectors &&
+      if (!avx2_pixel_major_vectors &&
           p.out_per_group() * p.kernel_plane() >= (isa == Isa::kBaseline  ? kLongReduction
                                                    : isa == Isa::kAvx2 ? kVeryLongReduction
                                                                        : INT64_MAX))
@@ -564,6 +574,11 @@ std::atomic<int> last_run[3] = {};
 }  // namespace
 
 bool nhwc_columns(const Conv2dParams& p) { return p.groups == 1 && p.in_per_group() >= kNhwcMinChannels; }
+
+bool pixel_major_staging(const Conv2dParams& p, ConvPass pass, bool channels_last) {
+  const int64_t plane = pass == ConvPass::Forward ? p.out_plane() : p.in_plane();
+  return channels_last || (plane < kPixelMajorPlane && p.stride_h == 1 && p.stride_w == 1);
+}
 
 bool runs_channels_last(Family family, const Conv2dParams& p) {
   switch (family) {
@@ -632,7 +647,7 @@ ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size,
   const Tiles tiles = tiles_for(isa);
   const Geometry geometry{p, pass, tiles.lanes(element_size), element_size, tiles, isa, vendor, channels_last};
   const Forced forced = parse_forced();
-  ConvPlan plan{ConvAlgo::Direct, geometry.family(), isa, vendor, tiles, false, forced.text};
+  ConvPlan plan{ConvAlgo::Direct, geometry.family(), isa, vendor, tiles, false, false, forced.text};
   const std::optional<Family> forced_family =
       pass == ConvPass::GradWeight ? forced.grad_weight_family : forced.correlation_family;
   if (forced_family) {
@@ -648,6 +663,7 @@ ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size,
                                                                           : auto_algo(geometry, plan.family);
   if (plan.algo == ConvAlgo::Im2col) plan.family = Family::kIm2col;
   plan.channels_last = channels_last && plan.algo == ConvAlgo::Direct && runs_channels_last(plan.family, p);
+  plan.pixel_major = plan.family == Family::kChannelVectors && pixel_major_staging(p, pass, plan.channels_last);
   return plan;
 }
 

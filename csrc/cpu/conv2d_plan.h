@@ -47,6 +47,9 @@ struct ConvPlan {
   // The activations (input, output, their gradients) are channels_last and the
   // family runs on them in place (runs_channels_last); the weights stay NCHW.
   bool channels_last;
+  // The channel vectors' forward and grad_input stage their input pixel-major,
+  // a pixel's channels side by side (pixel_major_staging).
+  bool pixel_major;
   // What CNNEXT_CONV_PLAN forced, and whether a forced family could not run
   // this shape (then the planned family runs); empty when nothing was forced.
   std::string forced;
@@ -76,6 +79,14 @@ bool runs_channels_last(Family family, const Conv2dParams& p);
 // otherwise (few input channels: first layers) from an NCHW copy of it, its
 // output and grad_output staying channels_last (conv2d_im2col_kernel.cpp).
 bool nhwc_columns(const Conv2dParams& p);
+
+// Whether the channel vectors' forward or grad_input (`pass`) of `p` stage its
+// input pixel-major: always on channels_last activations (stage_pixels copies
+// whole pixels), and on NCHW ones of stride-1 layers where the pass's output
+// planes are small (kPixelMajorPlane). There a step's consecutive taps (kernel-major: one
+// input channel after the other) broadcast from one cache line per pixel
+// instead of one plane each, for a transpose of the input per sample.
+bool pixel_major_staging(const Conv2dParams& p, ConvPass pass, bool channels_last);
 
 const char* family_name(Family family);
 const char* pass_name(ConvPass pass);

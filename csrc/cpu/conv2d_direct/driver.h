@@ -42,12 +42,48 @@ namespace cnnext {
 namespace cpu {
 namespace {
 
-// A sample's group of input channels into the staging of the channel-vector families: channels_last
-// pixel-major (stage_pixels copies pixels whole, where planes would transpose them), NCHW as planes.
-template <typename T>
+// stage_pixels's pixel-major staging from NCHW planes: each source row's pixels transposed into rows
+// of channels (a gathered or spread-out staging, pixel by pixel).
+template <typename T, int64_t B>
+void stage_planes_as_pixels(const T* src, int64_t channels, int64_t src_h, int64_t src_w, const Staging& s, T* dst) {
+  std::fill(dst, dst + channels * s.rows * s.cols, T(0));
+  const int64_t plane = src_h * src_w;
+  const auto copy_pixel = [&](int64_t sy, int64_t sx, int64_t y, int64_t x) {
+    T* out = dst + (y * s.cols + x) * channels;
+    for (int64_t ch = 0; ch < channels; ++ch) out[ch] = src[ch * plane + sy * src_w + sx];
+  };
+  if (s.gather_y.taps != 0 || s.gather_x.taps != 0) {
+    std::vector<int64_t> src_x(s.cols);
+    for (int64_t x = 0; x < s.cols; ++x) src_x[x] = staged_source(s.gather_x, x, s.off_x, s.up_x, src_w);
+    for (int64_t y = 0; y < s.rows; ++y) {
+      const int64_t sy = staged_source(s.gather_y, y, s.off_y, s.up_y, src_h);
+      for (int64_t x = 0; sy >= 0 && x < s.cols; ++x)
+        if (src_x[x] >= 0) copy_pixel(sy, src_x[x], y, x);
+    }
+    return;
+  }
+  int64_t y_lo, y_hi, x_lo, x_hi;
+  staged_source_range(src_h, s.off_y, s.up_y, s.rows, y_lo, y_hi);
+  staged_source_range(src_w, s.off_x, s.up_x, s.cols, x_lo, x_hi);
+  for (int64_t sy = y_lo; sy < y_hi; ++sy) {
+    const int64_t y = sy * s.up_y + s.off_y;
+    if (s.up_x == 1) {
+      transpose_rows<T, B>(src + sy * src_w + x_lo, plane, channels, x_hi - x_lo,
+                           dst + (y * s.cols + x_lo + s.off_x) * channels, channels);
+      continue;
+    }
+    for (int64_t sx = x_lo; sx < x_hi; ++sx) copy_pixel(sy, sx, y, sx * s.up_x + s.off_x);
+  }
+}
+
+// A sample's group of input channels into the staging of the channel-vector families: pixel-major
+// (`pixel_major`) from channels_last pixels (stage_pixels copies them whole) or NCHW planes
+// (transposed), else as planes.
+template <typename T, int64_t B>
 void stage_channel_vector_input(const T* src, int64_t channels, int64_t src_h, int64_t src_w, const Staging& s,
-                                T* dst, int64_t pixel_stride) {
-  if (pixel_stride == 1) return stage_planes(src, channels, src_h, src_w, s, dst);
+                                T* dst, int64_t pixel_stride, bool pixel_major) {
+  if (!pixel_major) return stage_planes(src, channels, src_h, src_w, s, dst, pixel_stride);
+  if (pixel_stride == 1) return stage_planes_as_pixels<T, B>(src, channels, src_h, src_w, s, dst);
   stage_pixels(src, channels, src_h, src_w, s, dst, pixel_stride);
 }
 
@@ -134,14 +170,14 @@ void plane_batch(const Correlation& c, int64_t batch, int64_t groups, int64_t ou
 
 // The channel-vector family for every (samples, group, block of cv_vectors vectors of outputs),
 // blocked as channel_vector_blocking says, on NCHW or channels_last activations (`channels_last`:
-// both src and dst). `classes`: the pixels run class by class and skip their border taps
+// both src and dst), the input staged pixel-major or as planes (`pixel_major`, pixel_major_staging). `classes`: the pixels run class by class and skip their border taps
 // (skips_border; the weights packed kernel-major), else in raster order over every tap. Each sum
 // runs over its taps in order whatever the blocking: the result does not depend on it, nor on
 // the thread count.
 template <typename T, class Arch>
 void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, int64_t outs, const T* src,
                           int64_t src_h, int64_t src_w, const T* packed, const T* bias, T* dst,
-                          bool channels_last, const WindowClasses* classes) {
+                          bool channels_last, bool pixel_major, const WindowClasses* classes) {
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
   constexpr int64_t block_outs = cv_block_channels<T, Arch>();
   const int64_t blocks = (outs + block_outs - 1) / block_outs;
@@ -155,10 +191,10 @@ void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, i
   // stream of reads, where staged planes would read one per channel, too many for the prefetchers.
   const bool in_place = channels_last && reads_source_as_is(c, src_h, src_w);
   // The window offsets of a run of `samples` staged samples (PixelRun); in place, a run's samples follow
-  // each other pixel after pixel. channels_last sources are staged pixel-major (stage_pixels copies
-  // pixels whole where planes would transpose them), NCHW ones as planes.
+  // each other pixel after pixel. Staged pixel-major (the plan's pixel_major: channels_last sources,
+  // NCHW ones on small planes), else as planes.
   const WindowOffsets offsets = in_place        ? WindowOffsets(pixels, c.channels, from.pixel_stride())
-                                : channels_last ? WindowOffsets::of_pixels(c)
+                                : pixel_major   ? WindowOffsets::of_pixels(c)
                                                 : WindowOffsets(c, classes != nullptr);
   std::vector<int64_t> run_base(classes ? 0 : samples * pixels);
   for (int64_t q = 0; q < static_cast<int64_t>(run_base.size()); ++q)
@@ -181,8 +217,10 @@ void channel_vector_batch(const Correlation& c, int64_t batch, int64_t groups, i
       const int64_t oc0 = task % blocks * block_outs;
       if (key != staged_key && !in_place) {
         for (int64_t s = 0; s < count; ++s)
-          stage_channel_vector_input(src + from.offset((n0 + s) * groups + g, 0), c.channels, src_h, src_w,
-                                     c.staging, staged.data() + s * staged_sample, from.pixel_stride());
+          stage_channel_vector_input<T, Arch::kTiles.vec_bytes>(src + from.offset((n0 + s) * groups + g, 0),
+                                                                c.channels, src_h, src_w, c.staging,
+                                                                staged.data() + s * staged_sample,
+                                                                from.pixel_stride(), pixel_major);
         staged_key = key;
       }
       const T* source = in_place ? src + from.offset(n0 * groups + g, 0) : staged.data();
@@ -242,9 +280,9 @@ void correlate_all(ConvPass pass, const ConvPlan& plan, const Correlation& c, in
     const bool skip = skips_border(classes, c.out_h * c.out_w, kernel);
     // Kernel-major taps where the pass skips the border or reads pixel-major staging (WindowOffsets).
     const auto packed = pack_channel_vector_weights<T, Arch::kTiles.vec_bytes>(
-        cv_block_channels<T, Arch>(), groups, outs, c.channels, kernel, w, skip || plan.channels_last);
+        cv_block_channels<T, Arch>(), groups, outs, c.channels, kernel, w, skip || plan.pixel_major);
     channel_vector_batch<T, Arch>(c, batch, groups, outs, src, src_h, src_w, packed.data(), bias, dst,
-                                  plan.channels_last, skip ? &classes : nullptr);
+                                  plan.channels_last, plan.pixel_major, skip ? &classes : nullptr);
   } else if (family == Family::kPlanesFirstLayer) {
     TORCH_INTERNAL_ASSERT(!plan.channels_last, "cnnext: ", family_name(family), " has no channels_last kernel");
     const auto packed = pack_pixel_vector_weights<T>(Arch::kTiles.oc_block, groups, outs, c.channels, kernel, w);
@@ -369,8 +407,10 @@ void channel_vector_grad_weight_in_sets(const Conv2dParams& p, const Correlation
         } else if (bias) {
           add_plane_sums<T, Arch>(p, group_gy, 1, bias);
         }
-        stage_channel_vector_input(input + x.offset(n * p.groups + g, 0), cin, p.in_h, p.in_w, cv.staging,
-                                   staged.get() + (g * set + s) * staged_sample, x.pixel_stride());
+        stage_channel_vector_input<T, Arch::kTiles.vec_bytes>(input + x.offset(n * p.groups + g, 0), cin, p.in_h,
+                                                              p.in_w, cv.staging,
+                                                              staged.get() + (g * set + s) * staged_sample,
+                                                              x.pixel_stride(), channels_last);
         if (!channels_last)
           transpose_rows<T, Arch::kTiles.vec_bytes>(group_gy, pixels, cout, pixels,
                                                     gyT.get() + (g * set + s) * gy_sample, cout);
@@ -467,8 +507,10 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
           add_plane_sums<T, Arch>(p, group_gy, count, bias_partial + g * cout);
         }
         for (int64_t s = 0; s < count; ++s) {
-          stage_channel_vector_input(input + x.offset((n0 + s) * p.groups + g, 0), cin, p.in_h, p.in_w,
-                                     cv.staging, staged.data() + s * staged_sample, x.pixel_stride());
+          stage_channel_vector_input<T, Arch::kTiles.vec_bytes>(input + x.offset((n0 + s) * p.groups + g, 0), cin,
+                                                                p.in_h, p.in_w, cv.staging,
+                                                                staged.data() + s * staged_sample, x.pixel_stride(),
+                                                                channels_last);
           if (channels_last) continue;
           for (int64_t oc = 0; oc < cout; ++oc)
             for (int64_t q = 0; q < pixels; ++q)
