@@ -96,13 +96,33 @@ void transpose_rows(const T* src, int64_t src_row, int64_t rows, int64_t cols, T
 // where an output channel's taps lie side by side (NCHW forward), one per tap
 // where a tap's reduction channels do (channels_last forward), copies where
 // the output channels do (channels_last grad_input); else one reduction
-// channel's kernels at a time.
+// channel's weights at a time, in memory order.
 template <typename T, int64_t B>
 UninitializedVector<T> pack_channel_vector_weights(int64_t block_outs, int64_t groups, int64_t outs, int64_t channels,
                                                    int64_t kernel, const WeightView<T>& w, bool kernel_major = false) {
   const int64_t taps = channels * kernel, blocks = (outs + block_outs - 1) / block_outs;
   const bool rows = w.tap == 1 && w.channel == kernel;
   UninitializedVector<T> packed(groups * taps * outs);  // every block writes all of its own
+  if (!rows && w.channel != 1 && w.out != 1) {
+    // Neither the taps nor the output channels side by side (NCHW grad_input, whose reduction channels
+    // are the weight's outer ones): a reduction channel at a time, its weights read in memory order
+    // (every block of it), each row written whole, straight into either order of taps.
+    at::parallel_for(0, groups * channels, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t g = task / channels, ch = task % channels;
+        for (int64_t oc0 = 0; oc0 < outs; oc0 += block_outs) {
+          const int64_t width = std::min(block_outs, outs - oc0);
+          T* block = packed.data() + (g * outs + oc0) * taps;
+          for (int64_t k = 0; k < kernel; ++k) {
+            const T* src = w.at(g, oc0, ch) + k * w.tap;
+            T* dst = block + (kernel_major ? k * channels + ch : ch * kernel + k) * width;
+            for (int64_t oc = 0; oc < width; ++oc) dst[oc] = src[oc * w.out];
+          }
+        }
+      }
+    });
+    return packed;
+  }
   at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> channel_major;
     for (int64_t task = begin; task < end; ++task) {
@@ -121,13 +141,6 @@ UninitializedVector<T> pack_channel_vector_weights(int64_t block_outs, int64_t g
         for (int64_t ch = 0; ch < channels; ++ch)
           for (int64_t k = 0; k < kernel; ++k)
             std::copy_n(w.at(g, oc0, ch) + k * w.tap, width, block + (ch * kernel + k) * width);
-      } else {
-        for (int64_t ch = 0; ch < channels; ++ch)
-          for (int64_t oc = 0; oc < width; ++oc) {
-            const T* src = w.at(g, oc0 + oc, ch);
-            T* dst = block + ch * kernel * width + oc;
-            for (int64_t k = 0; k < kernel; ++k) dst[k * width] = src[k * w.tap];
-          }
       }
       if (!kernel_major || kernel == 1 || channels == 1) continue;
       // [ch][k] rows to [k][ch]: whole rows of `width` elements.
