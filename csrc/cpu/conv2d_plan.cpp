@@ -226,14 +226,15 @@ struct Geometry {
     const bool win = channel_vectors_win(rows, cout) && (!flat.flat || channel_vectors_win(flat, cout));
     const bool in_place = channels_last && cout % lanes == 0;
     if ((win || in_place) && weight_vectors_fit()) return Family::kGradWeightChannelVectors;
+    // Shifted planes where a step holds 8 channels x 3 taps (AVX-512's 32 registers), or rows are
+    // narrower than a vector; with 16 registers (4 x 3) grad_output read in place along rows measured
+    // 1.1 - 1.2x faster on 3-channel first layers (benchmarks/RESULTS.md, session 12). Strided first
+    // layers too: their grad_output, transposed for the channel vectors, is as large as their input.
+    if (rows.taps() < kFewTaps && planes_can_run() && (tiles.oc_block >= 8 || p.out_w < lanes))
+      return Family::kPlanesFirstLayer;
     // The strided layers and long reductions that the families below lose to im2col, beside a slower GEMM.
     if (weight_vectors_beat_slow_gemm() && (!unit_stride || p.col_rows() >= kWideReduction))
       return Family::kGradWeightChannelVectors;
-    // Shifted planes where a step holds 8 channels x 3 taps (AVX-512's 32 registers), or rows are
-    // narrower than a vector; with 16 registers (4 x 3) grad_output read in place along rows measured
-    // 1.1 - 1.2x faster on 3-channel first layers (benchmarks/RESULTS.md, session 12).
-    if (rows.taps() < kFewTaps && planes_can_run() && (tiles.oc_block >= 8 || p.out_w < lanes))
-      return Family::kPlanesFirstLayer;
     // grad_output is copied into rows padded to whole vectors (so no load crosses a row) and
     // channels padded to whole blocks, except where there is little work per element to hide the
     // copy behind: few input channels (16-register ISAs, where the shifted planes do not run),
@@ -379,7 +380,8 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   kLargePlane output pixels on, but over shifted planes (stems), which
 //   gather the strided input once.
 //   grad_weight of strided first layers (fewer than 8 input channels: the
-//   7 x 7 and 3 x 3 stride-2 stems) is im2col too, its batch cut into chunks.
+//   7 x 7 and 3 x 3 stride-2 stems) is im2col too, its batch cut into chunks,
+//   but where oneMKL's GEMM runs below full speed for the shifted planes.
 //   Neither strided rule holds for AVX-512's channel vectors in channels_last
 //   grad_weight of kernels larger than 1 x 1, which read grad_output in place,
 //   nor, where oneMKL's GEMM runs below full speed, for the grad_weight
@@ -503,7 +505,9 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
       if (strided && strided_loads && p.out_plane() >= kLargePlane) return ConvAlgo::Im2col;
       if (isa == Isa::kBaseline && p.col_rows() >= kLongReduction && p.out_plane() >= 64) return ConvAlgo::Im2col;
       if (pass == ConvPass::Forward) return ConvAlgo::Direct;
-      if (strided && p.in_per_group() < 8 && !direct_weight_vectors) return ConvAlgo::Im2col;
+      // Beside a slower GEMM the shifted planes win there (MobileNetV2's stem).
+      const bool slow_gemm_planes = family == Family::kPlanesFirstLayer && !gemm_full_speed;
+      if (strided && p.in_per_group() < 8 && !direct_weight_vectors && !slow_gemm_planes) return ConvAlgo::Im2col;
       if (family == Family::kGradWeightColumns && p.col_rows() >= (isa == Isa::kAvx512 ? kWideReduction : kFewTaps))
         return ConvAlgo::Im2col;
       if (family == Family::kGradWeightColumnsFlat && p.col_rows() >= kWideReduction) return ConvAlgo::Im2col;
