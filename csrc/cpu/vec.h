@@ -190,6 +190,20 @@ inline bool all_finite_range(const T* x, int64_t n) {
   return sum == T(0);
 }
 
+// The sum of v's lanes: its two halves added, then theirs, down to one lane (log2(lanes) adds
+// instead of lanes - 1 scalar ones).
+template <typename T, int64_t Bytes>
+inline T lane_sum(const Vec<T, Bytes>& v) {
+  if constexpr (Bytes == static_cast<int64_t>(sizeof(T))) {
+    return v[0];
+  } else {
+    Vec<T, Bytes / 2> lo, hi;
+    std::memcpy(&lo, &v, sizeof(lo));
+    std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(lo), sizeof(hi));
+    return lane_sum<T, Bytes / 2>(lo + hi);
+  }
+}
+
 // dst[0:n] = the first n lanes of v (n < lanes), in at most log2(lanes)
 // fixed-size copies: a copy of variable size would be a library call.
 template <typename T, int64_t Bytes, int64_t kPart = kLanes<T, Bytes> / 2>
@@ -199,6 +213,26 @@ inline void store_first(T* dst, const Vec<T, Bytes>& v, int64_t n, int64_t at = 
     at += kPart;
   }
   if constexpr (kPart > 1) store_first<T, Bytes, kPart / 2>(dst, v, n, at);
+}
+
+// dst[0:n] = src[0:n] for n < 2 * kPart, in fixed-size copies of kPart, kPart / 2, ... elements.
+template <typename T, int64_t kPart>
+inline void copy_pieces(const T* src, int64_t n, T* dst) {
+  if (n & kPart) {
+    std::memcpy(dst, src, kPart * sizeof(T));
+    src += kPart, dst += kPart;
+  }
+  if constexpr (kPart > 1) copy_pieces<T, kPart / 2>(src, n, dst);
+}
+
+// dst[0:n] = src[0:n] without a library call: whole vectors, then the rest in fixed-size pieces
+// (short rows, where a call to memcpy costs more than the copy). src and dst must not overlap.
+template <typename T, int64_t Bytes>
+inline void copy_short(const T* src, int64_t n, T* dst) {
+  constexpr int64_t V = kLanes<T, Bytes>;
+  int64_t i = 0;
+  for (; i + V <= n; i += V) store_vec<T, Bytes>(dst + i, load_vec<Bytes>(src + i));
+  if constexpr (V > 1) copy_pieces<T, V / 2>(src + i, n - i, dst + i);
 }
 
 // Swaps the off-diagonal blocks of s lanes of rows a and b: lane l of a becomes

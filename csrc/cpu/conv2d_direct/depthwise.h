@@ -87,12 +87,12 @@ struct DepthwiseLayout {
 
 // The flat layout for a stride-1 correlation of a kernel_h x kernel_w kernel
 // (dilations dh, dw) with out_h x out_w outputs, the source placed at
-// (off_y, off_x) and spread by (up_y, up_x) (see Staging).
+// (off_y, off_x) (see Staging).
 inline DepthwiseLayout flat_layout(int64_t V, int64_t out_h, int64_t out_w, int64_t kernel_h, int64_t kernel_w, int64_t dh, int64_t dw,
-                                   int64_t off_y, int64_t off_x, int64_t up_y, int64_t up_x) {
+                                   int64_t off_y, int64_t off_x) {
   DepthwiseLayout l;
   const int64_t rows = out_h + (kernel_h - 1) * dh, cols = out_w + (kernel_w - 1) * dw;
-  l.staging = {rows, cols, off_y, off_x, up_y, up_x};
+  l.staging = {rows, cols, off_y, off_x, 1, 1};
   l.flat = true;
   l.phases = 1;
   l.phase_cols = cols;
@@ -152,8 +152,7 @@ void stage_phased(const T* src, int64_t src_h, int64_t src_w, const DepthwiseLay
   const int64_t x_lo = std::max<int64_t>(0, -s.off_x), x_hi = std::min(src_w, s.cols - s.off_x);
   const int64_t y_lo = std::max<int64_t>(0, -s.off_y), y_hi = std::min(src_h, s.rows - s.off_y);
   for (int64_t sy = y_lo; sy < y_hi && x_hi > x_lo; ++sy)
-    std::memcpy(unsplit + (sy + s.off_y) * s.cols + s.off_x + x_lo, src + sy * src_w + x_lo,
-                (x_hi - x_lo) * sizeof(T));
+    copy_short<T, B>(src + sy * src_w + x_lo, x_hi - x_lo, unsplit + (sy + s.off_y) * s.cols + s.off_x + x_lo);
   const int64_t n = s.rows * l.phase_cols;  // elements per phase
   if (l.phases == 2) {
     for (int64_t k = 0; k < n; k += V) {
@@ -169,15 +168,26 @@ void stage_phased(const T* src, int64_t src_h, int64_t src_w, const DepthwiseLay
   }
 }
 
-// Stages `planes` source planes, l.plane apart in dst; `lines`: stage_phased's (the phased layout only).
+// Copies source planes into flat staging planes, l.plane apart: only the source's rectangle, in the
+// same place for every plane, so that the zero padding and slack around it stay as dst was allocated.
+template <typename T, int64_t B>
+void stage_flat(const T* src, int64_t planes, int64_t src_h, int64_t src_w, const DepthwiseLayout& l, T* dst) {
+  const Staging& s = l.staging;
+  const int64_t x_lo = std::max<int64_t>(0, -s.off_x), x_hi = std::min(src_w, s.cols - s.off_x);
+  const int64_t y_lo = std::max<int64_t>(0, -s.off_y), y_hi = std::min(src_h, s.rows - s.off_y);
+  for (int64_t c = 0; c < planes && x_hi > x_lo; ++c)
+    for (int64_t sy = y_lo; sy < y_hi; ++sy)
+      copy_short<T, B>(src + (c * src_h + sy) * src_w + x_lo, x_hi - x_lo,
+                       dst + c * l.plane + (sy + s.off_y) * s.cols + s.off_x + x_lo);
+}
+
+// Stages `planes` source planes, l.plane apart in dst, zeroed when allocated and staged with this layout
+// only (stage_flat, stage_phased: each writes the same places for every plane); `lines`: stage_phased's
+// (the phased layout only).
 template <typename T, int64_t B>
 void stage(const T* src, int64_t planes, int64_t src_h, int64_t src_w, const DepthwiseLayout& l, T* lines, T* dst) {
   if (l.flat) {
-    // Flat planes lie l.plane apart; stage_planes writes them rows * cols apart.
-    for (int64_t c = 0; c < planes; ++c) {
-      stage_planes(src + c * src_h * src_w, 1, src_h, src_w, l.staging, dst + c * l.plane);
-      std::fill(dst + c * l.plane + l.staging.rows * l.staging.cols, dst + (c + 1) * l.plane, T(0));
-    }
+    stage_flat<T, B>(src, planes, src_h, src_w, l, dst);
   } else {
     for (int64_t c = 0; c < planes; ++c)
       stage_phased<T, B>(src + c * src_h * src_w, src_h, src_w, l, lines, dst + c * l.plane);
@@ -201,7 +211,7 @@ void depthwise_forward(const Conv2dParams& p, const T* input, const T* weight, c
   const int64_t m = p.out_per_group(), taps = p.kernel_plane();
   const bool flat = p.stride_h == 1 && p.stride_w == 1;
   const DepthwiseLayout l = flat ? flat_layout(V, p.out_h, p.out_w, p.kernel_h, p.kernel_w, p.dilation_h,
-                                               p.dilation_w, p.pad_top, p.pad_left, 1, 1)
+                                               p.dilation_w, p.pad_top, p.pad_left)
                                  : phased_layout(p, V);
   const int64_t vectors = static_cast<int64_t>(l.start.size());
   at::parallel_for(0, p.batch * p.in_channels, 1, [&](int64_t begin, int64_t end) {
@@ -363,7 +373,7 @@ void depthwise_grad_input(const Conv2dParams& p, const T* grad_output, const T* 
   // Stride 1: dx[c] = sum_j corr(grad_output[c*m + j] padded, w[c*m + j] flipped), as direct_grad_input.
   const DepthwiseLayout l = flat_layout(V, p.in_h, p.in_w, p.kernel_h, p.kernel_w, p.dilation_h, p.dilation_w,
                                            p.dilation_h * (p.kernel_h - 1) - p.pad_top,
-                                           p.dilation_w * (p.kernel_w - 1) - p.pad_left, 1, 1);
+                                           p.dilation_w * (p.kernel_w - 1) - p.pad_left);
   const int64_t vectors = static_cast<int64_t>(l.start.size());
   // The m planes' taps as one reduction: offsets into plane j, weights flipped.
   std::vector<int64_t> offset(m * taps);
@@ -446,7 +456,7 @@ void depthwise_grad_weight(const Conv2dParams& p, const T* grad_output, const T*
   const int64_t m = p.out_per_group(), taps = p.kernel_plane();
   const bool flat = finite_input && p.stride_h == 1 && p.stride_w == 1;
   const DepthwiseLayout l = flat ? flat_layout(V, p.out_h, p.out_w, p.kernel_h, p.kernel_w, p.dilation_h,
-                                               p.dilation_w, p.pad_top, p.pad_left, 1, 1)
+                                               p.dilation_w, p.pad_top, p.pad_left)
                                  : phased_layout(p, V);
   const int64_t vectors = static_cast<int64_t>(l.start.size());
   const WeightRows rows = flat ? WeightRows{1, vectors, 0} : WeightRows{p.out_h, l.pitch / V, p.out_w % V};
@@ -468,16 +478,13 @@ void depthwise_grad_weight(const Conv2dParams& p, const T* grad_output, const T*
           const int64_t oc = c * m + j;
           const T* src = grad_output + (n * p.out_channels + oc) * p.out_plane();
           for (int64_t oh = 0; oh < p.out_h; ++oh)
-            std::copy(src + oh * p.out_w, src + (oh + 1) * p.out_w, gy.data() + oh * l.pitch);
+            copy_short<T, B>(src + oh * p.out_w, p.out_w, gy.data() + oh * l.pitch);
           weight_plane<T, B>(staged.data(), l, gy.data(), rows, lanes.data() + j * taps * V);
           if (grad_bias) bias_partials[chunk * p.out_channels + oc] += vector_sum<B, T>(src, p.out_plane());
         }
       }
-      for (int64_t i = 0; i < m * taps; ++i) {
-        T sum = 0;
-        for (int64_t v = 0; v < V; ++v) sum += lanes.data()[i * V + v];
-        partials[(chunk * p.out_channels + c * m) * taps + i] = sum;
-      }
+      for (int64_t i = 0; i < m * taps; ++i)
+        partials[(chunk * p.out_channels + c * m) * taps + i] = lane_sum<T, B>(load_vec<B>(lanes.data() + i * V));
     }
   });
   // The chunks' partial sums, added in chunk order (deterministic whatever the thread count).
