@@ -333,10 +333,13 @@ constexpr int64_t kBlockedReduction = 4096;
 constexpr int64_t kStridedReduction = 1024;
 
 // Output planes below this many pixels: NCHW channel vectors of stride-1 layers
-// stage their input pixel-major (pixel_major_staging). ResNet-18's and VGG-11's
-// 512-channel 4 x 4 and 7 x 7 layers gained; 8 x 8 and larger planes, and
-// strided layers (whose staging gathers), did not move or lost.
+// stage their input pixel-major (pixel_major_staging). AVX-512: ResNet-18's and
+// VGG-11's 512-channel 4 x 4 and 7 x 7 layers gained; 8 x 8 and larger planes,
+// and strided layers (whose staging gathers), did not move or lost. AVX2 (2
+// vectors of outputs per step): 128 - 512-channel layers on 8 x 8 and 16 x 16
+// planes gained too; 28 x 28 and larger did not move.
 constexpr int64_t kPixelMajorPlane = 64;
+constexpr int64_t kAvx2PixelMajorPlane = 257;
 
 // Input channels from which a channels_last layer's columns are built from
 // the channels_last input: a copy of this many values per tap. Fewer are
@@ -471,7 +474,7 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
   // small stride-1 planes), beside a GEMM below full speed: they beat im2col on kernels larger than
   // 1 x 1 at any reduction, forward (in channels_last strided too) and grad_input; the scattered ones
   // still lose on wide layers.
-  const bool avx2_pixel_major_vectors = pixel_major_staging(p, pass, channels_last) && !gemm_full_speed &&
+  const bool avx2_pixel_major_vectors = pixel_major_staging(p, pass, isa, channels_last) && !gemm_full_speed &&
                                         isa == Isa::kAvx2 && family == Family::kChannelVectors &&
                                         p.kernel_plane() > 1;
   // grad_weight's channel vectors beside a slower GEMM, where they beat it
@@ -579,9 +582,10 @@ std::atomic<int> last_run[3] = {};
 
 bool nhwc_columns(const Conv2dParams& p) { return p.groups == 1 && p.in_per_group() >= kNhwcMinChannels; }
 
-bool pixel_major_staging(const Conv2dParams& p, ConvPass pass, bool channels_last) {
+bool pixel_major_staging(const Conv2dParams& p, ConvPass pass, Isa isa, bool channels_last) {
   const int64_t plane = pass == ConvPass::Forward ? p.out_plane() : p.in_plane();
-  return channels_last || (plane < kPixelMajorPlane && p.stride_h == 1 && p.stride_w == 1);
+  const int64_t below = isa == Isa::kAvx2 ? kAvx2PixelMajorPlane : kPixelMajorPlane;
+  return channels_last || (plane < below && p.stride_h == 1 && p.stride_w == 1);
 }
 
 bool runs_channels_last(Family family, const Conv2dParams& p) {
@@ -667,7 +671,7 @@ ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size,
                                                                           : auto_algo(geometry, plan.family);
   if (plan.algo == ConvAlgo::Im2col) plan.family = Family::kIm2col;
   plan.channels_last = channels_last && plan.algo == ConvAlgo::Direct && runs_channels_last(plan.family, p);
-  plan.pixel_major = plan.family == Family::kChannelVectors && pixel_major_staging(p, pass, plan.channels_last);
+  plan.pixel_major = plan.family == Family::kChannelVectors && pixel_major_staging(p, pass, isa, plan.channels_last);
   return plan;
 }
 

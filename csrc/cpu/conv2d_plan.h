@@ -80,13 +80,14 @@ bool runs_channels_last(Family family, const Conv2dParams& p);
 // output and grad_output staying channels_last (conv2d_im2col_kernel.cpp).
 bool nhwc_columns(const Conv2dParams& p);
 
-// Whether the channel vectors' forward or grad_input (`pass`) of `p` stage its
-// input pixel-major: always on channels_last activations (stage_pixels copies
-// whole pixels), and on NCHW ones of stride-1 layers where the pass's output
-// planes are small (kPixelMajorPlane). There a step's consecutive taps (kernel-major: one
-// input channel after the other) broadcast from one cache line per pixel
-// instead of one plane each, for a transpose of the input per sample.
-bool pixel_major_staging(const Conv2dParams& p, ConvPass pass, bool channels_last);
+// Whether the channel vectors' forward or grad_input (`pass`) of `p`, run with
+// `isa`'s kernels, stage its input pixel-major: always on channels_last
+// activations (stage_pixels copies whole pixels), and on NCHW ones of stride-1
+// layers where the pass's output planes are small for the ISA
+// (kPixelMajorPlane). There a step's consecutive taps (kernel-major: one input
+// channel after the other) broadcast from one cache line per pixel instead of
+// one plane each, for a transpose of the input per sample.
+bool pixel_major_staging(const Conv2dParams& p, ConvPass pass, Isa isa, bool channels_last);
 
 const char* family_name(Family family);
 const char* pass_name(ConvPass pass);

@@ -16,10 +16,12 @@
 //   own, column x at phase x % stride_w, index x / stride_w, so that the taps
 //   of a strided window read consecutive outputs from consecutive addresses
 //   (no gather per tap). Vectors then run along each output row.
-// grad_input is the flat correlation of grad_output, spread out by the stride
-// and padded (Staging's up/off), with the flipped kernel, summed over the
-// multiplier's planes. grad_weight pairs each staged input row with the row of
-// grad_output that reads it, per tap; it reduces the batch in BatchChunks.
+// grad_input at stride 1 is the flat correlation of grad_output, padded, with
+// the flipped kernel, summed over the multiplier's planes; at a stride it is
+// split by the phase of the input pixel (InputPhases), each phase a flat
+// correlation with only the taps that reach it. grad_weight pairs each staged
+// input row with the row of grad_output that reads it, per tap (flat at stride
+// 1 over a finite input); it reduces the batch in BatchChunks.
 // Included by the per-ISA translation units only (conv2d_direct_*.cpp),
 // after their target pragma: everything here has internal linkage.
 #pragma once

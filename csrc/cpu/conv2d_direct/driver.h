@@ -170,7 +170,8 @@ void plane_batch(const Correlation& c, int64_t batch, int64_t groups, int64_t ou
 
 // The channel-vector family for every (samples, group, block of cv_vectors vectors of outputs),
 // blocked as channel_vector_blocking says, on NCHW or channels_last activations (`channels_last`:
-// both src and dst), the input staged pixel-major or as planes (`pixel_major`, pixel_major_staging). `classes`: the pixels run class by class and skip their border taps
+// both src and dst), the input staged pixel-major or as planes (`pixel_major`:
+// pixel_major_staging). `classes`: the pixels run class by class and skip their border taps
 // (skips_border; the weights packed kernel-major), else in raster order over every tap. Each sum
 // runs over its taps in order whatever the blocking: the result does not depend on it, nor on
 // the thread count.
