@@ -75,6 +75,19 @@ def test_gradcheck(x_shape, w_shape, kwargs, device):
     assert torch.autograd.gradgradcheck(lambda *t: CF.conv2d(*t, **kwargs, algo="direct"), (x, w, b))
 
 
+def weight_grad_and_reference(x: torch.Tensor, w: torch.Tensor, gen: torch.Generator, device,
+                              **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight gradient of cnnext's direct conv2d of x and w on `device` for a random grad_output (drawn
+    from gen), and float64 torch's for the same one, both on the CPU in float64."""
+    x, w = x.to(device), w.to(device).requires_grad_()
+    out = CF.conv2d(x, w, algo="direct", **kwargs)
+    grad = torch.randn(out.shape, generator=gen).to(device)
+    got = torch.autograd.grad(out, w, grad)[0]
+    w64 = w.detach().cpu().double().requires_grad_()
+    want = torch.autograd.grad(F.conv2d(x.cpu().double(), w64, **kwargs), w64, grad.cpu().double())[0]
+    return got.cpu().double(), want
+
+
 @pytest.mark.parametrize("width", [8, 22, 42])
 def test_weight_grad_ignores_inputs_outside_the_windows(width, device):
     """An infinite input that no window reads (the last column of an even width at stride 2, no padding) leaves
@@ -82,15 +95,10 @@ def test_weight_grad_ignores_inputs_outside_the_windows(width, device):
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 4, 9, width, generator=gen)
     x[1, 2, 4, -1] = float("inf")
-    x = x.to(device)
-    w = torch.randn(8, 1, 3, 3, generator=gen).to(device).requires_grad_()
-    out = CF.conv2d(x, w, groups=4, stride=2, algo="direct")
-    grad = torch.randn(out.shape, generator=gen).to(device)
-    got = torch.autograd.grad(out, w, grad)[0]
-    w64 = w.detach().cpu().double().requires_grad_()
-    want = torch.autograd.grad(F.conv2d(x.cpu().double(), w64, groups=4, stride=2), w64, grad.cpu().double())[0]
+    w = torch.randn(8, 1, 3, 3, generator=gen)
+    got, want = weight_grad_and_reference(x, w, gen, device, groups=4, stride=2)
     assert torch.isfinite(want).all()
-    torch.testing.assert_close(got.cpu().double(), want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("size", [7, 14])
@@ -100,15 +108,10 @@ def test_weight_grad_of_an_infinite_input_at_stride_1(size, device):
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(2, 4, size, size, generator=gen)
     x[1, 2, 3, -1] = float("inf")
-    x = x.to(device)
-    w = torch.randn(4, 1, 3, 3, generator=gen).to(device).requires_grad_()
-    out = CF.conv2d(x, w, groups=4, padding=1, algo="direct")
-    grad = torch.randn(out.shape, generator=gen).to(device)
-    got = torch.autograd.grad(out, w, grad)[0]
-    w64 = w.detach().cpu().double().requires_grad_()
-    want = torch.autograd.grad(F.conv2d(x.cpu().double(), w64, groups=4, padding=1), w64, grad.cpu().double())[0]
+    w = torch.randn(4, 1, 3, 3, generator=gen)
+    got, want = weight_grad_and_reference(x, w, gen, device, groups=4, padding=1)
     assert torch.isinf(want[2]).any() and torch.isfinite(want[2]).any() and not torch.isnan(want).any()
-    torch.testing.assert_close(got.cpu().double(), want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 def under_thread_counts(run, counts=(1, 3)):

@@ -193,6 +193,19 @@ void stage_planes(const T* src, int64_t channels, int64_t src_h, int64_t src_w, 
   }
 }
 
+// fn(sy, sx, y, x) for every staged pixel (y, x) of a gathered staging (windows far apart) that
+// holds source pixel (sy, sx): the pixel-major stagings copy those pixel by pixel.
+template <typename Fn>
+void for_each_gathered_pixel(const Staging& s, int64_t src_h, int64_t src_w, const Fn& fn) {
+  std::vector<int64_t> src_x(s.cols);
+  for (int64_t x = 0; x < s.cols; ++x) src_x[x] = staged_source(s.gather_x, x, s.off_x, s.up_x, src_w);
+  for (int64_t y = 0; y < s.rows; ++y) {
+    const int64_t sy = staged_source(s.gather_y, y, s.off_y, s.up_y, src_h);
+    for (int64_t x = 0; sy >= 0 && x < s.cols; ++x)
+      if (src_x[x] >= 0) fn(sy, src_x[x], y, x);
+  }
+}
+
 // The staging of stage_planes for a channels_last source, pixel-major: staged pixel (y, x)'s
 // channels side by side at dst[(y * s.cols + x) * channels]. Copies whole pixels (a row of them
 // at once where the source's are contiguous) instead of transposing them into planes.
@@ -203,16 +216,7 @@ void stage_pixels(const T* src, int64_t channels, int64_t src_h, int64_t src_w, 
   const auto copy_pixel = [&](int64_t sy, int64_t sx, int64_t y, int64_t x) {
     std::memcpy(dst + (y * s.cols + x) * channels, src + (sy * src_w + sx) * pixel_stride, channels * sizeof(T));
   };
-  if (s.gather_y.taps != 0 || s.gather_x.taps != 0) {
-    std::vector<int64_t> src_x(s.cols);
-    for (int64_t x = 0; x < s.cols; ++x) src_x[x] = staged_source(s.gather_x, x, s.off_x, s.up_x, src_w);
-    for (int64_t y = 0; y < s.rows; ++y) {
-      const int64_t sy = staged_source(s.gather_y, y, s.off_y, s.up_y, src_h);
-      for (int64_t x = 0; sy >= 0 && x < s.cols; ++x)
-        if (src_x[x] >= 0) copy_pixel(sy, src_x[x], y, x);
-    }
-    return;
-  }
+  if (s.gather_y.taps != 0 || s.gather_x.taps != 0) return for_each_gathered_pixel(s, src_h, src_w, copy_pixel);
   int64_t y_lo, y_hi, x_lo, x_hi;
   staged_source_range(src_h, s.off_y, s.up_y, s.rows, y_lo, y_hi);
   staged_source_range(src_w, s.off_x, s.up_x, s.cols, x_lo, x_hi);

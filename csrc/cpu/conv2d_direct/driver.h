@@ -52,16 +52,7 @@ void stage_planes_as_pixels(const T* src, int64_t channels, int64_t src_h, int64
     T* out = dst + (y * s.cols + x) * channels;
     for (int64_t ch = 0; ch < channels; ++ch) out[ch] = src[ch * plane + sy * src_w + sx];
   };
-  if (s.gather_y.taps != 0 || s.gather_x.taps != 0) {
-    std::vector<int64_t> src_x(s.cols);
-    for (int64_t x = 0; x < s.cols; ++x) src_x[x] = staged_source(s.gather_x, x, s.off_x, s.up_x, src_w);
-    for (int64_t y = 0; y < s.rows; ++y) {
-      const int64_t sy = staged_source(s.gather_y, y, s.off_y, s.up_y, src_h);
-      for (int64_t x = 0; sy >= 0 && x < s.cols; ++x)
-        if (src_x[x] >= 0) copy_pixel(sy, src_x[x], y, x);
-    }
-    return;
-  }
+  if (s.gather_y.taps != 0 || s.gather_x.taps != 0) return for_each_gathered_pixel(s, src_h, src_w, copy_pixel);
   int64_t y_lo, y_hi, x_lo, x_hi;
   staged_source_range(src_h, s.off_y, s.up_y, s.rows, y_lo, y_hi);
   staged_source_range(src_w, s.off_x, s.up_x, s.cols, x_lo, x_hi);
