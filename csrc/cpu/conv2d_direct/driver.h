@@ -354,6 +354,21 @@ void add_pixel_sums(const Conv2dParams& p, const T* gy, int64_t count, int64_t s
   }
 }
 
+// grad_weight[g][oc][t] = sums[g][t][oc] for `groups` groups of `taps` x `cout` tap-major sums, on
+// every thread (megabytes for a 512-channel layer).
+template <typename T, class Arch>
+void transpose_tap_major(const T* sums, int64_t groups, int64_t taps, int64_t cout, T* grad_weight) {
+  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>, kTapsPerTask = 16 * V;
+  const int64_t parts = (taps + kTapsPerTask - 1) / kTapsPerTask;
+  at::parallel_for(0, groups * parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t g = task / parts, t0 = task % parts * kTapsPerTask, n = std::min(kTapsPerTask, taps - t0);
+      transpose_rows<T, Arch::kTiles.vec_bytes>(sums + (g * taps + t0) * cout, cout, n, cout,
+                                                grad_weight + g * cout * taps + t0, taps);
+    }
+  });
+}
+
 // grad_weight with channel vectors for a group's weight gradient larger than kWeightSumsBytes: a
 // partial per batch chunk (channel_vector_grad_weight) would sweep sums that do not stay in L2, one
 // sample at a time. Here the batch is staged in sets of samples shared by every task (each sample's
@@ -381,7 +396,7 @@ void channel_vector_grad_weight_in_sets(const Conv2dParams& p, const Correlation
                                   (taps * block_outs * element + kWeightSumsBytes / 2 - 1) / (kWeightSumsBytes / 2));
   const int64_t parts = std::clamp<int64_t>(wanted, 1, std::max<int64_t>(1, taps / kTaps));
   const int64_t part_taps = round_up((taps + parts - 1) / parts, kTaps);
-  // Left uninitialized: each task zeroes its slice of the sums, the staging writes every value of a set (a
+  // Left uninitialized: each task's first sweep writes its slice of the sums, the staging every value of a set (a
   // zeroing pass up front ran on one thread over megabytes).
   const std::unique_ptr<T[]> tap_major(new T[p.out_channels * taps]);
   const std::unique_ptr<T[]> staged(new T[set * p.groups * staged_sample]);
@@ -420,8 +435,6 @@ void channel_vector_grad_weight_in_sets(const Conv2dParams& p, const Correlation
         const int64_t t0 = std::min(taps, part * part_taps), t1 = std::min(taps, t0 + part_taps);
         const int64_t width = std::min(block_outs, cout - oc0);
         T* sums = tap_major.get() + g * taps * cout + oc0;
-        if (n0 == 0)
-          for (int64_t t = t0; t < t1; ++t) std::fill_n(sums + sweep.tap_row[t] * cout, width, T(0));
         // grad_output with the channels of a pixel side by side: channels_last as it is, else gyT.
         const T* rows = channels_last ? grad_output + dy.offset(n0 * p.groups + g, oc0)
                                       : gyT.get() + g * set * gy_sample + oc0;
@@ -430,20 +443,23 @@ void channel_vector_grad_weight_in_sets(const Conv2dParams& p, const Correlation
         with_vector_count<Arch::kTiles.cv_vectors>(width / V, [&](auto vectors) {
           constexpr int64_t kVecs = decltype(vectors)::value;
           for (int64_t s0 = 0; s0 < count; s0 += band_samples) {
-            const ChannelVectorWeightBatch<T> b{staged.get() + (g * set + s0) * staged_sample,
-                                                staged_sample,
-                                                rows + s0 * row_sample,
-                                                row_pixel,
-                                                row_sample,
-                                                std::min(band_samples, count - s0),
-                                                &sweep,
-                                                p.out_h,
-                                                p.out_w,
-                                                band_rows,
-                                                t1,
-                                                sums,
-                                                cout};
+            ChannelVectorWeightBatch<T> b{staged.get() + (g * set + s0) * staged_sample,
+                                          staged_sample,
+                                          rows + s0 * row_sample,
+                                          row_pixel,
+                                          row_sample,
+                                          std::min(band_samples, count - s0),
+                                          &sweep,
+                                          p.out_h,
+                                          p.out_w,
+                                          band_rows,
+                                          t1,
+                                          sums,
+                                          cout,
+                                          false};
             for (int64_t r0 = 0; r0 < p.out_h; r0 += band_rows) {
+              // The task's first sweep writes its slice of the sums; the rest add into it.
+              b.first = n0 == 0 && s0 == 0 && r0 == 0;
               const RowBand band{r0, std::min(p.out_h, r0 + band_rows)};
               channel_vector_weight_taps<T, Arch, kVecs, cv_width<Arch>(kVecs)>(b, t0, band);
             }
@@ -452,9 +468,7 @@ void channel_vector_grad_weight_in_sets(const Conv2dParams& p, const Correlation
       }
     });
   }
-  for (int64_t g = 0; g < p.groups; ++g)
-    transpose_rows<T, Arch::kTiles.vec_bytes>(tap_major.get() + g * taps * cout, cout, taps, cout,
-                                              grad_weight + g * cout * taps, taps);
+  transpose_tap_major<T, Arch>(tap_major.get(), p.groups, taps, cout, grad_weight);
   for (int64_t oc = 0; grad_bias && oc < p.out_channels; ++oc) {
     double sum = 0;
     for (int64_t n = 0; n < p.batch; ++n) sum += bias_sums[n * p.out_channels + oc];
@@ -521,7 +535,7 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
           const ChannelVectorWeightBatch<T> b{staged.data(), staged_sample, rows + oc0, row_pixel,
                                               row_sample,    count,         &sweep,     p.out_h,
                                               p.out_w,       band_rows,     taps,       partial + g * taps * cout + oc0,
-                                              cout};
+                                              cout,          false};
           with_vector_count<Arch::kTiles.cv_vectors>((cout - oc0) / V, [&](auto vectors) {
             channel_vector_weight_block<T, Arch, decltype(vectors)::value>(b);
           });
@@ -529,9 +543,7 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
       }
     }
   });
-  for (int64_t g = 0; g < p.groups; ++g)
-    transpose_rows<T, Arch::kTiles.vec_bytes>(tap_major.data() + g * taps * cout, cout, taps, cout,
-                                              grad_weight + g * cout * taps, taps);
+  transpose_tap_major<T, Arch>(tap_major.data(), p.groups, taps, cout, grad_weight);
 }
 
 // One sample's group of input channels (x: its first channel, pixels and channels as `a` lays them

@@ -67,6 +67,7 @@ struct ChannelVectorWeightBatch {
   int64_t taps;
   T* partial;             // [tap][channel], at the block's first channel
   int64_t partial_row;    // elements between taps
+  bool first;             // the sums' rows are not yet written: store into them, do not add
 };
 
 // Output rows [begin, end).
@@ -106,7 +107,8 @@ __attribute__((always_inline)) inline void channel_vector_weight_step(const Chan
   }
   for (int64_t k = 0; k < kTaps; ++k) {
     T* row = b.partial + sweep.tap_row[t + k] * b.partial_row;
-    for (int64_t j = 0; j < kCoVecs; ++j) store_vec<T, B>(row + j * V, load_vec<B>(row + j * V) + acc[j][k]);
+    for (int64_t j = 0; j < kCoVecs; ++j)
+      store_vec<T, B>(row + j * V, b.first ? acc[j][k] : load_vec<B>(row + j * V) + acc[j][k]);
   }
 }
 
