@@ -296,12 +296,16 @@ bool all_finite(const T* x, int64_t n) {
       [](bool a, bool b) { return a && b; });
 }
 
+// What a chunk's partial grad_weight holds when sum_over_batch_chunks hands it to `add`.
+enum class Partial { kZeroed, kUnwritten };
+
 // The batch cut into BatchChunks: add(first, last, partial, bias_partial) adds samples
-// [first, last) into its own zeroed partial grad_weight (and bias sums, in double, or null
-// without grad_bias); the partials are then added in chunk order. No two threads add into the
-// same memory, and the result depends neither on scheduling nor on the thread count.
+// [first, last) into its own partial grad_weight, zeroed (kZeroed) or for `add` to write in full
+// first (kUnwritten), and bias sums (in double, or null without grad_bias); the partials are then
+// added in chunk order. No two threads add into the same memory, and the result depends neither on
+// scheduling nor on the thread count.
 template <typename T, typename Fn>
-void sum_over_batch_chunks(const Conv2dParams& p, T* grad_weight, T* grad_bias, const Fn& add) {
+void sum_over_batch_chunks(const Conv2dParams& p, T* grad_weight, T* grad_bias, Partial start, const Fn& add) {
   const int64_t weight_numel = p.out_channels * p.in_per_group() * p.kernel_plane();
   const BatchChunks chunking(p.batch);
   const int64_t chunks = chunking.count;
@@ -312,17 +316,16 @@ void sum_over_batch_chunks(const Conv2dParams& p, T* grad_weight, T* grad_bias, 
   at::parallel_for(0, chunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
     for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
       T* partial = partials.get() + chunk * weight_numel;
-      std::fill(partial, partial + weight_numel, T(0));
+      if (start == Partial::kZeroed) std::fill(partial, partial + weight_numel, T(0));
       add(chunking.begin(chunk), chunking.begin(chunk + 1), partial,
           grad_bias ? bias_partials.data() + chunk * p.out_channels : nullptr);
     }
   });
+  // Chunk after chunk over a run of elements, so that the loops run over contiguous memory.
   at::parallel_for(0, weight_numel, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      T sum = 0;
-      for (int64_t t = 0; t < chunks; ++t) sum += partials[t * weight_numel + i];
-      grad_weight[i] = sum;
-    }
+    for (int64_t i = begin; i < end; ++i) grad_weight[i] = T(0) + partials[i];
+    for (int64_t t = 1; t < chunks; ++t)
+      for (int64_t i = begin; i < end; ++i) grad_weight[i] += partials[t * weight_numel + i];
   });
   for (int64_t oc = 0; grad_bias && oc < p.out_channels; ++oc) {
     double sum = 0;
@@ -499,8 +502,9 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
       kDirectStagingBytes / ((staged_sample + gy_sample) * static_cast<int64_t>(sizeof(T))), 1, 32);
   // The sums tap-major, [group][tap][output channel] (grad_weight_channel_vectors.h), transposed into dW last.
   std::vector<T> tap_major(p.out_channels * taps);
-  sum_over_batch_chunks(p, tap_major.data(), grad_bias, [&](int64_t first, int64_t last, T* partial,
-                                                            double* bias_partial) {
+  // Each chunk's first sweep of a block writes its sums (ChannelVectorWeightBatch::first).
+  sum_over_batch_chunks(p, tap_major.data(), grad_bias, Partial::kUnwritten, [&](int64_t first, int64_t last,
+                                                                                  T* partial, double* bias_partial) {
     AlignedBuffer<T> staged(stage_samples * staged_sample);
     AlignedBuffer<T> gyT(channels_last ? 0 : stage_samples * gy_sample);
     for (int64_t n0 = first; n0 < last; n0 += stage_samples) {
@@ -535,7 +539,7 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
           const ChannelVectorWeightBatch<T> b{staged.data(), staged_sample, rows + oc0, row_pixel,
                                               row_sample,    count,         &sweep,     p.out_h,
                                               p.out_w,       band_rows,     taps,       partial + g * taps * cout + oc0,
-                                              cout,          false};
+                                              cout,          n0 == first};
           with_vector_count<Arch::kTiles.cv_vectors>((cout - oc0) / V, [&](auto vectors) {
             channel_vector_weight_block<T, Arch, decltype(vectors)::value>(b);
           });
@@ -583,7 +587,8 @@ void input_vector_grad_weight(const Conv2dParams& p, const T* grad_output, const
   // and channels sweeps them (a 64-channel sample of 56 x 56 pixels is 1.6 MB of both).
   const int64_t row_bytes = (p.stride_h * pp.cols * cin + p.out_w * cout) * static_cast<int64_t>(sizeof(T));
   const int64_t band = std::clamp<int64_t>(kPixelBandBytes / std::max<int64_t>(1, row_bytes), 1, p.out_h);
-  sum_over_batch_chunks(p, grad_weight, grad_bias, [&](int64_t first, int64_t last, T* partial, double* bias_partial) {
+  sum_over_batch_chunks(p, grad_weight, grad_bias, Partial::kZeroed,
+                        [&](int64_t first, int64_t last, T* partial, double* bias_partial) {
     AlignedBuffer<T> staged(pp.plane() * cin);
     AlignedBuffer<T> gyT(channels_last ? 0 : pixels * cout);
     AlignedBuffer<T> dw(p.groups * group_dw);
@@ -642,7 +647,8 @@ void plane_grad_weight(const Conv2dParams& p, const Correlation& c, const T* gra
   const std::vector<int64_t> tap = shifted_tap_offsets(c, bands);
   // Up to 8 samples, for long reductions that pay for the final horizontal sums.
   const int64_t set = std::clamp<int64_t>(kDirectStagingBytes / (copies * static_cast<int64_t>(sizeof(T))), 1, 8);
-  sum_over_batch_chunks(p, grad_weight, grad_bias, [&](int64_t first, int64_t last, T* partial, double* bias_partial) {
+  sum_over_batch_chunks(p, grad_weight, grad_bias, Partial::kZeroed,
+                        [&](int64_t first, int64_t last, T* partial, double* bias_partial) {
     AlignedBuffer<T> staged(staged_size(c, V));
     AlignedBuffer<T> shifted(set * copies);
     AlignedBuffer<T> sums(kOcBlock * c.taps() * V);
@@ -1033,7 +1039,8 @@ void direct_grad_weight(const Conv2dParams& p, const ConvPlan& plan, const T* gr
       kDirectStagingBytes /
           ((std::min(staged_sample, kDirectStagingBytes) + gy_sample) * static_cast<int64_t>(sizeof(T))),
       1, 8);
-  sum_over_batch_chunks(p, grad_weight, grad_bias, [&](int64_t first, int64_t last, T* partial, double* bias_partial) {
+  sum_over_batch_chunks(p, grad_weight, grad_bias, Partial::kZeroed,
+                        [&](int64_t first, int64_t last, T* partial, double* bias_partial) {
     AlignedBuffer<T> staged(stage_samples * staged_sample);
     AlignedBuffer<T> gy(stage_samples * gy_sample);
     // Adds samples [n0, n0 + count) of group g.
