@@ -521,10 +521,9 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
                                                                 p.in_h, p.in_w, cv.staging,
                                                                 staged.data() + s * staged_sample, x.pixel_stride(),
                                                                 channels_last);
-          if (channels_last) continue;
-          for (int64_t oc = 0; oc < cout; ++oc)
-            for (int64_t q = 0; q < pixels; ++q)
-              gyT.data()[s * gy_sample + q * cout + oc] = group_gy[(s * p.out_channels + oc) * pixels + q];
+          if (!channels_last)
+            transpose_rows<T, Arch::kTiles.vec_bytes>(group_gy + s * p.out_channels * pixels, pixels, cout, pixels,
+                                                      gyT.data() + s * gy_sample, cout);
         }
         // grad_output with the channels of a pixel side by side: channels_last as it is, else gyT.
         const T* rows = channels_last ? group_gy : gyT.data();
