@@ -269,7 +269,7 @@ void correlate_all(ConvPass pass, const ConvPlan& plan, const Correlation& c, in
   note_family_run(pass, family);
   if (family == Family::kChannelVectors) {
     const WindowClasses classes(c, src_h, src_w);
-    const bool skip = skips_border(classes, c.out_h * c.out_w, kernel);
+    const bool skip = skips_border(classes, c.out_h * c.out_w, kernel, plan.channels_last);
     // Kernel-major taps where the pass skips the border or reads pixel-major staging (WindowOffsets).
     const auto packed = pack_channel_vector_weights<T, Arch::kTiles.vec_bytes>(
         cv_block_channels<T, Arch>(), groups, outs, c.channels, kernel, w, skip || plan.pixel_major);

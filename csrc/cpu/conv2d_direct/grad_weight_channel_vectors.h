@@ -31,9 +31,11 @@ struct WeightTapSweep {
   std::vector<WindowRect> rects;   // per kernel position in sweep order: the pixels whose windows read the source
   int64_t position_taps;           // swept taps per kernel position; all of them where one rect covers every tap
 
-  // `pixel_major`: the input is staged pixel-major (stage_pixels), whose taps are swept kernel-major.
+  // `pixel_major`: channels_last, the input staged pixel-major (stage_pixels), whose taps are swept kernel-major.
   WeightTapSweep(const Correlation& c, int64_t src_h, int64_t src_w, bool pixel_major)
-      : WeightTapSweep(c, skips_border(WindowClasses(c, src_h, src_w), c.out_h * c.out_w, c.kernel_h * c.kernel_w),
+      : WeightTapSweep(c,
+                       skips_border(WindowClasses(c, src_h, src_w), c.out_h * c.out_w, c.kernel_h * c.kernel_w,
+                                    pixel_major),
                        src_h, src_w, pixel_major) {}
 
  private:
