@@ -130,6 +130,29 @@ inline int64_t staged_source(const Gather& g, int64_t i, int64_t off, int64_t up
   return v >= 0 && v % up == 0 && v / up < src_size ? v / up : -1;
 }
 
+// Zeroes what a pixel-major staging's copy of the source leaves unwritten
+// (`channels` elements per pixel): where the source is copied straight
+// (neither spread out nor gathered), only the margins around its rows
+// [y_lo, y_hi) x columns [x_lo, x_hi) (staged_source_range); else everything.
+// Zeroing the copied rectangle too wrote each staged value twice.
+template <typename T>
+void zero_unstaged(T* dst, int64_t channels, const Staging& s, int64_t y_lo, int64_t y_hi, int64_t x_lo,
+                   int64_t x_hi) {
+  const int64_t row = s.cols * channels;
+  if (s.up_y != 1 || s.up_x != 1 || s.gather_y.taps != 0 || s.gather_x.taps != 0 || y_hi <= y_lo || x_hi <= x_lo) {
+    std::fill(dst, dst + s.rows * row, T(0));
+    return;
+  }
+  const int64_t y0 = y_lo + s.off_y, y1 = y_hi + s.off_y;
+  const int64_t x0 = (x_lo + s.off_x) * channels, x1 = (x_hi + s.off_x) * channels;
+  std::fill(dst, dst + y0 * row, T(0));
+  for (int64_t y = y0; y < y1; ++y) {
+    std::fill(dst + y * row, dst + y * row + x0, T(0));
+    std::fill(dst + y * row + x1, dst + (y + 1) * row, T(0));
+  }
+  std::fill(dst + y1 * row, dst + s.rows * row, T(0));
+}
+
 // `src` holds `channels` planes of src_h x src_w: NCHW planes (pixel_stride 1),
 // or channels_last pixels pixel_stride elements apart with the channels side by
 // side (element (c, y, x) at src[(y * src_w + x) * pixel_stride + c]), which
@@ -138,6 +161,8 @@ template <typename T>
 void stage_planes(const T* src, int64_t channels, int64_t src_h, int64_t src_w, const Staging& s, T* dst,
                   int64_t pixel_stride = 1) {
   const int64_t channel_stride = pixel_stride == 1 ? src_h * src_w : 1;
+  // All of it, not zero_unstaged's margins only: a plane's are a few elements per row, fills too
+  // short to beat one memset.
   std::fill(dst, dst + channels * s.rows * s.cols, T(0));
   if (s.gather_y.taps != 0 || s.gather_x.taps != 0) {
     // Gathered (windows far apart): element by element, at most what the kernels read anyway.
@@ -212,14 +237,14 @@ void for_each_gathered_pixel(const Staging& s, int64_t src_h, int64_t src_w, con
 template <typename T>
 void stage_pixels(const T* src, int64_t channels, int64_t src_h, int64_t src_w, const Staging& s, T* dst,
                   int64_t pixel_stride) {
-  std::fill(dst, dst + channels * s.rows * s.cols, T(0));
+  int64_t y_lo, y_hi, x_lo, x_hi;
+  staged_source_range(src_h, s.off_y, s.up_y, s.rows, y_lo, y_hi);
+  staged_source_range(src_w, s.off_x, s.up_x, s.cols, x_lo, x_hi);
+  zero_unstaged(dst, channels, s, y_lo, y_hi, x_lo, x_hi);
   const auto copy_pixel = [&](int64_t sy, int64_t sx, int64_t y, int64_t x) {
     std::memcpy(dst + (y * s.cols + x) * channels, src + (sy * src_w + sx) * pixel_stride, channels * sizeof(T));
   };
   if (s.gather_y.taps != 0 || s.gather_x.taps != 0) return for_each_gathered_pixel(s, src_h, src_w, copy_pixel);
-  int64_t y_lo, y_hi, x_lo, x_hi;
-  staged_source_range(src_h, s.off_y, s.up_y, s.rows, y_lo, y_hi);
-  staged_source_range(src_w, s.off_x, s.up_x, s.cols, x_lo, x_hi);
   for (int64_t sy = y_lo; sy < y_hi; ++sy) {
     const int64_t y = sy * s.up_y + s.off_y;
     if (s.up_x == 1 && pixel_stride == channels) {

@@ -46,16 +46,16 @@ namespace {
 // of channels (a gathered or spread-out staging, pixel by pixel).
 template <typename T, int64_t B>
 void stage_planes_as_pixels(const T* src, int64_t channels, int64_t src_h, int64_t src_w, const Staging& s, T* dst) {
-  std::fill(dst, dst + channels * s.rows * s.cols, T(0));
+  int64_t y_lo, y_hi, x_lo, x_hi;
+  staged_source_range(src_h, s.off_y, s.up_y, s.rows, y_lo, y_hi);
+  staged_source_range(src_w, s.off_x, s.up_x, s.cols, x_lo, x_hi);
+  zero_unstaged(dst, channels, s, y_lo, y_hi, x_lo, x_hi);
   const int64_t plane = src_h * src_w;
   const auto copy_pixel = [&](int64_t sy, int64_t sx, int64_t y, int64_t x) {
     T* out = dst + (y * s.cols + x) * channels;
     for (int64_t ch = 0; ch < channels; ++ch) out[ch] = src[ch * plane + sy * src_w + sx];
   };
   if (s.gather_y.taps != 0 || s.gather_x.taps != 0) return for_each_gathered_pixel(s, src_h, src_w, copy_pixel);
-  int64_t y_lo, y_hi, x_lo, x_hi;
-  staged_source_range(src_h, s.off_y, s.up_y, s.rows, y_lo, y_hi);
-  staged_source_range(src_w, s.off_x, s.up_x, s.cols, x_lo, x_hi);
   for (int64_t sy = y_lo; sy < y_hi; ++sy) {
     const int64_t y = sy * s.up_y + s.off_y;
     if (s.up_x == 1) {
