@@ -446,26 +446,22 @@ void channel_vector_grad_weight_in_sets(const Conv2dParams& p, const Correlation
         with_vector_count<Arch::kTiles.cv_vectors>(width / V, [&](auto vectors) {
           constexpr int64_t kVecs = decltype(vectors)::value;
           for (int64_t s0 = 0; s0 < count; s0 += band_samples) {
-            ChannelVectorWeightBatch<T> b{staged.get() + (g * set + s0) * staged_sample,
-                                          staged_sample,
-                                          rows + s0 * row_sample,
-                                          row_pixel,
-                                          row_sample,
-                                          std::min(band_samples, count - s0),
-                                          &sweep,
-                                          p.out_h,
-                                          p.out_w,
-                                          band_rows,
-                                          t1,
-                                          sums,
-                                          cout,
-                                          false};
-            for (int64_t r0 = 0; r0 < p.out_h; r0 += band_rows) {
-              // The task's first sweep writes its slice of the sums; the rest add into it.
-              b.first = n0 == 0 && s0 == 0 && r0 == 0;
-              const RowBand band{r0, std::min(p.out_h, r0 + band_rows)};
-              channel_vector_weight_taps<T, Arch, kVecs, cv_width<Arch>(kVecs)>(b, t0, band);
-            }
+            // The task's first sweep writes its slice of the sums; the rest add into it.
+            const ChannelVectorWeightBatch<T> b{staged.get() + (g * set + s0) * staged_sample,
+                                                staged_sample,
+                                                rows + s0 * row_sample,
+                                                row_pixel,
+                                                row_sample,
+                                                std::min(band_samples, count - s0),
+                                                &sweep,
+                                                p.out_h,
+                                                p.out_w,
+                                                band_rows,
+                                                t1,
+                                                sums,
+                                                cout,
+                                                n0 == 0 && s0 == 0};
+            channel_vector_weight_block<T, Arch, kVecs>(b, t0);
           }
         });
       }

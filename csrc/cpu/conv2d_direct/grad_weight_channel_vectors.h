@@ -122,17 +122,17 @@ __attribute__((always_inline)) inline void channel_vector_weight_taps(const Chan
   if constexpr (kTaps > 1) channel_vector_weight_taps<T, Arch, kCoVecs, kTaps / 2>(b, t, band);
 }
 
-// All taps of one block of kCoVecs vectors of output channels, band after band of output rows: every
-// step sweeps its band's grad_output rows, which stay in cache for the next step (a sample's whole
-// grad_output would be read from memory by every step on large planes). Where b.first, the first band writes
-// the sums.
+// Taps [t0, b.taps) of one block of kCoVecs vectors of output channels, band after band of output rows:
+// every step sweeps its band's grad_output rows, which stay in cache for the next step (a sample's whole
+// grad_output would be read from memory by every step on large planes). Where b.first, the first band
+// writes the sums.
 template <typename T, class Arch, int64_t kCoVecs>
-void channel_vector_weight_block(ChannelVectorWeightBatch<T> b) {
+void channel_vector_weight_block(ChannelVectorWeightBatch<T> b, int64_t t0 = 0) {
   const bool first = b.first;
   for (int64_t r0 = 0; r0 < b.out_h; r0 += b.band_rows) {
     b.first = first && r0 == 0;
     const RowBand band{r0, std::min(b.out_h, r0 + b.band_rows)};
-    channel_vector_weight_taps<T, Arch, kCoVecs, cv_width<Arch>(kCoVecs)>(b, 0, band);
+    channel_vector_weight_taps<T, Arch, kCoVecs, cv_width<Arch>(kCoVecs)>(b, t0, band);
   }
 }
 
