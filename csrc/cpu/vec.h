@@ -43,6 +43,21 @@ inline void store_vec(T* p, const Vec<T, Bytes>& v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
+// Before a loop over a kernel step's accumulators, or over the vectors and
+// pixels that index them, whose count is a constant. GCC keeps an array of
+// accumulators in registers only when every loop that indexes it was unrolled
+// before its scalar replacement pass runs; left to its own heuristics it kept
+// the array on the stack and moved it into registers around the reduction
+// loop, a store and a load per accumulator on every step, which steps over
+// short reductions (1 x 1 kernels, a few taps between borders) waited on.
+#if defined(__clang__)
+#define CNNEXT_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define CNNEXT_UNROLL _Pragma("GCC unroll 64")
+#else
+#define CNNEXT_UNROLL
+#endif
+
 // Pins v to a vector register without an instruction. Left to itself, GCC
 // folds a loaded vector into every FMA that uses it (a load per FMA instead
 // of one), and loads, not FMAs, then bound the loop.

@@ -89,9 +89,12 @@ __attribute__((always_inline)) inline void add_taps(Vec<T, B> (&acc)[kCoVecs][kP
   for (int64_t t = begin; t < end; ++t, w += taps.w_stride) {
     const int64_t off = taps.offset[t];
     Vec<T, B> wv[kCoVecs];
+    CNNEXT_UNROLL
     for (int64_t j = 0; j < kCoVecs; ++j) wv[j] = load_vec<B>(w + j * V);
+    CNNEXT_UNROLL
     for (int64_t i = 0; i < kPix; ++i) {
       const T xs = x[i][off];
+      CNNEXT_UNROLL
       for (int64_t j = 0; j < kCoVecs; ++j) acc[j][i] += wv[j] * xs;
     }
   }
@@ -106,12 +109,17 @@ __attribute__((noinline)) void channel_vector_step(const T* staged, const int64_
                                                    StartSums<T> start, T* out, int64_t out_row) {
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
   Vec<T, B> acc[kCoVecs][kPix];
+  CNNEXT_UNROLL
   for (int64_t j = 0; j < kCoVecs; ++j)
+    CNNEXT_UNROLL
     for (int64_t i = 0; i < kPix; ++i) acc[j][i] = load_vec<B>(start.row + i * start.stride + j * V);
   const T* x[kPix];
+  CNNEXT_UNROLL
   for (int64_t i = 0; i < kPix; ++i) x[i] = staged + base[i];
   add_taps<T, B, kCoVecs, kPix>(acc, x, taps, 0, taps.count);
+  CNNEXT_UNROLL
   for (int64_t j = 0; j < kCoVecs; ++j)
+    CNNEXT_UNROLL
     for (int64_t i = 0; i < kPix; ++i) store_vec<T, B>(out + i * out_row + j * V, acc[j][i]);
 }
 
@@ -170,16 +178,21 @@ __attribute__((noinline)) void channel_vector_window_step(const T* staged, const
                                                           SumRows<T> sums) {
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
   Vec<T, B> acc[kCoVecs][kPix];
+  CNNEXT_UNROLL
   for (int64_t j = 0; j < kCoVecs; ++j)
+    CNNEXT_UNROLL
     for (int64_t i = 0; i < kPix; ++i)
       acc[j][i] = sums.accumulate ? load_vec<B>(sums.out + sums.row[i] * sums.out_row + j * V)
                   : sums.bias     ? load_vec<B>(sums.bias + j * V)
                                   : Vec<T, B>{};
   const T* x[kPix];
+  CNNEXT_UNROLL
   for (int64_t i = 0; i < kPix; ++i) x[i] = staged + base[i];
   for (int64_t r = 0; r < range_count; ++r)
     add_taps<T, B, kCoVecs, kPix>(acc, x, taps, ranges[r].begin, ranges[r].end);
+  CNNEXT_UNROLL
   for (int64_t j = 0; j < kCoVecs; ++j)
+    CNNEXT_UNROLL
     for (int64_t i = 0; i < kPix; ++i) store_vec<T, B>(sums.out + sums.row[i] * sums.out_row + j * V, acc[j][i]);
 }
 

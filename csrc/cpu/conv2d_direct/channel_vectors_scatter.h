@@ -57,18 +57,24 @@ __attribute__((always_inline)) inline void scatter_step(const ScatterBlock<T>& b
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
   Vec<T, B> acc[kCoVecs][kPix] = {};
   const T* x[kPix];
+  CNNEXT_UNROLL
   for (int64_t i = 0; i < kPix; ++i) x[i] = b.gy + b.gy_at[q0 + i];
   const int64_t out_plane = b.out_plane, w_out = b.w_out;
   for (int64_t co = 0, off = 0; co < b.outs; ++co, off += out_plane, w += w_out) {
     Vec<T, B> wv[kCoVecs];
+    CNNEXT_UNROLL
     for (int64_t j = 0; j < kCoVecs; ++j) wv[j] = load_vec<B>(w + j * V);
+    CNNEXT_UNROLL
     for (int64_t i = 0; i < kPix; ++i) {
       const T xs = x[i][off];
+      CNNEXT_UNROLL
       for (int64_t j = 0; j < kCoVecs; ++j) acc[j][i] += wv[j] * xs;
     }
   }
+  CNNEXT_UNROLL
   for (int64_t i = 0; i < kPix; ++i) {
     T* dst = b.tile + (b.window[q0 + i] + tap) * b.tile_row;
+    CNNEXT_UNROLL
     for (int64_t j = 0; j < kCoVecs; ++j) store_vec<T, B>(dst + j * V, load_vec<B>(dst + j * V) + acc[j][i]);
   }
 }

@@ -50,6 +50,7 @@ __attribute__((always_inline)) inline void tap_sums(const T* staged, const int64
   for (int64_t t = 0; t < taps; ++t) {
     const T* x = staged + offset[t];
     const T wt = w[t];
+    CNNEXT_UNROLL
     for (int64_t u = 0; u < kU; ++u) acc[u] += wt * load_vec<B>(x + start[u]);
   }
 }
@@ -63,6 +64,7 @@ __attribute__((always_inline)) inline void correlate_vectors(const T* staged, co
   for (; i + kDepthwiseVectors <= vectors; i += kDepthwiseVectors) {
     Vec<T, B> acc[kDepthwiseVectors] = {};
     tap_sums<T, B, kDepthwiseVectors>(staged, start + i, offset, w, taps, acc);
+    CNNEXT_UNROLL
     for (int64_t u = 0; u < kDepthwiseVectors; ++u) store_vec<T, B>(scratch + (i + u) * V, acc[u]);
   }
   for (; i < vectors; ++i) {
@@ -415,6 +417,7 @@ __attribute__((always_inline)) inline void weight_taps(const T* staged, const De
                                                        const int64_t* offset, T* lanes) {
   constexpr int64_t V = kLanes<T, B>;
   Vec<T, B> acc[kTaps];
+  CNNEXT_UNROLL
   for (int64_t k = 0; k < kTaps; ++k) acc[k] = load_vec<B>(lanes + k * V);
   for (int64_t row = 0; row < r.rows; ++row) {
     const int64_t* start = l.start.data() + row * r.row_vectors;
@@ -422,6 +425,7 @@ __attribute__((always_inline)) inline void weight_taps(const T* staged, const De
     for (int64_t v = 0; v < r.row_vectors; ++v) {
       const Vec<T, B> gv = load_vec<B>(g + v * V);
       const bool masked = r.tail_lanes != 0 && v == r.row_vectors - 1;
+      CNNEXT_UNROLL
       for (int64_t k = 0; k < kTaps; ++k) {
         Vec<T, B> xv = load_vec<B>(staged + start[v] + offset[k]);
         if (masked) xv = keep_lanes<T, B>(xv, tail_keep);
@@ -429,6 +433,7 @@ __attribute__((always_inline)) inline void weight_taps(const T* staged, const De
       }
     }
   }
+  CNNEXT_UNROLL
   for (int64_t k = 0; k < kTaps; ++k) store_vec<T, B>(lanes + k * V, acc[k]);
 }
 

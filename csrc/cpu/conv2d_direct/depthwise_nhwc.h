@@ -80,12 +80,15 @@ __attribute__((always_inline)) inline void sum_of_products_step(const T* a, cons
   const int64_t count = kTaps > 0 ? kTaps : rows.count;
   Vec<T, B> acc[kVecs] = {};
   if (init)
+    CNNEXT_UNROLL
     for (int64_t j = 0; j < kVecs; ++j) acc[j] = load_vec<B>(init + c0 + j * V);
   for (int64_t i = 0; i < count; ++i) {
     const T* x = a + rows.a_off[i] + c0;
     const T* y = b + rows.b_off[i] + c0;
+    CNNEXT_UNROLL
     for (int64_t j = 0; j < kVecs; ++j) acc[j] += load_vec<B>(x + j * V) * load_vec<B>(y + j * V);
   }
+  CNNEXT_UNROLL
   for (int64_t j = 0; j < kVecs; ++j) store_vec<T, B>(out + c0 + j * V, acc[j]);
 }
 
@@ -238,14 +241,18 @@ void weight_sums_block(const Conv2dParams& p, const T* dy, const T* x, int64_t n
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
   const int64_t C = p.out_channels;
   Vec<T, B> acc[kTaps][kVecs], bias[kVecs];
+  CNNEXT_UNROLL
   for (int64_t t = 0; t < kTaps; ++t)
+    CNNEXT_UNROLL
     for (int64_t j = 0; j < kVecs; ++j) acc[t][j] = load_vec<B>(inner + t * C + c0 + j * V);
+  CNNEXT_UNROLL
   for (int64_t j = 0; j < kVecs; ++j) bias[j] = load_vec<B>(db + c0 + j * V);
   const int64_t ih0 = oh * p.stride_h - p.pad_top;
   const bool rows_inside = window_inside(ih0, p.kernel_h, p.dilation_h, p.in_h);
   for (int64_t ow = 0; ow < p.out_w; ++ow) {
     const T* g = dy + ((n * p.out_h + oh) * p.out_w + ow) * C + c0;
     Vec<T, B> gv[kVecs];
+    CNNEXT_UNROLL
     for (int64_t j = 0; j < kVecs; ++j) {
       gv[j] = load_vec<B>(g + j * V);
       bias[j] += gv[j];
@@ -253,19 +260,25 @@ void weight_sums_block(const Conv2dParams& p, const T* dy, const T* x, int64_t n
     const int64_t iw0 = ow * p.stride_w - p.pad_left;
     if (rows_inside && window_inside(iw0, p.kernel_w, p.dilation_w, p.in_w)) {
       const T* corner = x + ((n * p.in_h + ih0) * p.in_w + iw0) * C + c0;
+      CNNEXT_UNROLL
       for (int64_t t = 0; t < kTaps; ++t)
+        CNNEXT_UNROLL
         for (int64_t j = 0; j < kVecs; ++j) acc[t][j] += gv[j] * load_vec<B>(corner + window[t] + j * V);
       continue;
     }
     for_each_tap_inside(p, n, oh, ow, [&](int64_t tap, int64_t pixel) {
       T* d = dw + tap * C + c0;
       const T* xs = x + pixel * C + c0;
+      CNNEXT_UNROLL
       for (int64_t j = 0; j < kVecs; ++j)
         store_vec<T, B>(d + j * V, load_vec<B>(d + j * V) + gv[j] * load_vec<B>(xs + j * V));
     });
   }
+  CNNEXT_UNROLL
   for (int64_t t = 0; t < kTaps; ++t)
+    CNNEXT_UNROLL
     for (int64_t j = 0; j < kVecs; ++j) store_vec<T, B>(inner + t * C + c0 + j * V, acc[t][j]);
+  CNNEXT_UNROLL
   for (int64_t j = 0; j < kVecs; ++j) store_vec<T, B>(db + c0 + j * V, bias[j]);
 }
 

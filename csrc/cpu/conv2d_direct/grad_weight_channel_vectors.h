@@ -94,21 +94,27 @@ __attribute__((always_inline)) inline void channel_vector_weight_step(const Chan
   Vec<T, B> acc[kCoVecs][kTaps] = {};
   for (int64_t s = 0; s < b.samples; ++s) {
     const T* x[kTaps];
+    CNNEXT_UNROLL
     for (int64_t k = 0; k < kTaps; ++k) x[k] = b.staged + s * b.staged_sample + sweep.offsets.tap[t + k];
     for (int64_t oh = r.row_lo; oh < r.row_hi; ++oh) {
       const T* g = b.gyT + s * b.gy_sample + (oh * out_w + r.col_lo) * gy_pixel;
       for (int64_t q = oh * out_w + r.col_lo; q < oh * out_w + r.col_hi; ++q, g += gy_pixel) {
         Vec<T, B> gv[kCoVecs];
+        CNNEXT_UNROLL
         for (int64_t j = 0; j < kCoVecs; ++j) gv[j] = load_vec<B>(g + j * V);
+        CNNEXT_UNROLL
         for (int64_t k = 0; k < kTaps; ++k) {
           const T xs = x[k][base[q]];
+          CNNEXT_UNROLL
           for (int64_t j = 0; j < kCoVecs; ++j) acc[j][k] += gv[j] * xs;
         }
       }
     }
   }
+  CNNEXT_UNROLL
   for (int64_t k = 0; k < kTaps; ++k) {
     T* row = b.partial + sweep.tap_row[t + k] * b.partial_row;
+    CNNEXT_UNROLL
     for (int64_t j = 0; j < kCoVecs; ++j)
       store_vec<T, B>(row + j * V, b.first ? acc[j][k] : load_vec<B>(row + j * V) + acc[j][k]);
   }

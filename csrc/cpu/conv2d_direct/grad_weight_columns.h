@@ -73,11 +73,13 @@ void weight_grad_block(const Correlation& c, const WeightGradBatch<T>& b, int64_
           const auto step = [&](int64_t start, auto tail) {
             constexpr bool kTail = decltype(tail)::value;
             Vec<T, B> xv[kTaps];
+            CNNEXT_UNROLL
             for (int64_t k = 0; k < kTaps; ++k) {
               const T* x = row + k * c.dilation_w;
               xv[k] = kUnitStride ? load_vec<B>(x + start) : load_strided<B>(x + start * x_step, x_step);
               if constexpr (kRows != GyRows::kCopied && kTail) xv[k] = keep_lanes<T, B>(xv[k], last_keep);
             }
+            CNNEXT_UNROLL
             for (int64_t j = 0; j < kOcBlock; ++j) {
               Vec<T, B> gv = load_vec<B>(g + j * gy_plane + start);
               if constexpr (kInPlace && kTail) {
@@ -85,6 +87,7 @@ void weight_grad_block(const Correlation& c, const WeightGradBatch<T>& b, int64_
               } else {
                 keep_in_register<T, B>(gv);
               }
+              CNNEXT_UNROLL
               for (int64_t k = 0; k < kTaps; ++k) acc[j][k] += gv * xv[k];
             }
           };
@@ -93,6 +96,7 @@ void weight_grad_block(const Correlation& c, const WeightGradBatch<T>& b, int64_
         }
       }
       for (int64_t j = 0; j < valid; ++j) {
+        CNNEXT_UNROLL
         for (int64_t k = 0; k < kTaps; ++k) {
           T sum = 0;
           for (int64_t v = 0; v < V; ++v) sum += acc[j][k][v];

@@ -39,27 +39,39 @@ __attribute__((noinline)) void input_vector_weight_step(const InputVectorWeightS
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
   T* dw = s.dw + t * s.dw_tap + oc * s.dw_oc;
   Vec<T, B> acc[kTaps][kOcs][kVecs];
+  CNNEXT_UNROLL
   for (int64_t k = 0; k < kTaps; ++k)
+    CNNEXT_UNROLL
     for (int64_t o = 0; o < kOcs; ++o)
+      CNNEXT_UNROLL
       for (int64_t v = 0; v < kVecs; ++v) acc[k][o][v] = load_vec<B>(dw + k * s.dw_tap + o * s.dw_oc + v * V);
   const int64_t step = s.x_step, gy_pixel = s.gy_pixel;
   for (int64_t oh = 0; oh < s.out_h; ++oh) {
     const T* x[kTaps];
+    CNNEXT_UNROLL
     for (int64_t k = 0; k < kTaps; ++k) x[k] = s.x + oh * s.x_row + s.tap[t + k];
     const T* g = s.gy + oh * s.out_w * gy_pixel + oc;
     for (int64_t ow = 0; ow < s.out_w; ++ow, g += gy_pixel) {
       Vec<T, B> xv[kTaps][kVecs];
+      CNNEXT_UNROLL
       for (int64_t k = 0; k < kTaps; ++k)
+        CNNEXT_UNROLL
         for (int64_t v = 0; v < kVecs; ++v) xv[k][v] = load_vec<B>(x[k] + ow * step + v * V);
+      CNNEXT_UNROLL
       for (int64_t o = 0; o < kOcs; ++o) {
         const T go = g[o];
+        CNNEXT_UNROLL
         for (int64_t k = 0; k < kTaps; ++k)
+          CNNEXT_UNROLL
           for (int64_t v = 0; v < kVecs; ++v) acc[k][o][v] += xv[k][v] * go;
       }
     }
   }
+  CNNEXT_UNROLL
   for (int64_t k = 0; k < kTaps; ++k)
+    CNNEXT_UNROLL
     for (int64_t o = 0; o < kOcs; ++o)
+      CNNEXT_UNROLL
       for (int64_t v = 0; v < kVecs; ++v) store_vec<T, B>(dw + k * s.dw_tap + o * s.dw_oc + v * V, acc[k][o][v]);
 }
 

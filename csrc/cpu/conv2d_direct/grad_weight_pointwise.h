@@ -58,6 +58,7 @@ __attribute__((always_inline)) inline void pointwise_weight_step(const Pointwise
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
   // Each vector's first channel, the last one moved back to end at the last channel.
   int64_t first[kVecs];
+  CNNEXT_UNROLL
   for (int64_t j = 0; j < kVecs; ++j) first[j] = std::min((vec + j) * V, b.vector_channels - V);
   const int64_t vector_pixel = b.vector_pixel, broadcast_pixel = b.broadcast_pixel;
   const T* v = b.vectors + p0 * vector_pixel;
@@ -65,16 +66,21 @@ __attribute__((always_inline)) inline void pointwise_weight_step(const Pointwise
   Vec<T, B> acc[kRows][kVecs] = {};
   for (int64_t q = p0; q < p1; ++q, v += vector_pixel, s += broadcast_pixel) {
     Vec<T, B> x[kVecs];
+    CNNEXT_UNROLL
     for (int64_t j = 0; j < kVecs; ++j) {
       x[j] = load_vec<B>(v + first[j]);
       keep_in_register<T, B>(x[j]);
     }
+    CNNEXT_UNROLL
     for (int64_t r = 0; r < kRows; ++r) {
       const T a = s[r];
+      CNNEXT_UNROLL
       for (int64_t j = 0; j < kVecs; ++j) acc[r][j] += x[j] * a;
     }
   }
+  CNNEXT_UNROLL
   for (int64_t r = 0; r < kRows; ++r)
+    CNNEXT_UNROLL
     for (int64_t j = 0; j < kVecs; ++j) {
       T* out = b.sums + (row + r) * b.sums_row + (vec + j) * V;
       store_vec<T, B>(out, load_vec<B>(out) + acc[r][j]);

@@ -34,6 +34,7 @@ void correlate_block(const Correlation& c, const T* staged, const T* w, const T*
             const T* x = row + kw * c.dilation_w;
             const T* wk = wc + (kh * c.kernel_w + kw) * kOcBlock;
             const Vec<T, B> xv = kUnitStride ? load_vec<B>(x) : load_strided<B>(x, c.stride_w);
+            CNNEXT_UNROLL
             for (int64_t j = 0; j < kOcBlock; ++j) acc[j] += wk[j] * xv;
           }
         }

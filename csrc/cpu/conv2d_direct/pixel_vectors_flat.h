@@ -33,8 +33,11 @@ __attribute__((always_inline)) inline void correlate_vectors(
         const T* x = base + kh * c.dilation_h * cols + kw * c.dilation_w;
         const T* wk = wc + (kh * c.kernel_w + kw) * kOcBlock;
         Vec<T, B> xv[kBlock];
+        CNNEXT_UNROLL
         for (int64_t u = 0; u < kBlock; ++u) xv[u] = load_vec<B>(x + start[u]);
+        CNNEXT_UNROLL
         for (int64_t j = 0; j < kOcBlock; ++j)
+          CNNEXT_UNROLL
           for (int64_t u = 0; u < kBlock; ++u) acc[j][u] += wk[j] * xv[u];
       }
     }
@@ -48,10 +51,13 @@ __attribute__((always_inline)) inline void flat_step(const Correlation& c, const
                                                      T* scratch, int64_t flat) {
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>, kOcBlock = Arch::kTiles.oc_block;
   int64_t start[kBlock];
+  CNNEXT_UNROLL
   for (int64_t u = 0; u < kBlock; ++u) start[u] = f0 + u * V;
   Vec<T, B> acc[kOcBlock][kBlock] = {};
   correlate_vectors<T, Arch, kBlock>(c, staged, w, start, acc);
+  CNNEXT_UNROLL
   for (int64_t j = 0; j < kOcBlock; ++j)
+    CNNEXT_UNROLL
     for (int64_t u = 0; u < kBlock; ++u) store_vec<T, B>(scratch + j * flat + f0 + u * V, acc[j][u]);
 }
 

@@ -137,13 +137,18 @@ __attribute__((always_inline)) inline void plane_step(const ShiftedBand<T>& band
     const T* x = band.shifted + band.tap[t];
     const T* wk = w + t * kOcBlock;
     Vec<T, B> xv[kBlock];
+    CNNEXT_UNROLL
     for (int64_t u = 0; u < kBlock; ++u) xv[u] = load_vec<B>(x + start[u]);
+    CNNEXT_UNROLL
     for (int64_t j = 0; j < kOcBlock; ++j)
+      CNNEXT_UNROLL
       for (int64_t u = 0; u < kBlock; ++u) acc[j][u] += wk[j] * xv[u];
   }
+  CNNEXT_UNROLL
   for (int64_t j = 0; j < kOcBlock; ++j) {  // constant trip count: acc stays in registers
     if (j >= valid) break;
     const T b = bias ? bias[j] : T(0);
+    CNNEXT_UNROLL
     for (int64_t u = 0; u < kBlock; ++u) store_vec<T, B>(out + j * out_plane + start[u], acc[j][u] + b);
   }
 }
@@ -158,6 +163,7 @@ void correlate_planes(const ShiftedBand<T>& band, const T* w, const T* bias, int
   int64_t f = 0;
   for (; f + kBlock * V <= pixels; f += kBlock * V) {
     int64_t start[kBlock];
+    CNNEXT_UNROLL
     for (int64_t u = 0; u < kBlock; ++u) start[u] = f + u * V;
     plane_step<T, Arch, kBlock>(band, w, bias, valid, out, out_plane, start);
   }
@@ -165,6 +171,7 @@ void correlate_planes(const ShiftedBand<T>& band, const T* w, const T* bias, int
   with_vector_count<kBlock>((pixels - f + V - 1) / V, [&](auto count) {
     constexpr int64_t kCount = decltype(count)::value;
     int64_t start[kCount];
+    CNNEXT_UNROLL
     for (int64_t u = 0; u < kCount; ++u) start[u] = std::min(f + u * V, pixels - V);
     plane_step<T, Arch, kCount>(band, w, bias, valid, out, out_plane, start);
   });
@@ -196,10 +203,12 @@ void plane_weight_grad_taps(const T* x, const T* gy, int64_t gy_plane, int64_t p
   const auto step = [&](int64_t f, auto tail) {
     constexpr bool kTail = decltype(tail)::value;
     Vec<T, B> xv[kTaps];
+    CNNEXT_UNROLL
     for (int64_t k = 0; k < kTaps; ++k) {
       xv[k] = load_vec<B>(x + tap[k] + f);
       if constexpr (kTail) xv[k] = keep_lanes<T, B>(xv[k], tail_keep);
     }
+    CNNEXT_UNROLL
     for (int64_t j = 0; j < kOcBlock; ++j) {
       Vec<T, B> gv = load_vec<B>(gy + j * gy_plane + f);
       if constexpr (kTail) {
@@ -207,12 +216,15 @@ void plane_weight_grad_taps(const T* x, const T* gy, int64_t gy_plane, int64_t p
       } else {
         keep_in_register<T, B>(gv);
       }
+      CNNEXT_UNROLL
       for (int64_t k = 0; k < kTaps; ++k) acc[j][k] += gv * xv[k];
     }
   };
   for (int64_t f = 0; f < whole; f += V) step(f, std::false_type());
   if (whole < pixels) step(pixels - V, std::true_type());
+  CNNEXT_UNROLL
   for (int64_t j = 0; j < kOcBlock; ++j)
+    CNNEXT_UNROLL
     for (int64_t k = 0; k < kTaps; ++k) {
       T* sum = sums + (j * taps + k) * V;
       store_vec<T, B>(sum, load_vec<B>(sum) + acc[j][k]);

@@ -56,26 +56,34 @@ template <typename T, class Arch, int64_t kVecs, int64_t kRows>
 __attribute__((noinline)) void pointwise_step(const PointwiseProduct<T>& m, int64_t q, int64_t vec) {
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
   int64_t first[kVecs];
+  CNNEXT_UNROLL
   for (int64_t j = 0; j < kVecs; ++j) first[j] = std::min((vec + j) * V, m.channels - V);
   Vec<T, B> acc[kRows][kVecs];
+  CNNEXT_UNROLL
   for (int64_t j = 0; j < kVecs; ++j) {
     const Vec<T, B> start = load_vec<B>(m.start + first[j]);
+    CNNEXT_UNROLL
     for (int64_t r = 0; r < kRows; ++r) acc[r][j] = start;
   }
   const T* a = m.a + q * m.a_pixel;
   const int64_t a_pixel = m.a_pixel, b_row = m.b_row;
   for (int64_t k = 0; k < m.reduction; ++k) {
     Vec<T, B> bv[kVecs];
+    CNNEXT_UNROLL
     for (int64_t j = 0; j < kVecs; ++j) {
       bv[j] = load_vec<B>(m.b + k * b_row + first[j]);
       keep_in_register<T, B>(bv[j]);
     }
+    CNNEXT_UNROLL
     for (int64_t r = 0; r < kRows; ++r) {
       const T s = a[r * a_pixel + k];
+      CNNEXT_UNROLL
       for (int64_t j = 0; j < kVecs; ++j) acc[r][j] += bv[j] * s;
     }
   }
+  CNNEXT_UNROLL
   for (int64_t r = 0; r < kRows; ++r)
+    CNNEXT_UNROLL
     for (int64_t j = 0; j < kVecs; ++j) store_vec<T, B>(m.out + (q + r) * m.out_pixel + first[j], acc[r][j]);
 }
 
