@@ -1083,6 +1083,27 @@ def test_channels_last_depthwise_runs_in_place(dtype, rng):
             assert gx.is_contiguous(memory_format=torch.channels_last), label
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_channels_last_depthwise_few_channels(isa, dtype, rng):
+    """3 x 3 depthwise layers with 2 - 40 channels, the counts whose whole kernel the forward and grad_input
+    keep in registers (one to a few vectors of channels, the last one overlapping where the channels are not
+    whole vectors) and those around them, on every ISA: strides, dilations, padding and planes wider than the
+    kernel's reach, so rows of windows lie wholly in bounds; output and gradients equal the float64 reference's."""
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    for channels in [2, 4, 7, 8, 9, 12, 15, 16, 17, 24, 31, 32, 33, 40]:
+        stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        dilation = (int(rng.integers(1, 3)), 1)
+        kwargs = dict(stride=stride, padding=(int(rng.integers(0, 3)), int(rng.integers(0, 3))), dilation=dilation,
+                      groups=channels)
+        x_shape = (int(rng.integers(1, 3)), channels, int(rng.integers(7, 14)), int(rng.integers(9, 24)))
+        x = torch.randn(x_shape, dtype=dtype, generator=gen).to(memory_format=torch.channels_last).requires_grad_()
+        w = torch.randn((channels, 1, 3, 3), dtype=dtype, generator=gen, requires_grad=True)
+        b = torch.randn(channels, dtype=dtype, generator=gen, requires_grad=True)
+        label = f"{isa} {x_shape} {kwargs}"
+        run_channels_last_against_reference(x, w, b, kwargs, dtype, label)
+        assert _ops.last_conv2d_family("forward") == "depthwise", label
+
+
 def random_channel_vector_config(rng: np.random.Generator) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
     """A random convolution whose channels_last plan runs every direct pass with channel vectors: output channels
     per group in whole vectors (multiples of 16), any input channels (first layers with 1 - 3 of them too),

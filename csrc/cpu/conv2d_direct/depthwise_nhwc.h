@@ -5,6 +5,9 @@
 // transposes. The kernel is read tap-major, (KH*KW, C). Forward and
 // grad_input keep a pixel's sums for up to kNhwcDepthwiseVectors vectors of
 // channels in registers over all its taps, so each output is stored once;
+// layers with few channels (at most a few vectors, a 3 x 3 kernel) keep the
+// whole kernel in registers too, over a row of windows, so that a tap loads
+// its input alone;
 // grad_weight of a 3 x 3 kernel keeps its taps' sums in registers over an
 // output row. Windows wholly in bounds read their taps through one offset
 // table, the ones at a border through a list of their in-bounds taps. Work is split
@@ -117,6 +120,77 @@ void window_sum_of_products(const T* a, const T* b, const RowPairs& rows, const 
   sum_of_products<T, Arch>(a, b, rows, init, out, C);
 }
 
+// The taps of the kernels whose weights stay in registers (3 x 3), and how many vectors of channels that
+// takes for C channels: 0 where it does not apply (fewer channels than a vector, or more than the
+// registers hold beside a window's sums: as many weights as the channel-vector families' accumulators).
+constexpr int64_t kResidentTaps = 9;
+template <typename T, class Arch>
+constexpr int64_t resident_vectors(int64_t taps, int64_t C) {
+  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
+  const int64_t vectors = (C + V - 1) / V;
+  return taps == kResidentTaps && C >= V && kResidentTaps * vectors <= Arch::kTiles.cv_accumulators ? vectors : 0;
+}
+
+// out[i * C + c] = init[c] (0 without init) + sum_t a[i * a_step + rows.a_off[t] + c] * b[rows.b_off[t] + c]
+// for `count` windows i in a row and every channel c of C (kVecs vectors, the last one overlapping the one
+// before where C is not a whole number of vectors: the channels they share get the same sums). The
+// kernel's weights are loaded once for the row.
+template <typename T, class Arch, int64_t kVecs>
+void resident_weight_row(const T* a, int64_t a_step, const RowPairs& rows, const T* b, const T* init, T* out,
+                         int64_t C, int64_t count) {
+  constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
+  int64_t first[kVecs], a_off[kResidentTaps];
+  Vec<T, B> w[kResidentTaps][kVecs], start[kVecs];
+  CNNEXT_UNROLL
+  for (int64_t j = 0; j < kVecs; ++j) {
+    first[j] = std::min(j * V, C - V);
+    start[j] = init ? load_vec<B>(init + first[j]) : Vec<T, B>{};
+  }
+  CNNEXT_UNROLL
+  for (int64_t t = 0; t < kResidentTaps; ++t) {
+    a_off[t] = rows.a_off[t];
+    CNNEXT_UNROLL
+    for (int64_t j = 0; j < kVecs; ++j) w[t][j] = load_vec<B>(b + rows.b_off[t] + first[j]);
+  }
+  for (int64_t i = 0; i < count; ++i, a += a_step, out += C) {
+    Vec<T, B> acc[kVecs];
+    CNNEXT_UNROLL
+    for (int64_t j = 0; j < kVecs; ++j) acc[j] = start[j];
+    CNNEXT_UNROLL
+    for (int64_t t = 0; t < kResidentTaps; ++t)
+      CNNEXT_UNROLL
+      for (int64_t j = 0; j < kVecs; ++j) acc[j] += load_vec<B>(a + a_off[t] + first[j]) * w[t][j];
+    CNNEXT_UNROLL
+    for (int64_t j = 0; j < kVecs; ++j) store_vec<T, B>(out + first[j], acc[j]);
+  }
+}
+
+// `count` windows wholly in bounds, side by side in a row (window i's first tap at a + i * a_step), into
+// out rows of C: with the kernel in registers where resident_vectors says so, else a window at a time.
+template <typename T, class Arch>
+void inner_windows(const T* a, int64_t a_step, const RowPairs& rows, const T* b, const T* init, T* out, int64_t C,
+                   int64_t count) {
+  constexpr int64_t kMax = Arch::kTiles.cv_accumulators / kResidentTaps;
+  const int64_t vectors = resident_vectors<T, Arch>(rows.count, C);
+  if constexpr (kMax > 0) {
+    if (vectors > 0)
+      return with_vector_count<kMax>(vectors, [&](auto n) {
+        resident_weight_row<T, Arch, decltype(n)::value>(a, a_step, rows, b, init, out, C, count);
+      });
+  }
+  for (int64_t i = 0; i < count; ++i) window_sum_of_products<T, Arch>(a + i * a_step, b, rows, init, out + i * C, C);
+}
+
+// The columns [lo, hi) of an axis of `out` windows, `stride` apart from -pad, whose `kernel` taps
+// `dilation` apart lie in [0, size).
+struct InnerRange {
+  int64_t lo, hi;
+  InnerRange(int64_t out, int64_t stride, int64_t pad, int64_t kernel, int64_t dilation, int64_t size) : lo(0), hi(out) {
+    while (lo < hi && !window_inside(lo * stride - pad, kernel, dilation, size)) ++lo;
+    while (hi > lo && !window_inside((hi - 1) * stride - pad, kernel, dilation, size)) --hi;
+  }
+};
+
 // acc[c] += a[c] * b[c] for c < C.
 template <typename T, class Arch>
 void multiply_add_row(T* acc, const T* a, const T* b, int64_t C) {
@@ -148,26 +222,29 @@ void depthwise_nhwc_forward(const Conv2dParams& p, const T* x, const T* weight, 
   const std::vector<T> wt = taps_by_channel(p, weight);
   const InBoundsWindow window(p, p.in_w, 1);
   const RowPairs interior = window.pairs();
+  const InnerRange inner(p.out_w, p.stride_w, p.pad_left, p.kernel_w, p.dilation_w, p.in_w);
   at::parallel_for(0, p.batch * p.out_h, 1, [&](int64_t begin, int64_t end) {
     std::vector<int64_t> border_a(taps), border_b(taps);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / p.out_h, oh = row % p.out_h, ih0 = oh * p.stride_h - p.pad_top;
-      const bool rows_inside = window_inside(ih0, p.kernel_h, p.dilation_h, p.in_h);
-      for (int64_t ow = 0; ow < p.out_w; ++ow) {
-        const int64_t iw0 = ow * p.stride_w - p.pad_left;
-        T* out = y + (row * p.out_w + ow) * C;
-        if (rows_inside && window_inside(iw0, p.kernel_w, p.dilation_w, p.in_w)) {
-          window_sum_of_products<T, Arch>(x + ((n * p.in_h + ih0) * p.in_w + iw0) * C, wt.data(), interior, bias,
-                                          out, C);
-          continue;
-        }
+      const auto border = [&](int64_t ow) {
         RowPairs rows{border_a.data(), border_b.data(), 0};
         for_each_tap_inside(p, n, oh, ow, [&](int64_t tap, int64_t pixel) {
           border_a[rows.count] = pixel * C;
           border_b[rows.count++] = tap * C;
         });
-        sum_of_products<T, Arch>(x, wt.data(), rows, bias, out, C);
+        sum_of_products<T, Arch>(x, wt.data(), rows, bias, y + (row * p.out_w + ow) * C, C);
+      };
+      const bool rows_inside = window_inside(ih0, p.kernel_h, p.dilation_h, p.in_h) && inner.hi > inner.lo;
+      if (!rows_inside) {
+        for (int64_t ow = 0; ow < p.out_w; ++ow) border(ow);
+        continue;
       }
+      for (int64_t ow = 0; ow < inner.lo; ++ow) border(ow);
+      inner_windows<T, Arch>(x + ((n * p.in_h + ih0) * p.in_w + inner.lo * p.stride_w - p.pad_left) * C,
+                             p.stride_w * C, interior, wt.data(), bias, y + (row * p.out_w + inner.lo) * C, C,
+                             inner.hi - inner.lo);
+      for (int64_t ow = inner.hi; ow < p.out_w; ++ow) border(ow);
     }
   });
 }
@@ -182,19 +259,14 @@ void depthwise_nhwc_grad_input(const Conv2dParams& p, const T* dy, const T* weig
   const InBoundsWindow window(p, p.out_w, -1);
   const RowPairs interior = window.pairs();
   const int64_t reach_h = (p.kernel_h - 1) * p.dilation_h, reach_w = (p.kernel_w - 1) * p.dilation_w;
+  // The input columns whose taps all read outputs in bounds, at stride 1.
+  const InnerRange inner(p.in_w, 1, reach_w - p.pad_left, p.kernel_w, p.dilation_w, p.out_w);
   at::parallel_for(0, p.batch * p.in_h, 1, [&](int64_t begin, int64_t end) {
     std::vector<int64_t> rows_a(taps), rows_b(taps);
     const T* no_init = nullptr;
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / p.in_h, ih = row % p.in_h, oh0 = ih + p.pad_top;
-      const bool rows_inside = unit_stride && window_inside(oh0 - reach_h, p.kernel_h, p.dilation_h, p.out_h);
-      for (int64_t iw = 0; iw < p.in_w; ++iw) {
-        const int64_t ow0 = iw + p.pad_left;
-        if (rows_inside && window_inside(ow0 - reach_w, p.kernel_w, p.dilation_w, p.out_w)) {
-          window_sum_of_products<T, Arch>(dy + ((n * p.out_h + oh0) * p.out_w + ow0) * C, wt.data(), interior,
-                                          no_init, dx + (row * p.in_w + iw) * C, C);
-          continue;
-        }
+      const auto border = [&](int64_t iw) {
         RowPairs rows{rows_a.data(), rows_b.data(), 0};
         // The outputs whose window reads (ih, iw) at tap (kh, kw): oh * stride = ih + pad - kh * dilation.
         for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
@@ -209,7 +281,17 @@ void depthwise_nhwc_grad_input(const Conv2dParams& p, const T* dy, const T* weig
           }
         }
         sum_of_products<T, Arch>(dy, wt.data(), rows, no_init, dx + (row * p.in_w + iw) * C, C);
+      };
+      const bool rows_inside = unit_stride && window_inside(oh0 - reach_h, p.kernel_h, p.dilation_h, p.out_h) &&
+                               inner.hi > inner.lo;
+      if (!rows_inside) {
+        for (int64_t iw = 0; iw < p.in_w; ++iw) border(iw);
+        continue;
       }
+      for (int64_t iw = 0; iw < inner.lo; ++iw) border(iw);
+      inner_windows<T, Arch>(dy + ((n * p.out_h + oh0) * p.out_w + inner.lo + p.pad_left) * C, C, interior,
+                             wt.data(), no_init, dx + (row * p.in_w + inner.lo) * C, C, inner.hi - inner.lo);
+      for (int64_t iw = inner.hi; iw < p.in_w; ++iw) border(iw);
     }
   });
 }
