@@ -124,11 +124,15 @@ void window_sum_of_products(const T* a, const T* b, const RowPairs& rows, const 
 // takes for C channels: 0 where it does not apply (fewer channels than a vector, or more than the
 // registers hold beside a window's sums: as many weights as the channel-vector families' accumulators).
 constexpr int64_t kResidentTaps = 9;
+template <class Arch>
+constexpr int64_t max_resident_vectors() {
+  return Arch::kTiles.cv_accumulators / kResidentTaps;
+}
 template <typename T, class Arch>
 constexpr int64_t resident_vectors(int64_t taps, int64_t C) {
   constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>;
   const int64_t vectors = (C + V - 1) / V;
-  return taps == kResidentTaps && C >= V && kResidentTaps * vectors <= Arch::kTiles.cv_accumulators ? vectors : 0;
+  return taps == kResidentTaps && C >= V && vectors <= max_resident_vectors<Arch>() ? vectors : 0;
 }
 
 // out[i * C + c] = init[c] (0 without init) + sum_t a[i * a_step + rows.a_off[t] + c] * b[rows.b_off[t] + c]
@@ -170,7 +174,7 @@ void resident_weight_row(const T* a, int64_t a_step, const RowPairs& rows, const
 template <typename T, class Arch>
 void inner_windows(const T* a, int64_t a_step, const RowPairs& rows, const T* b, const T* init, T* out, int64_t C,
                    int64_t count) {
-  constexpr int64_t kMax = Arch::kTiles.cv_accumulators / kResidentTaps;
+  constexpr int64_t kMax = max_resident_vectors<Arch>();
   const int64_t vectors = resident_vectors<T, Arch>(rows.count, C);
   if constexpr (kMax > 0) {
     if (vectors > 0)
@@ -185,7 +189,8 @@ void inner_windows(const T* a, int64_t a_step, const RowPairs& rows, const T* b,
 // `dilation` apart lie in [0, size).
 struct InnerRange {
   int64_t lo, hi;
-  InnerRange(int64_t out, int64_t stride, int64_t pad, int64_t kernel, int64_t dilation, int64_t size) : lo(0), hi(out) {
+  InnerRange(int64_t out, int64_t stride, int64_t pad, int64_t kernel, int64_t dilation, int64_t size)
+      : lo(0), hi(out) {
     while (lo < hi && !window_inside(lo * stride - pad, kernel, dilation, size)) ++lo;
     while (hi > lo && !window_inside((hi - 1) * stride - pad, kernel, dilation, size)) --hi;
   }
