@@ -453,9 +453,13 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
                 assert plan(x_shape, w_shape, pass_, vendor="intel", channels_last=True)["algo"] == "im2col"
                 avx2 = plan(x_shape, w_shape, pass_, isa="avx2", vendor=vendor, channels_last=True)["algo"]
                 assert avx2 == avx2_algos[pass_ == "grad_input"], (x_shape, w_shape, pass_)
-            got = plan(x_shape, w_shape, "grad_weight", vendor=vendor, channels_last=True)
-            assert (got["algo"], got["family"]) == ("direct", "grad_weight_pointwise"), got
-            assert plan(x_shape, w_shape, "grad_weight", vendor=vendor)["algo"] == "im2col"
+            # grad_weight: grad_weight_pointwise in both layouts, AVX2's too; im2col on Intel.
+            for channels_last in (True, False):
+                for isa in ("avx512", "avx2"):
+                    got = plan(x_shape, w_shape, "grad_weight", isa=isa, vendor=vendor, channels_last=channels_last)
+                    assert (got["algo"], got["family"]) == ("direct", "grad_weight_pointwise"), got
+                got = plan(x_shape, w_shape, "grad_weight", vendor="intel", channels_last=channels_last)
+                assert got["algo"] == "im2col", got
         # NCHW pointwise with fewer outputs than a vector stays im2col, and a forward pass with just one.
         assert plan((8, 64, 14, 14), (8, 64, 1, 1), vendor=vendor)["algo"] == "im2col"
         assert plan((8, 8, 14, 14), (64, 8, 1, 1), "grad_input", vendor=vendor)["algo"] == "im2col"
@@ -649,13 +653,16 @@ def test_channels_last_pointwise_channel_vectors_read_in_place(isa, dtype, monke
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_pointwise_grad_weight_matches_torch(isa, dtype, monkeypatch):
-    """grad_weight of channels_last 1 x 1 layers at stride 1 without padding (grad_weight_pointwise) per ISA: the
-    input as the vector side (it has the more channels, or a whole step of vectors) and grad_output as it, its
-    channels in whole vectors or not (the last vector overlaps the one before), broadcast rows not in whole steps,
-    large planes cut into chunks of pixels, small planes of many channels into parts of the rows, groups,
-    samples of one pixel, random shapes. dW and grad_bias (and dW alone) equal the float64 reference, bitwise
-    the same under 1 and 3 threads."""
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_pointwise_grad_weight_matches_torch(isa, dtype, layout, monkeypatch):
+    """grad_weight of 1 x 1 layers at stride 1 without padding (grad_weight_pointwise) per ISA and layout: the
+    input as the vector side (channels_last: it has the more channels, or a whole step of vectors; NCHW: the
+    fewer, or grad_output's are fewer than a vector) and grad_output as it, its channels in whole vectors or
+    not (the last vector overlaps the one before), broadcast rows not in whole steps, large planes cut into
+    chunks of pixels (NCHW: the vector side transposed band by band, bands across samples), small planes of
+    many channels into parts of the rows (NCHW: the vector side transposed once), groups, samples of one
+    pixel, random shapes. dW and grad_bias (and dW alone) equal the float64 reference, bitwise the same under 1
+    and 3 threads."""
     monkeypatch.setenv("CNNEXT_CONV_PLAN", "family=grad_weight_pointwise")
     gen = torch.Generator().manual_seed(19)
     ops = torch.ops.cnnext
@@ -675,12 +682,12 @@ def test_pointwise_grad_weight_matches_torch(isa, dtype, monkeypatch):
         groups = draw(1, 2)
         cases.append(((draw(1, 3), groups * draw(1, 3 * lanes), draw(1, 12), draw(1, 12)),
                       groups * draw(lanes, 4 * lanes), groups))
+    memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     for x_shape, outs, groups in cases:
-        label = f"{isa} {x_shape} -> {outs} groups {groups}"
-        x = torch.randn(x_shape, dtype=dtype, generator=gen).to(memory_format=torch.channels_last)
+        label = f"{isa} {layout} {x_shape} -> {outs} groups {groups}"
+        x = torch.randn(x_shape, dtype=dtype, generator=gen).to(memory_format=memory_format)
         w_shape = [outs, x_shape[1] // groups, 1, 1]
-        gy = torch.randn(x_shape[0], outs, *x_shape[2:], dtype=dtype, generator=gen).to(
-            memory_format=torch.channels_last)
+        gy = torch.randn(x_shape[0], outs, *x_shape[2:], dtype=dtype, generator=gen).to(memory_format=memory_format)
         _, gw_ref, gb_ref = torch.ops.aten.convolution_backward(
             gy.double(), x.double(), torch.zeros(w_shape, dtype=torch.float64), [outs], [1, 1], [0, 0], [1, 1],
             False, [0, 0], groups, [False, True, True])
@@ -816,10 +823,11 @@ def test_pointwise_forward_and_grad_input_match_torch(isa, dtype, monkeypatch):
 
 
 def test_pointwise_grad_weight_plan_and_gradcheck():
-    """Off Intel's CPUs, `auto` runs channels_last pointwise grad_weight as grad_weight_pointwise with AVX2 and
-    AVX-512 (MobileNetV2's 1 x 1 layers), im2col on Intel's, with the portable kernels, in NCHW, and where
-    neither side has a vector of channels. gradcheck and gradgradcheck in float64 through such a layer, whose
-    forward and grad_input run the pointwise family."""
+    """Off Intel's CPUs, `auto` runs pointwise grad_weight as grad_weight_pointwise with AVX2 and AVX-512
+    (MobileNetV2's 1 x 1 layers), channels_last and NCHW, im2col on Intel's, with the portable kernels, and
+    where neither side has a vector of channels; NCHW strided 1 x 1 layers (ResNet's shortcuts) are not
+    pointwise there. gradcheck and gradgradcheck in float64 through such a layer, whose forward and
+    grad_input run the pointwise family."""
     def plan(x_shape, w_shape, **kwargs):
         return _ops.conv2d_plan(x_shape, w_shape, pass_="grad_weight", channels_last=True, **kwargs)
 
@@ -833,19 +841,24 @@ def test_pointwise_grad_weight_plan_and_gradcheck():
             assert plan(x_shape, w_shape, isa=isa, vendor="intel")["algo"] == "im2col"
         assert plan(x_shape, w_shape, isa="baseline", vendor="amd")["algo"] == "im2col"
         got = _ops.conv2d_plan(x_shape, w_shape, pass_="grad_weight", vendor="amd")
-        assert got["family"] != "grad_weight_pointwise", got
+        assert (got["algo"], got["family"], got["channels_last"]) == ("direct", "grad_weight_pointwise", False), got
     assert plan((8, 4, 28, 28), (8, 4, 1, 1), isa="avx512", vendor="amd")["family"] != "grad_weight_pointwise"
-    x = torch.randn(2, 9, 5, 4, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
+    got = _ops.conv2d_plan((8, 256, 14, 14), (512, 256, 1, 1), pass_="grad_weight", stride=2, vendor="amd")
+    assert got["family"] != "grad_weight_pointwise", got
     w = torch.randn(11, 9, 1, 1, dtype=torch.float64, requires_grad=True)
     b = torch.randn(11, dtype=torch.float64, requires_grad=True)
-    got = plan(tuple(x.shape), tuple(w.shape), dtype=torch.float64, algo="direct")
-    assert got["family"] == "grad_weight_pointwise", got
-    for pass_ in ("forward", "grad_input"):
-        got = _ops.conv2d_plan(tuple(x.shape), tuple(w.shape), dtype=torch.float64, pass_=pass_, algo="direct",
-                               channels_last=True)
-        assert got["family"] == "pointwise", got
-    assert torch.autograd.gradcheck(lambda *t: CF.conv2d(*t, algo="direct"), (x, w, b))
-    assert torch.autograd.gradgradcheck(lambda *t: CF.conv2d(*t, algo="direct"), (x, w, b))
+    for channels_last in (True, False):
+        x = torch.randn(2, 9, 5, 4, dtype=torch.float64)
+        x = x.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format).requires_grad_()
+        got = _ops.conv2d_plan(tuple(x.shape), tuple(w.shape), dtype=torch.float64, pass_="grad_weight",
+                               algo="direct", channels_last=channels_last)
+        assert got["family"] == "grad_weight_pointwise", got
+        for pass_ in ("forward", "grad_input"):
+            got = _ops.conv2d_plan(tuple(x.shape), tuple(w.shape), dtype=torch.float64, pass_=pass_, algo="direct",
+                                   channels_last=channels_last)
+            assert (got["family"] == "pointwise") == channels_last, got
+        assert torch.autograd.gradcheck(lambda *t: CF.conv2d(*t, algo="direct"), (x, w, b))
+        assert torch.autograd.gradgradcheck(lambda *t: CF.conv2d(*t, algo="direct"), (x, w, b))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -198,9 +198,10 @@ struct Geometry {
   }
 
   // Pointwise grad_weight (grad_weight_pointwise.h) reads channels_last operands in place (a strided
-  // 1 x 1 layer's input pixels gathered a band at a time), with at least one vector of channels on one side.
+  // 1 x 1 layer's input pixels gathered a band at a time), and NCHW ones of stride 1 with one side
+  // transposed, with at least one vector of channels on one side.
   bool pointwise_weight_can_run() const {
-    return pass == ConvPass::GradWeight && channels_last && is_one_by_one(p) &&
+    return pass == ConvPass::GradWeight && (channels_last ? is_one_by_one(p) : is_pointwise(p)) &&
            std::max(p.in_per_group(), p.out_per_group()) >= lanes;
   }
 
@@ -355,8 +356,9 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   `grad_weight_pointwise`; the forward of strided 1 x 1 layers too, is_one_by_one,
 //   and with AVX-512 their grad_weight), and for forward passes that the channel vectors
 //   run in place (long reductions, whole vectors of outputs) over more than
-//   one vector; in NCHW off Intel's CPUs with AVX-512: direct for grad_input
-//   with at least one vector of outputs, forward with more than one.
+//   one vector; in NCHW off Intel's CPUs: grad_weight in `grad_weight_pointwise`
+//   (AVX2, AVX-512), and with AVX-512 direct for grad_input with at least one
+//   vector of outputs, forward with more than one.
 // - depthwise layers: direct.
 // - channels_last, groups 1, at least kNhwcMinChannels input channels: im2col,
 //   unless the direct family runs channels_last in place (runs_channels_last).
@@ -424,7 +426,8 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
   // plan gives them (MobileNetV2's 384 - 960-channel layers on AVX2: 1.0 - 1.1 against im2col's 0.7 -
   // 0.8 of torch's time), but for a reduction of one vector, whose steps are mostly their stores.
   // The pointwise families read the pixel-major operands in place, where im2col's GEMM packs them (and,
-  // for a strided 1 x 1 layer, gathers its columns first); but AVX2's forward and grad_input over a
+  // for a strided 1 x 1 layer, gathers its columns first); NCHW grad_weight transposes only the operand
+  // with fewer channels, where im2col's GEMMs, per block of samples, pack both; but AVX2's forward and grad_input over a
   // reduction of at most 4 vectors into more than 4 vectors of outputs (MobileNetV2's expansions of 16 - 32
   // channels, its projections to 24 - 32 channels' grad_input) ran at 0.5 - 0.8 of im2col's speed, their
   // steps mostly their stores; AVX2's grad_weight of strided 1 x 1 layers (ResNet's shortcuts) only tied.

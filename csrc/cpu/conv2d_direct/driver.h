@@ -14,6 +14,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <array>
 #include <memory>
 #include <type_traits>
 #include <vector>
@@ -689,6 +690,19 @@ void add_row_sums(const T* rows, int64_t stride, int64_t count, int64_t channels
   }
 }
 
+// bias_partial[c] += the sum of channel c, c < channels, over pixels [q0, q1) of the batch, of NCHW
+// planes of `plane` pixels (`planes` at channel 0 of the first sample, `channels_all` channels per sample).
+template <typename T, class Arch>
+void add_run_sums(const T* planes, int64_t channels_all, int64_t plane, int64_t q0, int64_t q1, int64_t channels,
+                  double* bias_partial) {
+  for (int64_t q = q0; q < q1;) {
+    const int64_t n = q / plane, run = std::min(q1, (n + 1) * plane) - q;
+    for (int64_t c = 0; c < channels; ++c)
+      bias_partial[c] += vector_sum<Arch::kTiles.vec_bytes, T>(planes + (n * channels_all + c) * plane + q % plane, run);
+    q += run;
+  }
+}
+
 // A strided 1 x 1 layer's input as the pointwise families read it (params.h is_one_by_one): channels
 // [c0, c0 + count) of the input pixel under each output pixel of [q0, q1) (channels_last), packed pixel
 // after pixel into `dst`. A block or band of pixels is gathered where it is used, so it is read from cache.
@@ -707,21 +721,23 @@ void gather_one_by_one(const Conv2dParams& p, const T* input, int64_t c0, int64_
 // outweigh a group's sums for a chunk of its pixels to take partial sums of its own.
 constexpr int64_t kPointwiseOperandsPerPartial = 16;
 
-// grad_weight of a pointwise layer on channels_last activations (grad_weight_pointwise.h). The
-// pixels of the whole batch, in order, are cut into chunks, each summed into its own partial sums,
-// the partials then added in chunk order; a chunk's broadcast rows are cut into parts run as tasks
-// of their own. Both follow from the shape alone, so the result does not depend on the thread count.
+// grad_weight of a pointwise layer (grad_weight_pointwise.h). The pixels of the whole batch, in order,
+// are cut into chunks, each summed into its own partial sums, the partials then added in chunk order; a
+// chunk's broadcast rows are cut into parts run as tasks of their own. Both follow from the shape alone,
+// so the result does not depend on the thread count.
 template <typename T, class Arch>
-void pointwise_grad_weight(const Conv2dParams& p, const T* grad_output, const T* input, T* grad_weight,
-                           T* grad_bias) {
-  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>, kMaxVecs = pointwise_max_vectors<Arch>();
-  const int64_t cin = p.in_per_group(), cout = p.out_per_group(), groups = p.groups;
-  const int64_t pixels = p.batch * p.out_plane(), group_numel = cin * cout, weight_numel = groups * group_numel;
+void pointwise_grad_weight(const Conv2dParams& p, bool channels_last, const T* grad_output, const T* input,
+                           T* grad_weight, T* grad_bias) {
+  constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>, kMaxVecs = pointwise_max_vectors<Arch>();
+  const int64_t cin = p.in_per_group(), cout = p.out_per_group(), groups = p.groups, plane = p.out_plane();
+  const int64_t pixels = p.batch * plane, group_numel = cin * cout, weight_numel = groups * group_numel;
   const bool strided = !is_pointwise(p);  // the input's pixels are gathered band by band
-  // The vector side: the input wherever it fills a step of the most vectors or has the more channels, as
-  // its sums are dW's rows as they lie, and its values are fewer for the parts of the rows (below) to read
-  // again each; otherwise grad_output, whose sums are transposed into dW.
-  const bool vectors_in = cin >= cout || cin >= kMaxVecs * V;
+  TORCH_INTERNAL_ASSERT(channels_last || !strided, "cnnext: grad_weight_pointwise runs NCHW stride 1 only");
+  // The vector side. channels_last: the input wherever it fills a step of the most vectors or has the more
+  // channels, as its sums are dW's rows as they lie, and its values are fewer for the parts of the rows
+  // (below) to read again each. NCHW: the operand with fewer channels where they fill a vector, as it is
+  // the one transposed into pixel rows. Otherwise grad_output, whose sums are transposed into dW.
+  const bool vectors_in = channels_last ? cin >= cout || cin >= kMaxVecs * V : (cin <= cout ? cin >= V : cout < V);
   const int64_t vector_channels = vectors_in ? cin : cout, rows = vectors_in ? cout : cin;
   // Chunks where the operands outweigh the partial sums kPointwiseOperandsPerPartial times: one on small
   // planes of many channels (7 x 7, 960 -> 160), whose tasks are parts of the rows instead, up to
@@ -743,6 +759,20 @@ void pointwise_grad_weight(const Conv2dParams& p, const T* grad_output, const T*
   const std::unique_ptr<T[]> partials(direct_sums ? nullptr : new T[chunks * groups * group_sums]);
   T* const sums = direct_sums ? grad_weight : partials.get();
   std::vector<double> bias_partials(grad_bias ? chunks * p.out_channels : 0, 0.0);
+  // NCHW: the operands as [sample][channel][pixel]; the vector side transposed into pixel rows, the whole
+  // batch's at once where several parts of the rows would each transpose it again, else a band at a time.
+  const T* const vector_nchw = vectors_in ? input : grad_output;
+  const T* const broadcast_nchw = vectors_in ? grad_output : input;
+  const int64_t vector_all = vectors_in ? p.in_channels : p.out_channels;
+  const int64_t broadcast_all = vectors_in ? p.out_channels : p.in_channels;
+  const bool transpose_batch = !channels_last && parts > 1;
+  UninitializedVector<T> batch_rows(transpose_batch ? pixels * vector_all : 0);
+  if (transpose_batch)
+    at::parallel_for(0, p.batch, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; ++n)
+        transpose_rows<T, B>(vector_nchw + n * vector_all * plane, plane, vector_all, plane,
+                             batch_rows.data() + n * plane * vector_all, vector_all);
+    });
   at::parallel_for(0, chunks * groups * parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t chunk = task / (groups * parts), g = task / parts % groups, part = task % parts;
@@ -750,46 +780,96 @@ void pointwise_grad_weight(const Conv2dParams& p, const T* grad_output, const T*
       const int64_t first = chunk * pixels / chunks, last = (chunk + 1) * pixels / chunks;
       T* chunk_sums = sums + (chunk * groups + g) * group_sums;
       std::fill(chunk_sums + row0 * sums_row, chunk_sums + row1 * sums_row, T(0));
-      std::vector<T> gathered(strided ? std::min(band, last - first) * cin : 0);
+      // A band's strided input pixels (gathered), or its NCHW vector side (transposed).
+      const bool staged = strided || (!channels_last && !transpose_batch);
+      UninitializedVector<T> band_rows(staged ? std::min(band, last - first) * (strided ? cin : vector_channels) : 0);
       double* bias = grad_bias && part == 0 ? bias_partials.data() + chunk * p.out_channels + g * cout : nullptr;
       for (int64_t q = first; q < last; q += band) {
         const int64_t q1 = std::min(last, q + band);
+        if (!channels_last) {
+          const T* vectors = band_rows.data();
+          int64_t vector_pixel = vector_channels;
+          if (transpose_batch) {
+            vectors = batch_rows.data() + q * vector_all + g * vector_channels;
+            vector_pixel = vector_all;
+          } else {  // each sample's run of the band's pixels
+            for (int64_t r = q; r < q1;) {
+              const int64_t n = r / plane, run = std::min(q1, (n + 1) * plane) - r;
+              transpose_rows<T, B>(vector_nchw + (n * vector_all + g * vector_channels) * plane + r % plane, plane,
+                                   vector_channels, run, band_rows.data() + (r - q) * vector_channels,
+                                   vector_channels);
+              r += run;
+            }
+          }
+          const int64_t n = q / plane;
+          PointwiseWeightBatch<T> b{vectors, vector_pixel, vector_channels,
+                                    broadcast_nchw + (n * broadcast_all + g * rows) * plane + q % plane, 1,
+                                    q1 - q, chunk_sums, sums_row};
+          b.broadcast_channel = plane;
+          b.run = plane;
+          b.first_run = plane - q % plane;
+          b.run_gap = (broadcast_all - 1) * plane;
+          pointwise_weight_band<T, Arch, true>(b, row0, row1);
+          if (bias && vectors_in) {
+            add_run_sums<T, Arch>(grad_output + g * cout * plane, p.out_channels, plane, q, q1, cout, bias);
+          } else if (bias) {
+            add_row_sums<T, Arch>(vectors, vector_pixel, q1 - q, cout, bias);
+          }
+          continue;
+        }
         const T* x = input + q * p.in_channels + g * cin;
         int64_t x_pixel = p.in_channels;
         if (strided) {
-          gather_one_by_one(p, input, g * cin, cin, q, q1, gathered.data());
-          x = gathered.data();
+          gather_one_by_one(p, input, g * cin, cin, q, q1, band_rows.data());
+          x = band_rows.data();
           x_pixel = cin;
         }
         const T* dy = grad_output + q * p.out_channels + g * cout;
         const PointwiseWeightBatch<T> b{vectors_in ? x : dy,  vectors_in ? x_pixel : p.out_channels,
                                         vector_channels,      vectors_in ? dy : x,
                                         vectors_in ? p.out_channels : x_pixel,
-                                        chunk_sums,           sums_row};
-        pointwise_weight_band<T, Arch>(b, row0, row1, 0, q1 - q);
+                                        q1 - q,               chunk_sums,
+                                        sums_row};
+        pointwise_weight_band<T, Arch, false>(b, row0, row1);
         if (bias) add_row_sums<T, Arch>(dy, p.out_channels, q1 - q, cout, bias);
       }
     }
   });
   if (!direct_sums) {
-    // The chunks' sums added in chunk order, as dW's rows, or as rows of its transpose.
-    std::vector<T> transposed(vectors_in ? 0 : weight_numel);
-    T* const total = vectors_in ? grad_weight : transposed.data();
-    at::parallel_for(0, groups * rows, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t gr = begin; gr < end; ++gr) {
-        const T* row = sums + gr / rows * group_sums + gr % rows * sums_row;
-        for (int64_t v = 0; v < vector_channels; ++v) {
-          const int64_t column = pointwise_sums_column(v, vector_channels, V);
-          T sum = row[column];
-          for (int64_t c = 1; c < chunks; ++c) sum += row[c * groups * group_sums + column];
-          total[gr * vector_channels + v] = sum;
+    // The chunks' sums added in chunk order, as dW's rows, or as rows of its transpose, which one chunk's
+    // sums in whole vectors already are. A row's sums are two runs: its vectors up to the last one, and the
+    // last one's lanes past those the one before it has (pointwise_sums_column).
+    const bool transpose_sums = !vectors_in && chunks == 1 && sums_row == vector_channels;
+    UninitializedVector<T> transposed(vectors_in || transpose_sums ? 0 : weight_numel);
+    T* const total = transpose_sums ? sums : vectors_in ? grad_weight : transposed.data();
+    const int64_t last_vector = sums_row - V, shift = sums_row - vector_channels;
+    if (!transpose_sums)
+      at::parallel_for(0, groups * rows, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t gr = begin; gr < end; ++gr) {
+          const T* row = sums + gr / rows * group_sums + gr % rows * sums_row;
+          T* dst = total + gr * vector_channels;
+          for (const auto [v0, v1, offset] : {std::array<int64_t, 3>{0, last_vector, 0},
+                                              std::array<int64_t, 3>{last_vector, vector_channels, shift}}) {
+            for (int64_t v = v0; v < v1; ++v) dst[v] = row[v + offset];
+            for (int64_t c = 1; c < chunks; ++c) {
+              const T* chunk_row = row + c * groups * group_sums + offset;
+              for (int64_t v = v0; v < v1; ++v) dst[v] += chunk_row[v];
+            }
+          }
         }
-      }
-    });
-    if (!vectors_in)
-      for (int64_t g = 0; g < groups; ++g)
-        transpose_rows<T, Arch::kTiles.vec_bytes>(total + g * group_numel, cout, cin, cout,
-                                                  grad_weight + g * group_numel, cin);
+      });
+    if (!vectors_in) {
+      // dW[g][o][i] = total[g][i][o], in blocks of input channels on every thread.
+      constexpr int64_t kBlock = 4 * V;
+      const int64_t blocks = (cin + kBlock - 1) / kBlock;
+      at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t g = task / blocks, i0 = task % blocks * kBlock;
+          transpose_rows<T, B>(total + g * group_numel + i0 * cout, cout, std::min(kBlock, cin - i0), cout,
+                               grad_weight + g * group_numel + i0, cin);
+        }
+      });
+    }
   }
   for (int64_t oc = 0; grad_bias && oc < p.out_channels; ++oc) {
     double sum = 0;
@@ -1005,9 +1085,8 @@ void direct_grad_weight(const Conv2dParams& p, const ConvPlan& plan, const T* gr
     return input_vector_grad_weight<T, Arch>(p, grad_output, input, grad_weight, grad_bias, plan.channels_last);
   }
   if (plan.family == Family::kGradWeightPointwise) {
-    TORCH_INTERNAL_ASSERT(plan.channels_last, "cnnext: grad_weight_pointwise runs channels_last activations only");
     note_family_run(ConvPass::GradWeight, plan.family);
-    return pointwise_grad_weight<T, Arch>(p, grad_output, input, grad_weight, grad_bias);
+    return pointwise_grad_weight<T, Arch>(p, plan.channels_last, grad_output, input, grad_weight, grad_bias);
   }
   if (plan.family == Family::kGradWeightChannelVectors) {
     note_family_run(ConvPass::GradWeight, plan.family);
