@@ -138,7 +138,8 @@ at::MemoryFormat conv_layout(const at::Tensor& a, const at::Tensor& b) {
 // floating-point layers of a channels_last model on the CPU that have
 // channels_last kernels: direct families that run in that layout
 // (cpu::runs_channels_last: channel vectors, depthwise; they read the weights
-// channels_last, and write grad_weight NCHW), and groups-1 layers that im2col runs. There the GEMMs read and write
+// channels_last, and write grad_weight as cpu::writes_channels_last_weights
+// says), and groups-1 layers that im2col runs. There the GEMMs read and write
 // the channels_last output and grad_output in place, and the input, its
 // gradient and the weights are channels_last too where the columns are built
 // from channels_last input (cpu::nhwc_columns), NCHW otherwise (few input
@@ -153,11 +154,11 @@ ComputeLayouts compute_layouts(const Conv2dParams& p, Pass pass, ConvAlgo algo, 
   if (layout != nhwc || !t.is_cpu() || !at::isFloatingType(t.scalar_type())) return {nchw, nchw, nchw};
   if (algo == ConvAlgo::Direct) {
     const int64_t element_size = t.scalar_type() == at::kDouble ? 8 : 4;
-    const bool in_place =
-        cpu::conv2d_plan(p, pass, element_size, cpu::active_isa(), cpu::detected_vendor(), algo, true).channels_last;
-    // The weights as a channels_last model holds them, but grad_weight's kernels write NCHW.
-    const at::MemoryFormat weight = pass == Pass::GradWeight ? nchw : nhwc;
-    return in_place ? ComputeLayouts{nhwc, nhwc, weight} : ComputeLayouts{nchw, nchw, nchw};
+    const cpu::ConvPlan plan =
+        cpu::conv2d_plan(p, pass, element_size, cpu::active_isa(), cpu::detected_vendor(), algo, true);
+    // The weights as a channels_last model holds them, but where grad_weight's kernels write NCHW.
+    const bool nhwc_weight = pass != Pass::GradWeight || cpu::writes_channels_last_weights(plan);
+    return plan.channels_last ? ComputeLayouts{nhwc, nhwc, nhwc_weight ? nhwc : nchw} : ComputeLayouts{nchw, nchw, nchw};
   }
   if (p.groups != 1) return {nchw, nchw, nchw};
   return cpu::nhwc_columns(p) ? ComputeLayouts{nhwc, nhwc, nhwc} : ComputeLayouts{nchw, nhwc, nchw};

@@ -159,6 +159,9 @@ void conv2d_grad_weight(ConvAlgo algo, const Conv2dParams& p, bool channels_last
           return im2col_nhwc_grad_weight(p, dy, x, dw, fused_bias ? grad_bias : no_bias);
         }
         if (plan.algo == ConvAlgo::Im2col) return im2col_grad_weight(p, dy, x, dw);
+        TORCH_INTERNAL_ASSERT(dw.is_contiguous(writes_channels_last_weights(plan) ? at::MemoryFormat::ChannelsLast
+                                                                                 : at::MemoryFormat::Contiguous),
+                              "cnnext: the direct kernels got a weight gradient in another layout");
         AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "cnnext_direct_grad_weight", [&] {
           direct_kernels<scalar_t>(plan.isa).grad_weight(p, plan, dy.const_data_ptr<scalar_t>(),
                                                          x.const_data_ptr<scalar_t>(), dw.mutable_data_ptr<scalar_t>(),

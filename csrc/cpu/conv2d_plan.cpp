@@ -607,6 +607,10 @@ bool runs_channels_last(Family family, const Conv2dParams& p) {
   }
 }
 
+bool writes_channels_last_weights(const ConvPlan& plan) {
+  return plan.channels_last && plan.family == Family::kGradWeightChannelVectors;
+}
+
 const char* family_name(Family family) {
   switch (family) {
     case Family::kIm2col:

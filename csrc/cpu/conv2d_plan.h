@@ -45,7 +45,9 @@ struct ConvPlan {
   CpuVendor vendor;  // whose CPU the rule was chosen for (auto_algo)
   Tiles tiles;
   // The activations (input, output, their gradients) are channels_last and the
-  // family runs on them in place (runs_channels_last); the weights stay NCHW.
+  // family runs on them in place (runs_channels_last); forward and grad_input
+  // read the weights channels_last, grad_weight writes them as
+  // writes_channels_last_weights says.
   bool channels_last;
   // The channel vectors' forward and grad_input stage their input pixel-major,
   // a pixel's channels side by side (pixel_major_staging).
@@ -73,6 +75,12 @@ ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size,
 // in no other layout), and depthwise layers with one output per group
 // (conv2d_direct/depthwise_nhwc.h).
 bool runs_channels_last(Family family, const Conv2dParams& p);
+
+// Whether the direct grad_weight of `plan` writes the weight gradient
+// channels_last, as a channels_last model holds its weights: the channel
+// vectors on channels_last activations. The other families write it NCHW,
+// which for 1 x 1 and depthwise kernels is the same layout.
+bool writes_channels_last_weights(const ConvPlan& plan);
 
 // Whether a groups-1 layer of a channels_last model that runs im2col builds
 // its columns from the channels_last input (conv2d_im2col_nhwc_kernel.cpp);

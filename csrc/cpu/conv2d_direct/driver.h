@@ -358,17 +358,23 @@ void add_pixel_sums(const Conv2dParams& p, const T* gy, int64_t count, int64_t s
   }
 }
 
-// grad_weight[g][oc][t] = sums[g][t][oc] for `groups` groups of `taps` x `cout` tap-major sums, on
-// every thread (megabytes for a 512-channel layer).
+// grad_weight[g][oc][t] = sums[g][t][oc] for `groups` groups of `taps` x `cout` tap-major sums, t = (input
+// channel, kernel tap) of `kernel` taps; channels_last: grad_weight[g][oc][tap][channel] = sums[g][t][oc].
+// On every thread (megabytes for a 512-channel layer).
 template <typename T, class Arch>
-void transpose_tap_major(const T* sums, int64_t groups, int64_t taps, int64_t cout, T* grad_weight) {
-  constexpr int64_t V = kLanes<T, Arch::kTiles.vec_bytes>, kTapsPerTask = 16 * V;
-  const int64_t parts = (taps + kTapsPerTask - 1) / kTapsPerTask;
-  at::parallel_for(0, groups * parts, 1, [&](int64_t begin, int64_t end) {
+void transpose_tap_major(const T* sums, int64_t groups, int64_t taps, int64_t kernel, int64_t cout, T* grad_weight,
+                         bool channels_last) {
+  constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>, kTapsPerTask = 16 * V;
+  // Rows of the sums per transpose: `kernel` apart in channels_last, each tap's channels a run of dW's rows.
+  const int64_t rows = channels_last ? taps / kernel : taps, row_step = channels_last ? kernel : 1;
+  const int64_t parts = (rows + kTapsPerTask - 1) / kTapsPerTask, planes = channels_last ? kernel : 1;
+  at::parallel_for(0, groups * planes * parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t g = task / parts, t0 = task % parts * kTapsPerTask, n = std::min(kTapsPerTask, taps - t0);
-      transpose_rows<T, Arch::kTiles.vec_bytes>(sums + (g * taps + t0) * cout, cout, n, cout,
-                                                grad_weight + g * cout * taps + t0, taps);
+      const int64_t g = task / (planes * parts), tap = task / parts % planes;
+      const int64_t r0 = task % parts * kTapsPerTask, n = std::min(kTapsPerTask, rows - r0);
+      const T* src = sums + (g * taps + r0 * row_step + tap) * cout;
+      T* dst = grad_weight + g * cout * taps + tap * rows + r0;
+      transpose_rows<T, B>(src, row_step * cout, n, cout, dst, taps);
     }
   });
 }
@@ -468,7 +474,7 @@ void channel_vector_grad_weight_in_sets(const Conv2dParams& p, const Correlation
       }
     });
   }
-  transpose_tap_major<T, Arch>(tap_major.get(), p.groups, taps, cout, grad_weight);
+  transpose_tap_major<T, Arch>(tap_major.get(), p.groups, taps, p.kernel_plane(), cout, grad_weight, channels_last);
   for (int64_t oc = 0; grad_bias && oc < p.out_channels; ++oc) {
     double sum = 0;
     for (int64_t n = 0; n < p.batch; ++n) sum += bias_sums[n * p.out_channels + oc];
@@ -543,7 +549,7 @@ void channel_vector_grad_weight(const Conv2dParams& p, const Correlation& cv, co
       }
     }
   });
-  transpose_tap_major<T, Arch>(tap_major.data(), p.groups, taps, cout, grad_weight);
+  transpose_tap_major<T, Arch>(tap_major.data(), p.groups, taps, p.kernel_plane(), cout, grad_weight, channels_last);
 }
 
 // One sample's group of input channels (x: its first channel, pixels and channels as `a` lays them
