@@ -608,7 +608,8 @@ bool runs_channels_last(Family family, const Conv2dParams& p) {
 }
 
 bool writes_channels_last_weights(const ConvPlan& plan) {
-  return plan.channels_last && plan.family == Family::kGradWeightChannelVectors;
+  return plan.channels_last &&
+         (plan.family == Family::kGradWeightChannelVectors || plan.family == Family::kGradWeightInputVectors);
 }
 
 const char* family_name(Family family) {

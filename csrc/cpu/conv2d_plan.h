@@ -77,8 +77,8 @@ ConvPlan conv2d_plan(const Conv2dParams& p, ConvPass pass, int64_t element_size,
 bool runs_channels_last(Family family, const Conv2dParams& p);
 
 // Whether the direct grad_weight of `plan` writes the weight gradient
-// channels_last, as a channels_last model holds its weights: the channel
-// vectors on channels_last activations. The other families write it NCHW,
+// channels_last, as a channels_last model holds its weights: the channel and
+// input vectors on channels_last activations. The other families write it NCHW,
 // which for 1 x 1 and depthwise kernels is the same layout.
 bool writes_channels_last_weights(const ConvPlan& plan);
 

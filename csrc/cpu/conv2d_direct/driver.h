@@ -629,11 +629,17 @@ void input_vector_grad_weight(const Conv2dParams& p, const T* grad_output, const
         }
       }
     }
+    // dW's order: [oc][ic][tap], or channels_last [oc][tap][ic], whose rows of input channels the sums' are.
     for (int64_t g = 0; g < p.groups; ++g)
       for (int64_t oc = 0; oc < cout; ++oc)
-        for (int64_t ic = 0; ic < cin; ++ic)
-          for (int64_t t = 0; t < taps; ++t)
-            partial[((g * cout + oc) * cin + ic) * taps + t] = dw.data()[g * group_dw + (t * cout + oc) * cin + ic];
+        for (int64_t t = 0; t < taps; ++t) {
+          const T* sums = dw.data() + g * group_dw + (t * cout + oc) * cin;
+          if (channels_last) {
+            std::copy(sums, sums + cin, partial + ((g * cout + oc) * taps + t) * cin);
+          } else {
+            for (int64_t ic = 0; ic < cin; ++ic) partial[((g * cout + oc) * cin + ic) * taps + t] = sums[ic];
+          }
+        }
   });
 }
 
