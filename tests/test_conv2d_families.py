@@ -466,18 +466,20 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
         assert plan((8, 32, 112, 112), (16, 32, 1, 1), vendor=vendor)["algo"] == "im2col"
         assert plan((8, 16, 112, 112), (96, 16, 1, 1), "grad_input", vendor=vendor)["algo"] == "direct"
         # NCHW grad_weight: channel vectors where a group's weight gradient fits 1 MB (stems, 64 -> 128 and
-        # 128 -> 128 of 3 x 3, strided or not), or above it where the batch has 256 output pixels (256 -> 256
-        # of 3 x 3 on 8 x 8 and 14 x 14), where the Intel rules run im2col; not on 4 x 4 planes of 8 samples.
+        # 128 -> 128 of 3 x 3, strided or not), or above it where the batch has 128 output pixels (256 -> 256
+        # of 3 x 3 on 8 x 8 and 14 x 14, 512 -> 512 on 4 x 4 planes of 8 samples), where the Intel rules run
+        # im2col; not on 2 x 2 planes of 16 samples.
         for x_shape, w_shape, kwargs in (((8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3)),
                                          ((8, 64, 56, 56), (128, 64, 3, 3), dict(stride=2, padding=1)),
                                          ((8, 128, 28, 28), (128, 128, 3, 3), dict(padding=1)),
                                          ((32, 256, 8, 8), (256, 256, 3, 3), dict(padding=1)),
-                                         ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1))):
+                                         ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1)),
+                                         ((8, 512, 4, 4), (512, 512, 3, 3), dict(padding=1))):
             got = plan(x_shape, w_shape, "grad_weight", vendor=vendor, **kwargs)
             assert (got["algo"], got["family"]) == ("direct", "grad_weight_channel_vectors"), (w_shape, got)
             assert plan(x_shape, w_shape, "grad_weight", vendor="intel", **kwargs)["algo"] == "im2col"
             assert plan(x_shape, w_shape, "grad_weight", isa="avx2", vendor=vendor, **kwargs)["algo"] == "im2col"
-        assert plan((8, 512, 4, 4), (512, 512, 3, 3), "grad_weight", vendor=vendor, padding=1)["algo"] == "im2col"
+        assert plan((16, 512, 2, 2), (512, 512, 3, 3), "grad_weight", vendor=vendor, padding=1)["algo"] == "im2col"
         assert plan((8, 3, 64, 64), (64, 3, 3, 3), "grad_weight", vendor=vendor, padding=1)["family"] == \
             "planes_first_layer"
         # A strided first layer's grad_weight (MobileNetV2's stem) over the shifted planes; the Intel rules: im2col.

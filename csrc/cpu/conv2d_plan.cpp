@@ -56,8 +56,9 @@ constexpr int64_t kWideReduction = 512;
 // Output pixels of the batch from which grad_weight's channel vectors summed
 // in sets (a weight gradient above kWeightSumsBytes) beat a GEMM below full
 // speed: below, zeroing, updating and transposing their sums costs more per
-// multiply-add (VGG-11's 512-channel layers on 4 x 4 planes of 8 samples).
-constexpr int64_t kWeightSetPixels = 256;
+// multiply-add. VGG-11's 512-channel layers on 4 x 4 planes of 8 samples (128
+// pixels) lost before the sums were transposed on every thread, and now win.
+constexpr int64_t kWeightSetPixels = 128;
 
 // Input channels up to which a channels_last pointwise forward runs its own
 // products (pointwise.h), which keep a tile's sums in registers over the whole
@@ -149,8 +150,8 @@ struct Geometry {
   // 1 x 1, strided or not, as they skip the border's taps where im2col multiplies its zero columns: where a
   // group's weight gradient, their sums, stays in L2 (kWeightSumsBytes: the stems, the 64 -> 128 and
   // 128 -> 128 layers of 3 x 3), and above it, summed in sets of samples (driver.h), where the batch has
-  // kWeightSetPixels output pixels to reduce over (256 and 512 channels of 3 x 3 on 7 x 7 planes of 8
-  // samples, not on 4 x 4).
+  // kWeightSetPixels output pixels to reduce over (256 and 512 channels of 3 x 3 on 7 x 7 and 4 x 4 planes
+  // of 8 samples).
   bool weight_vectors_beat_slow_gemm() const {
     const int64_t bytes = weight_gradient_bytes();
     return vendor != CpuVendor::kIntel && pass == ConvPass::GradWeight && tiles.cv_vectors >= 4 &&
