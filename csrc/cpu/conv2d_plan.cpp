@@ -207,11 +207,10 @@ struct Geometry {
   }
 
   // Pointwise forward and grad_input (pointwise.h) read channels_last operands in place, with at least one
-  // vector of outputs; forward also of strided 1 x 1 layers, whose input pixels are gathered a block at a
-  // time (their grad_input would write only every stride-th pixel).
+  // vector of outputs; also of strided 1 x 1 layers, whose input pixels are gathered a block at a time
+  // (forward), or whose input gradient is scattered a block at a time, zeros between (grad_input).
   bool pointwise_can_run() const {
-    const bool shape = pass == ConvPass::Forward ? is_one_by_one(p) : is_pointwise(p);
-    return pass != ConvPass::GradWeight && channels_last && shape && outs() >= lanes;
+    return pass != ConvPass::GradWeight && channels_last && is_one_by_one(p) && outs() >= lanes;
   }
 
   Family grad_weight_family() const {
@@ -354,8 +353,8 @@ constexpr int64_t kNhwcMinChannels = 8;
 // - pointwise layers: im2col, but in channels_last off Intel's CPUs with AVX2
 //   and AVX-512: direct for the pointwise families (forward and grad_input in
 //   `pointwise`, but AVX2's over at most 4 vectors into more; grad_weight in
-//   `grad_weight_pointwise`; the forward of strided 1 x 1 layers too, is_one_by_one,
-//   and with AVX-512 their grad_weight), and for forward passes that the channel vectors
+//   `grad_weight_pointwise`; strided 1 x 1 layers too, is_one_by_one: forward and
+//   grad_input, and with AVX-512 grad_weight), and for forward passes that the channel vectors
 //   run in place (long reductions, whole vectors of outputs) over more than
 //   one vector; in NCHW off Intel's CPUs: grad_weight in `grad_weight_pointwise`
 //   (AVX2, AVX-512), and with AVX-512 direct for grad_input with at least one

@@ -34,7 +34,7 @@ enum class Family {
   kGradWeightChannelVectors,  // grad_weight_channel_vectors.h
   kGradWeightInputVectors,    // grad_weight_input_vectors.h
   kGradWeightPointwise,       // grad_weight_pointwise.h: 1 x 1 kernels, any stride in channels_last, stride 1 in NCHW
-  kPointwise,                 // pointwise.h: forward and grad_input of 1 x 1 kernels (forward: any stride), channels_last
+  kPointwise,                 // pointwise.h: forward and grad_input of 1 x 1 kernels, any stride, channels_last
   kDepthwise,                 // depthwise.h: every pass of a depthwise layer (params.h, is_depthwise)
 };
 

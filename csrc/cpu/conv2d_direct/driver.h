@@ -729,6 +729,30 @@ void gather_one_by_one(const Conv2dParams& p, const T* input, int64_t c0, int64_
   }
 }
 
+// The inverse of gather_one_by_one for a strided 1 x 1 layer's grad_input (channels_last): `src`, the rows of
+// channels [c0, c0 + count) of output pixels [q0, q1), goes to the input pixel under each, and the input pixels
+// that no output pixel lies over get zeros in those channels. An output pixel owns the input pixels of its
+// stride cell (the last row and column of outputs: to the input's edge), so every input pixel is written once.
+template <typename T>
+void scatter_one_by_one(const Conv2dParams& p, const T* src, int64_t c0, int64_t count, int64_t q0, int64_t q1,
+                        T* grad_input) {
+  const int64_t plane = p.out_plane();
+  for (int64_t q = q0; q < q1; ++q) {
+    const int64_t n = q / plane, oh = q % plane / p.out_w, ow = q % p.out_w;
+    const int64_t h0 = oh * p.stride_h, h1 = oh + 1 == p.out_h ? p.in_h : std::min(p.in_h, h0 + p.stride_h);
+    const int64_t w0 = ow * p.stride_w, w1 = ow + 1 == p.out_w ? p.in_w : std::min(p.in_w, w0 + p.stride_w);
+    for (int64_t ih = h0; ih < h1; ++ih)
+      for (int64_t iw = w0; iw < w1; ++iw) {
+        T* dst = grad_input + ((n * p.in_h + ih) * p.in_w + iw) * p.in_channels + c0;
+        if (ih == h0 && iw == w0) {
+          std::copy(src + (q - q0) * count, src + (q - q0 + 1) * count, dst);
+        } else {
+          std::fill(dst, dst + count, T(0));
+        }
+      }
+  }
+}
+
 // How many times a pointwise grad_weight's operands (both sides' channels over the pixels) must
 // outweigh a group's sums for a chunk of its pixels to take partial sums of its own.
 constexpr int64_t kPointwiseOperandsPerPartial = 16;
@@ -922,30 +946,32 @@ void pointwise_pass(const Conv2dParams& p, ConvPass pass, const T* operand, cons
   const int64_t block = std::clamp<int64_t>(std::min(fit, (pixels + kMaxTasks - 1) / kMaxTasks), 16,
                                             std::max<int64_t>(pixels, 16));
   const int64_t blocks = (pixels + block - 1) / block;
-  // A strided layer's forward reads each block's input pixels gathered (is_one_by_one).
-  const bool strided = forward && !is_pointwise(p);
+  // A strided layer (is_one_by_one) takes each block's input pixels gathered (forward), or computes its
+  // input gradient block by block into scratch and scatters it (grad_input).
+  const bool strided = !is_pointwise(p);
   at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> gathered(strided ? block * cin : 0);
+    UninitializedVector<T> staged(strided ? block * cin : 0);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t g = task / blocks, q0 = task % blocks * block, q1 = std::min(pixels, q0 + block);
       const T* a = operand + q0 * (forward ? p.in_channels : p.out_channels) + g * reduction;
       int64_t a_pixel = forward ? p.in_channels : p.out_channels;
-      if (strided) {
-        gather_one_by_one(p, operand, g * cin, cin, q0, q1, gathered.data());
-        a = gathered.data();
+      T* o = out + q0 * (forward ? p.out_channels : p.in_channels) + g * channels;
+      int64_t out_pixel = forward ? p.out_channels : p.in_channels;
+      if (strided && forward) {
+        gather_one_by_one(p, operand, g * cin, cin, q0, q1, staged.data());
+        a = staged.data();
         a_pixel = cin;
+      } else if (strided) {
+        o = staged.data();
+        out_pixel = cin;
       }
-      const int64_t out_pixel = forward ? p.out_channels : p.in_channels;
-      const PointwiseProduct<T> m{a,
-                                  a_pixel,
-                                  reduction,
-                                  b + g * cin * cout,
-                                  channels,
-                                  bias ? bias + g * cout : zeros.data(),
-                                  channels,
-                                  out + q0 * out_pixel + g * channels,
+      const PointwiseProduct<T> m{a,        a_pixel,
+                                  reduction, b + g * cin * cout,
+                                  channels, bias ? bias + g * cout : zeros.data(),
+                                  channels, o,
                                   out_pixel};
       pointwise_block<T, Arch>(m, 0, q1 - q0);
+      if (strided && !forward) scatter_one_by_one(p, staged.data(), g * cin, cin, q0, q1, out);
     }
   });
 }

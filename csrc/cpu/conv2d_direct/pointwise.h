@@ -11,9 +11,10 @@
 // kVecs. The output channels need not come in whole vectors: the last vector
 // overlaps the one before, and the lanes they share are the same sums, stored
 // twice. Pixels go in steps of kRows, then of kRows / 2, ... down to 1.
-// A strided 1 x 1 layer's forward (params.h is_one_by_one) is the same product
-// over the input pixels under the output pixels, gathered by the driver a
-// block at a time.
+// A strided 1 x 1 layer (params.h is_one_by_one) is the same product over the
+// input pixels under the output pixels: its forward reads them gathered by the
+// driver a block at a time, its grad_input writes them into scratch, which the
+// driver scatters, with zeros for the input pixels between.
 #pragma once
 
 #include <algorithm>
