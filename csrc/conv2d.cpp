@@ -158,7 +158,8 @@ ComputeLayouts compute_layouts(const Conv2dParams& p, Pass pass, ConvAlgo algo, 
         cpu::conv2d_plan(p, pass, element_size, cpu::active_isa(), cpu::detected_vendor(), algo, true);
     // The weights as a channels_last model holds them, but where grad_weight's kernels write NCHW.
     const bool nhwc_weight = pass != Pass::GradWeight || cpu::writes_channels_last_weights(plan);
-    return plan.channels_last ? ComputeLayouts{nhwc, nhwc, nhwc_weight ? nhwc : nchw} : ComputeLayouts{nchw, nchw, nchw};
+    if (!plan.channels_last) return {nchw, nchw, nchw};
+    return {nhwc, nhwc, nhwc_weight ? nhwc : nchw};
   }
   if (p.groups != 1) return {nchw, nchw, nchw};
   return cpu::nhwc_columns(p) ? ComputeLayouts{nhwc, nhwc, nhwc} : ComputeLayouts{nchw, nhwc, nchw};

@@ -427,10 +427,11 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
   // 0.8 of torch's time), but for a reduction of one vector, whose steps are mostly their stores.
   // The pointwise families read the pixel-major operands in place, where im2col's GEMM packs them (and,
   // for a strided 1 x 1 layer, gathers its columns first); NCHW grad_weight transposes only the operand
-  // with fewer channels, where im2col's GEMMs, per block of samples, pack both; but AVX2's forward and grad_input over a
-  // reduction of at most 4 vectors into more than 4 vectors of outputs (MobileNetV2's expansions of 16 - 32
-  // channels, its projections to 24 - 32 channels' grad_input) ran at 0.5 - 0.8 of im2col's speed, their
-  // steps mostly their stores; AVX2's grad_weight of strided 1 x 1 layers (ResNet's shortcuts) only tied.
+  // with fewer channels, where im2col's GEMMs, per block of samples, pack both; but AVX2's forward and
+  // grad_input over a reduction of at most 4 vectors into more than 4 vectors of outputs (MobileNetV2's
+  // expansions of 16 - 32 channels, its projections to 24 - 32 channels' grad_input) ran at 0.5 - 0.8 of
+  // im2col's speed, their steps mostly their stores; AVX2's grad_weight of strided 1 x 1 layers (ResNet's
+  // shortcuts) only tied.
   if (family == Family::kGradWeightPointwise || family == Family::kPointwise) {
     const int64_t reduction = pass == ConvPass::Forward ? p.in_per_group() : p.out_per_group();
     const bool short_avx2 = isa == Isa::kAvx2 && pass != ConvPass::GradWeight && reduction <= 4 * g.lanes &&

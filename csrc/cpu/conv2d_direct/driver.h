@@ -710,7 +710,8 @@ void add_run_sums(const T* planes, int64_t channels_all, int64_t plane, int64_t 
   for (int64_t q = q0; q < q1;) {
     const int64_t n = q / plane, run = std::min(q1, (n + 1) * plane) - q;
     for (int64_t c = 0; c < channels; ++c)
-      bias_partial[c] += vector_sum<Arch::kTiles.vec_bytes, T>(planes + (n * channels_all + c) * plane + q % plane, run);
+      bias_partial[c] +=
+          vector_sum<Arch::kTiles.vec_bytes, T>(planes + (n * channels_all + c) * plane + q % plane, run);
     q += run;
   }
 }
@@ -878,7 +879,8 @@ void pointwise_grad_weight(const Conv2dParams& p, bool channels_last, const T* g
     const bool transpose_sums = !vectors_in && chunks == 1 && sums_row == vector_channels;
     UninitializedVector<T> transposed(vectors_in || transpose_sums ? 0 : weight_numel);
     T* const total = transpose_sums ? sums : vectors_in ? grad_weight : transposed.data();
-    const int64_t last_vector = sums_row - V, shift = sums_row - vector_channels;
+    const int64_t last_vector = sums_row - V;
+    const int64_t shift = pointwise_sums_column(last_vector, vector_channels, V) - last_vector;
     if (!transpose_sums)
       at::parallel_for(0, groups * rows, 1, [&](int64_t begin, int64_t end) {
         for (int64_t gr = begin; gr < end; ++gr) {
