@@ -335,13 +335,24 @@ void sum_over_batch_chunks(const Conv2dParams& p, T* grad_weight, T* grad_bias, 
   }
 }
 
+// bias_partial[c] += the sum of channel c, c < channels, over pixels [q0, q1) of the batch, of NCHW
+// planes of `plane` pixels (`planes` at channel 0 of the first sample, `channels_all` channels per sample).
+template <typename T, class Arch>
+void add_run_sums(const T* planes, int64_t channels_all, int64_t plane, int64_t q0, int64_t q1, int64_t channels,
+                  double* bias_partial) {
+  for (int64_t q = q0; q < q1;) {
+    const int64_t n = q / plane, run = std::min(q1, (n + 1) * plane) - q;
+    for (int64_t c = 0; c < channels; ++c)
+      bias_partial[c] +=
+          vector_sum<Arch::kTiles.vec_bytes, T>(planes + (n * channels_all + c) * plane + q % plane, run);
+    q += run;
+  }
+}
+
 // bias_partial[oc] += the sum of plane oc of `count` samples of one group (`gy` at its first channel).
 template <typename T, class Arch>
 void add_plane_sums(const Conv2dParams& p, const T* gy, int64_t count, double* bias_partial) {
-  for (int64_t s = 0; s < count; ++s)
-    for (int64_t oc = 0; oc < p.out_per_group(); ++oc)
-      bias_partial[oc] += vector_sum<Arch::kTiles.vec_bytes, T>(gy + (s * p.out_channels + oc) * p.out_plane(),
-                                                                p.out_plane());
+  add_run_sums<T, Arch>(gy, p.out_channels, p.out_plane(), 0, count * p.out_plane(), p.out_per_group(), bias_partial);
 }
 
 // The same for channels_last grad_output: `count` samples of pixels `stride` elements apart.
@@ -699,20 +710,6 @@ void add_row_sums(const T* rows, int64_t stride, int64_t count, int64_t channels
     T sum = 0;
     for (int64_t q = 0; q < count; ++q) sum += rows[q * stride + c];
     bias_partial[c] += sum;
-  }
-}
-
-// bias_partial[c] += the sum of channel c, c < channels, over pixels [q0, q1) of the batch, of NCHW
-// planes of `plane` pixels (`planes` at channel 0 of the first sample, `channels_all` channels per sample).
-template <typename T, class Arch>
-void add_run_sums(const T* planes, int64_t channels_all, int64_t plane, int64_t q0, int64_t q1, int64_t channels,
-                  double* bias_partial) {
-  for (int64_t q = q0; q < q1;) {
-    const int64_t n = q / plane, run = std::min(q1, (n + 1) * plane) - q;
-    for (int64_t c = 0; c < channels; ++c)
-      bias_partial[c] +=
-          vector_sum<Arch::kTiles.vec_bytes, T>(planes + (n * channels_all + c) * plane + q % plane, run);
-    q += run;
   }
 }
 
