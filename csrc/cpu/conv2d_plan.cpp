@@ -352,7 +352,7 @@ constexpr int64_t kNhwcMinChannels = 8;
 // CPU's vendor):
 // - pointwise layers: im2col, but in channels_last off Intel's CPUs with AVX2
 //   and AVX-512: direct for the pointwise families (forward and grad_input in
-//   `pointwise`, but AVX2's over at most 4 vectors into more; grad_weight in
+//   `pointwise`; grad_weight in
 //   `grad_weight_pointwise`; strided 1 x 1 layers too, is_one_by_one: forward and
 //   grad_input, and with AVX-512 grad_weight), and for forward passes that the channel vectors
 //   run in place (long reductions, whole vectors of outputs) over more than
@@ -427,18 +427,11 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
   // 0.8 of torch's time), but for a reduction of one vector, whose steps are mostly their stores.
   // The pointwise families read the pixel-major operands in place, where im2col's GEMM packs them (and,
   // for a strided 1 x 1 layer, gathers its columns first); NCHW grad_weight transposes only the operand
-  // with fewer channels, where im2col's GEMMs, per block of samples, pack both; but AVX2's forward and
-  // grad_input over a reduction of at most 4 vectors into more than 4 vectors of outputs (MobileNetV2's
-  // expansions of 16 - 32 channels, its projections to 24 - 32 channels' grad_input) ran at 0.5 - 0.8 of
-  // im2col's speed, their steps mostly their stores; AVX2's grad_weight of strided 1 x 1 layers (ResNet's
-  // shortcuts) only tied.
+  // with fewer channels, where im2col's GEMMs, per block of samples, pack both. AVX2's grad_weight of
+  // strided 1 x 1 layers (ResNet's shortcuts) only tied.
   if (family == Family::kGradWeightPointwise || family == Family::kPointwise) {
-    const int64_t reduction = pass == ConvPass::Forward ? p.in_per_group() : p.out_per_group();
-    const bool short_avx2 = isa == Isa::kAvx2 && pass != ConvPass::GradWeight && reduction <= 4 * g.lanes &&
-                            g.outs() > 4 * g.lanes;
     const bool strided_avx2 = isa == Isa::kAvx2 && pass == ConvPass::GradWeight && !is_pointwise(p);
-    return !gemm_full_speed && isa != Isa::kBaseline && !short_avx2 && !strided_avx2 ? ConvAlgo::Direct
-                                                                                     : ConvAlgo::Im2col;
+    return !gemm_full_speed && isa != Isa::kBaseline && !strided_avx2 ? ConvAlgo::Direct : ConvAlgo::Im2col;
   }
   if (is_pointwise(p)) {
     const int64_t reduction = pass == ConvPass::Forward ? p.in_per_group() : p.out_per_group();
