@@ -1124,6 +1124,24 @@ def test_channels_last_depthwise_few_channels(isa, dtype, rng):
         assert _ops.last_conv2d_family("forward") == "depthwise", label
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_channels_last_depthwise_grad_weight_over_bands(isa, dtype, stride):
+    """channels_last 3 x 3 depthwise grad_weight on planes large enough that it sums the batch in several bands
+    of output rows (bands that end mid-sample), with channel counts whose vectors fill neither the register
+    blocks nor the last vector, on every ISA: output and gradients equal the float64 reference's."""
+    gen = torch.Generator().manual_seed(7)
+    for channels in (70, 72):
+        x_shape = (2, channels, 41, 72)
+        kwargs = dict(stride=stride, padding=1, groups=channels)
+        x = torch.randn(x_shape, dtype=dtype, generator=gen).to(memory_format=torch.channels_last).requires_grad_()
+        w = torch.randn((channels, 1, 3, 3), dtype=dtype, generator=gen, requires_grad=True)
+        b = torch.randn(channels, dtype=dtype, generator=gen, requires_grad=True)
+        label = f"{isa} {x_shape} {kwargs}"
+        run_channels_last_against_reference(x, w, b, kwargs, dtype, label)
+        assert _ops.last_conv2d_family("grad_weight") == "depthwise", label
+
+
 def random_channel_vector_config(rng: np.random.Generator) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
     """A random convolution whose channels_last plan runs every direct pass with channel vectors: output channels
     per group in whole vectors (multiples of 16), any input channels (first layers with 1 - 3 of them too),

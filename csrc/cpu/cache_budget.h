@@ -43,6 +43,10 @@ constexpr int64_t kSharedStagingBytes = 4 << 20;
 // 57 x 57 stride-2 input, 0.8 MB, ran faster than im2col).
 constexpr int64_t kScatterTileBytes = 1 << 20;
 
+// Direct convolution, channels_last depthwise grad_weight: the band of
+// grad_output and input rows that every block of channels sweeps in turn.
+constexpr int64_t kDepthwiseBandBytes = 256 << 10;
+
 // Direct convolution, planes of first layers (planes_first_layer.h): the
 // shifted copies of one band of rows, which every block of output channels
 // sweeps.

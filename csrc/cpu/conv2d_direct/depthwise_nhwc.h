@@ -8,8 +8,9 @@
 // layers with few channels (at most a few vectors, a 3 x 3 kernel) keep the
 // whole kernel in registers too, over a row of windows, so that a tap loads
 // its input alone;
-// grad_weight of a 3 x 3 kernel keeps its taps' sums in registers over an
-// output row. Windows wholly in bounds read their taps through one offset
+// grad_weight of a 3 x 3 kernel keeps its taps' sums in registers over a
+// band of output rows, border windows included (they skip their taps out of
+// bounds). Windows wholly in bounds read their taps through one offset
 // table, the ones at a border through a list of their in-bounds taps. Work is split
 // over output rows (forward), input rows (grad_input, gathering from the
 // outputs that read each input pixel) and BatchChunks (grad_weight's partial
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "../../params.h"
+#include "../cache_budget.h"
 #include "../kernel_utils.h"
 #include "../vec.h"
 
@@ -318,79 +320,105 @@ void weight_sums_rows(const Conv2dParams& p, const T* dy, const T* x, int64_t n_
       }
 }
 
-// The same for kVecs vectors of channels from c0, a kernel of kTaps taps and output row (n, oh):
-// over the pixels whose window is wholly in bounds (`window`: its taps' rows relative to its
-// corner) the sums stay in registers, taken from and put back into `inner` (rows of C, like dw)
-// once per row; the other pixels add into dw in memory.
-template <typename T, class Arch, int64_t kTaps, int64_t kVecs>
-void weight_sums_block(const Conv2dParams& p, const T* dy, const T* x, int64_t n, int64_t oh, int64_t c0,
-                       const int64_t* window, T* inner, T* dw, T* db) {
-  constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
-  const int64_t C = p.out_channels;
-  Vec<T, B> acc[kTaps][kVecs], bias[kVecs];
-  CNNEXT_UNROLL
-  for (int64_t t = 0; t < kTaps; ++t)
-    CNNEXT_UNROLL
-    for (int64_t j = 0; j < kVecs; ++j) acc[t][j] = load_vec<B>(inner + t * C + c0 + j * V);
-  CNNEXT_UNROLL
-  for (int64_t j = 0; j < kVecs; ++j) bias[j] = load_vec<B>(db + c0 + j * V);
-  const int64_t ih0 = oh * p.stride_h - p.pad_top;
-  const bool rows_inside = window_inside(ih0, p.kernel_h, p.dilation_h, p.in_h);
-  for (int64_t ow = 0; ow < p.out_w; ++ow) {
-    const T* g = dy + ((n * p.out_h + oh) * p.out_w + ow) * C + c0;
-    Vec<T, B> gv[kVecs];
-    CNNEXT_UNROLL
-    for (int64_t j = 0; j < kVecs; ++j) {
-      gv[j] = load_vec<B>(g + j * V);
-      bias[j] += gv[j];
+// Bits of the taps (kh * KW + kw) whose kernel row lies in bounds for a window from input row ih0.
+inline uint32_t taps_in_rows(const Conv2dParams& p, int64_t ih0) {
+  uint32_t bits = 0;
+  for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
+    const int64_t ih = ih0 + kh * p.dilation_h;
+    if (ih >= 0 && ih < p.in_h)
+      for (int64_t kw = 0; kw < p.kernel_w; ++kw) bits |= 1u << (kh * p.kernel_w + kw);
+  }
+  return bits;
+}
+
+// The same for kernel columns, one mask per output column.
+inline std::vector<uint32_t> taps_in_columns(const Conv2dParams& p) {
+  std::vector<uint32_t> masks(p.out_w, 0);
+  for (int64_t ow = 0; ow < p.out_w; ++ow)
+    for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+      const int64_t iw = ow * p.stride_w - p.pad_left + kw * p.dilation_w;
+      if (iw >= 0 && iw < p.in_w)
+        for (int64_t kh = 0; kh < p.kernel_h; ++kh) masks[ow] |= 1u << (kh * p.kernel_w + kw);
     }
-    const int64_t iw0 = ow * p.stride_w - p.pad_left;
-    if (rows_inside && window_inside(iw0, p.kernel_w, p.dilation_w, p.in_w)) {
-      const T* corner = x + ((n * p.in_h + ih0) * p.in_w + iw0) * C + c0;
+  return masks;
+}
+
+// dw[t][c] += sum of g[c] * x[c] and db[c] += sum of g[c] for kVecs vectors of channels from c0 over
+// output rows [row_begin, row_end) of the batch (row r: sample r / out_h, row r % out_h), a kernel of
+// kTaps taps (`window`: their input offsets from the window's corner). The sums stay in registers
+// over all the rows; a window at a border skips its taps out of bounds (`column_taps`: per output
+// column, the taps whose kernel column is in bounds).
+template <typename T, class Arch, int64_t kTaps, int64_t kVecs>
+void weight_sums_band(const Conv2dParams& p, const T* dy, const T* x, int64_t row_begin, int64_t row_end,
+                      int64_t c0, const int64_t* window, const uint32_t* column_taps, T* dw, T* db) {
+  constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
+  constexpr uint32_t kAll = (1u << kTaps) - 1;
+  const int64_t C = p.out_channels;
+  Vec<T, B> acc[kTaps][kVecs] = {}, bias[kVecs] = {};
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const int64_t n = r / p.out_h, ih0 = r % p.out_h * p.stride_h - p.pad_top;
+    const uint32_t row_taps = taps_in_rows(p, ih0);
+    const T* g = dy + r * p.out_w * C + c0;
+    // Offsets, not pointers: a border window's corner lies outside the input.
+    const int64_t row_corner = ((n * p.in_h + ih0) * p.in_w - p.pad_left) * C + c0;
+    for (int64_t ow = 0; ow < p.out_w; ++ow, g += C) {
+      Vec<T, B> gv[kVecs];
+      CNNEXT_UNROLL
+      for (int64_t j = 0; j < kVecs; ++j) {
+        gv[j] = load_vec<B>(g + j * V);
+        bias[j] += gv[j];
+      }
+      const int64_t corner = row_corner + ow * p.stride_w * C;
+      const uint32_t taps = row_taps & column_taps[ow];
+      if (taps == kAll) {
+        CNNEXT_UNROLL
+        for (int64_t t = 0; t < kTaps; ++t)
+          CNNEXT_UNROLL
+          for (int64_t j = 0; j < kVecs; ++j) acc[t][j] += gv[j] * load_vec<B>(x + (corner + window[t]) + j * V);
+        continue;
+      }
       CNNEXT_UNROLL
       for (int64_t t = 0; t < kTaps; ++t)
-        CNNEXT_UNROLL
-        for (int64_t j = 0; j < kVecs; ++j) acc[t][j] += gv[j] * load_vec<B>(corner + window[t] + j * V);
-      continue;
+        if (taps >> t & 1u)
+          CNNEXT_UNROLL
+          for (int64_t j = 0; j < kVecs; ++j) acc[t][j] += gv[j] * load_vec<B>(x + (corner + window[t]) + j * V);
     }
-    for_each_tap_inside(p, n, oh, ow, [&](int64_t tap, int64_t pixel) {
-      T* d = dw + tap * C + c0;
-      const T* xs = x + pixel * C + c0;
-      CNNEXT_UNROLL
-      for (int64_t j = 0; j < kVecs; ++j)
-        store_vec<T, B>(d + j * V, load_vec<B>(d + j * V) + gv[j] * load_vec<B>(xs + j * V));
-    });
   }
   CNNEXT_UNROLL
   for (int64_t t = 0; t < kTaps; ++t)
     CNNEXT_UNROLL
-    for (int64_t j = 0; j < kVecs; ++j) store_vec<T, B>(inner + t * C + c0 + j * V, acc[t][j]);
+    for (int64_t j = 0; j < kVecs; ++j) {
+      T* d = dw + t * C + c0 + j * V;
+      store_vec<T, B>(d, load_vec<B>(d) + acc[t][j]);
+    }
   CNNEXT_UNROLL
-  for (int64_t j = 0; j < kVecs; ++j) store_vec<T, B>(db + c0 + j * V, bias[j]);
+  for (int64_t j = 0; j < kVecs; ++j) store_vec<T, B>(db + c0 + j * V, load_vec<B>(db + c0 + j * V) + bias[j]);
 }
 
 // Samples [n_begin, n_end) into dw and db. Kernels of kTaps taps (3 x 3) keep their sums in
 // registers, kBlock vectors of channels at a time (as many as the registers hold) and then one
-// vector, each output row's channel blocks one after the other (the rows they read stay in cache);
-// other kernels, and the channels past the last whole vector, add in memory.
+// vector, over bands of output rows whose rows of grad_output and input fit kDepthwiseBandBytes,
+// every channel block sweeping the band while it stays in cache; other kernels, and the channels
+// past the last whole vector, add in memory.
 template <typename T, class Arch>
 void weight_sums(const Conv2dParams& p, const T* dy, const T* x, int64_t n_begin, int64_t n_end,
-                 const int64_t* window, T* dw, T* db) {
+                 const int64_t* window, const uint32_t* column_taps, T* dw, T* db) {
   constexpr int64_t kTaps = 9, V = kLanes<T, Arch::kTiles.vec_bytes>;
   constexpr int64_t kBlock = Arch::kTiles.vec_bytes == 64 ? 2 : 1;  // 9 x 2 accumulators of AVX-512's 32 registers
   const int64_t C = p.out_channels;
   const int64_t vectors = p.kernel_plane() == kTaps ? C / V : 0;
   if (vectors > 0) {
-    std::vector<T> inner(kTaps * C, T(0));
-    for (int64_t n = n_begin; n < n_end; ++n)
-      for (int64_t oh = 0; oh < p.out_h; ++oh) {
-        int64_t v = 0;
-        for (; v + kBlock <= vectors; v += kBlock)
-          weight_sums_block<T, Arch, kTaps, kBlock>(p, dy, x, n, oh, v * V, window, inner.data(), dw, db);
-        for (; v < vectors; ++v)
-          weight_sums_block<T, Arch, kTaps, 1>(p, dy, x, n, oh, v * V, window, inner.data(), dw, db);
-      }
-    for (int64_t i = 0; i < kTaps * C; ++i) dw[i] += inner[i];
+    const int64_t row_bytes = (p.out_w + p.stride_h * p.in_w) * C * static_cast<int64_t>(sizeof(T));
+    const int64_t band = std::max<int64_t>(1, kDepthwiseBandBytes / std::max<int64_t>(1, row_bytes));
+    const int64_t rows_end = n_end * p.out_h;
+    for (int64_t r0 = n_begin * p.out_h; r0 < rows_end; r0 += band) {
+      const int64_t r1 = std::min(rows_end, r0 + band);
+      int64_t v = 0;
+      for (; v + kBlock <= vectors; v += kBlock)
+        weight_sums_band<T, Arch, kTaps, kBlock>(p, dy, x, r0, r1, v * V, window, column_taps, dw, db);
+      for (; v < vectors; ++v)
+        weight_sums_band<T, Arch, kTaps, 1>(p, dy, x, r0, r1, v * V, window, column_taps, dw, db);
+    }
   }
   if (vectors * V < C) weight_sums_rows<T, Arch>(p, dy, x, n_begin, n_end, vectors * V, C, dw, db);
 }
@@ -398,30 +426,28 @@ void weight_sums(const Conv2dParams& p, const T* dy, const T* x, int64_t n_begin
 // grad_weight, and grad_bias where it is not null.
 template <typename T, class Arch>
 void depthwise_nhwc_grad_weight(const Conv2dParams& p, const T* dy, const T* x, T* grad_weight, T* grad_bias) {
-  const int64_t C = p.out_channels, taps = p.kernel_plane();
+  const int64_t C = p.out_channels, taps = p.kernel_plane(), size = (taps + 1) * C;
   const BatchChunks chunking(p.batch);
   const InBoundsWindow window(p, p.in_w, 1);
+  const std::vector<uint32_t> column_taps = taps_in_columns(p);
   // Per chunk: (taps, C) weight gradient, then C bias gradient.
-  std::vector<T> partials(chunking.count * (taps + 1) * C, T(0));
+  std::vector<T> partials(chunking.count * size, T(0));
   at::parallel_for(0, chunking.count, 1, [&](int64_t begin, int64_t end) {
     for (int64_t chunk = begin; chunk < end; ++chunk) {
-      T* dw = partials.data() + chunk * (taps + 1) * C;
-      weight_sums<T, Arch>(p, dy, x, chunking.begin(chunk), chunking.begin(chunk + 1), window.rows.data(), dw,
-                           dw + taps * C);
+      T* dw = partials.data() + chunk * size;
+      weight_sums<T, Arch>(p, dy, x, chunking.begin(chunk), chunking.begin(chunk + 1), window.rows.data(),
+                           column_taps.data(), dw, dw + taps * C);
     }
   });
-  // Chunk order, fixed by the shape.
-  for (int64_t c = 0; c < C; ++c) {
-    for (int64_t t = 0; t <= taps; ++t) {
-      T sum = 0;
-      for (int64_t chunk = 0; chunk < chunking.count; ++chunk) sum += partials[(chunk * (taps + 1) + t) * C + c];
-      if (t < taps) {
-        grad_weight[c * taps + t] = sum;
-      } else if (grad_bias) {
-        grad_bias[c] = sum;
-      }
-    }
+  // Chunk order, fixed by the shape; then (taps, C) to the weight's (C, taps).
+  T* sums = partials.data();
+  for (int64_t chunk = 1; chunk < chunking.count; ++chunk) {
+    const T* part = partials.data() + chunk * size;
+    for (int64_t i = 0; i < size; ++i) sums[i] += part[i];
   }
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t t = 0; t < taps; ++t) grad_weight[c * taps + t] = sums[t * C + c];
+  if (grad_bias) std::copy(sums + taps * C, sums + size, grad_bias);
 }
 
 }  // namespace
