@@ -391,10 +391,10 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
     reduction, forward (but 1 x 1 shortcuts) and grad_input, strided or not, scattered or not (NCHW 1 x 1
     shortcuts included); channels_last pointwise layers run direct, AVX2's too (the pointwise families, and the
     channel vectors for forward passes of long reductions); AVX2's channel vectors over a pixel-major staging
-    (NCHW's small stride-1 planes here) run direct at any reduction; AVX2's other rules and the other rules are the Intel ones, but for grad_weight's channel vectors
-    where a group's weight gradient fits 1 MB, or above it where the batch has 256 output pixels (where the
-    Intel rules leave strided layers and long reductions to im2col), and strided first layers' grad_weight over
-    the shifted planes.
+    (NCHW's small stride-1 planes here) run direct at any reduction; AVX2's other rules and the other rules are
+    the Intel ones, but for grad_weight's channel vectors where a group's weight gradient fits 1 MB, or above it
+    where the batch has 256 output pixels (where the Intel rules leave strided layers and long reductions to
+    im2col), and strided first layers' grad_weight over the shifted planes.
     On this CPU, `auto` runs what the plan for its vendor says, with torch's results and layout."""
     def plan(x_shape, w_shape, pass_="forward", isa="avx512", vendor="amd", **kwargs):
         return _ops.conv2d_plan(x_shape, w_shape, pass_=pass_, isa=isa, vendor=vendor, **kwargs)
