@@ -465,26 +465,34 @@ def test_auto_weighs_the_gemm_by_cpu_vendor():
         assert plan((8, 32, 112, 112), (16, 32, 1, 1), vendor=vendor)["algo"] == "im2col"
         assert plan((8, 16, 112, 112), (96, 16, 1, 1), "grad_input", vendor=vendor)["algo"] == "direct"
         # NCHW grad_weight: channel vectors where a group's weight gradient fits 1 MB (stems, 64 -> 128 and
-        # 128 -> 128 of 3 x 3, strided or not), or above it where the batch has 128 output pixels (256 -> 256
-        # of 3 x 3 on 8 x 8 and 14 x 14, 512 -> 512 on 4 x 4 planes of 8 samples), where the Intel rules run
-        # im2col; not on 2 x 2 planes of 16 samples.
-        for x_shape, w_shape, kwargs in (((8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3)),
-                                         ((8, 64, 56, 56), (128, 64, 3, 3), dict(stride=2, padding=1)),
-                                         ((8, 128, 28, 28), (128, 128, 3, 3), dict(padding=1)),
-                                         ((32, 256, 8, 8), (256, 256, 3, 3), dict(padding=1)),
-                                         ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1)),
-                                         ((8, 512, 4, 4), (512, 512, 3, 3), dict(padding=1))):
+        # 128 -> 128 of 3 x 3, strided or not), AVX2's too, and in channels_last; or, AVX-512's, above it
+        # where the batch has 128 output pixels (256 -> 256 of 3 x 3 on 8 x 8 and 14 x 14, 512 -> 512 on
+        # 4 x 4 planes of 8 samples), where the Intel rules run im2col; not on 2 x 2 planes of 16 samples.
+        for x_shape, w_shape, kwargs, avx2 in (
+                ((8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), True),
+                ((8, 64, 56, 56), (128, 64, 3, 3), dict(stride=2, padding=1), True),
+                ((8, 128, 28, 28), (128, 128, 3, 3), dict(padding=1), True),
+                ((32, 256, 8, 8), (256, 256, 3, 3), dict(padding=1), False),
+                ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1), False),
+                ((8, 512, 4, 4), (512, 512, 3, 3), dict(padding=1), False)):
             got = plan(x_shape, w_shape, "grad_weight", vendor=vendor, **kwargs)
             assert (got["algo"], got["family"]) == ("direct", "grad_weight_channel_vectors"), (w_shape, got)
             assert plan(x_shape, w_shape, "grad_weight", vendor="intel", **kwargs)["algo"] == "im2col"
-            assert plan(x_shape, w_shape, "grad_weight", isa="avx2", vendor=vendor, **kwargs)["algo"] == "im2col"
+            for channels_last in (False, True):
+                got = plan(x_shape, w_shape, "grad_weight", isa="avx2", vendor=vendor, channels_last=channels_last,
+                           **kwargs)
+                want = ("direct", "grad_weight_channel_vectors") if avx2 else ("im2col",)
+                assert (got["algo"], got["family"])[:len(want)] == want, (w_shape, channels_last, got)
         assert plan((16, 512, 2, 2), (512, 512, 3, 3), "grad_weight", vendor=vendor, padding=1)["algo"] == "im2col"
         assert plan((8, 3, 64, 64), (64, 3, 3, 3), "grad_weight", vendor=vendor, padding=1)["family"] == \
             "planes_first_layer"
-        # A strided first layer's grad_weight (MobileNetV2's stem) over the shifted planes; the Intel rules: im2col.
+        # A strided first layer's grad_weight (MobileNetV2's stem) over AVX-512's shifted planes, AVX2's
+        # channel vectors (its planes hold 4 channels a step); the Intel rules: im2col.
         stem = (8, 3, 224, 224), (32, 3, 3, 3)
         got = plan(*stem, "grad_weight", vendor=vendor, stride=2, padding=1)
         assert (got["algo"], got["family"]) == ("direct", "planes_first_layer"), got
+        got = plan(*stem, "grad_weight", isa="avx2", vendor=vendor, stride=2, padding=1)
+        assert (got["algo"], got["family"]) == ("direct", "grad_weight_channel_vectors"), got
         assert plan(*stem, "grad_weight", vendor="intel", stride=2, padding=1)["algo"] == "im2col"
     gen = torch.Generator().manual_seed(11)
     vendor = cnnext.build_info()["cpu_vendor"]
@@ -984,6 +992,40 @@ def test_input_vectors_grad_weight_match_torch(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_channel_vector_grad_weight_of_first_layers_matches_torch(isa, dtype, monkeypatch):
+    """grad_weight's channel vectors on first layers (1 - 3 input channels: ResNet's 7 x 7 and MobileNetV2's
+    3 x 3 stride-2 stems, odd planes), per ISA, NCHW and channels_last: dW and grad_bias equal the float64
+    reference, bitwise the same under 1 and 3 threads."""
+    monkeypatch.setenv("CNNEXT_CONV_PLAN", "family=grad_weight_channel_vectors")
+    gen = torch.Generator().manual_seed(29)
+    ops = torch.ops.cnnext
+    cases = [((3, 3, 45, 43), (32, 3, 7, 7), 2, 3), ((2, 3, 33, 31), (16, 3, 3, 3), 2, 1),
+             ((2, 1, 29, 30), (32, 1, 5, 5), 1, 2)]
+    for x_shape, w_shape, stride, padding in cases:
+        for layout in (torch.contiguous_format, torch.channels_last):
+            label = f"{isa} {layout} {x_shape} {w_shape} stride {stride}"
+            x = torch.randn(x_shape, dtype=dtype, generator=gen).contiguous(memory_format=layout)
+            y_shape = F.conv2d(x.double(), torch.zeros(w_shape, dtype=torch.float64), None, stride, padding).shape
+            gy = torch.randn(y_shape, dtype=dtype, generator=gen).contiguous(memory_format=layout)
+            _, gw_ref, gb_ref = torch.ops.aten.convolution_backward(
+                gy.double(), x.double(), torch.zeros(w_shape, dtype=torch.float64), [w_shape[0]], [stride] * 2,
+                [padding] * 2, [1, 1], False, [0, 0], 1, [False, True, True])
+
+            def run():
+                got = ops.conv2d_grad_weight_bias(gy, x, list(w_shape), [stride] * 2, [padding] * 4, [1, 1], 1,
+                                                  "direct")
+                assert _ops.last_conv2d_family("grad_weight") == "grad_weight_channel_vectors", label
+                return got
+
+            results = under_thread_counts(run)
+            for a, c in zip(*results):
+                assert torch.equal(a, c), label
+            tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(results[0][0].double(), gw_ref, **tol, msg=lambda m: f"{label} dW: {m}")
+            torch.testing.assert_close(results[0][1].double(), gb_ref, **tol, msg=lambda m: f"{label} db: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_channel_vector_grad_weight_in_sets_matches_torch(isa, dtype, monkeypatch):
     """grad_weight's channel vectors for a group's weight gradient above 1 MB (summed over sets of samples staged
     for every task, each task a block of output channels x a part of the taps), per ISA, NCHW and channels_last:
@@ -1173,19 +1215,25 @@ def test_channels_last_prefers_channel_vectors():
     # A sample's grad_output too large to stage twice beside its planes: NCHW leaves channel vectors (Intel's rules;
     # beside a slower GEMM it keeps them: test_auto_weighs_the_gemm_by_cpu_vendor), channels_last
     # keeps AVX-512's (4 vectors a step) in place (the other families would transpose both operands, or leave the
-    # pass to im2col); AVX2's leave too.
+    # pass to im2col); AVX2's leave too, but beside a slower GEMM, which they beat.
     mid = dict(input_shape=(8, 128, 28, 28), weight_shape=(128, 128, 3, 3), padding=1, pass_="grad_weight")
     for isa in ("avx512", "avx2"):
         assert _ops.conv2d_plan(**mid, isa=isa, vendor="intel")["family"] != "grad_weight_channel_vectors"
     plan = _ops.conv2d_plan(**mid, isa="avx512", channels_last=True)
     assert (plan["algo"], plan["family"], plan["channels_last"]) == ("direct", "grad_weight_channel_vectors", True)
-    assert _ops.conv2d_plan(**mid, isa="avx2", channels_last=True)["family"] != "grad_weight_channel_vectors"
+    assert _ops.conv2d_plan(**mid, isa="avx2", channels_last=True, vendor="intel")["family"] != \
+        "grad_weight_channel_vectors"
+    assert _ops.conv2d_plan(**mid, isa="avx2", channels_last=True, vendor="amd")["family"] == \
+        "grad_weight_channel_vectors"
     # Strided grad_weight (a 7 x 7 stride-2 stem, a 64 -> 128 stride-2 layer): im2col in NCHW (Intel's rules) and for
-    # AVX2, AVX-512's channel vectors in place in channels_last.
+    # AVX2 (but beside a slower GEMM), AVX-512's channel vectors in place in channels_last.
     for strided in (dict(input_shape=(4, 3, 64, 64), weight_shape=(64, 3, 7, 7), stride=2, padding=3),
                     dict(input_shape=(8, 64, 32, 32), weight_shape=(128, 64, 3, 3), stride=2, padding=1)):
         assert _ops.conv2d_plan(**strided, isa="avx512", pass_="grad_weight", vendor="intel")["algo"] == "im2col"
-        assert _ops.conv2d_plan(**strided, isa="avx2", pass_="grad_weight", channels_last=True)["algo"] == "im2col"
+        assert _ops.conv2d_plan(**strided, isa="avx2", pass_="grad_weight", channels_last=True,
+                                vendor="intel")["algo"] == "im2col"
+        plan = _ops.conv2d_plan(**strided, isa="avx2", pass_="grad_weight", channels_last=True, vendor="amd")
+        assert (plan["algo"], plan["family"]) == ("direct", "grad_weight_channel_vectors"), plan
         plan = _ops.conv2d_plan(**strided, isa="avx512", pass_="grad_weight", channels_last=True)
         assert (plan["algo"], plan["family"], plan["channels_last"]) == ("direct", "grad_weight_channel_vectors",
                                                                          True), strided

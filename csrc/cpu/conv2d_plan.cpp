@@ -145,18 +145,20 @@ struct Geometry {
            (in_place && tiles.cv_vectors >= 4 && cv_planes * element_size <= budget);
   }
 
-  // Beside a GEMM below full speed (isa.h: CPUs not Intel's), grad_weight's channel vectors in steps of 4
-  // vectors (AVX-512; NCHW grad_output through a transpose per sample) beat im2col on kernels larger than
-  // 1 x 1, strided or not, as they skip the border's taps where im2col multiplies its zero columns: where a
-  // group's weight gradient, their sums, stays in L2 (kWeightSumsBytes: the stems, the 64 -> 128 and
-  // 128 -> 128 layers of 3 x 3), and above it, summed in sets of samples (driver.h), where the batch has
-  // kWeightSetPixels output pixels to reduce over (256 and 512 channels of 3 x 3 on 7 x 7 and 4 x 4 planes
-  // of 8 samples).
+  // Beside a GEMM below full speed (isa.h: CPUs not Intel's), grad_weight's channel vectors (NCHW
+  // grad_output through a transpose per sample) beat im2col on kernels larger than 1 x 1, strided or not,
+  // as they skip the border's taps where im2col multiplies its zero columns: where a group's weight
+  // gradient, their sums, stays in L2 (kWeightSumsBytes: the stems, the 64 -> 128 and 128 -> 128 layers of
+  // 3 x 3), AVX2's steps of 2 vectors too; and, in AVX-512's steps of 4 vectors, above it, summed in sets
+  // of samples (driver.h), where the batch has kWeightSetPixels output pixels to reduce over (256 and 512
+  // channels of 3 x 3 on 7 x 7 and 4 x 4 planes of 8 samples; AVX2's steps lose there).
   bool weight_vectors_beat_slow_gemm() const {
     const int64_t bytes = weight_gradient_bytes();
-    return vendor != CpuVendor::kIntel && pass == ConvPass::GradWeight && tiles.cv_vectors >= 4 &&
+    const bool wide_steps = tiles.cv_vectors >= 4;
+    return vendor != CpuVendor::kIntel && isa != Isa::kBaseline && pass == ConvPass::GradWeight &&
            p.out_per_group() % lanes == 0 && p.kernel_plane() > 1 &&
-           (bytes <= kWeightSumsBytes || saturating_product(p.batch, p.out_plane(), 1) >= kWeightSetPixels);
+           (bytes <= kWeightSumsBytes ||
+            (wide_steps && saturating_product(p.batch, p.out_plane(), 1) >= kWeightSetPixels));
   }
 
   // grad_input: the scattered channel vectors (channel_vectors_scatter.h) keep a scratch tile of
@@ -222,11 +224,12 @@ struct Geometry {
     const Correlation flat = grad_weight_correlation(p, lanes, unit_stride);
     // Channel vectors where they win for the better of the pixel layouts (channels_last: wherever they
     // can run, as for the correlation), and their samples fit the staging (a layer with large planes
-    // loses). In channels_last they read grad_output in place, where the other families transpose
-    // both operands or leave the pass to im2col.
+    // loses), or they beat a slower GEMM. In channels_last they read grad_output in place, where the
+    // other families transpose both operands or leave the pass to im2col.
     const bool win = channel_vectors_win(rows, cout) && (!flat.flat || channel_vectors_win(flat, cout));
     const bool in_place = channels_last && cout % lanes == 0;
-    if ((win || in_place) && weight_vectors_fit()) return Family::kGradWeightChannelVectors;
+    if ((win || in_place) && (weight_vectors_fit() || weight_vectors_beat_slow_gemm()))
+      return Family::kGradWeightChannelVectors;
     // Shifted planes where a step holds 8 channels x 3 taps (AVX-512's 32 registers), or rows are
     // narrower than a vector; with 16 registers (4 x 3) grad_output read in place along rows measured
     // 1.1 - 1.2x faster on 3-channel first layers (benchmarks/RESULTS.md, session 12). Strided first
@@ -352,11 +355,10 @@ constexpr int64_t kNhwcMinChannels = 8;
 // CPU's vendor):
 // - pointwise layers: im2col, but in channels_last off Intel's CPUs with AVX2
 //   and AVX-512: direct for the pointwise families (forward and grad_input in
-//   `pointwise`; grad_weight in
-//   `grad_weight_pointwise`; strided 1 x 1 layers too, is_one_by_one: forward and
-//   grad_input, and with AVX-512 grad_weight), and for forward passes that the channel vectors
-//   run in place (long reductions, whole vectors of outputs) over more than
-//   one vector; in NCHW off Intel's CPUs: grad_weight in `grad_weight_pointwise`
+//   `pointwise`; grad_weight in `grad_weight_pointwise`; strided 1 x 1 layers
+//   too, is_one_by_one: forward and grad_input, and with AVX-512 grad_weight),
+//   and for forward passes that the channel vectors run in place (long
+//   reductions, whole vectors of outputs) over more than one vector; in NCHW off Intel's CPUs: grad_weight in `grad_weight_pointwise`
 //   (AVX2, AVX-512), and with AVX-512 direct for grad_input with at least one
 //   vector of outputs, forward with more than one.
 // - depthwise layers: direct.
@@ -368,8 +370,9 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   (forward, grad_input, scattered or not), which run in place. On CPUs
 //   where oneMKL's GEMM runs below full speed (not Intel's): never for
 //   AVX-512's channel vectors, forward or grad_input, scattered or not, nor
-//   for its grad_weight channel vectors where their sums stay in L2 or the
-//   batch has enough pixels (weight_vectors_beat_slow_gemm); nor, there, for
+//   for the grad_weight channel vectors where their sums stay in L2 (AVX2's
+//   too) or, AVX-512's, the batch has enough pixels
+//   (weight_vectors_beat_slow_gemm); nor, there, for
 //   AVX2's (unscattered) channel vectors over a pixel-major staging
 //   (channels_last; NCHW's small stride-1 planes, pixel_major_staging) on
 //   kernels larger than 1 x 1, forward (in channels_last strided too) or
