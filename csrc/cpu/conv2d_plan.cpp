@@ -445,8 +445,13 @@ ConvAlgo auto_algo(const Geometry& g, Family family) {
     const int64_t min_outs = pass == ConvPass::Forward ? g.lanes + 1 : g.lanes;
     const bool nchw_avx512 = !channels_last && isa == Isa::kAvx512 && pass != ConvPass::GradWeight &&
                              g.outs() >= min_outs;
-    return !gemm_full_speed && ((in_place && reduction > g.lanes) || nchw_avx512) ? ConvAlgo::Direct
-                                                                                  : ConvAlgo::Im2col;
+    // NCHW, AVX2: only where a reduction of at most 4 vectors feeds more than 4 vectors of outputs
+    // (MobileNetV2's expansions forward, its projections' grad_input), GEMMs that are mostly their
+    // stores; on longer reductions, and into fewer outputs, the GEMM's cache blocking ties or wins.
+    const bool nchw_avx2 = !channels_last && isa == Isa::kAvx2 && pass != ConvPass::GradWeight &&
+                           reduction <= 4 * g.lanes && g.outs() > 4 * g.lanes;
+    return !gemm_full_speed && ((in_place && reduction > g.lanes) || nchw_avx512 || nchw_avx2) ? ConvAlgo::Direct
+                                                                                               : ConvAlgo::Im2col;
   }
   if (family == Family::kDepthwise) return ConvAlgo::Direct;
   // channels_last: im2col's GEMMs read and write the model's layout where its columns come from
