@@ -289,6 +289,26 @@ def test_channels_last_pools_in_place(dtype, rng):
         compared += 1
 
 
+def test_channels_last_float_pools_every_channel_count():
+    """float channels_last pooling of every channel count from 2 to 20 and a few past whole vectors (vectors
+    narrower than the ISA's below one of its vectors, a last vector overlapping the one before), windows at the
+    borders and inside, NaNs: F.max_pool2d's values and indices exactly."""
+    gen = torch.Generator().manual_seed(5)
+    configs = (dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
+               dict(kernel_size=(2, 3), stride=(1, 2), dilation=(2, 1), ceil_mode=True))
+    for channels in [*range(2, 21), 23, 33, 47, 70]:
+        x = torch.randn(2, channels, 9, 11, generator=gen)
+        x[torch.rand(x.shape, generator=gen) < 0.02] = float("nan")
+        x = x.to(memory_format=torch.channels_last)
+        for cfg in configs:
+            ref, ref_idx = F.max_pool2d(x, **cfg, return_indices=True)
+            out, idx = CF.max_pool2d(x, **cfg, return_indices=True)
+            assert torch.equal(out.isnan(), ref.isnan()), (channels, cfg)
+            assert torch.equal(out.nan_to_num(), ref.nan_to_num()), (channels, cfg)
+            assert torch.equal(idx, ref_idx), (channels, cfg)
+            assert out.is_contiguous(memory_format=torch.channels_last), (channels, cfg)
+
+
 def test_channels_last_backward_rejects_out_of_range_indices():
     grad = torch.ones(1, 3, 2, 2).to(memory_format=torch.channels_last)
     indices = torch.zeros(1, 3, 2, 2, dtype=torch.long).to(memory_format=torch.channels_last)

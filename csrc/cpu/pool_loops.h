@@ -367,12 +367,14 @@ void max_window_nhwc(const Pool2dParams& p, const float* sample, int64_t channel
   tile.store(out, arg);
 }
 
-// channels_last max pooling (as max_forward_nhwc_any) for float: whole vectors of channels in
-// register tiles, the channels past the last whole vector by max_forward_nhwc_any.
-template <class Arch>
-void max_forward_nhwc_float(const Pool2dParams& p, int64_t channels, const float* x, int64_t row_begin,
-                            int64_t row_end, float* y, int64_t* idx) {
-  constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<float, B>;
+// channels_last max pooling (as max_forward_nhwc_any) for float, channels [0, channels) in vectors of
+// B bytes held in register tiles (channels >= one vector): four vectors a step, then one, then, where
+// the channels are not whole vectors, one more ending at the last channel, which recomputes channels
+// of the one before it, to the same values and indices.
+template <int64_t B>
+void max_rows_nhwc_float(const Pool2dParams& p, int64_t channels, const float* x, int64_t row_begin, int64_t row_end,
+                         float* y, int64_t* idx) {
+  constexpr int64_t V = kLanes<float, B>;
   const int64_t whole = channels / V * V;
   const int64_t reach_h = (p.kernel_h - 1) * p.dilation_h, reach_w = (p.kernel_w - 1) * p.dilation_w;
   std::vector<int32_t> tap;  // a window's taps in PyTorch's order, in pixels from its corner
@@ -380,11 +382,12 @@ void max_forward_nhwc_float(const Pool2dParams& p, int64_t channels, const float
     for (int64_t kw = 0; kw < p.kernel_w; ++kw)
       tap.push_back(static_cast<int32_t>(kh * p.dilation_h * p.in_w + kw * p.dilation_w));
   const int64_t taps = static_cast<int64_t>(tap.size());
-  // window(kVectors, c) for the channels [c, c + kVectors * V) of one pixel, over the whole vectors.
-  const auto by_vectors = [whole](const auto& window) {
+  // window(kVectors, c) for the channels [c, c + kVectors * V) of one pixel.
+  const auto by_vectors = [whole, channels](const auto& window) {
     int64_t c = 0;
     for (; c + 4 * V <= whole; c += 4 * V) window(std::integral_constant<int64_t, 4>(), c);
     for (; c < whole; c += V) window(std::integral_constant<int64_t, 1>(), c);
+    if (whole < channels) window(std::integral_constant<int64_t, 1>(), channels - V);
   };
   for (int64_t row = row_begin; row < row_end; ++row) {
     const int64_t n = row / p.out_h, oh = row % p.out_h, h0 = oh * p.stride_h - p.pad_h;
@@ -410,7 +413,23 @@ void max_forward_nhwc_float(const Pool2dParams& p, int64_t channels, const float
       }
     }
   }
-  if (whole < channels) max_forward_nhwc_any(p, channels, whole, channels, x, row_begin, row_end, y, idx);
+}
+
+// channels_last max pooling for float: in the architecture's vectors, or, with fewer channels than one
+// of them, in narrower ones (8 and 4 lanes; LeNet's 6 channels ran a loop per channel 10x slower than
+// its NCHW pooling); fewer than 4 channels one at a time.
+template <class Arch>
+void max_forward_nhwc_float(const Pool2dParams& p, int64_t channels, const float* x, int64_t row_begin,
+                            int64_t row_end, float* y, int64_t* idx) {
+  constexpr int64_t B = Arch::kTiles.vec_bytes;
+  if (channels >= kLanes<float, B>) return max_rows_nhwc_float<B>(p, channels, x, row_begin, row_end, y, idx);
+  if constexpr (B > 32) {
+    if (channels >= kLanes<float, 32>) return max_rows_nhwc_float<32>(p, channels, x, row_begin, row_end, y, idx);
+  }
+  if constexpr (B > 16) {
+    if (channels >= kLanes<float, 16>) return max_rows_nhwc_float<16>(p, channels, x, row_begin, row_end, y, idx);
+  }
+  max_forward_nhwc_any(p, channels, 0, channels, x, row_begin, row_end, y, idx);
 }
 
 template <typename T, class Arch>
