@@ -358,9 +358,11 @@ constexpr int64_t kNhwcMinChannels = 8;
 //   `pointwise`; grad_weight in `grad_weight_pointwise`; strided 1 x 1 layers
 //   too, is_one_by_one: forward and grad_input, and with AVX-512 grad_weight),
 //   and for forward passes that the channel vectors run in place (long
-//   reductions, whole vectors of outputs) over more than one vector; in NCHW off Intel's CPUs: grad_weight in `grad_weight_pointwise`
-//   (AVX2, AVX-512), and with AVX-512 direct for grad_input with at least one
-//   vector of outputs, forward with more than one.
+//   reductions, whole vectors of outputs) over more than one vector; in NCHW
+//   off Intel's CPUs: grad_weight in `grad_weight_pointwise` (AVX2, AVX-512),
+//   and with AVX-512 direct for grad_input with at least one vector of
+//   outputs, forward with more than one; with AVX2 for forward and grad_input
+//   over a reduction of at most 4 vectors into more than 4 vectors of outputs.
 // - depthwise layers: direct.
 // - channels_last, groups 1, at least kNhwcMinChannels input channels: im2col,
 //   unless the direct family runs channels_last in place (runs_channels_last).
