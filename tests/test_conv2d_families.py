@@ -995,6 +995,36 @@ def test_input_vectors_grad_weight_match_torch(isa, dtype):
             torch.testing.assert_close(results[0][1].double(), gb_ref, **tol, msg=lambda m: f"{label} db: {m}")
 
 
+def assert_grad_weight_bias_matches_reference(x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                                              stride: tuple[int, int], padding: tuple[int, int],
+                                              dilation: tuple[int, int], groups: int, layout: torch.memory_format,
+                                              dtype: torch.dtype, gen: torch.Generator, family: str, label: str):
+    """conv2d_grad_weight_bias (algo direct) of a random input and grad_output in `layout`, under 1 and 3 threads:
+    it ran `family` (which the caller forces), bitwise the same both times, and equals the float64 reference's
+    dW and grad_bias."""
+    ops = torch.ops.cnnext
+    x = torch.randn(x_shape, dtype=dtype, generator=gen).contiguous(memory_format=layout)
+    y_shape = F.conv2d(x[:1, :, :, :].double(), torch.zeros(w_shape, dtype=torch.float64), None, stride, padding,
+                       dilation, groups).shape
+    gy = torch.randn(x_shape[0], *y_shape[1:], dtype=dtype, generator=gen).contiguous(memory_format=layout)
+    _, gw_ref, gb_ref = torch.ops.aten.convolution_backward(
+        gy.double(), x.double(), torch.zeros(w_shape, dtype=torch.float64), [w_shape[0]], list(stride),
+        list(padding), list(dilation), False, [0, 0], groups, [False, True, True])
+    geometry = (list(stride), [padding[0], padding[1], padding[0], padding[1]], list(dilation), groups)
+
+    def run():
+        got = ops.conv2d_grad_weight_bias(gy, x, list(w_shape), *geometry, "direct")
+        assert _ops.last_conv2d_family("grad_weight") == family, label
+        return got
+
+    results = under_thread_counts(run)
+    for a, c in zip(*results):
+        assert torch.equal(a, c), label
+    tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(results[0][0].double(), gw_ref, **tol, msg=lambda m: f"{label} dW: {m}")
+    torch.testing.assert_close(results[0][1].double(), gb_ref, **tol, msg=lambda m: f"{label} db: {m}")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_channel_vector_grad_weight_of_first_layers_matches_torch(isa, dtype, monkeypatch):
     """grad_weight's channel vectors on first layers (1 - 3 input channels: ResNet's 7 x 7 and MobileNetV2's
@@ -1002,31 +1032,13 @@ def test_channel_vector_grad_weight_of_first_layers_matches_torch(isa, dtype, mo
     reference, bitwise the same under 1 and 3 threads."""
     monkeypatch.setenv("CNNEXT_CONV_PLAN", "family=grad_weight_channel_vectors")
     gen = torch.Generator().manual_seed(29)
-    ops = torch.ops.cnnext
     cases = [((3, 3, 45, 43), (32, 3, 7, 7), 2, 3), ((2, 3, 33, 31), (16, 3, 3, 3), 2, 1),
              ((2, 1, 29, 30), (32, 1, 5, 5), 1, 2)]
     for x_shape, w_shape, stride, padding in cases:
         for layout in (torch.contiguous_format, torch.channels_last):
-            label = f"{isa} {layout} {x_shape} {w_shape} stride {stride}"
-            x = torch.randn(x_shape, dtype=dtype, generator=gen).contiguous(memory_format=layout)
-            y_shape = F.conv2d(x.double(), torch.zeros(w_shape, dtype=torch.float64), None, stride, padding).shape
-            gy = torch.randn(y_shape, dtype=dtype, generator=gen).contiguous(memory_format=layout)
-            _, gw_ref, gb_ref = torch.ops.aten.convolution_backward(
-                gy.double(), x.double(), torch.zeros(w_shape, dtype=torch.float64), [w_shape[0]], [stride] * 2,
-                [padding] * 2, [1, 1], False, [0, 0], 1, [False, True, True])
-
-            def run():
-                got = ops.conv2d_grad_weight_bias(gy, x, list(w_shape), [stride] * 2, [padding] * 4, [1, 1], 1,
-                                                  "direct")
-                assert _ops.last_conv2d_family("grad_weight") == "grad_weight_channel_vectors", label
-                return got
-
-            results = under_thread_counts(run)
-            for a, c in zip(*results):
-                assert torch.equal(a, c), label
-            tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
-            torch.testing.assert_close(results[0][0].double(), gw_ref, **tol, msg=lambda m: f"{label} dW: {m}")
-            torch.testing.assert_close(results[0][1].double(), gb_ref, **tol, msg=lambda m: f"{label} db: {m}")
+            assert_grad_weight_bias_matches_reference(
+                x_shape, w_shape, (stride, stride), (padding, padding), (1, 1), 1, layout, dtype, gen,
+                "grad_weight_channel_vectors", f"{isa} {layout} {x_shape} {w_shape} stride {stride}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -1038,7 +1050,6 @@ def test_channel_vector_grad_weight_in_sets_matches_torch(isa, dtype, monkeypatc
     vectors, groups. dW and grad_bias equal the float64 reference, bitwise the same under 1 and 3 threads."""
     monkeypatch.setenv("CNNEXT_CONV_PLAN", "family=grad_weight_channel_vectors")
     gen = torch.Generator().manual_seed(23)
-    ops = torch.ops.cnnext
     # input, weight, stride, padding, dilation, groups: every group's dW is above 1 MB in float32
     cases = [((3, 240, 38, 38), (128, 240, 3, 3), (1, 1), (1, 1), (1, 1), 1),  # several sets
              ((5, 512, 4, 4), (64, 512, 3, 3), (1, 1), (1, 1), (1, 1), 1),  # the border skipped
@@ -1046,27 +1057,9 @@ def test_channel_vector_grad_weight_in_sets_matches_torch(isa, dtype, monkeypatc
              ((2, 384, 6, 6), (320, 192, 3, 3), (1, 1), (1, 1), (1, 1), 2)]
     for x_shape, w_shape, stride, padding, dilation, groups in cases:
         for layout in (torch.contiguous_format, torch.channels_last):
-            label = f"{isa} {layout} {x_shape} {w_shape} stride {stride} padding {padding} dilation {dilation}"
-            x = torch.randn(x_shape, dtype=dtype, generator=gen).contiguous(memory_format=layout)
-            y_shape = F.conv2d(x[:1, :, :, :].double(), torch.zeros(w_shape, dtype=torch.float64), None, stride,
-                               padding, dilation, groups).shape
-            gy = torch.randn(x_shape[0], *y_shape[1:], dtype=dtype, generator=gen).contiguous(memory_format=layout)
-            _, gw_ref, gb_ref = torch.ops.aten.convolution_backward(
-                gy.double(), x.double(), torch.zeros(w_shape, dtype=torch.float64), [w_shape[0]], list(stride),
-                list(padding), list(dilation), False, [0, 0], groups, [False, True, True])
-            geometry = (list(stride), [padding[0], padding[1], padding[0], padding[1]], list(dilation), groups)
-
-            def run():
-                got = ops.conv2d_grad_weight_bias(gy, x, list(w_shape), *geometry, "direct")
-                assert _ops.last_conv2d_family("grad_weight") == "grad_weight_channel_vectors", label
-                return got
-
-            results = under_thread_counts(run)
-            for a, c in zip(*results):
-                assert torch.equal(a, c), label
-            tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
-            torch.testing.assert_close(results[0][0].double(), gw_ref, **tol, msg=lambda m: f"{label} dW: {m}")
-            torch.testing.assert_close(results[0][1].double(), gb_ref, **tol, msg=lambda m: f"{label} db: {m}")
+            assert_grad_weight_bias_matches_reference(
+                x_shape, w_shape, stride, padding, dilation, groups, layout, dtype, gen, "grad_weight_channel_vectors",
+                f"{isa} {layout} {x_shape} {w_shape} stride {stride} padding {padding} dilation {dilation}")
 
 
 def test_input_vectors_gradcheck_and_plan():

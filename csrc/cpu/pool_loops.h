@@ -416,8 +416,8 @@ void max_rows_nhwc_float(const Pool2dParams& p, int64_t channels, const float* x
 }
 
 // channels_last max pooling for float: in the architecture's vectors, or, with fewer channels than one
-// of them, in narrower ones (8 and 4 lanes; LeNet's 6 channels ran a loop per channel 10x slower than
-// its NCHW pooling); fewer than 4 channels one at a time.
+// of them, in narrower ones (8 and 4 lanes: a loop per channel was far slower than NCHW pooling on
+// LeNet's 6 channels, benchmarks/RESULTS.md, session 27); fewer than 4 channels one at a time.
 template <class Arch>
 void max_forward_nhwc_float(const Pool2dParams& p, int64_t channels, const float* x, int64_t row_begin,
                             int64_t row_end, float* y, int64_t* idx) {

@@ -320,10 +320,11 @@ void weight_sums_rows(const Conv2dParams& p, const T* dy, const T* x, int64_t n_
       }
 }
 
-constexpr int64_t kMaskTaps = 32;
+// grad_weight's kernels whose taps' sums stay in registers: 3 x 3.
+constexpr int64_t kRegisterTaps = 9;
 
 // Bits of the taps (kh * KW + kw) whose kernel row lies in bounds for a window from input row ih0
-// (kernels of at most kMaskTaps taps).
+// (kernels of fewer than 32 taps).
 inline uint32_t taps_in_rows(const Conv2dParams& p, int64_t ih0) {
   uint32_t bits = 0;
   for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
@@ -355,7 +356,7 @@ template <typename T, class Arch, int64_t kTaps, int64_t kVecs>
 void weight_sums_band(const Conv2dParams& p, const T* dy, const T* x, int64_t row_begin, int64_t row_end,
                       int64_t c0, const int64_t* window, const uint32_t* column_taps, T* dw, T* db) {
   constexpr int64_t B = Arch::kTiles.vec_bytes, V = kLanes<T, B>;
-  static_assert(kTaps < kMaskTaps, "the taps' masks are 32 bits");
+  static_assert(kTaps < 32, "the taps' masks are 32 bits");
   constexpr uint32_t kAll = (1u << kTaps) - 1;
   const int64_t C = p.out_channels;
   Vec<T, B> acc[kTaps][kVecs] = {}, bias[kVecs] = {};
@@ -407,7 +408,7 @@ void weight_sums_band(const Conv2dParams& p, const T* dy, const T* x, int64_t ro
 template <typename T, class Arch>
 void weight_sums(const Conv2dParams& p, const T* dy, const T* x, int64_t n_begin, int64_t n_end,
                  const int64_t* window, const uint32_t* column_taps, T* dw, T* db) {
-  constexpr int64_t kTaps = 9, V = kLanes<T, Arch::kTiles.vec_bytes>;
+  constexpr int64_t kTaps = kRegisterTaps, V = kLanes<T, Arch::kTiles.vec_bytes>;
   constexpr int64_t kBlock = Arch::kTiles.vec_bytes == 64 ? 2 : 1;  // 9 x 2 accumulators of AVX-512's 32 registers
   const int64_t C = p.out_channels;
   const int64_t vectors = p.kernel_plane() == kTaps ? C / V : 0;
@@ -433,7 +434,7 @@ void depthwise_nhwc_grad_weight(const Conv2dParams& p, const T* dy, const T* x, 
   const int64_t C = p.out_channels, taps = p.kernel_plane(), size = (taps + 1) * C;
   const BatchChunks chunking(p.batch);
   const InBoundsWindow window(p, p.in_w, 1);
-  const std::vector<uint32_t> column_taps = taps <= kMaskTaps ? taps_in_columns(p) : std::vector<uint32_t>();
+  const std::vector<uint32_t> column_taps = taps == kRegisterTaps ? taps_in_columns(p) : std::vector<uint32_t>();
   // Per chunk: (taps, C) weight gradient, then C bias gradient.
   std::vector<T> partials(chunking.count * size, T(0));
   at::parallel_for(0, chunking.count, 1, [&](int64_t begin, int64_t end) {
