@@ -1,7 +1,7 @@
 """Per-pass, per-algorithm timings of conv layers against torch, at one CPU instruction set.
 
     CNNEXT_BENCH_ISA=avx2 python -m benchmarks.per_isa [--rounds 15] [--layers lenet.conv2,...]
-        [--architectures] [--channels-last]
+        [--architectures] [--channels-last] [--peak GFLOPS]
 
 prints a markdown table: per layer and pass (forward, grad_input, grad_weight), torch's median time and the
 ratio torch / cnnext for the direct and im2col algorithms and for what ``auto`` picks (the plan's choice,
@@ -9,8 +9,10 @@ cnnext._ops.conv2d_plan). The layers are the seed models' convolutions, or with 
 distinct one of the standard architectures (benchmarks.shapes.architecture_conv_shapes); ``--layers`` keeps
 those whose name contains one of the given strings. ``--channels-last`` lays the activations and the weight
 out channels_last, as a channels_last model holds them. Every implementation of a row is timed in turn, round after round, in one process
-(a shared machine drifts: compare ratios, not times). CNNEXT_BENCH_ISA must be set in the environment, as
-the benchmarks package narrows torch before importing it (benchmarks/isa.py).
+(a shared machine drifts: compare ratios, not times). ``--peak`` (the FMA peak at these threads, from
+tools/fma_peak.c) adds the most any kernel could reach: torch's time over the pass's time at the peak,
+counting only the taps inside the input (ConvShape.flops_inside). CNNEXT_BENCH_ISA must be set in the
+environment, as the benchmarks package narrows torch before importing it (benchmarks/isa.py).
 """
 
 from __future__ import annotations
@@ -31,14 +33,6 @@ from cnnext._ops import CONV_PASSES, conv2d_plan
 ALGOS = ("direct", "im2col")
 
 
-def _padding(shape: ConvShape) -> tuple[int, int]:
-    if isinstance(shape.padding, str):  # "same" at stride 1, "valid"
-        if shape.padding == "valid":
-            return (0, 0)
-        return tuple(d * (k - 1) // 2 for d, k in zip(shape.dilation, shape.kernel_size))
-    return tuple(shape.padding)
-
-
 def pass_calls(shape: ConvShape, pass_: str,
                layout: torch.memory_format = torch.contiguous_format) -> dict[str, Callable[[], torch.Tensor]]:
     """One pass of `shape` by torch and by each cnnext algorithm, on fixed random tensors in `layout`."""
@@ -47,7 +41,7 @@ def pass_calls(shape: ConvShape, pass_: str,
     w = torch.randn(shape.weight_shape, generator=gen).contiguous(memory_format=layout)
     b = torch.randn(shape.out_channels, generator=gen)
     gy = torch.randn(shape.output_shape, generator=gen).contiguous(memory_format=layout)
-    ph, pw = _padding(shape)
+    ph, pw = shape.leading_padding
     s, d, g, pad4 = list(shape.stride), list(shape.dilation), shape.groups, [ph, pw, ph, pw]
     ops = torch.ops.cnnext
     if pass_ == "forward":
@@ -91,7 +85,11 @@ def main() -> None:
     parser.add_argument("--architectures", action="store_true",
                         help="the standard architectures' distinct conv layers instead of the seed models'")
     parser.add_argument("--channels-last", action="store_true", help="channels_last activations and weights")
+    parser.add_argument("--peak", type=float, metavar="GFLOPS",
+                        help="the FMA peak, for the bound torch / time at the peak (see above)")
     args = parser.parse_args()
+    if args.peak is not None and args.peak <= 0:
+        parser.error("--peak must be a positive GFLOP/s")
     machine.configure_torch(machine.default_threads())
     malloc = machine.configure_malloc(machine.default_malloc())
     wanted = [part for part in args.layers.split(",") if part]
@@ -103,19 +101,21 @@ def main() -> None:
     print(f"cnnext ISA {info['cpu_isa']}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"{machine.cpu_model()}, {torch.get_num_threads()} threads, {clock}, malloc {malloc}, "
           f"{'channels_last' if args.channels_last else 'NCHW'}\n")
-    print("| layer | pass | torch ms | direct | im2col | auto (plan) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    bound = " bound: torch / at peak |" if args.peak else ""
+    print("| layer | pass | torch ms | direct | im2col | auto (plan) |" + bound)
+    print("| --- | --- | --- | --- | --- | --- |" + (" --- |" if args.peak else ""))
     for shape in shapes:
         for pass_ in CONV_PASSES:
             if pass_ == "grad_input" and shape.image_input:
                 continue
             m = medians(pass_calls(shape, pass_, layout), args.rounds)
-            plan = conv2d_plan(shape.input_shape, shape.weight_shape, shape.stride, _padding(shape),
+            plan = conv2d_plan(shape.input_shape, shape.weight_shape, shape.stride, shape.leading_padding,
                                shape.dilation, shape.groups, torch.float32, pass_,
                                channels_last=args.channels_last)
             ratio = {a: m["torch"] / m[a] for a in ALGOS}
+            at_peak = f" {m['torch'] * args.peak * 1e9 / shape.flops_inside(backward=False):.2f} |" if args.peak else ""
             print(f"| {shape.name} | {pass_} | {m['torch'] * 1e3:.3f} | {ratio['direct']:.2f} | "
-                  f"{ratio['im2col']:.2f} | {ratio[plan['algo']]:.2f} ({plan['family']}) |", flush=True)
+                  f"{ratio['im2col']:.2f} | {ratio[plan['algo']]:.2f} ({plan['family']}) |{at_peak}", flush=True)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,29 @@ class ConvShape:
             return forward
         return forward * (2 if self.image_input else 3)
 
+    def flops_inside(self, backward: bool) -> int:
+        """flops(backward) over only the kernel taps that land inside the input: the work that a
+        kernel skipping the zero padding cannot avoid (each pass does the same)."""
+        out_h, out_w = self.output_shape[2:]
+        inside = math.prod(
+            _taps_inside(size, out, kernel, stride, pad, dilation)
+            for size, out, kernel, stride, pad, dilation in zip(
+                (self.height, self.width), (out_h, out_w), self.kernel_size, self.stride, self.leading_padding,
+                self.dilation))
+        forward = 2 * self.batch * self.out_channels * (self.in_channels // self.groups) * inside
+        if not backward:
+            return forward
+        return forward * (2 if self.image_input else 3)
+
+    @property
+    def leading_padding(self) -> tuple[int, int]:
+        """Zeros before the first row and column ("same" pads any odd one after the last, as torch)."""
+        if self.padding == "valid":
+            return (0, 0)
+        if self.padding == "same":
+            return tuple(d * (k - 1) // 2 for d, k in zip(self.dilation, self.kernel_size))
+        return tuple(self.padding)
+
     def with_batch(self, batch: int) -> ConvShape:
         return dataclasses.replace(self, batch=batch)
 
@@ -159,6 +182,11 @@ class PoolShape:
         if self.padding != (0, 0):
             text += f" p{self.padding[0]}"
         return text + (f" (x{self.repeats})" if self.repeats > 1 else "")
+
+
+def _taps_inside(size: int, out: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
+    """Along one axis: the taps of all ``out`` outputs' windows that land inside the ``size`` input."""
+    return sum(0 <= o * stride - pad + t * dilation < size for o in range(out) for t in range(kernel))
 
 
 def _trace_layers(model: nn.Module, image: tuple[int, int, int], batch: int,
@@ -295,6 +323,12 @@ def architecture_conv_shapes() -> list[ConvShape]:
 def architecture_pool_shapes() -> list[PoolShape]:
     """Each distinct max-pool shape of each architecture."""
     return [shape for arch in ARCHITECTURES for shape in _distinct(_trace_architecture(arch)[1])]
+
+
+def model_conv_shapes(case: Architecture | str) -> list[ConvShape]:
+    """Every conv layer of an architecture or a seed model (by name), in forward order, at the
+    batch its training step runs."""
+    return list((_trace_architecture(case) if isinstance(case, Architecture) else _trace(case))[0])
 
 
 def seed_conv_shapes() -> list[ConvShape]:
