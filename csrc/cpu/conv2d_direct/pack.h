@@ -66,10 +66,12 @@ std::vector<T> pack_pixel_vector_weights(int64_t oc_block, int64_t groups, int64
   return packed;
 }
 
-// dst[t * dst_row + j] = src[j * src_row + t] for j < rows, t < cols: a
-// transpose in squares of V x V through registers, the edges one by one.
-template <typename T, int64_t B>
-void transpose_rows(const T* src, int64_t src_row, int64_t rows, int64_t cols, T* dst, int64_t dst_row) {
+// dst[row_of(t) * dst_row + j] = src[j * src_row + t] for j < rows, t < cols:
+// a transpose in squares of V x V through registers, the edges one by one,
+// each transposed row t going to row row_of(t).
+template <typename T, int64_t B, class RowOf>
+void transpose_rows_to(const T* src, int64_t src_row, int64_t rows, int64_t cols, T* dst, int64_t dst_row,
+                       const RowOf& row_of) {
   constexpr int64_t V = kLanes<T, B>;
   int64_t j0 = 0;
   for (; j0 + V <= rows; j0 += V) {
@@ -78,13 +80,19 @@ void transpose_rows(const T* src, int64_t src_row, int64_t rows, int64_t cols, T
       Vec<T, B> square[V];
       for (int64_t k = 0; k < V; ++k) square[k] = load_vec<B>(src + (j0 + k) * src_row + t0);
       transpose_square<T, B>(square);
-      for (int64_t k = 0; k < V; ++k) store_vec<T, B>(dst + (t0 + k) * dst_row + j0, square[k]);
+      for (int64_t k = 0; k < V; ++k) store_vec<T, B>(dst + row_of(t0 + k) * dst_row + j0, square[k]);
     }
     for (int64_t j = j0; j < j0 + V; ++j)
-      for (int64_t t = t0; t < cols; ++t) dst[t * dst_row + j] = src[j * src_row + t];
+      for (int64_t t = t0; t < cols; ++t) dst[row_of(t) * dst_row + j] = src[j * src_row + t];
   }
   for (int64_t j = j0; j < rows; ++j)
-    for (int64_t t = 0; t < cols; ++t) dst[t * dst_row + j] = src[j * src_row + t];
+    for (int64_t t = 0; t < cols; ++t) dst[row_of(t) * dst_row + j] = src[j * src_row + t];
+}
+
+// dst[t * dst_row + j] = src[j * src_row + t]: transpose_rows_to, every row where it is.
+template <typename T, int64_t B>
+void transpose_rows(const T* src, int64_t src_row, int64_t rows, int64_t cols, T* dst, int64_t dst_row) {
+  transpose_rows_to<T, B>(src, src_row, rows, cols, dst, dst_row, [](int64_t t) { return t; });
 }
 
 // For the channel-vector families: blocks of `block_outs` output channels
@@ -96,13 +104,17 @@ void transpose_rows(const T* src, int64_t src_row, int64_t rows, int64_t cols, T
 // where an output channel's taps lie side by side (NCHW forward), one per tap
 // where a tap's reduction channels do (channels_last forward), copies where
 // the output channels do (channels_last grad_input); else one reduction
-// channel's weights at a time, in memory order.
+// channel's weights at a time, in memory order. Every row goes straight to
+// its place in either order of taps: the weights of the large layers are
+// megabytes, read and written once per call.
 template <typename T, int64_t B>
 UninitializedVector<T> pack_channel_vector_weights(int64_t block_outs, int64_t groups, int64_t outs, int64_t channels,
                                                    int64_t kernel, const WeightView<T>& w, bool kernel_major = false) {
   const int64_t taps = channels * kernel, blocks = (outs + block_outs - 1) / block_outs;
   const bool rows = w.tap == 1 && w.channel == kernel;
   UninitializedVector<T> packed(groups * taps * outs);  // every block writes all of its own
+  // The packed row of reduction tap t = ch * kernel + k.
+  const auto row_of = [=](int64_t ch, int64_t k) { return kernel_major ? k * channels + ch : ch * kernel + k; };
   if (!rows && w.channel != 1 && w.out != 1) {
     // Neither the taps nor the output channels side by side (NCHW grad_input, whose reduction channels
     // are the weight's outer ones): a reduction channel at a time, its weights read in memory order
@@ -115,7 +127,7 @@ UninitializedVector<T> pack_channel_vector_weights(int64_t block_outs, int64_t g
           T* block = packed.data() + (g * outs + oc0) * taps;
           for (int64_t k = 0; k < kernel; ++k) {
             const T* src = w.at(g, oc0, ch) + k * w.tap;
-            T* dst = block + (kernel_major ? k * channels + ch : ch * kernel + k) * width;
+            T* dst = block + row_of(ch, k) * width;
             for (int64_t oc = 0; oc < width; ++oc) dst[oc] = src[oc * w.out];
           }
         }
@@ -123,31 +135,29 @@ UninitializedVector<T> pack_channel_vector_weights(int64_t block_outs, int64_t g
     });
     return packed;
   }
+  // Where the transposes' rows t = ch * kernel + k go, worked out once for all blocks.
+  std::vector<int64_t> tap_rows;
+  if (rows) {
+    tap_rows.resize(taps);
+    for (int64_t t = 0; t < taps; ++t) tap_rows[t] = row_of(t / kernel, t % kernel);
+  }
   at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> channel_major;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t g = task / blocks, oc0 = task % blocks * block_outs;
       const int64_t width = std::min(block_outs, outs - oc0);
       T* block = packed.data() + (g * outs + oc0) * taps;
       if (rows) {
-        transpose_rows<T, B>(w.at(g, oc0, 0), w.out, width, taps, block, width);
-      } else if (w.channel == 1) {  // straight into either order
+        transpose_rows_to<T, B>(w.at(g, oc0, 0), w.out, width, taps, block, width,
+                                [&](int64_t t) { return tap_rows[t]; });
+      } else if (w.channel == 1) {
         for (int64_t k = 0; k < kernel; ++k)
-          transpose_rows<T, B>(w.at(g, oc0, 0) + k * w.tap, w.out, width, channels,
-                               block + k * (kernel_major ? channels : 1) * width,
-                               (kernel_major ? 1 : kernel) * width);
-        continue;
-      } else if (w.out == 1) {
+          transpose_rows<T, B>(w.at(g, oc0, 0) + k * w.tap, w.out, width, channels, block + row_of(0, k) * width,
+                               (row_of(1, 0) - row_of(0, 0)) * width);
+      } else {  // w.out == 1
         for (int64_t ch = 0; ch < channels; ++ch)
           for (int64_t k = 0; k < kernel; ++k)
-            std::copy_n(w.at(g, oc0, ch) + k * w.tap, width, block + (ch * kernel + k) * width);
+            std::copy_n(w.at(g, oc0, ch) + k * w.tap, width, block + row_of(ch, k) * width);
       }
-      if (!kernel_major || kernel == 1 || channels == 1) continue;
-      // [ch][k] rows to [k][ch]: whole rows of `width` elements.
-      channel_major.assign(block, block + taps * width);
-      for (int64_t ch = 0; ch < channels; ++ch)
-        for (int64_t k = 0; k < kernel; ++k)
-          std::copy_n(channel_major.data() + (ch * kernel + k) * width, width, block + (k * channels + ch) * width);
     }
   });
   return packed;
