@@ -66,12 +66,10 @@ std::vector<T> pack_pixel_vector_weights(int64_t oc_block, int64_t groups, int64
   return packed;
 }
 
-// dst[row_of(t) * dst_row + j] = src[j * src_row + t] for j < rows, t < cols:
-// a transpose in squares of V x V through registers, the edges one by one,
-// each transposed row t going to row row_of(t).
-template <typename T, int64_t B, class RowOf>
-void transpose_rows_to(const T* src, int64_t src_row, int64_t rows, int64_t cols, T* dst, int64_t dst_row,
-                       const RowOf& row_of) {
+// dst[t * dst_row + j] = src[j * src_row + t] for j < rows, t < cols: a
+// transpose in squares of V x V through registers, the edges one by one.
+template <typename T, int64_t B>
+void transpose_rows(const T* src, int64_t src_row, int64_t rows, int64_t cols, T* dst, int64_t dst_row) {
   constexpr int64_t V = kLanes<T, B>;
   int64_t j0 = 0;
   for (; j0 + V <= rows; j0 += V) {
@@ -80,19 +78,13 @@ void transpose_rows_to(const T* src, int64_t src_row, int64_t rows, int64_t cols
       Vec<T, B> square[V];
       for (int64_t k = 0; k < V; ++k) square[k] = load_vec<B>(src + (j0 + k) * src_row + t0);
       transpose_square<T, B>(square);
-      for (int64_t k = 0; k < V; ++k) store_vec<T, B>(dst + row_of(t0 + k) * dst_row + j0, square[k]);
+      for (int64_t k = 0; k < V; ++k) store_vec<T, B>(dst + (t0 + k) * dst_row + j0, square[k]);
     }
     for (int64_t j = j0; j < j0 + V; ++j)
-      for (int64_t t = t0; t < cols; ++t) dst[row_of(t) * dst_row + j] = src[j * src_row + t];
+      for (int64_t t = t0; t < cols; ++t) dst[t * dst_row + j] = src[j * src_row + t];
   }
   for (int64_t j = j0; j < rows; ++j)
-    for (int64_t t = 0; t < cols; ++t) dst[row_of(t) * dst_row + j] = src[j * src_row + t];
-}
-
-// dst[t * dst_row + j] = src[j * src_row + t]: transpose_rows_to, every row where it is.
-template <typename T, int64_t B>
-void transpose_rows(const T* src, int64_t src_row, int64_t rows, int64_t cols, T* dst, int64_t dst_row) {
-  transpose_rows_to<T, B>(src, src_row, rows, cols, dst, dst_row, [](int64_t t) { return t; });
+    for (int64_t t = 0; t < cols; ++t) dst[t * dst_row + j] = src[j * src_row + t];
 }
 
 // For the channel-vector families: blocks of `block_outs` output channels
@@ -135,20 +127,29 @@ UninitializedVector<T> pack_channel_vector_weights(int64_t block_outs, int64_t g
     });
     return packed;
   }
-  // Where the transposes' rows t = ch * kernel + k go, worked out once for all blocks.
-  std::vector<int64_t> tap_rows;
-  if (rows) {
-    tap_rows.resize(taps);
-    for (int64_t t = 0; t < taps; ++t) tap_rows[t] = row_of(t / kernel, t % kernel);
-  }
+  // Kernel-major rows from the transposes of taps that lie [ch][k]: V channels at a time into a buffer,
+  // then each tap's rows, V channels side by side, as one run. Transposing the whole block first and then
+  // reordering it passed over megabytes twice more; storing every transposed row straight at its
+  // kernel-major place (rows channels * width elements apart in turn) was slower than the buffer
+  // (benchmarks/RESULTS.md, session 28).
+  constexpr int64_t V = kLanes<T, B>;
+  const bool reorder = rows && kernel_major && kernel > 1 && channels > 1;
   at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> chunk(reorder ? V * kernel * std::min(block_outs, outs) : 0);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t g = task / blocks, oc0 = task % blocks * block_outs;
       const int64_t width = std::min(block_outs, outs - oc0);
       T* block = packed.data() + (g * outs + oc0) * taps;
-      if (rows) {
-        transpose_rows_to<T, B>(w.at(g, oc0, 0), w.out, width, taps, block, width,
-                                [&](int64_t t) { return tap_rows[t]; });
+      if (reorder) {
+        for (int64_t ch0 = 0; ch0 < channels; ch0 += V) {
+          const int64_t n = std::min(V, channels - ch0);
+          transpose_rows<T, B>(w.at(g, oc0, ch0), w.out, width, n * kernel, chunk.data(), width);
+          for (int64_t k = 0; k < kernel; ++k)
+            for (int64_t c = 0; c < n; ++c)
+              copy_short<T, B>(chunk.data() + (c * kernel + k) * width, width, block + row_of(ch0 + c, k) * width);
+        }
+      } else if (rows) {
+        transpose_rows<T, B>(w.at(g, oc0, 0), w.out, width, taps, block, width);
       } else if (w.channel == 1) {
         for (int64_t k = 0; k < kernel; ++k)
           transpose_rows<T, B>(w.at(g, oc0, 0) + k * w.tap, w.out, width, channels, block + row_of(0, k) * width,
