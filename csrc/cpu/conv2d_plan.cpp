@@ -230,15 +230,18 @@ struct Geometry {
     const bool in_place = channels_last && cout % lanes == 0;
     if ((win || in_place) && (weight_vectors_fit() || weight_vectors_beat_slow_gemm()))
       return Family::kGradWeightChannelVectors;
+    // The strided layers and long reductions that the families below lose to im2col, beside a slower GEMM;
+    // strided first layers too, where the shifted planes below lost to them (MobileNetV2's stem at
+    // AVX-512, benchmarks/RESULTS.md, session 28).
+    if (weight_vectors_beat_slow_gemm() && (!unit_stride || p.col_rows() >= kWideReduction))
+      return Family::kGradWeightChannelVectors;
     // Shifted planes where a step holds 8 channels x 3 taps (AVX-512's 32 registers), or rows are
     // narrower than a vector; with 16 registers (4 x 3) grad_output read in place along rows measured
     // 1.1 - 1.2x faster on 3-channel first layers (benchmarks/RESULTS.md, session 12). Strided first
-    // layers too: their grad_output, transposed for the channel vectors, is as large as their input.
+    // layers too beside oneMKL's GEMM: their grad_output, transposed for the channel vectors, is as
+    // large as their input.
     if (rows.taps() < kFewTaps && planes_can_run() && (tiles.oc_block >= 8 || p.out_w < lanes))
       return Family::kPlanesFirstLayer;
-    // The strided layers and long reductions that the families below lose to im2col, beside a slower GEMM.
-    if (weight_vectors_beat_slow_gemm() && (!unit_stride || p.col_rows() >= kWideReduction))
-      return Family::kGradWeightChannelVectors;
     // grad_output is copied into rows padded to whole vectors (so no load crosses a row) and
     // channels padded to whole blocks, except where there is little work per element to hide the
     // copy behind: few input channels (16-register ISAs, where the shifted planes do not run),
