@@ -96,9 +96,9 @@ void transpose_rows(const T* src, int64_t src_row, int64_t rows, int64_t cols, T
 // where an output channel's taps lie side by side (NCHW forward), one per tap
 // where a tap's reduction channels do (channels_last forward), copies where
 // the output channels do (channels_last grad_input); else one reduction
-// channel's weights at a time, in memory order. Every row goes straight to
-// its place in either order of taps: the weights of the large layers are
-// megabytes, read and written once per call.
+// channel's weights at a time, in memory order. Every row is written once,
+// at its place in either order of taps: the weights of the large layers are
+// megabytes, read and written on every call.
 template <typename T, int64_t B>
 UninitializedVector<T> pack_channel_vector_weights(int64_t block_outs, int64_t groups, int64_t outs, int64_t channels,
                                                    int64_t kernel, const WeightView<T>& w, bool kernel_major = false) {
