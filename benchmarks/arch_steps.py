@@ -64,6 +64,14 @@ BOUND_COLUMNS = ("conv GFLOP (taps inside)", "convs at peak ms", "torch's conv p
                  "bound: torch / (pools only - torch's convs + convs at peak)")
 
 
+def columns(split: bool) -> tuple[tuple[str, ...], list[tuple[str, str, str]]]:
+    """The variants a run times (ARCH_TRAIN_IMPLS, or with ``split`` the SPLIT ones) and its ratios
+    (column, numerator, denominator)."""
+    if split:
+        return tuple(SPLIT), [(f"torch/{v}", TORCH, v) for v in tuple(SPLIT)[1:]]
+    return ARCH_TRAIN_IMPLS, list(RATIOS)
+
+
 def with_torch_layers(model: nn.Module, kinds: tuple[type[nn.Module], ...]) -> nn.Module:
     """``model`` (changed in place) with its cnnext layers of the given torch kinds back on torch's
     implementation: each cnnext layer subclasses its torch layer, whose forward it then runs again."""
@@ -125,7 +133,7 @@ def round_times(case: Architecture | str, rounds: int, steps: int, split: bool =
     """Per round, the median seconds of one training step of each variant of ``case``: the
     ARCH_TRAIN_IMPLS, or with ``split`` the SPLIT variants."""
     calls = {}
-    variants = tuple(SPLIT) if split else ARCH_TRAIN_IMPLS
+    variants, _ = columns(split)
     for variant in variants:
         impl = AUTO if split and variant != TORCH else variant
         calls[variant] = step_call(case, impl, SPLIT[variant] if split else ())
@@ -147,8 +155,7 @@ def round_times(case: Architecture | str, rounds: int, steps: int, split: bool =
 
 def table_row(case: Architecture | str, results: list[dict[str, float]], split: bool = False) -> str:
     """``| case | torch ms | ... | ratio median (min – max) | ... |``."""
-    variants = tuple(SPLIT) if split else ARCH_TRAIN_IMPLS
-    ratios = [(f"torch/{v}", TORCH, v) for v in variants[1:]] if split else RATIOS
+    variants, ratios = columns(split)
     cells = [case_name(case)]
     cells += [f"{statistics.median(r[impl] for r in results) * 1e3:.1f}" for impl in variants]
     for _, num, den in ratios:
@@ -179,9 +186,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     machine.configure_torch(args.threads)
     machine.configure_malloc(machine.default_malloc())
     start = machine.CpuClock.now()
-    variants = tuple(SPLIT) if args.split else ARCH_TRAIN_IMPLS
-    ratios = [f"torch/{v}" for v in variants[1:]] if args.split else [name for name, _, _ in RATIOS]
-    header = ["case", *(f"{v} ms" for v in variants), *ratios, *(BOUND_COLUMNS if args.peak else ())]
+    variants, ratios = columns(args.split)
+    header = ["case", *(f"{v} ms" for v in variants), *(name for name, _, _ in ratios),
+              *(BOUND_COLUMNS if args.peak else ())]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for case in chosen:
         results = round_times(case, args.rounds, args.steps, args.split)

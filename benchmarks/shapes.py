@@ -83,10 +83,7 @@ class ConvShape:
 
     def flops(self, backward: bool) -> int:
         """Multiply-adds ×2 of the forward pass, plus grad_weight and (if needed) grad_input."""
-        forward = 2 * math.prod(self.output_shape) * math.prod(self.weight_shape[1:])
-        if not backward:
-            return forward
-        return forward * (2 if self.image_input else 3)
+        return self._passes(2 * math.prod(self.output_shape) * math.prod(self.weight_shape[1:]), backward)
 
     def flops_inside(self, backward: bool) -> int:
         """flops(backward) over only the kernel taps that land inside the input: the work that a
@@ -97,10 +94,11 @@ class ConvShape:
             for size, out, kernel, stride, pad, dilation in zip(
                 (self.height, self.width), (out_h, out_w), self.kernel_size, self.stride, self.leading_padding,
                 self.dilation))
-        forward = 2 * self.batch * self.out_channels * (self.in_channels // self.groups) * inside
-        if not backward:
-            return forward
-        return forward * (2 if self.image_input else 3)
+        return self._passes(2 * self.batch * self.out_channels * (self.in_channels // self.groups) * inside, backward)
+
+    def _passes(self, forward: int, backward: bool) -> int:
+        """A pass's FLOPs times the passes a step runs: forward, grad_weight and (if needed) grad_input."""
+        return forward * (2 if self.image_input else 3) if backward else forward
 
     @property
     def leading_padding(self) -> tuple[int, int]:
